@@ -1,0 +1,85 @@
+"""The caption DAG: its config sections and its output row.
+
+Defaults and where they come from: GLM-4.5V §3.1 (CLIP score > 0.3),
+DataComp (minimum side 200 px), MetaCLIP (t = 20,000 at 400M pairs).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+import pyarrow as pa
+from pydantic import Field
+
+from quarry.schemas.arrow import ArrowType
+from quarry.schemas.common import ImageCell, Sample
+from quarry.schemas.config import DagConfig, Section
+
+
+class DecodeConfig(Section):
+    max_pixels: int = Field(
+        40_000_000, ge=1, description="width*height above this is `image_too_large` (read from the header, before decoding)"
+    )
+
+
+class HeuristicsConfig(Section):
+    min_side: int = Field(200, ge=1, description="shorter image side in pixels (DataComp uses 200)")
+    max_aspect_ratio: float = Field(3.0, ge=1.0, description="long side / short side")
+    solid_max_std: float = Field(
+        3.0, ge=0.0, description="images whose pixel standard deviation (0-255, on a 64x64 thumbnail) is below this are `solid_color`"
+    )
+    min_caption_words: int = Field(2, ge=0)
+    max_caption_words: int = Field(256, ge=1)
+    min_caption_chars: int = Field(5, ge=0)
+    max_caption_chars: int = Field(2_000, ge=1)
+
+
+class DedupConfig(Section):
+    enabled: bool = True
+    max_hamming: int = Field(4, ge=0, le=15, description="pHash (64-bit) distance at or under which two images are duplicates")
+
+
+class ClipConfig(Section):
+    enabled: bool = True
+    model: str = Field("ViT-B-32", description="open_clip architecture name (`quarry-tiny` = random-weight test model)")
+    pretrained: str = Field(
+        "laion2b_s34b_b79k",
+        description="open_clip pretrained tag, a local checkpoint path (.pt/.bin/.safetensors), or `none` for random weights",
+    )
+    threshold: float = Field(0.3, ge=-1.0, le=1.0, description="keep pairs with cosine similarity >= this (per model!)")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="auto = bf16 on CUDA, fp32 on CPU")
+    min_batch_size: int = Field(8, ge=1)
+    max_batch_size: int = Field(64, ge=1)
+
+
+class BalanceConfig(Section):
+    enabled: bool = True
+    vocabulary: Optional[str] = Field(
+        None, description="text file, one entry per line, or MetaCLIP's metadata.json; default: the small vocabulary shipped with quarry"
+    )
+    t: int = Field(20_000, ge=1, description="MetaCLIP cap: an entry matched by more than t pairs samples each with t/count")
+    fold_case: bool = Field(False, description="match case-insensitively (MetaCLIP matches case-sensitively)")
+    keep_unmatched: bool = Field(False, description="keep pairs that match no entry instead of rejecting `no_concept_match`")
+
+
+class CaptionConfig(DagConfig):
+    decode: DecodeConfig = DecodeConfig()
+    heuristics: HeuristicsConfig = HeuristicsConfig()
+    dedup: DedupConfig = DedupConfig()
+    clip: ClipConfig = ClipConfig()
+    balance: BalanceConfig = BalanceConfig()
+
+
+class CaptionRow(Sample):
+    """One kept image-caption pair."""
+
+    caption: str
+    image: ImageCell
+    width: Annotated[int, ArrowType(pa.int32())]
+    height: Annotated[int, ArrowType(pa.int32())]
+    image_format: str
+    phash: str = Field(description="64-bit pHash as 16 hex digits")
+    clip_score: Annotated[Optional[float], ArrowType(pa.float32())] = None
+    concepts: list[str] = Field(default_factory=list, description="vocabulary entries the caption matched")
+    rarest_concept_count: Optional[int] = Field(None, description="dataset-wide match count of the rarest matched entry")
