@@ -35,6 +35,17 @@ _SCALARS: dict[Any, pa.DataType] = {
 }
 
 
+# `datasets` recognises an Image column only when the Arrow field equals its
+# own (nullable struct of nullable bytes and path), so image cells use exactly that.
+_HF_IMAGE = pa.struct([pa.field("bytes", pa.binary()), pa.field("path", pa.string())])
+
+
+def _is_image_cell(tp: Any) -> bool:
+    from quarry.schemas.common import ImageCell  # local: common imports this module
+
+    return tp is ImageCell
+
+
 def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     origin = typing.get_origin(tp)
     if origin in (Union, types.UnionType):
@@ -68,6 +79,8 @@ def arrow_type(tp: Any) -> pa.DataType:
         return pa.map_(arrow_type(key), arrow_type(value))
     if isinstance(tp, type) and issubclass(tp, Enum):
         return pa.string()
+    if _is_image_cell(tp):
+        return _HF_IMAGE
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return pa.struct(_fields(tp))
     raise TypeError(f"no Arrow mapping for annotation {tp!r}")
@@ -77,8 +90,9 @@ def _fields(model: type[BaseModel]) -> list[pa.Field]:
     out = []
     for name, info in model.model_fields.items():
         ann = _annotation(info)  # pydantic v2 moves Annotated metadata here
-        _, optional = _unwrap_optional(info.annotation)
-        out.append(pa.field(name, arrow_type(ann), nullable=optional or not info.is_required()))
+        base, optional = _unwrap_optional(info.annotation)
+        nullable = optional or not info.is_required() or _is_image_cell(base)
+        out.append(pa.field(name, arrow_type(ann), nullable=nullable))
     return out
 
 
@@ -95,8 +109,6 @@ _HF_VALUE = {
 
 def _hf_feature(tp: Any) -> dict[str, Any]:
     """The Hugging Face `datasets` feature (as JSON) of one annotation."""
-    from quarry.schemas.common import ImageCell  # local: common imports this module
-
     tp, _ = _unwrap_optional(tp)
     if typing.get_origin(tp) is typing.Annotated:
         base, *extra = typing.get_args(tp)
@@ -104,7 +116,7 @@ def _hf_feature(tp: Any) -> dict[str, Any]:
             if isinstance(meta, ArrowType):
                 return {"dtype": _HF_VALUE[meta.type], "_type": "Value"}
         return _hf_feature(base)
-    if tp is ImageCell:
+    if _is_image_cell(tp):
         return {"_type": "Image"}
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return {name: _hf_feature(_annotation(info)) for name, info in tp.model_fields.items()}

@@ -91,11 +91,13 @@ class ImageRecord(Row):
     format: str
 
 
-class Counts(Row):
-    """Per-stage element counts, kept in the manifest for many-to-many DAGs."""
+class ImageText(Row):
+    """One image-text record as a reader yields it, before any stage ran."""
 
-    stage: str
-    inputs: int = 0
-    outputs: int = 0
-    rejected: int = 0
-
+    sample_id: str
+    source: str
+    origin: Origin
+    image_bytes: bytes
+    caption: str
+    url: Optional[str] = None
+    license: Optional[str] = None

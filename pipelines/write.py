@@ -1,0 +1,219 @@
+"""Write rows as Parquet shards with stable names and contents.
+
+Layout (DESIGN.md):
+    DIR/data/source=<s>/tier=<t>/<dag>-<nnnnn>-of-<NNNNN>.parquet
+    DIR/rejects/rejects-<nnnnn>-of-<NNNNN>.parquet
+    DIR/images/images-<nnnnn>-of-<NNNNN>.parquet
+
+How shards stay identical across reruns and runners: rows are counted (and
+their bytes estimated) per partition, the shard count of a partition follows
+from `shards.max_rows` / `shards.max_bytes`, each row goes to shard
+`hash(id) % count`, and a shard's rows are sorted by id before writing. File
+names are fixed by the partition and shard index, so parallel workers never
+write the same name, and a retried bundle rewrites the same bytes (files are
+written under a temporary name and renamed).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterable
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+from pydantic import BaseModel
+
+from quarry.operators.ids import stable_bucket
+from quarry.schemas.arrow import arrow_schema
+from quarry.schemas.config import ShardConfig
+
+Partition = tuple[str, ...]  # e.g. ("source=laion", "tier=hard"); () for an unpartitioned table
+
+
+def hive_partition(row: dict[str, Any]) -> Partition:
+    return (f"source={row['source']}", f"tier={row['tier']}")
+
+
+def no_partition(row: dict[str, Any]) -> Partition:
+    return ()
+
+
+def _row_bytes(row: dict[str, Any]) -> int:
+    """A cheap size estimate: binary payloads dominate, the rest is small."""
+    size = 64
+    for v in row.values():
+        if isinstance(v, (bytes, str)):
+            size += len(v)
+        elif isinstance(v, dict):
+            size += _row_bytes(v)
+        elif isinstance(v, list):
+            size += 8 * len(v) + sum(len(x) for x in v if isinstance(x, (str, bytes)))
+    return size
+
+
+def shard_path(table_dir: str, partition: Partition, prefix: str, index: int, count: int) -> str:
+    return FileSystems.join(table_dir, *partition, f"{prefix}-{index:05d}-of-{count:05d}.parquet")
+
+
+def write_parquet(path: str, rows: list[dict[str, Any]], schema: pa.Schema, cfg: ShardConfig) -> None:
+    """Write rows (already in order) to `path` atomically, in row groups."""
+    tmp = path + ".inprogress"
+    compression = None if cfg.compression == "none" else cfg.compression
+    with FileSystems.create(tmp) as sink:
+        with pq.ParquetWriter(sink, schema, compression=compression) as writer:
+            for start in range(0, len(rows), cfg.row_group_size):
+                chunk = rows[start:start + cfg.row_group_size]
+                writer.write_table(pa.Table.from_pylist(chunk, schema=schema), row_group_size=cfg.row_group_size)
+    if FileSystems.exists(path):  # a retried bundle: same name, same content
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+class _WriteShard(beam.DoFn):
+    def __init__(self, table_dir: str, prefix: str, schema: pa.Schema, cfg: ShardConfig, id_field: str):
+        self.table_dir = table_dir
+        self.prefix = prefix
+        self.schema = schema
+        self.cfg = cfg
+        self.id_field = id_field
+        self.rows_written = beam.metrics.Metrics.counter("write", f"{prefix}_rows")
+
+    def process(self, element, shard_counts):
+        (partition, index), rows = element
+        ordered = sorted(rows, key=lambda r: r[self.id_field])
+        path = shard_path(self.table_dir, partition, self.prefix, index, shard_counts[partition])
+        write_parquet(path, ordered, self.schema, self.cfg)
+        self.rows_written.inc(len(ordered))
+        yield path
+
+
+def _shard_count(stats: tuple[int, int], cfg: ShardConfig) -> int:
+    rows, nbytes = stats
+    return max(1, math.ceil(rows / cfg.max_rows), math.ceil(nbytes / cfg.max_bytes))
+
+
+class _SumPairs(beam.CombineFn):
+    def create_accumulator(self):
+        return (0, 0)
+
+    def add_input(self, acc, x):
+        return (acc[0] + x[0], acc[1] + x[1])
+
+    def merge_accumulators(self, accs: Iterable[tuple[int, int]]):
+        rows = nbytes = 0
+        for r, b in accs:
+            rows += r
+            nbytes += b
+        return (rows, nbytes)
+
+    def extract_output(self, acc):
+        return acc
+
+
+class WriteParquetTable(beam.PTransform):
+    """PCollection of pydantic rows -> Parquet shards under `table_dir`.
+
+    Returns the PCollection of written file paths.
+    """
+
+    def __init__(self, table_dir: str, prefix: str, model: type[BaseModel], cfg: ShardConfig,
+                 partition_fn: Callable[[dict[str, Any]], Partition] = no_partition, id_field: str = "sample_id"):
+        super().__init__()
+        self.table_dir = table_dir
+        self.prefix = prefix
+        self.model = model
+        self.cfg = cfg
+        self.partition_fn = partition_fn
+        self.id_field = id_field
+
+    def expand(self, rows):
+        partition_fn, cfg, id_field = self.partition_fn, self.cfg, self.id_field
+        keyed = (
+            rows
+            | "ToDict" >> beam.Map(lambda r: r.model_dump() if isinstance(r, BaseModel) else r)
+            | "KeyByPartition" >> beam.Map(lambda d: (partition_fn(d), d))
+        )
+        counts = (
+            keyed
+            | "SizeRows" >> beam.Map(lambda kv: (kv[0], (1, _row_bytes(kv[1]))))
+            | "SizePartitions" >> beam.CombinePerKey(_SumPairs())
+            | "ShardCounts" >> beam.Map(lambda kv: (kv[0], _shard_count(kv[1], cfg)))
+        )
+        return (
+            keyed
+            | "AssignShard" >> beam.Map(
+                lambda kv, n: ((kv[0], stable_bucket(kv[1][id_field], n[kv[0]])), kv[1]),
+                n=beam.pvalue.AsDict(counts))
+            | "GroupShards" >> beam.GroupByKey()
+            | "WriteShard" >> beam.ParDo(
+                _WriteShard(self.table_dir, self.prefix, arrow_schema(self.model), cfg, id_field),
+                shard_counts=beam.pvalue.AsDict(counts))
+        )
+
+
+class WriteShards(beam.PTransform):
+    """Output rows -> `DIR/data/source=<s>/tier=<t>/<dag>-nnnnn-of-NNNNN.parquet`."""
+
+    def __init__(self, output_dir: str, dag: str, model: type[BaseModel], cfg: ShardConfig):
+        super().__init__()
+        self.inner = WriteParquetTable(FileSystems.join(output_dir, "data"), dag, model, cfg, hive_partition)
+
+    def expand(self, rows):
+        return rows | self.inner
+
+
+class WriteRejects(beam.PTransform):
+    """Reject rows -> `DIR/rejects/rejects-nnnnn-of-NNNNN.parquet`."""
+
+    def __init__(self, output_dir: str, cfg: ShardConfig):
+        super().__init__()
+        from quarry.schemas.common import Reject
+
+        self.inner = WriteParquetTable(FileSystems.join(output_dir, "rejects"), "rejects", Reject, cfg)
+
+    def expand(self, rejects):
+        return rejects | self.inner
+
+
+class WriteImages(beam.PTransform):
+    """Shared images -> `DIR/images/images-nnnnn-of-NNNNN.parquet`, one row per distinct `image_id`."""
+
+    def __init__(self, output_dir: str, cfg: ShardConfig):
+        super().__init__()
+        from quarry.schemas.common import ImageRecord
+
+        self.inner = WriteParquetTable(FileSystems.join(output_dir, "images"), "images", ImageRecord, cfg,
+                                       id_field="image_id")
+
+    def expand(self, images):
+        return (
+            images
+            | "KeyByImageId" >> beam.Map(lambda r: (r.image_id, r))
+            # image_id is a content hash: every copy is the same image, keep any.
+            | "OnePerImage" >> beam.CombinePerKey(lambda rs: next(iter(rs)))
+            | "DropKey" >> beam.Values()
+            | self.inner
+        )
+
+
+def written_files(table_dir: str) -> list[str]:
+    """Every Parquet file below a table directory (no temporaries)."""
+    pattern = FileSystems.join(table_dir, "**")
+    try:
+        found = FileSystems.match([pattern])[0].metadata_list
+    except BeamIOError:  # a missing directory simply holds no files
+        return []
+    return sorted(m.path for m in found if m.path.endswith(".parquet"))
+
+
+def count_rows(paths: list[str]) -> dict[str, int]:
+    """Rows per file from Parquet footers (no data pages read)."""
+    out = {}
+    for p in paths:
+        with FileSystems.open(p, compression_type="uncompressed") as fh:
+            out[p] = pq.ParquetFile(fh).metadata.num_rows
+    return out
+
