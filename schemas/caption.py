@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated, Literal, Optional
 
 import pyarrow as pa
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from quarry.schemas.arrow import ArrowType
 from quarry.schemas.common import ImageCell, Sample
@@ -61,6 +61,17 @@ class BalanceConfig(Section):
     t: int = Field(20_000, ge=1, description="MetaCLIP cap: an entry matched by more than t pairs samples each with t/count")
     fold_case: bool = Field(False, description="match case-insensitively (MetaCLIP matches case-sensitively)")
     keep_unmatched: bool = Field(False, description="keep pairs that match no entry instead of rejecting `no_concept_match`")
+    tier_counts: Optional[list[float]] = Field(
+        None, description="minimum rarest-concept counts for very_easy, easy, medium, hard (4 descending numbers); "
+                          "default t, t/10, t/100, t/1000"
+    )
+
+    @field_validator("tier_counts")
+    @classmethod
+    def _four_descending(cls, v: Optional[list[float]]) -> Optional[list[float]]:
+        if v is not None and (len(v) != 4 or v != sorted(v, reverse=True)):
+            raise ValueError("give 4 descending counts (very_easy, easy, medium, hard)")
+        return v
 
 
 class CaptionConfig(DagConfig):

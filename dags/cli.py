@@ -1,0 +1,161 @@
+"""The `quarry` command line: a thin layer over the DAG specs.
+
+    quarry list
+    quarry run DAG --input PATH_OR_GLOB --output DIR [--source NAME] [--config FILE.yaml]
+               [--set key=value ...] [--overwrite] [-- BEAM_OPTIONS...]
+    quarry inspect DIR [--sql QUERY]
+    quarry demo --output DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Optional
+
+from quarry.schemas.config import ConfigError
+
+EPILOG = """\
+examples:
+  quarry demo --output /tmp/quarry-demo
+  quarry run caption --input 'shards/*.tar' --output out/caption --source laion \\
+      --set clip.pretrained=/models/vit-b-32.safetensors --set balance.t=20000
+  quarry run caption --input data.parquet --output out/c -- \\
+      --direct_num_workers=2 --direct_running_mode=multi_processing
+  quarry inspect out/caption --sql "SELECT tier, count(*) FROM shards GROUP BY tier"
+
+Everything after `--` goes to Beam unchanged (--runner=DataflowRunner, --project, ...).
+Config keys: `quarry run DAG --show-config` prints every key with its default.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="quarry",
+        description="Apache Beam DAGs that build multimodal training data: Parquet shards tagged by "
+                    "source and difficulty tier, a rejects table and a manifest that accounts for every input.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.add_parser("list", help="the DAGs and their stages")
+
+    run = sub.add_parser("run", help="run one DAG", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    run.add_argument("dag", help="DAG name (see `quarry list`)")
+    run.add_argument("--input", "-i", action="append", default=[], metavar="PATH_OR_GLOB",
+                     help="input file, directory or glob (local, gs://, s3://); repeatable")
+    run.add_argument("--output", "-o", metavar="DIR", help="run directory to write")
+    run.add_argument("--source", help="source tag for the whole input (a record's own `source` field wins)")
+    run.add_argument("--config", "-c", metavar="FILE.yaml", help="YAML config (keys as in --show-config)")
+    run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                     help="override one config value, e.g. --set clip.threshold=0.28; repeatable")
+    run.add_argument("--overwrite", action="store_true", help="replace a run already in --output")
+    run.add_argument("--show-config", action="store_true", help="print the resolved config as YAML and exit")
+
+    ins = sub.add_parser("inspect", help="summarise a run's shards and rejects with DuckDB")
+    ins.add_argument("dir", help="run directory")
+    ins.add_argument("--sql", help="a query over the views `shards`, `rejects` (and `images`)")
+    ins.add_argument("--limit", type=int, default=100, help="rows to print for --sql (default 100)")
+
+    demo = sub.add_parser("demo", help="run the DAGs on the sample data shipped with quarry (offline)")
+    demo.add_argument("--output", "-o", required=True, metavar="DIR")
+    demo.add_argument("--overwrite", action="store_true")
+    return p
+
+
+def _split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
+    if "--" in argv:
+        i = argv.index("--")
+        return argv[:i], argv[i + 1:]
+    return argv, []
+
+
+def _fail(msg: str) -> int:
+    print(f"quarry: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_list() -> int:
+    from quarry.dags.registry import DAGS
+
+    for spec in DAGS.values():
+        print(f"{spec.name:<12} {spec.summary}")
+        for stage, what in spec.stages:
+            print(f"    {stage:<11} {what}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import yaml
+
+    from quarry.dags.registry import DAGS
+    from quarry.dags.runner import UsageError, resolve_config, run_dag
+    from quarry.pipelines.read import InputError
+
+    spec = DAGS.get(args.dag)
+    if spec is None:
+        return _fail(f"unknown DAG {args.dag!r}; known: {', '.join(DAGS)}")
+    try:
+        cfg = resolve_config(spec, args.config, args.sets, args.source)
+        if args.show_config:
+            print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+            return 0
+        if not args.output:
+            return _fail("--output DIR is required")
+        t0 = time.monotonic()
+        manifest = run_dag(spec, args.input, args.output, cfg, overwrite=args.overwrite, beam_args=beam_args)
+    except (ConfigError, InputError, UsageError) as e:
+        return _fail(str(e))
+    print(f"{spec.name}: inputs={manifest.inputs} kept={manifest.kept} rejected={manifest.rejected_total} "
+          f"in {time.monotonic() - t0:.1f}s -> {args.output}")
+    for note in manifest.notes:
+        print(f"NOTE: {note}")
+    if manifest.balanced is False:
+        print("quarry: error: the manifest does not add up (inputs != kept + rejected)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from quarry.dags.inspect import run_sql, summary
+
+    try:
+        print(run_sql(args.dir, args.sql, args.limit) if args.sql else summary(args.dir))
+    except FileNotFoundError as e:
+        return _fail(str(e))
+    except Exception as e:  # duckdb raises its own error types for bad SQL; show them as one line
+        if type(e).__module__.startswith("duckdb") or type(e).__module__.startswith("_duckdb"):
+            return _fail(str(e).splitlines()[0])
+        raise
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from quarry.dags.demo import run_demo
+    from quarry.dags.runner import UsageError
+
+    try:
+        return run_demo(args.output, overwrite=args.overwrite)
+    except (ConfigError, UsageError) as e:
+        return _fail(str(e))
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    own, beam_args = _split_beam_args(argv)
+    args = _parser().parse_args(own)
+    if args.command == "list":
+        return cmd_list()
+    if args.command == "run":
+        return cmd_run(args, beam_args)
+    if args.command == "inspect":
+        return cmd_inspect(args)
+    if args.command == "demo":
+        return cmd_demo(args)
+    _parser().print_help()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

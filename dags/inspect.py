@@ -1,0 +1,79 @@
+"""`quarry inspect DIR`: DuckDB over a run's shards, rejects and manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import duckdb
+
+
+def connect(run_dir: str) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with views `shards`, `rejects` and `images` (those that exist)."""
+    con = duckdb.connect()
+    root = Path(run_dir)
+    tables = {
+        "shards": (root / "data", "read_parquet('{}', hive_partitioning=true, union_by_name=true)"),
+        "rejects": (root / "rejects", "read_parquet('{}', union_by_name=true)"),
+        "images": (root / "images", "read_parquet('{}', union_by_name=true)"),
+    }
+    for name, (folder, reader) in tables.items():
+        if any(folder.glob("**/*.parquet")):
+            glob = str(folder / "**" / "*.parquet").replace("'", "''")
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM {reader.format(glob)}")
+    return con
+
+
+def _views(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+
+
+def _text_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+    cols = con.execute("DESCRIBE shards").fetchall()
+    skip = {"sample_id", "source", "tier", "task"}
+    text = [c[0] for c in cols if c[1] == "VARCHAR" and c[0] not in skip]
+    preferred = [c for c in ("caption", "question", "answer", "text", "svg") if c in text]
+    return preferred + [c for c in text if c not in preferred]
+
+
+def summary(run_dir: str, samples: int = 3) -> str:
+    """The text `quarry inspect` prints: manifest totals, rows by source x tier x task, rejects, samples."""
+    root = Path(run_dir)
+    if not root.exists():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
+    con = connect(run_dir)
+    views = _views(con)
+    parts: list[str] = []
+    manifest_path = root / "manifest.json"
+    if manifest_path.exists():
+        m = json.loads(manifest_path.read_text())
+        balance = "" if m.get("balanced") is None else f"  (inputs == kept + rejected: {m['balanced']})"
+        parts.append(f"run {m['run_id']}  dag={m['dag']}  runner={m['runner']}  wall={m['wall_time_s']}s")
+        parts.append(f"inputs={m['inputs']}  kept={m['kept']}  rejected={m['rejected_total']}{balance}")
+        parts.extend(f"NOTE: {n}" for n in m.get("notes", []))
+    if "shards" in views:
+        parts.append("\nrows by source x tier x task")
+        parts.append(str(con.sql(
+            "SELECT source, tier, task, count(*) AS rows FROM shards GROUP BY source, tier, task "
+            "ORDER BY source, list_position(['very_easy','easy','medium','hard','very_hard'], tier), task")))
+        cols = ", ".join(["sample_id", "source", "tier", "task"] + [
+            f"left({c}, 60) AS {c}" for c in _text_columns(con)[:2]])
+        parts.append(f"\n{samples} sample rows")
+        parts.append(str(con.sql(f"SELECT {cols} FROM shards ORDER BY sample_id LIMIT {int(samples)}")))
+    else:
+        parts.append("\nno shards in data/")
+    if "rejects" in views:
+        parts.append("\nrejects by stage and reason")
+        parts.append(str(con.sql(
+            "SELECT stage, reason, count(*) AS rows, any_value(detail) AS example_detail "
+            "FROM rejects GROUP BY ALL ORDER BY rows DESC, stage, reason")))
+    return "\n".join(parts)
+
+
+def run_sql(run_dir: str, query: str, limit: Optional[int] = 100) -> str:
+    con = connect(run_dir)
+    rel = con.sql(query)
+    if rel is None:  # a statement without a result
+        return "ok"
+    return str(rel.limit(limit) if limit else rel)

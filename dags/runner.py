@@ -1,0 +1,182 @@
+"""What every DAG shares: validate, build a Beam pipeline, run it, write the manifest.
+
+A DAG module provides a `DagSpec`: its config model, how to plan its inputs
+(failing early on what cannot be read at all) and `build(pipeline, cfg,
+plan, output_dir)`. Everything here is runner-agnostic: counts come from files
+the pipeline wrote, not from a runner's metrics API.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import json
+import platform
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from quarry.pipelines.stats import read_counts
+from quarry.pipelines.write import count_rows, written_files
+from quarry.schemas.config import ConfigError, DagConfig, load_config
+from quarry.schemas.manifest import Manifest, StageCount
+
+# Output entries a run owns; --overwrite removes exactly these.
+RUN_ENTRIES = ("data", "rejects", "images", "contamination", "_stats", "manifest.json")
+VERSIONED = ("quarry", "apache-beam", "pyarrow", "duckdb", "pydantic", "pillow", "imagehash",
+             "numpy", "torch", "open_clip_torch", "pyahocorasick")
+
+
+class UsageError(ValueError):
+    """A problem with what the user asked for, reported as one line before anything runs."""
+
+
+@dataclass
+class BuildInfo:
+    """What `build` tells the runner beyond the pipeline it wired."""
+
+    notes: list[str] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DagSpec:
+    name: str
+    summary: str
+    stages: tuple[tuple[str, str], ...]  # (stage, what it does), in order
+    config_model: type[DagConfig]
+    plan: Callable[[list[str], Any], Any]  # (patterns, cfg) -> plan; raises InputError
+    build: Callable[[beam.Pipeline, Any, Any, str], BuildInfo]
+    one_to_one: bool = True
+    input_count: str = "read"  # the _stats counter whose sum with read rejects is `inputs`
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for name in VERSIONED:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _exists(path: str) -> bool:
+    return FileSystems.exists(path)
+
+
+def prepare_output(output: str, overwrite: bool) -> None:
+    """Refuse to mix two runs in one directory; with overwrite, clear the old run's entries."""
+    present = [e for e in RUN_ENTRIES if _exists(FileSystems.join(output, e))]
+    if present and not overwrite:
+        raise UsageError(f"output {output} already holds a run ({', '.join(present)}); pass --overwrite to replace it")
+    for e in present:
+        path = FileSystems.join(output, e)
+        if "://" not in path and Path(path).is_dir():
+            import shutil
+
+            shutil.rmtree(path)
+        else:
+            FileSystems.delete([path])
+
+
+def reject_counts(output: str) -> dict[str, dict[str, int]]:
+    """stage -> reason -> count over DIR/rejects, reading only two columns."""
+    out: dict[str, dict[str, int]] = {}
+    for path in written_files(FileSystems.join(output, "rejects")):
+        with FileSystems.open(path, compression_type="uncompressed") as fh:
+            table = pq.read_table(fh, columns=["stage", "reason"])
+        if table.num_rows == 0:
+            continue
+        grouped = table.group_by(["stage", "reason"]).aggregate([([], "count_all")])
+        for stage, reason, n in zip(grouped["stage"].to_pylist(), grouped["reason"].to_pylist(),
+                                    grouped["count_all"].to_pylist()):
+            out.setdefault(stage, {})
+            out[stage][reason] = out[stage].get(reason, 0) + n
+    return out
+
+
+def _partition_of(path: str, table_dir: str) -> str:
+    rel = path[len(table_dir):].strip("/")
+    return "/".join(p for p in rel.split("/")[:-1])
+
+
+def build_manifest(spec: DagSpec, cfg: DagConfig, patterns: list[str], output: str, runner: str,
+                   started: float, started_at: str, info: BuildInfo) -> Manifest:
+    data_dir = FileSystems.join(output, "data")
+    rows = count_rows(written_files(data_dir))
+    by_partition: dict[str, int] = {}
+    for path, n in rows.items():
+        key = _partition_of(path, data_dir)
+        by_partition[key] = by_partition.get(key, 0) + n
+    rejected = reject_counts(output)
+    counts = read_counts(output)
+    rejected_total = sum(n for reasons in rejected.values() for n in reasons.values())
+    read_rejects = sum(rejected.get("read", {}).values())
+    inputs = counts.get(spec.input_count, 0) + read_rejects
+    kept = sum(rows.values())
+    stages = {
+        name[: -len(".in")]: StageCount(inputs=n, outputs=counts.get(name[: -len(".in")] + ".out", 0))
+        for name, n in counts.items() if name.endswith(".in")
+    }
+    return Manifest(
+        dag=spec.name,
+        run_id=f"{started_at.replace(':', '').replace('-', '')[:15]}-{uuid.uuid4().hex[:8]}",
+        started_at=started_at,
+        wall_time_s=round(time.monotonic() - started, 3),
+        runner=runner,
+        input_patterns=patterns,
+        config=cfg.model_dump(mode="json"),
+        versions=package_versions(),
+        inputs=inputs,
+        kept=kept,
+        rejected=rejected,
+        rejected_total=rejected_total,
+        one_to_one=spec.one_to_one,
+        balanced=(inputs == kept + rejected_total) if spec.one_to_one else None,
+        rows_by_partition=dict(sorted(by_partition.items())),
+        stages=stages,
+        notes=info.notes,
+        extra=info.extra,
+    )
+
+
+def write_manifest(output: str, manifest: Manifest) -> str:
+    path = FileSystems.join(output, "manifest.json")
+    with FileSystems.create(path) as fh:
+        fh.write(json.dumps(manifest.model_dump(mode="json"), indent=2).encode())
+    return path
+
+
+def resolve_config(spec: DagSpec, config_path: Optional[str], sets: list[str], source: Optional[str]) -> DagConfig:
+    base = {"source": source} if source else None
+    return load_config(spec.config_model, Path(config_path) if config_path else None, sets, base)
+
+
+def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, overwrite: bool = False,
+            beam_args: Optional[list[str]] = None) -> Manifest:
+    """Validate everything that can fail early, then run the pipeline and write the manifest."""
+    if not patterns:
+        raise UsageError("no --input given")
+    plan = spec.plan(patterns, cfg)  # InputError (a UsageError cousin) before anything is written
+    prepare_output(output, overwrite)
+    options = PipelineOptions(beam_args or [])
+    runner = options.view_as(StandardOptions).runner or "DirectRunner"
+    started, started_at = time.monotonic(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    pipeline = beam.Pipeline(options=options)
+    info = spec.build(pipeline, cfg, plan, output)
+    result = pipeline.run()
+    result.wait_until_finish()
+    manifest = build_manifest(spec, cfg, patterns, output, runner, started, started_at, info)
+    write_manifest(output, manifest)
+    return manifest
+
+
+__all__ = ["BuildInfo", "ConfigError", "DagSpec", "UsageError", "run_dag", "resolve_config", "build_manifest"]

@@ -1,0 +1,547 @@
+"""CLIP image-text similarity with open_clip, and the keep/drop decision on it.
+
+Scoring and deciding are separate (NeMo Curator's split): `ClipScorer` turns
+(image, caption) pairs into cosine similarities in [-1, 1]; `decide` compares
+one score with a threshold, so a threshold can change without re-scoring.
+GLM-4.5V §3.1 keeps pairs with a CLIP score >= 0.3 (`ClipConfig.threshold`);
+that number is only meaningful for a trained model such as ViT-B-32/laion2b.
+
+Weights (`ClipConfig.pretrained`):
+- an open_clip tag (`laion2b_s34b_b79k`, `openai`, ...): taken from the
+  Hugging Face cache, downloaded if the machine may (not when
+  `HF_HUB_OFFLINE=1`: then a tag missing from the cache fails at once instead
+  of after ~46 s of retries on a machine without network);
+- a local checkpoint file (.pt/.pth/.bin/.safetensors), e.g. open_clip's
+  `open_clip_pytorch_model.bin`, loaded into the architecture `model` names
+  with that architecture's default preprocessing (a tag may carry its own);
+  for OpenAI-trained weights name the `-quickgelu` variant (`ViT-B-32-quickgelu`);
+- `none`: random weights (tests, offline demos; scores mean nothing).
+Missing weights raise `ClipWeightsMissing`, whose message says how to provide them.
+
+`quarry-tiny` is a tiny architecture registered here for tests and offline
+demos (a forward pass over a batch of 32 takes a few ms on CPU; random weights).
+
+Heavy imports (torch, open_clip) happen in `load()`/`preflight()`, so this module
+imports cheaply and a `ClipScorer` pickles as its config alone.
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import logging
+import math
+import os
+import re
+import struct
+import sys
+import threading
+import zlib
+from collections.abc import Sequence
+from typing import Any, Optional
+
+from PIL import ExifTags, Image
+
+from quarry.operators.base import Rejection
+from quarry.schemas.caption import ClipConfig
+from quarry.schemas.config import ConfigError
+
+log = logging.getLogger(__name__)
+
+BELOW_THRESHOLD = "clip_below_threshold"
+UNDECODABLE = "clip_undecodable"
+
+TINY_MODEL = "quarry-tiny"
+# A ViT with 4 patches of 32 px and a 2-layer text tower: ~3.5 M parameters,
+# 3.2 M of them the token embedding (open_clip's 49,408-entry BPE vocabulary,
+# so the real SimpleTokenizer runs). Random weights only; never a real score.
+_TINY_CONFIG: dict[str, Any] = {
+    "embed_dim": 64,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 32},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
+RANDOM_WEIGHTS = "none"
+_DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
+_PRECISIONS = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}  # ClipConfig -> open_clip
+_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+# What Pillow raises on bad bytes (see quarry.operators.decode, which rejects
+# them before CLIP; here it is only a defence).
+_DECODE_ERRORS: tuple[type[BaseException], ...] = (
+    OSError, SyntaxError, ValueError, EOFError, struct.error, zlib.error, Image.DecompressionBombError,
+)
+
+
+class ClipLoadError(RuntimeError):
+    """The CLIP model cannot be built as configured."""
+
+
+class UnknownClipModel(ClipLoadError):
+    """`ClipConfig.model` names no open_clip architecture."""
+
+
+class ClipWeightsMissing(ClipLoadError):
+    """The weights `ClipConfig.pretrained` names are not on this machine and cannot be fetched."""
+
+
+# --------------------------------------------------------------------------
+# torchvision shim
+# --------------------------------------------------------------------------
+
+_TV_LOCK = threading.Lock()
+_TV_READY = False
+_TV_LIB = None  # the torch.library fragment; registrations vanish if it is garbage collected
+_TV_MISSING_OP = "operator torchvision::nms does not exist"
+
+
+def ensure_torchvision() -> None:
+    """Make `import torchvision` (hence timm, open_clip) work; call before importing open_clip.
+
+    Why: where a CPU torch sits next to torchvision's CUDA wheel (our build
+    machines: torch 2.13+cpu, torchvision 0.28 from PyPI), torchvision's
+    compiled ops do not load and its import dies registering fake kernels with
+    `operator torchvision::nms does not exist`. Only in that case we define the
+    `torchvision::nms`/`qnms` schemas with a pure-torch CPU nms and import
+    again; open_clip needs only torchvision's transforms. torchvision.io and
+    the other compiled ops stay unusable (we decode with Pillow). Where the
+    wheels match, the first import succeeds and nothing is registered.
+    """
+    global _TV_READY, _TV_LIB
+    if _TV_READY:
+        return
+    with _TV_LOCK:
+        if _TV_READY:
+            return
+        try:
+            import torchvision  # noqa: F401
+        except RuntimeError as e:
+            if _TV_MISSING_OP not in str(e):
+                raise
+            # The failed import left half-initialised submodules behind.
+            for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+                del sys.modules[name]
+            _TV_LIB = _register_nms_ops()
+            import torchvision  # noqa: F401,F811
+            log.info("torchvision's compiled ops are unavailable; registered a pure-torch nms so it imports")
+        _TV_READY = True
+
+
+def nms_reference(dets, scores, iou_threshold: float):
+    """Greedy non-maximum suppression, as torchvision's CPU kernel: indices kept, by score."""
+    import torch
+
+    if dets.numel() == 0:
+        return torch.empty(0, dtype=torch.long, device=dets.device)
+    x1, y1, x2, y2 = dets.unbind(1)
+    areas = (x2 - x1) * (y2 - y1)
+    order = torch.sort(scores, stable=True, descending=True).indices
+    suppressed = torch.zeros(dets.shape[0], dtype=torch.bool, device=dets.device)
+    keep = []
+    for i in order.tolist():
+        if suppressed[i]:
+            continue
+        keep.append(i)
+        w = (torch.minimum(x2[i], x2) - torch.maximum(x1[i], x1)).clamp(min=0)
+        h = (torch.minimum(y2[i], y2) - torch.maximum(y1[i], y1)).clamp(min=0)
+        inter = w * h
+        suppressed |= inter / (areas[i] + areas - inter) > iou_threshold
+    return torch.tensor(keep, dtype=torch.long, device=dets.device)
+
+
+def _register_nms_ops():
+    import torch
+
+    # FRAGMENT, not DEF: it coexists with other registrations in the namespace.
+    lib = torch.library.Library("torchvision", "FRAGMENT")
+    for op in ("nms", "qnms"):
+        try:
+            getattr(torch.ops.torchvision, op)
+            continue  # someone already defined it
+        except (AttributeError, RuntimeError):
+            pass
+        lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    lib.impl("nms", nms_reference, "CPU")
+    lib.impl("qnms", lambda d, s, t: nms_reference(d.dequantize(), s.dequantize(), t), "QuantizedCPU")
+    return lib
+
+
+# --------------------------------------------------------------------------
+# open_clip
+# --------------------------------------------------------------------------
+
+
+def import_open_clip():
+    """open_clip, with the torchvision shim applied and `quarry-tiny` registered."""
+    ensure_torchvision()
+    import open_clip
+    import open_clip.factory
+
+    if open_clip.get_model_config(TINY_MODEL) is None:
+        # open_clip's public add_model_config() only reads JSON files; its
+        # registry is this dict (list_models/get_model_config read it, and
+        # get_model_config hands out deep copies).
+        open_clip.factory._MODEL_CONFIGS[TINY_MODEL] = _TINY_CONFIG
+    return open_clip
+
+
+def _is_checkpoint_path(pretrained: str) -> bool:
+    p = pretrained.strip()
+    return (
+        p.lower().endswith(CHECKPOINT_SUFFIXES)
+        or "/" in p
+        or os.sep in p
+        or p.startswith("~")
+        or os.path.exists(p)
+    )
+
+
+def _hf_offline() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
+        return True
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return False
+    return bool(constants.is_offline_mode())
+
+
+def _tag_cached(open_clip, tag_cfg: dict) -> bool:
+    """Whether the checkpoint of a pretrained tag is already on disk (no network)."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    if tag_cfg.get("file"):
+        return os.path.isfile(tag_cfg["file"])
+    hf_hub = tag_cfg.get("hf_hub", "")
+    if hf_hub:
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return False
+        repo_id, filename = os.path.split(hf_hub)
+        names = [filename] if filename else [HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME]
+        if filename.endswith((".bin", ".pth")):
+            names.insert(0, filename[:-4] + ".safetensors")
+        return any(isinstance(try_to_load_from_cache(repo_id, n), str) for n in names)
+    url = tag_cfg.get("url", "")
+    return bool(url) and os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url)))
+
+
+def _how_to_provide(model: str) -> str:
+    return (
+        f"Provide the weights locally: download {model}'s open_clip checkpoint on a machine with network "
+        f"and pass the file, e.g. `--set clip.pretrained=/path/to/open_clip_pytorch_model.bin`; or "
+        f"pre-populate the Hugging Face cache ($HF_HOME) with the tag's repository and set HF_HUB_OFFLINE=1; "
+        f"or `--set clip.pretrained=none` for random weights (tests only: scores mean nothing)."
+    )
+
+
+# --------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------
+
+
+def image_for_clip(data: bytes, size: int) -> Image.Image:
+    """Decode image bytes into an upright RGB picture just large enough for CLIP.
+
+    JPEG decodes at a reduced DCT scale (`Image.draft`) that still leaves both
+    sides >= `size`, which is what CLIP's resize-shortest-side + centre-crop
+    needs; a 4000 px photo then costs a fraction of a full decode. Orientation
+    and transparency follow `quarry.operators.decode` (EXIF orientation applied,
+    unreadable EXIF ignored; alpha composited on white), so CLIP sees the picture
+    the decode stage judged. Raises Pillow's errors on bad bytes.
+    """
+    im = Image.open(io.BytesIO(data))
+    if im.format == "JPEG":
+        im.draft("RGB", (size, size))
+    im.load()  # decode now, so bad data raises here and not inside a batch
+    try:
+        orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
+    except _DECODE_ERRORS:
+        orientation = 1
+    method = _ORIENTATION.get(orientation) if isinstance(orientation, int) else None
+    if method is not None:
+        im = im.transpose(method)
+    if im.mode in _ALPHA_MODES or "transparency" in im.info:
+        rgba = im.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
+    return im if im.mode == "RGB" else im.convert("RGB")
+
+
+# --------------------------------------------------------------------------
+# scoring and deciding
+# --------------------------------------------------------------------------
+
+
+def decide(score: float, threshold: float, model: str = "") -> Optional[Rejection]:
+    """Keep (None) when `score >= threshold`; else `clip_below_threshold`.
+
+    A NaN score (image bytes that did not decode, see `ClipScorer.score_bytes_batch`)
+    is `clip_undecodable`. `model` (e.g. `ViT-B-32/laion2b_s34b_b79k`) goes in the
+    detail, since a threshold only means something for one model.
+    """
+    suffix = f" ({model})" if model else ""
+    if math.isnan(score):
+        return Rejection(UNDECODABLE, f"image bytes could not be decoded for CLIP{suffix}")
+    if score >= threshold:
+        return None
+    return Rejection(BELOW_THRESHOLD, f"score={score:.3f} < {threshold:g}{suffix}")
+
+
+class ClipScorer:
+    """Cosine similarity of CLIP image and text embeddings, per (image, caption) pair.
+
+    Construction validates the config and loads nothing; `load()` builds the
+    model once (per process). Pickles as its config: a loaded scorer unpickles
+    unloaded.
+    """
+
+    def __init__(self, cfg: ClipConfig):
+        if not isinstance(cfg, ClipConfig):
+            raise TypeError(f"ClipScorer takes a ClipConfig, got {type(cfg).__name__}")
+        if not cfg.model.strip():
+            raise ConfigError("clip.model is empty; e.g. ViT-B-32")
+        if not cfg.pretrained.strip():
+            raise ConfigError("clip.pretrained is empty; give an open_clip tag, a checkpoint path, or `none`")
+        if not _DEVICE_PATTERN.match(cfg.device):
+            raise ConfigError(f"clip.device={cfg.device!r}: expected auto, cpu, cuda or cuda:N")
+        if cfg.device == "cpu" and cfg.precision == "fp16":
+            raise ConfigError("clip.precision=fp16 needs a GPU; on cpu use fp32 (or bf16)")
+        if cfg.min_batch_size > cfg.max_batch_size:
+            raise ConfigError(
+                f"clip.min_batch_size={cfg.min_batch_size} > clip.max_batch_size={cfg.max_batch_size}"
+            )
+        self.cfg = cfg
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._model = None
+        self._preprocess = None
+        self._tokenizer = None
+        self._device = None
+        self._precision: Optional[str] = None
+        self._input_dtype = None
+        self._image_size: Optional[int] = None
+
+    def __getstate__(self) -> dict:
+        return {"cfg": self.cfg}
+
+    def __setstate__(self, state: dict) -> None:
+        self.cfg = state["cfg"]
+        self._lock = threading.Lock()
+        self._reset()
+
+    # ---- identity
+
+    @property
+    def random_weights(self) -> bool:
+        return self.cfg.pretrained.strip().lower() == RANDOM_WEIGHTS
+
+    @property
+    def label(self) -> str:
+        """`model/pretrained`, as it appears in rejection details."""
+        return f"{self.cfg.model}/{self.cfg.pretrained}"
+
+    def describe(self) -> dict[str, Any]:
+        """What the run manifest records about the model.
+
+        Device and precision are the resolved ones once loaded (`cpu`, `fp32`),
+        the configured ones before (`auto` on a driver says nothing about workers).
+        """
+        loaded = self.loaded
+        return {
+            "model": self.cfg.model,
+            "pretrained": self.cfg.pretrained,
+            "device": str(self._device) if loaded else self.cfg.device,
+            "precision": self._precision if loaded else self.cfg.precision,
+            "random_weights": self.random_weights,
+        }
+
+    # ---- loading
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    @property
+    def image_size(self) -> int:
+        """Side of CLIP's square input (after load)."""
+        if self._image_size is None:
+            raise RuntimeError("ClipScorer.load() first")
+        return self._image_size
+
+    def _resolve_runtime(self) -> tuple[str, str]:
+        import torch
+
+        device = self.cfg.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            raise ClipLoadError(
+                f"clip.device={device} but torch {torch.__version__} sees no CUDA device; use auto or cpu"
+            )
+        precision = self.cfg.precision
+        if precision == "auto":
+            precision = "bf16" if device.startswith("cuda") else "fp32"
+        return device, precision
+
+    def preflight(self) -> None:
+        """Check, without building the model, that the architecture exists and the
+        weights are at hand. Raises UnknownClipModel / ClipWeightsMissing.
+
+        A DAG can call it before starting a pipeline; `load()` calls it too.
+        """
+        self._resolve_weights(import_open_clip())
+
+    def _resolve_weights(self, open_clip) -> tuple[Optional[str], bool]:
+        """(`pretrained` argument for open_clip, force_quick_gelu)."""
+        model, pretrained = self.cfg.model, self.cfg.pretrained.strip()
+        if open_clip.get_model_config(model) is None:
+            known = open_clip.list_models()
+            close = difflib.get_close_matches(model, known, n=3, cutoff=0.5)
+            common = [m for m in ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-SO400M-14-SigLIP", TINY_MODEL) if m in known]
+            hint = f"did you mean {', '.join(close)}? " if close else ""
+            raise UnknownClipModel(
+                f"clip.model={model!r} is not an open_clip architecture; {hint}"
+                f"known include {', '.join(common)} ({len(known)} in all: open_clip.list_models())"
+            )
+        if self.random_weights:
+            return None, False
+        if _is_checkpoint_path(pretrained):
+            path = os.path.expanduser(pretrained)
+            if not os.path.isfile(path):
+                raise ClipWeightsMissing(
+                    f"CLIP weights for {model}: checkpoint file {pretrained!r} does not exist. " + _how_to_provide(model)
+                )
+            return path, False
+        tag_cfg = open_clip.get_pretrained_cfg(model, pretrained)
+        if not tag_cfg:
+            tags = open_clip.list_pretrained_tags_by_model(model)
+            known = f"known tags for {model}: {', '.join(tags)}" if tags else f"open_clip has no tags for {model}"
+            raise ClipWeightsMissing(
+                f"CLIP weights for {model}: {pretrained!r} is neither an open_clip tag for {model} nor an "
+                f"existing file ({known}). " + _how_to_provide(model)
+            )
+        if not _tag_cached(open_clip, tag_cfg):
+            if _hf_offline():
+                raise ClipWeightsMissing(
+                    f"CLIP weights for {model}/{pretrained} are not in the local cache and HF_HUB_OFFLINE=1 "
+                    f"forbids downloading them. " + _how_to_provide(model)
+                )
+            log.info("downloading CLIP weights %s/%s (set HF_HUB_OFFLINE=1 to fail at once where there is "
+                     "no network)", model, pretrained)
+            try:
+                open_clip.download_pretrained(tag_cfg)
+            except (OSError, RuntimeError, ValueError) as e:
+                raise ClipWeightsMissing(
+                    f"CLIP weights for {model}/{pretrained} could not be downloaded ({type(e).__name__}: "
+                    f"{str(e)[:300]}). " + _how_to_provide(model)
+                ) from e
+        # OpenAI-trained tags need QuickGELU; the plain architecture names use
+        # nn.GELU, and open_clip only warns about the mismatch (scores degrade).
+        return pretrained, bool(tag_cfg.get("quick_gelu", False))
+
+    def load(self) -> "ClipScorer":
+        """Build model, preprocessing and tokenizer once; returns self. Thread-safe."""
+        if self._model is not None:
+            return self
+        with self._lock:
+            if self._model is not None:
+                return self
+            self._load()
+        return self
+
+    def _load(self) -> None:
+        import torch
+
+        open_clip = import_open_clip()
+        pretrained, quick_gelu = self._resolve_weights(open_clip)
+        device, precision = self._resolve_runtime()
+        try:
+            model, _, preprocess = open_clip.create_model_and_transforms(
+                self.cfg.model,
+                pretrained=pretrained,
+                precision=_PRECISIONS[precision],
+                device=device,
+                force_quick_gelu=quick_gelu,
+                pretrained_text=False,  # no separate HF text-tower download; CLIP weights cover it
+            )
+        except RuntimeError as e:
+            if pretrained is None or not os.path.isfile(pretrained):
+                raise
+            raise ClipLoadError(
+                f"checkpoint {pretrained!r} does not fit open_clip architecture {self.cfg.model}: {str(e)[:500]}"
+            ) from e
+        model.eval()
+        size = open_clip.get_model_preprocess_cfg(model).get("size", 224)
+        self._image_size = int(max(size) if isinstance(size, (tuple, list)) else size)
+        self._tokenizer = open_clip.get_tokenizer(self.cfg.model)
+        self._preprocess = preprocess
+        self._device = torch.device(device)
+        self._precision = precision
+        self._input_dtype = open_clip.get_input_dtype(_PRECISIONS[precision]) or torch.float32
+        self._model = model
+        # One tiny forward pass, so the first real batch does not pay for lazy
+        # initialisation (CUDA context, kernels, allocator).
+        self.score_batch([Image.new("RGB", (self._image_size, self._image_size))], [""])
+        log.info("CLIP ready: %s", self.describe())
+
+    # ---- scoring
+
+    def score_batch(self, images: Sequence[Image.Image], captions: Sequence[str]) -> list[float]:
+        """Cosine similarity of each image with its caption (one forward pass), in [-1, 1]."""
+        import torch
+        import torch.nn.functional as F
+
+        if len(images) != len(captions):
+            raise ValueError(f"{len(images)} images but {len(captions)} captions")
+        if not images:
+            return []
+        self.load()
+        pixels = torch.stack([self._preprocess(im) for im in images])
+        tokens = self._tokenizer(list(captions))
+        with torch.inference_mode():
+            pixels = pixels.to(self._device, dtype=self._input_dtype, non_blocking=True)
+            tokens = tokens.to(self._device, non_blocking=True)
+            img = F.normalize(self._model.encode_image(pixels).float(), dim=-1)
+            txt = F.normalize(self._model.encode_text(tokens).float(), dim=-1)
+            scores = (img * txt).sum(dim=-1).clamp_(-1.0, 1.0)
+        return scores.cpu().tolist()
+
+    def score_bytes_batch(self, items: Sequence[tuple[bytes, str]]) -> list[float]:
+        """Scores for (image bytes, caption) pairs, in order.
+
+        Bytes that Pillow cannot decode score NaN (`decide` turns NaN into
+        `clip_undecodable`) instead of failing the batch; quarry's decode stage
+        rejects such images earlier, so this is a defence, not a path.
+        """
+        self.load()
+        images: list[Image.Image] = []
+        captions: list[str] = []
+        ok: list[int] = []
+        for i, (data, caption) in enumerate(items):
+            try:
+                images.append(image_for_clip(data, self._image_size))
+            except _DECODE_ERRORS:
+                continue
+            captions.append(caption)
+            ok.append(i)
+        out = [math.nan] * len(items)
+        for i, s in zip(ok, self.score_batch(images, captions)):
+            out[i] = s
+        return out
+
+    def decide(self, score: float) -> Optional[Rejection]:
+        """`decide` with this scorer's threshold and model label."""
+        return decide(score, self.cfg.threshold, self.label)

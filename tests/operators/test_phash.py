@@ -1,0 +1,321 @@
+"""pHash, band keys and the in-group near-duplicate search."""
+
+from __future__ import annotations
+
+import io
+import itertools
+import random
+
+import imagehash
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from quarry.operators import phash
+from quarry.operators.phash import (
+    Edge,
+    Member,
+    band_keys,
+    band_layout,
+    from_hex,
+    hamming,
+    near_duplicates_in_group,
+    phash64,
+    rank_key,
+    to_hex,
+)
+
+
+def textured(seed: int, size: tuple[int, int] = (320, 240)) -> Image.Image:
+    """A photo-like test image: gradients, random filled shapes, sensor-like noise."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = np.stack([(xx * rng.uniform(0.2, 1) + yy * rng.uniform(0.2, 1)) % 256 for _ in range(3)], -1)
+    im = Image.fromarray(base.astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    for _ in range(25):
+        x0, y0 = int(rng.integers(0, w)), int(rng.integers(0, h))
+        x1, y1 = x0 + int(rng.integers(10, w // 2)), y0 + int(rng.integers(10, h // 2))
+        fill = tuple(int(c) for c in rng.integers(0, 256, 3))
+        (draw.ellipse if rng.integers(2) else draw.rectangle)((x0, y0, x1, y1), fill=fill)
+    noisy = np.asarray(im).astype(np.float32) + rng.normal(0, 8, (h, w, 3))
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def recompressed(im: Image.Image, quality: int) -> Image.Image:
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=quality)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+# --- the hash itself ---------------------------------------------------------------
+
+
+def test_phash64_is_imagehash_phash_as_unsigned_int():
+    im = textured(1)
+    h = phash64(im)
+    assert 0 <= h < 2**64
+    assert to_hex(h) == str(imagehash.phash(im, hash_size=8))
+    assert from_hex(to_hex(h)) == h
+
+
+@pytest.mark.parametrize(
+    "copy",
+    [
+        lambda im: im.resize((160, 120), Image.Resampling.LANCZOS),
+        lambda im: recompressed(im, 60),
+        lambda im: recompressed(im.resize((480, 360), Image.Resampling.BICUBIC), 75),
+        lambda im: recompressed(im.resize((200, 150), Image.Resampling.BILINEAR), 50),
+    ],
+    ids=["half-size", "jpeg-q60", "upscaled-jpeg-q75", "downscaled-jpeg-q50"],
+)
+def test_resized_and_recompressed_copies_are_within_4(copy):
+    for seed in range(5):
+        im = textured(seed)
+        assert hamming(phash64(im), phash64(copy(im))) <= 4
+
+
+def test_different_images_are_far_apart():
+    hashes = [phash64(textured(seed)) for seed in range(12)]
+    for a, b in itertools.combinations(hashes, 2):
+        assert hamming(a, b) > 10
+
+
+@pytest.mark.parametrize(
+    "h, text",
+    [
+        (0, "0000000000000000"),
+        (1, "0000000000000001"),
+        (2**64 - 1, "ffffffffffffffff"),
+        (0xDEADBEEF << 32, "deadbeef00000000"),
+    ],
+)
+def test_hex_round_trip(h, text):
+    assert to_hex(h) == text
+    assert from_hex(text) == h
+    assert from_hex(text.upper()) == h
+
+
+@pytest.mark.parametrize("bad", [-1, 2**64])
+def test_to_hex_refuses_non_64_bit(bad):
+    with pytest.raises(ValueError):
+        to_hex(bad)
+
+
+@pytest.mark.parametrize("bad", ["", "abc", "0" * 17])
+def test_from_hex_refuses_wrong_length(bad):
+    with pytest.raises(ValueError):
+        from_hex(bad)
+
+
+def test_hamming():
+    assert hamming(0, 0) == 0
+    assert hamming(0, 2**64 - 1) == 64
+    assert hamming(0b1011, 0b0001) == 2
+
+
+# --- bands -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_hamming", range(16))
+def test_band_layout_covers_64_bits_in_near_equal_bands(max_hamming):
+    layout = band_layout(max_hamming)
+    assert len(layout) == max_hamming + 1
+    widths = [w for _shift, w in layout]
+    assert sum(widths) == 64
+    assert max(widths) - min(widths) <= 1
+    covered = 0
+    for shift, width in layout:
+        mask = ((1 << width) - 1) << shift
+        assert covered & mask == 0  # disjoint
+        covered |= mask
+    assert covered == 2**64 - 1
+
+
+@pytest.mark.parametrize("bad", [-1, 64])
+def test_band_layout_refuses_impossible_distances(bad):
+    with pytest.raises(ValueError):
+        band_layout(bad)
+
+
+def test_band_keys_reassemble_the_hash():
+    h = 0x0123456789ABCDEF
+    keys = band_keys(h, 4)
+    assert [i for i, _ in keys] == [0, 1, 2, 3, 4]
+    rebuilt = 0
+    for (index, value), (shift, _width) in zip(keys, band_layout(4)):
+        rebuilt |= value << shift
+    assert rebuilt == h
+
+
+@pytest.mark.parametrize("max_hamming", [0, 1, 2, 3, 4, 7, 10, 15])
+def test_band_keys_pigeonhole(max_hamming):
+    """Any two hashes within max_hamming share at least one (band_index, band_value)."""
+    rng = random.Random(1234 + max_hamming)
+    for _ in range(2000):
+        a = rng.getrandbits(64)
+        b = a
+        for bit in rng.sample(range(64), rng.randint(0, max_hamming)):
+            b ^= 1 << bit
+        assert hamming(a, b) <= max_hamming
+        assert set(band_keys(a, max_hamming)) & set(band_keys(b, max_hamming))
+
+
+@pytest.mark.parametrize("max_hamming", [1, 4, 7])
+def test_band_keys_bound_is_tight(max_hamming):
+    """One flipped bit in every band (distance max_hamming + 1) shares no key."""
+    a = random.Random(7).getrandbits(64)
+    b = a
+    for shift, _width in band_layout(max_hamming):
+        b ^= 1 << shift
+    assert hamming(a, b) == max_hamming + 1
+    assert not set(band_keys(a, max_hamming)) & set(band_keys(b, max_hamming))
+
+
+# --- ranking -----------------------------------------------------------------------
+
+
+def test_rank_key_prefers_resolution_then_smallest_id():
+    ranked = sorted(
+        [("b", 100, 100), ("a", 100, 100), ("c", 200, 100), ("d", 50, 400), ("e", 10, 10)],
+        key=lambda s: rank_key(s[1], s[2], s[0]),
+    )
+    # c and d both have 20,000 px ('c' < 'd'), then a and b with 10,000 ('a' < 'b'), then e.
+    assert [s[0] for s in ranked] == ["c", "d", "a", "b", "e"]
+
+
+# --- the in-group search -------------------------------------------------------------
+
+
+def member(sample_id: str, h: int, pixels: int = 100) -> Member:
+    return Member(sample_id, h, rank_key(pixels, 1, sample_id))
+
+
+H = 0xF0F0_F0F0_F0F0_F0F0
+BAND0_TOP_BIT = 1 << 63  # lies in band 0 of 5 (bits 63..51)
+BAND4_LOW_BIT = 1  # lies in band 4 (bits 11..0)
+
+
+@pytest.mark.parametrize(
+    "members, band_index, expected",
+    [
+        pytest.param([member("a", H)], 0, [], id="singleton"),
+        pytest.param(
+            [member("b", H, 50), member("a", H, 50), member("c", H, 900)],
+            0,
+            [Edge("a", "c", 0), Edge("b", "c", 0)],
+            id="identical-hashes-best-resolution-wins",
+        ),
+        pytest.param(
+            [member("b", H), member("a", H)], 0, [Edge("b", "a", 0)], id="identical-tie-smallest-id-wins"
+        ),
+        pytest.param([member("b", H), member("a", H)], 3, [], id="identical-reported-in-band-0-only"),
+        pytest.param(
+            [member("x", H, 10), member("y", H ^ BAND4_LOW_BIT, 20)],
+            0,
+            [Edge("x", "y", 1)],
+            id="close-pair-reported-in-first-shared-band",
+        ),
+        pytest.param(
+            [member("x", H, 10), member("y", H ^ BAND4_LOW_BIT, 20)],
+            1,
+            [],
+            id="close-pair-not-again-in-a-later-band",
+        ),
+        pytest.param(
+            [member("x", H, 10), member("y", H ^ BAND0_TOP_BIT, 20)],
+            1,
+            [Edge("x", "y", 1)],
+            id="pair-differing-in-band-0-reported-in-band-1",
+        ),
+        pytest.param(
+            [member("x", H), member("y", H ^ 0b11111)],
+            0,
+            [],
+            id="distance-5-is-not-a-duplicate",
+        ),
+        pytest.param(
+            [member("x1", H, 10), member("x2", H, 10), member("y", H ^ 0b11, 50)],
+            0,
+            [Edge("x2", "x1", 0), Edge("x1", "y", 2), Edge("x2", "y", 2)],
+            id="every-member-of-the-worse-set-points-to-the-better-best",
+        ),
+        pytest.param(
+            [member("y1", H ^ 0b11, 50), member("y2", H ^ 0b11, 5), member("x", H, 10)],
+            0,
+            [Edge("y2", "y1", 0), Edge("x", "y1", 2)],
+            id="worse-members-of-the-better-set-need-no-cross-edge",
+        ),
+        pytest.param([member("a", H), member("a", H)], 0, [], id="same-id-twice-is-one-sample"),
+    ],
+)
+def test_near_duplicates_in_group(members, band_index, expected):
+    assert sorted(near_duplicates_in_group(members, 4, band_index)) == sorted(expected)
+
+
+def test_near_duplicates_in_group_accepts_plain_tuples():
+    edges = near_duplicates_in_group([("a", H, (-10, "a")), ("b", H ^ 1, (-20, "b"))], 4, 0)
+    assert edges == [("a", "b", 1)]
+
+
+def test_near_duplicates_in_group_refuses_bad_band_index():
+    with pytest.raises(ValueError):
+        near_duplicates_in_group([member("a", H)], 4, 5)
+
+
+def brute_best_neighbours(members: list[Member], max_hamming: int) -> dict[str, tuple[str, int]]:
+    best: dict[str, tuple] = {}
+    for a, b in itertools.permutations(members, 2):
+        d = hamming(a.phash, b.phash)
+        if d <= max_hamming and b.rank < a.rank:
+            cand = (b.rank, b.sample_id, d)
+            if a.sample_id not in best or cand < best[a.sample_id]:
+                best[a.sample_id] = cand
+    return {k: (v[1], v[2]) for k, v in best.items()}
+
+
+def grouped_best_neighbours(members: list[Member], max_hamming: int) -> tuple[dict[str, tuple[str, int]], list[Edge]]:
+    groups: dict[tuple[int, int], list[Member]] = {}
+    for m in members:
+        for key in band_keys(m.phash, max_hamming):
+            groups.setdefault(key, []).append(m)
+    rank_of = {m.sample_id: m.rank for m in members}
+    best: dict[str, tuple] = {}
+    all_edges: list[Edge] = []
+    for (band_index, _value), group in groups.items():
+        for edge in near_duplicates_in_group(group, max_hamming, band_index):
+            all_edges.append(edge)
+            cand = (rank_of[edge.better_id], edge.better_id, edge.distance)
+            if edge.worse_id not in best or cand < best[edge.worse_id]:
+                best[edge.worse_id] = cand
+    return {k: (v[1], v[2]) for k, v in best.items()}, all_edges
+
+
+@pytest.mark.parametrize("numpy_min_group", [2, 24, 10**9], ids=["numpy-always", "default", "python-always"])
+@pytest.mark.parametrize(
+    "n_clusters, max_hamming, seed",
+    [(6, 4, 0), (40, 4, 1), (40, 2, 2), (40, 0, 3), (150, 4, 4), (60, 8, 5)],
+)
+def test_banded_search_equals_brute_force(n_clusters, max_hamming, seed, numpy_min_group, monkeypatch):
+    """Random clusters (copies with 0..max_hamming+1 flipped bits, repeated
+    hashes, shared hash prefixes so groups are big), through both the numpy and
+    the plain-Python comparison: the banded search finds exactly each sample's
+    best-ranked neighbour, and reports every edge once."""
+    monkeypatch.setattr(phash, "_NUMPY_MIN_GROUP", numpy_min_group)
+    monkeypatch.setattr(phash, "_NUMPY_BLOCK_ROWS", 7)  # several row blocks even in small groups
+    rng = random.Random(seed)
+    prefix = rng.getrandbits(20) << 44  # many hashes share band 0, so groups exceed the numpy threshold
+    members: list[Member] = []
+    for c in range(n_clusters):
+        origin = prefix | rng.getrandbits(44) if rng.random() < 0.5 else rng.getrandbits(64)
+        for k in range(rng.choice([1, 1, 2, 3, 6])):
+            h = origin
+            for bit in rng.sample(range(64), rng.randint(0, max_hamming + 1)):
+                h ^= 1 << bit
+            if rng.random() < 0.2:
+                h = origin  # exact copy
+            members.append(member(f"c{c:03d}k{k}", h, rng.choice([10, 20, 30])))
+    got, edges = grouped_best_neighbours(members, max_hamming)
+    assert got == brute_best_neighbours(members, max_hamming)
+    assert len(edges) == len(set(edges))

@@ -1,0 +1,95 @@
+"""ScoreClip / ClipModelHandler: RunInference wiring of the CLIP scorer."""
+
+from __future__ import annotations
+
+import io
+import math
+import pickle
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import BeamAssertException, assert_that
+from PIL import Image, ImageDraw
+
+from quarry.operators.clip import TINY_MODEL, ClipScorer, import_open_clip
+from quarry.pipelines.clip import DEFAULT_ACCELERATOR, ClipModelHandler, ScoreClip
+from quarry.schemas.caption import ClipConfig
+
+
+def jpeg(seed: int, size=(320, 240)) -> bytes:
+    im = Image.linear_gradient("L").resize(size).convert("RGB")
+    d = ImageDraw.Draw(im)
+    x, y = seed * 13 % (size[0] // 2), seed * 29 % (size[1] // 2)
+    d.rectangle([x, y, x + size[0] // 3, y + size[1] // 3], fill=(seed * 40 % 256, 90, 200))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> str:
+    """One set of quarry-tiny weights for both paths (two random inits would differ)."""
+    import torch
+
+    open_clip = import_open_clip()
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("clip") / "quarry_tiny.pt"
+    torch.save(open_clip.create_model(TINY_MODEL).state_dict(), path)
+    return str(path)
+
+
+def cfg(**kw) -> ClipConfig:
+    return ClipConfig(model=TINY_MODEL, pretrained=kw.pop("pretrained", "none"), **kw)
+
+
+def test_handler_batching_hints_and_size():
+    h = ClipModelHandler(cfg(min_batch_size=4, max_batch_size=16, device="cpu"))
+    assert h.batch_elements_kwargs() == {"min_batch_size": 4, "max_batch_size": 16}
+    assert h.get_resource_hints() == {}
+    assert ClipModelHandler(cfg(device="cuda")).get_resource_hints() == {"accelerator": DEFAULT_ACCELERATOR}
+    assert ClipModelHandler(cfg(device="auto")).get_resource_hints() == {"accelerator": DEFAULT_ACCELERATOR}
+    assert ClipModelHandler(cfg(device="cuda:1"), accelerator=None).get_resource_hints() == {}
+    assert h.get_num_bytes([(b"x" * 100, "abc")]) == 103
+    assert not h.share_model_across_processes()
+    with pytest.raises(ValueError, match="no inference_args"):
+        h.validate_inference_args({"k": 1})
+    # Pickles as config: no model, no torch objects.
+    assert len(pickle.dumps(h)) < 4096
+
+
+def test_handler_validates_config_at_construction():
+    with pytest.raises(ValueError, match="min_batch_size"):
+        ClipModelHandler(cfg(min_batch_size=9, max_batch_size=8))
+
+
+def test_handler_loads_and_scores():
+    h = ClipModelHandler(cfg())
+    model = h.load_model()
+    scores = list(h.run_inference([(jpeg(1), "a chart"), (b"not an image", "x")], model))
+    assert -1.0 <= scores[0] <= 1.0 and math.isnan(scores[1])
+
+
+def test_score_clip_matches_bare_scorer(tiny_checkpoint):
+    """RunInference path == ClipScorer.score_bytes_batch on the same weights; keys kept."""
+    c = cfg(pretrained=tiny_checkpoint, min_batch_size=3, max_batch_size=3)
+    captions = ["a blue square", "a sunset over hills", "", "a receipt with prices", "two cats", "a map"]
+    items = [(jpeg(i), captions[i]) for i in range(len(captions))]
+    items.append((b"\x89PNG broken", "undecodable"))
+    keys = [("sample", i) for i in range(len(items))]  # any picklable key passes through
+    expected = dict(zip(keys, ClipScorer(c).load().score_bytes_batch(items)))
+
+    def check(outputs):
+        got = dict(outputs)
+        if len(outputs) != len(items) or set(got) != set(keys):
+            raise BeamAssertException(f"keys {sorted(got)} != {keys}")
+        for k, score in got.items():
+            if not isinstance(score, float):
+                raise BeamAssertException(f"{k}: {type(score).__name__}, not float")
+            want = expected[k]
+            if math.isnan(want) != math.isnan(score) or (not math.isnan(want) and abs(score - want) > 1e-5):
+                raise BeamAssertException(f"{k}: RunInference {score} != bare {want}")
+
+    with TestPipeline() as p:
+        scores = p | beam.Create(list(zip(keys, items))) | "Score" >> ScoreClip(c)
+        assert_that(scores, check)
