@@ -12,6 +12,7 @@ from __future__ import annotations
 import apache_beam as beam
 
 from quarry.dags.runner import BuildInfo, DagSpec
+from quarry.operators.clip import ClipLoadError, ClipScorer
 from quarry.operators.concepts import VocabularyError, load_vocabulary
 from quarry.pipelines.caption import CaptionPipeline
 from quarry.pipelines.read import ReadImageText, plan_inputs
@@ -32,7 +33,13 @@ def plan(patterns: list[str], cfg: CaptionConfig):
         load_vocabulary(cfg.balance.vocabulary)  # tiers need it even with balancing off; fail early
     except VocabularyError as e:
         raise ConfigError(f"balance.vocabulary: {e}") from None
-    return plan_inputs(patterns, cfg.reader)
+    files = plan_inputs(patterns, cfg.reader)
+    if cfg.clip.enabled:
+        try:
+            ClipScorer(cfg.clip).preflight()  # missing weights stop the run before any data is read
+        except ClipLoadError as e:
+            raise ConfigError(f"clip: {e}") from None
+    return files
 
 
 def build(pipeline: beam.Pipeline, cfg: CaptionConfig, files, output: str) -> BuildInfo:

@@ -468,15 +468,19 @@ class ClipScorer:
         open_clip = import_open_clip()
         pretrained, quick_gelu = self._resolve_weights(open_clip)
         device, precision = self._resolve_runtime()
+        # Random weights (pretrained=none) come from a fixed seed, without touching
+        # the caller's RNG, so every worker process and every rerun scores alike.
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(
-                self.cfg.model,
-                pretrained=pretrained,
-                precision=_PRECISIONS[precision],
-                device=device,
-                force_quick_gelu=quick_gelu,
-                pretrained_text=False,  # no separate HF text-tower download; CLIP weights cover it
-            )
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                model, _, preprocess = open_clip.create_model_and_transforms(
+                    self.cfg.model,
+                    pretrained=pretrained,
+                    precision=_PRECISIONS[precision],
+                    device=device,
+                    force_quick_gelu=quick_gelu,
+                    pretrained_text=False,  # no separate HF text-tower download; CLIP weights cover it
+                )
         except RuntimeError as e:
             if pretrained is None or not os.path.isfile(pretrained):
                 raise

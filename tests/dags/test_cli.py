@@ -36,9 +36,13 @@ def test_list_names_dags_and_stages(capsys):
     (["run", "caption", "--input", "x", "--output", "OUT", "--set", "balance.vocabulary=/nope.txt"],
      "balance.vocabulary"),
     (["run", "caption", "--input", "x", "--output", "OUT", "--config", "/nope.yaml"], "config file /nope.yaml"),
+    (["run", "caption", "--input", "DEMO", "--output", "OUT", "--set", "clip.pretrained=/nope/vit.bin"],
+     "CLIP weights for ViT-B-32: checkpoint file '/nope/vit.bin' does not exist"),
+    (["run", "caption", "--input", "DEMO", "--output", "OUT"], "ViT-B-32/laion2b_s34b_b79k are not in the local cache"),
 ])
-def test_mistakes_fail_before_the_pipeline_with_one_line(capsys, tmp_path, argv, message):
-    argv = [a.replace("OUT", str(tmp_path / "out")) for a in argv]
+def test_mistakes_fail_before_the_pipeline_with_one_line(capsys, tmp_path, demo_dir, argv, message):
+    demo_input = str(demo_dir / "inputs" / "caption")
+    argv = [a.replace("OUT", str(tmp_path / "out")).replace("DEMO", demo_input) for a in argv]
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
     assert message in err and err.count("\n") == 1
@@ -52,7 +56,8 @@ def test_show_config_prints_every_key(capsys):
 
 def test_existing_run_needs_overwrite(capsys, demo_dir):
     code, _, err = run_cli(capsys, "run", "caption", "--input", str(demo_dir / "inputs" / "caption"),
-                           "--output", str(demo_dir / "caption"))
+                           "--output", str(demo_dir / "caption"), "--set", "clip.model=quarry-tiny",
+                           "--set", "clip.pretrained=none")
     assert code == 2 and "already holds a run" in err and "--overwrite" in err
 
 
