@@ -140,10 +140,12 @@ def _tree_rss(proc: psutil.Process) -> int:
 
 
 def run_dag(folder: Path, out: Path, workers: int, extra_sets: list[str]) -> tuple[float, int]:
+    """Wall time and peak process-tree RSS of one `quarry run caption` (workers=1: in-process)."""
+    beam_args = ([f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+                 if workers > 1 else [])
     cmd = [sys.executable, "-m", "quarry.dags.cli", "run", "caption", "--input", str(folder / "*.tar"),
            "--output", str(out), "--overwrite", "--source", "bench", "--set", "clip.enabled=false",
-           *[a for s in extra_sets for a in ("--set", s)],
-           "--", f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
+           *[a for s in extra_sets for a in ("--set", s)], "--", *beam_args]
     peak = 0
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -164,7 +166,12 @@ def run_dag(folder: Path, out: Path, workers: int, extra_sets: list[str]) -> tup
     sampler.join()
     elapsed = time.perf_counter() - t0
     if proc.returncode != 0:
-        raise SystemExit(f"DAG failed:\n{output}")
+        if "does not add up" not in output:
+            raise SystemExit(f"DAG failed:\n{output}")
+        # Seen with Beam's multi-worker DirectRunner: it lost records inside a
+        # CoGroupByKey (README, "Known problems"); report it, keep the timing.
+        print(f"  WARNING: {out.name}: the manifest does not add up: "
+              + next(line for line in output.splitlines() if line.startswith("caption:")))
     return elapsed, peak
 
 
@@ -181,11 +188,14 @@ def main() -> None:
     sets = ["balance.enabled=false"]
     n, bare_s = bare_loop(one_x, args.workers)
     dag_s, peak_1x = run_dag(one_x, WORK / "out-1x", args.workers, sets)
-    bare_rate, dag_rate = n / bare_s, n / dag_s
-    print(f"\nthroughput, {n} images, {args.workers} processes")
-    print(f"  bare Pool({args.workers}) loop, read+decode+heuristics+pHash: {bare_rate:8.1f} images/s ({bare_s:.1f}s)")
-    print(f"  quarry run caption (clip off), whole DAG incl. startup:  {dag_rate:8.1f} images/s ({dag_s:.1f}s)")
-    print(f"  ratio DAG / bare: {dag_rate / bare_rate:.2f}  (target >= 0.7)")
+    inproc_s, _ = run_dag(one_x, WORK / "out-1x-inproc", 1, sets)
+    bare_rate, dag_rate, inproc_rate = n / bare_s, n / dag_s, n / inproc_s
+    print(f"\nthroughput, {n} images (clip off; whole runs, startup included)")
+    print(f"  bare Pool({args.workers}) loop, read+decode+heuristics+pHash:   {bare_rate:8.1f} images/s ({bare_s:.1f}s)")
+    print(f"  DAG, DirectRunner multi_processing x{args.workers}:            {dag_rate:8.1f} images/s ({dag_s:.1f}s)"
+          f"  ratio {dag_rate / bare_rate:.2f}  (target >= 0.7)")
+    print(f"  DAG, DirectRunner in-process (1 worker):          {inproc_rate:8.1f} images/s ({inproc_s:.1f}s)"
+          f"  ratio {inproc_rate / bare_rate:.2f}")
     if args.skip_memory:
         return
     four_x = make_input(WORK / f"in-{4 * args.n}", 4 * args.n, seed=1)

@@ -175,6 +175,8 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
     result = pipeline.run()
     result.wait_until_finish()
     manifest = build_manifest(spec, cfg, patterns, output, runner, started, started_at, info)
+    if manifest.inputs == 0:
+        manifest.notes.append("the inputs held no records: nothing was read")
     write_manifest(output, manifest)
     return manifest
 

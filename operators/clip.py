@@ -40,9 +40,10 @@ import zlib
 from collections.abc import Sequence
 from typing import Any, Optional
 
-from PIL import ExifTags, Image
+from PIL import Image
 
 from quarry.operators.base import Rejection
+from quarry.operators.decode import to_rgb, upright
 from quarry.schemas.caption import ClipConfig
 from quarry.schemas.config import ConfigError
 
@@ -65,16 +66,6 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 RANDOM_WEIGHTS = "none"
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _PRECISIONS = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}  # ClipConfig -> open_clip
-_ALPHA_MODES = frozenset({"RGBA", "LA", "PA", "RGBa", "La"})
-_ORIENTATION = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 
 # What Pillow raises on bad bytes (see quarry.operators.decode, which rejects
 # them before CLIP; here it is only a defence).
@@ -265,17 +256,7 @@ def image_for_clip(data: bytes, size: int) -> Image.Image:
     if im.format == "JPEG":
         im.draft("RGB", (size, size))
     im.load()  # decode now, so bad data raises here and not inside a batch
-    try:
-        orientation = im.getexif().get(ExifTags.Base.Orientation, 1)
-    except _DECODE_ERRORS:
-        orientation = 1
-    method = _ORIENTATION.get(orientation) if isinstance(orientation, int) else None
-    if method is not None:
-        im = im.transpose(method)
-    if im.mode in _ALPHA_MODES or "transparency" in im.info:
-        rgba = im.convert("RGBA")
-        return Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba).convert("RGB")
-    return im if im.mode == "RGB" else im.convert("RGB")
+    return to_rgb(upright(im))
 
 
 # --------------------------------------------------------------------------

@@ -124,7 +124,7 @@ def decode_image(data: bytes, cfg: DecodeConfig) -> DecodedImage | Rejection:
         if too_large is not None:
             return too_large
         try:
-            rgb = _to_rgb(_upright(im))
+            rgb = to_rgb(upright(im))
         except _BAD_DATA_ERRORS as e:
             return Rejection(CORRUPT, _detail(e))
 
@@ -172,7 +172,7 @@ _ORIENTATION: dict[int, Image.Transpose] = {
 }
 
 
-def _upright(im: Image.Image) -> Image.Image:
+def upright(im: Image.Image) -> Image.Image:
     """Apply the EXIF (or XMP) orientation, as `ImageOps.exif_transpose` does.
 
     Not `exif_transpose` itself: after rotating it re-serialises the EXIF
@@ -197,7 +197,7 @@ def _check_size(size: tuple[int, int], max_pixels: int) -> Rejection | None:
     return None
 
 
-def _to_rgb(im: Image.Image) -> Image.Image:
+def to_rgb(im: Image.Image) -> Image.Image:
     """Convert any Pillow mode to RGB the way a viewer would show it."""
     mode = im.mode
     if mode in _ALPHA_MODES or "transparency" in im.info:

@@ -85,3 +85,16 @@ def test_rerun_in_multi_process_mode_gives_identical_shards(demo_dir, tmp_path):
     run_dag(spec, [str(demo_dir / "inputs" / "caption" / "*.tar")], str(tmp_path / "again"), cfg,
             beam_args=["--direct_num_workers=2", "--direct_running_mode=multi_processing"])
     assert digests(tmp_path / "again") == digests(demo_dir / "caption")
+
+
+def test_input_without_records_runs_and_says_so(tmp_path):
+    import tarfile
+
+    with tarfile.open(tmp_path / "empty.tar", "w"):
+        pass
+    spec = DAGS["caption"]
+    cfg = resolve_config(spec, None, DEMO_SETS, "demo")
+    m = run_dag(spec, [str(tmp_path / "empty.tar")], str(tmp_path / "out"), cfg)
+    assert (m.inputs, m.kept, m.rejected_total, m.balanced) == (0, 0, 0, True)
+    assert "the inputs held no records: nothing was read" in m.notes
+    assert json.loads((tmp_path / "out" / "manifest.json").read_text())["inputs"] == 0
