@@ -12,10 +12,12 @@ while read -r pkg; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done < scripts/apt-packages.txt
 if ((${#missing[@]})); then
-  sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  sudo=""; [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && sudo="sudo"
   echo "setup: apt-get install ${missing[*]}"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+         --no-install-recommends "${missing[@]}"; }; then
+    echo "setup: WARNING: could not install ${missing[*]} (not root?); continuing" >&2
+  fi
 fi
 
 # 2. The virtual environment.

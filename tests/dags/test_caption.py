@@ -98,3 +98,18 @@ def test_input_without_records_runs_and_says_so(tmp_path):
     assert (m.inputs, m.kept, m.rejected_total, m.balanced) == (0, 0, 0, True)
     assert "the inputs held no records: nothing was read" in m.notes
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["inputs"] == 0
+
+
+def test_run_directory_loads_in_pyarrow_pandas_and_datasets(demo_dir, tmp_path):
+    import datasets
+    import pyarrow.dataset as pads
+
+    data = demo_dir / "caption" / "data"
+    table = pads.dataset(data, partitioning="hive").to_table()
+    kept = json.loads((demo_dir / "caption" / "manifest.json").read_text())["kept"]
+    assert table.num_rows == kept
+    assert set(table.to_pandas()["tier"]) <= set(TIERS)
+    ds = datasets.load_dataset("parquet", data_files=str(data / "**" / "*.parquet"), split="train",
+                               cache_dir=str(tmp_path / "hf"))
+    assert len(ds) == kept and isinstance(ds.features["image"], datasets.Image)
+    assert ds[0]["image"].size == (ds[0]["width"], ds[0]["height"])
