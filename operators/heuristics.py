@@ -13,11 +13,12 @@ Where the default thresholds come from (`quarry.schemas.caption.HeuristicsConfig
   rejected when the shorter side is < ``min_side`` or the ratio is
   > ``max_aspect_ratio``.
 - Caption length: DataComp's basic filter keeps captions of > 2 words and
-  > 5 characters (its image-based baseline: > 1 word). quarry's defaults
-  (``min_caption_words = 2``, ``min_caption_chars = 5``, rejected when
-  *fewer*) are that rule loosened by one, so two-word alt texts ("red car")
-  survive; the upper bounds (256 words, 2,000 chars) drop pasted articles and
-  keyword dumps, which no caption model's context would use anyway.
+  > 5 characters (its image-based baseline: > 1 word). quarry's defaults are
+  that rule (``min_caption_words = 3``, ``min_caption_chars = 6``, rejected
+  when *fewer*), so "a cat" is `caption_too_short`; set them to 2 / 5 to keep
+  two-word alt texts ("red car"). The upper bounds (256 words, 2,000 chars)
+  drop pasted articles and keyword dumps, which no caption model's context
+  would use anyway.
 - ``solid_max_std = 3.0``: GLM-4.5V names solid-colour detection but gives no
   threshold. 3.0 (on 0-255) sits above what JPEG noise and dithering leave on
   a flat colour and far below any photograph or drawing (typically 20-80).

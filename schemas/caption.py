@@ -28,9 +28,9 @@ class HeuristicsConfig(Section):
     solid_max_std: float = Field(
         3.0, ge=0.0, description="images whose pixel standard deviation (0-255, on a 64x64 thumbnail) is below this are `solid_color`"
     )
-    min_caption_words: int = Field(2, ge=0)
+    min_caption_words: int = Field(3, ge=0, description="fewer words is `caption_too_short` (DataComp: > 2 words)")
     max_caption_words: int = Field(256, ge=1)
-    min_caption_chars: int = Field(5, ge=0)
+    min_caption_chars: int = Field(6, ge=0, description="fewer characters is `caption_too_short` (DataComp: > 5)")
     max_caption_chars: int = Field(2_000, ge=1)
 
 

@@ -131,15 +131,16 @@ def test_thresholds_come_from_the_config():
         pytest.param("\u200b\u200b\u200b\u200bdog", "caption_not_text", id="mostly-zero-width"),
         pytest.param("a", "caption_too_short", id="one-letter"),
         pytest.param("dog", "caption_too_short", id="one-word"),
-        pytest.param("ab c", "caption_too_short", id="two-words-four-chars"),
-        pytest.param("ab cd", None, id="two-words-five-chars-kept"),
-        pytest.param("red car", None, id="two-words"),
+        pytest.param("red car", "caption_too_short", id="two-words"),
+        pytest.param("a b c", "caption_too_short", id="three-words-five-chars"),
+        pytest.param("ab c d", None, id="three-words-six-chars-kept"),
+        pytest.param("a red car", None, id="three-words-kept"),
         pytest.param("photo of a cat http://x.com/cat.jpg", None, id="text-with-url"),
         pytest.param("一只猫坐在红色的沙发上", None, id="chinese-counts-characters-as-words"),
         pytest.param("猫", "caption_too_short", id="one-chinese-character"),
         pytest.param(" ".join(["word"] * 300), "caption_too_long", id="300-words"),
         pytest.param(" ".join(["word"] * 256), None, id="256-words-kept"),
-        pytest.param("x" * 1500 + " " + "y" * 600, "caption_too_long", id="2101-chars"),
+        pytest.param("x" * 1000 + " " + "y" * 600 + " " + "z" * 500, "caption_too_long", id="2102-chars"),
     ],
 )
 def test_check_caption(caption, expected):
@@ -170,8 +171,8 @@ def test_caption_stats(caption, expected):
 @pytest.mark.parametrize(
     "caption, fragments",
     [
-        ("dog", ["words=1", "min_caption_words=2"]),
-        ("ab c", ["chars=4", "min_caption_chars=5"]),
+        ("dog", ["words=1", "min_caption_words=3"]),
+        ("a b c", ["chars=5", "min_caption_chars=6"]),
         (" ".join(["word"] * 300), ["words=300", "max_caption_words=256"]),
         ("\x00\x01\x02\x03ab", ["control", "4 of 6"]),
     ],
