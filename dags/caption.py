@@ -14,11 +14,11 @@ import apache_beam as beam
 from quarry.dags.runner import BuildInfo, DagSpec
 from quarry.operators.clip import ClipLoadError, ClipScorer
 from quarry.operators.concepts import VocabularyError, load_vocabulary
-from quarry.pipelines.caption import CaptionPipeline
+from quarry.pipelines.caption import CaptionPipeline, WriteFromSource
 from quarry.pipelines.read import ReadImageText, plan_inputs
 from quarry.pipelines.stats import CountTo
-from quarry.pipelines.write import WriteRejects, WriteShards
-from quarry.schemas.caption import CaptionConfig, CaptionRow
+from quarry.pipelines.write import WriteRejects
+from quarry.schemas.caption import CaptionConfig
 from quarry.schemas.config import ConfigError
 
 TINY_WARNING = (
@@ -47,9 +47,9 @@ def build(pipeline: beam.Pipeline, cfg: CaptionConfig, files, output: str) -> Bu
     read = pipeline | "Read" >> ReadImageText(files, cfg.source or "unknown", cfg.reader)
     read.samples | "CountRead" >> CountTo(output, "read")
     out = read.samples | "Caption" >> CaptionPipeline(cfg, vocabulary, output)
-    out.kept | "WriteShards" >> WriteShards(output, "caption", CaptionRow, cfg.shards)
+    _, write_rejected = out.kept | "Write" >> WriteFromSource(files, cfg.source or "unknown", cfg, output)
     (
-        (read.rejected, out.rejected)
+        (read.rejected, out.rejected, write_rejected)
         | "AllRejects" >> beam.Flatten()
         | "WriteRejects" >> WriteRejects(output, cfg.shards)
     )
@@ -78,7 +78,7 @@ SPEC = DagSpec(
         ("dedup", "64-bit pHash near-duplicates (banded, no all-pairs), best resolution kept"),
         ("clip", "open_clip image-text cosine via RunInference, keep >= clip.threshold"),
         ("balance", "MetaCLIP concept matching (Aho-Corasick), head concepts capped at t"),
-        ("write", "Parquet shards by source and tier"),
+        ("write", "Parquet shards by source and tier, bytes read again from the inputs (no image shuffle)"),
     ),
     config_model=CaptionConfig,
     plan=plan,

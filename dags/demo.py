@@ -54,7 +54,6 @@ DEMO_SETS = [
     "clip.threshold=-1.0",
     "balance.t=8",
     "balance.tier_counts=[8,5,3,2]",
-    "shards.max_rows=16",
 ]
 
 

@@ -264,6 +264,22 @@ def image_for_clip(data: bytes, size: int) -> Image.Image:
 # --------------------------------------------------------------------------
 
 
+def clip_thumbnail(img: Image.Image, side: int, quality: int = 90) -> bytes:
+    """The RGB picture as a JPEG whose shorter side is at most `side`: what CLIP scores.
+
+    CLIP resizes the shorter side to its input size (224 or 336) anyway, so a
+    copy at that size scores the same picture while a pipeline carries a few
+    kilobytes per sample instead of the original file.
+    """
+    short = min(img.size)
+    if short > side:
+        scale = side / short
+        img = img.resize((max(1, round(img.width * scale)), max(1, round(img.height * scale))), Image.BICUBIC)
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
 def decide(score: float, threshold: float, model: str = "") -> Optional[Rejection]:
     """Keep (None) when `score >= threshold`; else `clip_below_threshold`.
 

@@ -1,9 +1,17 @@
 """The caption recipe (GLM-4.5V §3.1) wired as Beam steps.
 
-    ImageText -> Decode+Heuristics+PHash -> NearDuplicates -> CLIP -> Balance -> CaptionRow
+    ImageText -> Decode+Heuristics+PHash -> NearDuplicates -> CLIP -> Balance
+              -> WriteFromSource (CaptionRow shards)
 
-Decode, heuristics and pHash run fused in one step so a decoded image never
-crosses a process boundary; later steps carry the original bytes only.
+Image bytes never go through a shuffle. Decode, heuristics and pHash run
+fused with reading; what travels on is the sample's metadata and, when CLIP
+is on, a small JPEG of the picture at `clip.thumbnail_side`. The kept
+samples are grouped by input file (metadata only) and `WriteFromSource`
+reads each input file a second time, streaming, to write the rows with their
+original bytes: one shard per input file and partition, rows in input order.
+Shuffling ids and scores instead of images is what keeps a run's memory and
+network flat in the data size (and on the DirectRunner, which holds shuffled
+data in memory, what keeps it from growing with the input).
 """
 
 from __future__ import annotations
@@ -12,15 +20,19 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
 from quarry.operators.base import Rejection
 from quarry.operators.decode import decode_image
 from quarry.operators.heuristics import HeuristicFilter
+from quarry.operators.clip import clip_thumbnail
 from quarry.operators.phash import phash64, to_hex
 from quarry.pipelines.balance import BalanceConcepts
-from quarry.pipelines.clip import ScoreClip
 from quarry.pipelines.dedup import DedupKey, SplitDuplicates
+from quarry.pipelines.read import InputFile, read_file
 from quarry.pipelines.stats import CountTo, Progress
+from quarry.pipelines.write import StreamingShard, hive_partition, shard_path
+from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.caption import CaptionConfig, CaptionRow
 from quarry.schemas.common import ImageCell, ImageText, Reject
 
@@ -32,7 +44,10 @@ class Outputs(NamedTuple):
 
 @dataclass
 class Candidate:
-    """A sample that passed decode and heuristics, with what later stages need."""
+    """A sample that passed decode and heuristics, with what later stages need.
+
+    `sample.image_bytes` holds the CLIP thumbnail (or nothing), not the original.
+    """
 
     sample: ImageText
     width: int
@@ -81,7 +96,9 @@ class _DecodeAndFilter(beam.DoFn):
         if verdict is not None:
             yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(sample, "heuristics", verdict))
             return
-        yield Candidate(sample, decoded.width, decoded.height, decoded.format, phash64(decoded.image))
+        thumb = clip_thumbnail(decoded.image, self.cfg.clip.thumbnail_side) if self.cfg.clip.enabled else b""
+        light = sample.model_copy(update={"image_bytes": thumb})
+        yield Candidate(light, decoded.width, decoded.height, decoded.format, phash64(decoded.image))
 
 
 def _clip_decide(element, threshold: float, label: str):
@@ -96,20 +113,87 @@ def _clip_decide(element, threshold: float, label: str):
         yield beam.pvalue.TaggedOutput("rejected", to_reject(candidate.sample, "clip", verdict))
 
 
-def to_row(c: Candidate, concepts: list[str], rarest: Optional[int], tier: str) -> CaptionRow:
+def to_row(c: Candidate, concepts: list[str], rarest: Optional[int], tier: str, image: bytes) -> CaptionRow:
     s = c.sample
     return CaptionRow(
         sample_id=s.sample_id, source=s.source, tier=tier, task="caption", origin=s.origin, url=s.url,
-        license=s.license, caption=s.caption, image=ImageCell(bytes=s.image_bytes), width=c.width,
+        license=s.license, caption=s.caption, image=ImageCell(bytes=image), width=c.width,
         height=c.height, image_format=c.image_format, phash=to_hex(c.phash), clip_score=c.clip_score,
         concepts=concepts, rarest_concept_count=rarest,
     )
 
 
-class CaptionPipeline(beam.PTransform):
-    """PCollection[ImageText] -> Outputs(kept=CaptionRow, rejected=Reject).
+class _WriteFromSource(beam.DoFn):
+    """(input file, its kept samples) -> shards written from a second read of the file.
 
-    `output_dir` receives per-stage counts (`_stats/`) for the manifest.
+    Outputs written paths; a kept sample the second read does not find again
+    unchanged (the input changed under the run) is a `write/source_changed` reject.
+    """
+
+    REJECTED = "rejected"
+
+    def __init__(self, files: list[InputFile], default_source: str, cfg: CaptionConfig, output_dir: str):
+        self.files = {f.path: (i, f) for i, f in enumerate(files)}
+        self.default_source = default_source
+        self.cfg = cfg
+        self.data_dir = FileSystems.join(output_dir, "data")
+        self.rows = beam.metrics.Metrics.counter("write", "caption_rows")
+
+    def process(self, element):
+        path, pairs = element
+        index, f = self.files[path]
+        wanted = {p.element.sample.origin.key: p for p in pairs}
+        shards: dict[tuple[str, ...], StreamingShard] = {}
+        schema = arrow_schema(CaptionRow)
+        for rec in read_file(f, self.default_source, self.cfg.reader):
+            pair = wanted.get(rec.origin.key) if isinstance(rec, ImageText) else None
+            if pair is None:
+                continue
+            del wanted[rec.origin.key]
+            if rec.sample_id != pair.element.sample_id:
+                yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(pair.element.sample, "write", Rejection(
+                    "source_changed", "the input record changed between the first and the second read")))
+                continue
+            row = to_row(pair.element, list(pair.concepts), pair.rarest_count, pair.tier, rec.image_bytes).model_dump()
+            partition = hive_partition(row)
+            if partition not in shards:
+                shards[partition] = StreamingShard(
+                    shard_path(self.data_dir, partition, "caption", index, len(self.files)), schema, self.cfg.shards)
+            shards[partition].add(row)
+            self.rows.inc()
+        for pair in wanted.values():
+            yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(pair.element.sample, "write", Rejection(
+                "source_changed", "the input record was not found on the second read")))
+        for shard in shards.values():
+            yield shard.close()
+
+
+class WriteFromSource(beam.PTransform):
+    """Kept `BalancedPair`s -> caption shards, bytes read again from the inputs.
+
+    Returns `(paths, rejected)`.
+    """
+
+    def __init__(self, files: list[InputFile], default_source: str, cfg: CaptionConfig, output_dir: str):
+        super().__init__()
+        self.fn = _WriteFromSource(files, default_source, cfg, output_dir)
+
+    def expand(self, kept):
+        out = (
+            kept
+            | "KeyByInputFile" >> beam.Map(lambda p: (p.element.sample.origin.file, p))
+            | "GroupByInputFile" >> beam.GroupByKey()
+            | "WriteFromSource" >> beam.ParDo(self.fn).with_outputs(_WriteFromSource.REJECTED, main="paths")
+        )
+        return out.paths, out[_WriteFromSource.REJECTED]
+
+
+class CaptionPipeline(beam.PTransform):
+    """PCollection[ImageText] -> Outputs(kept=BalancedPair, rejected=Reject).
+
+    Kept pairs carry metadata, scores and tiers but not the image bytes:
+    `WriteFromSource` writes them. `output_dir` receives per-stage counts
+    (`_stats/`) for the manifest.
     """
 
     def __init__(self, cfg: CaptionConfig, vocabulary: list[str], output_dir: Optional[str] = None):
@@ -145,6 +229,10 @@ class CaptionPipeline(beam.PTransform):
             self._count(candidates, "dedup.out")
 
         if cfg.clip.enabled:
+            # Imported here: Beam's RunInference module imports torch (~4 s per
+            # process), which workers of a run without CLIP should not pay.
+            from quarry.pipelines.clip import ScoreClip
+
             label = f"{cfg.clip.model}/{cfg.clip.pretrained}"
             scored = (
                 candidates
@@ -161,10 +249,6 @@ class CaptionPipeline(beam.PTransform):
         balanced = candidates | "Balance" >> BalanceConcepts(cfg.balance, self.vocabulary)
         rejected.append(balanced.rejected | "BalanceRejects" >> beam.MapTuple(
             lambda c, verdict: to_reject(c.sample, "balance", verdict)))
-        rows = (
-            balanced.kept
-            | "ToRows" >> beam.MapTuple(to_row)
-            | "ProgressWrite" >> Progress("kept")
-        )
+        kept = balanced.kept | "ProgressKept" >> Progress("kept")
         all_rejected = rejected | "AllRejects" >> beam.Flatten()
-        return Outputs(rows, all_rejected)
+        return Outputs(kept, all_rejected)

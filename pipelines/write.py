@@ -58,18 +58,52 @@ def shard_path(table_dir: str, partition: Partition, prefix: str, index: int, co
     return FileSystems.join(table_dir, *partition, f"{prefix}-{index:05d}-of-{count:05d}.parquet")
 
 
-def write_parquet(path: str, rows: list[dict[str, Any]], schema: pa.Schema, cfg: ShardConfig) -> None:
+class StreamingShard:
+    """One Parquet shard written row group by row group (memory: one row group).
+
+    For writers that already know a stable name and order for their rows (one
+    input file's rows, in input order) and so need no shuffle to write.
+    """
+
+    def __init__(self, path: str, schema: pa.Schema, cfg: ShardConfig):
+        self.path = path
+        self.schema = schema
+        self.cfg = cfg
+        self.rows = 0
+        self._pending: list[dict[str, Any]] = []
+        self._tmp = path + ".inprogress"
+        self._sink = FileSystems.create(self._tmp)
+        compression = None if cfg.compression == "none" else cfg.compression
+        self._writer = pq.ParquetWriter(self._sink, schema, compression=compression)
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._pending.append(row)
+        self.rows += 1
+        if len(self._pending) >= self.cfg.row_group_size:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema),
+                                     row_group_size=self.cfg.row_group_size)
+            self._pending = []
+
+    def close(self) -> str:
+        self._flush()
+        self._writer.close()
+        self._sink.close()
+        if FileSystems.exists(self.path):  # a retried bundle: same name, same content
+            FileSystems.delete([self.path])
+        FileSystems.rename([self._tmp], [self.path])
+        return self.path
+
+
+def write_parquet(path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema, cfg: ShardConfig) -> None:
     """Write rows (already in order) to `path` atomically, in row groups."""
-    tmp = path + ".inprogress"
-    compression = None if cfg.compression == "none" else cfg.compression
-    with FileSystems.create(tmp) as sink:
-        with pq.ParquetWriter(sink, schema, compression=compression) as writer:
-            for start in range(0, len(rows), cfg.row_group_size):
-                chunk = rows[start:start + cfg.row_group_size]
-                writer.write_table(pa.Table.from_pylist(chunk, schema=schema), row_group_size=cfg.row_group_size)
-    if FileSystems.exists(path):  # a retried bundle: same name, same content
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
+    shard = StreamingShard(path, schema, cfg)
+    for row in rows:
+        shard.add(row)
+    shard.close()
 
 
 class _WriteShard(beam.DoFn):

@@ -49,6 +49,9 @@ class ClipConfig(Section):
     threshold: float = Field(0.3, ge=-1.0, le=1.0, description="keep pairs with cosine similarity >= this (per model!)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="auto = bf16 on CUDA, fp32 on CPU")
+    thumbnail_side: int = Field(
+        336, ge=16, description="shorter side of the JPEG copy CLIP scores (>= the model's input size; 336 fits ViT-L-14-336)"
+    )
     min_batch_size: int = Field(8, ge=1)
     max_batch_size: int = Field(64, ge=1)
 
