@@ -14,7 +14,7 @@ import sys
 import time
 from typing import Optional
 
-from quarry.schemas.config import ConfigError
+from quarry.schemas.config import ConfigError, annotated_yaml
 
 EPILOG = """\
 examples:
@@ -87,8 +87,6 @@ def cmd_list() -> int:
 
 
 def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
-    import yaml
-
     from quarry.dags.registry import DAGS
     from quarry.dags.runner import UsageError, resolve_config, run_dag
     from quarry.pipelines.read import InputError
@@ -99,7 +97,7 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         cfg = resolve_config(spec, args.config, args.sets, args.source)
         if args.show_config:
-            print(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), end="")
+            print(annotated_yaml(cfg))
             return 0
         if not args.output:
             return _fail("--output DIR is required")

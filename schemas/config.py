@@ -29,7 +29,8 @@ class ShardConfig(Section):
     """How output Parquet is laid out (DESIGN: row groups of a few thousand rows,
     shards of a few hundred MB)."""
 
-    max_rows: int = Field(50_000, ge=1, description="rows per shard at most")
+    max_rows: int = Field(50_000, ge=1, description="rows per shard at most (tables written by WriteShards: rejects, "
+                                                    "shared images; caption shards follow input files)")
     max_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="approximate bytes per shard at most (images dominate)"
     )
@@ -127,3 +128,21 @@ def load_config(model: type[C], path: Optional[Path] = None, sets: Optional[list
     except ValidationError as e:
         where = f"config file {path}" if path else "config"
         raise ConfigError(f"{where}: {_one_line(e)}") from None
+
+
+def annotated_yaml(cfg: BaseModel, indent: int = 0) -> str:
+    """The config as YAML with each field's description as a comment (for --show-config)."""
+    lines: list[str] = []
+    pad = "  " * indent
+    for name, info in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        note = f"  # {info.description}" if info.description else ""
+        if isinstance(value, BaseModel):
+            lines.append(f"{pad}{name}:{note}")
+            lines.append(annotated_yaml(value, indent + 1))
+        else:
+            dumped = yaml.safe_dump(value if not hasattr(value, "value") else value.value,
+                                    default_flow_style=True, width=10_000).strip()
+            dumped = dumped.removesuffix("\n...").removesuffix("...").strip()
+            lines.append(f"{pad}{name}: {dumped}{note}")
+    return "\n".join(lines)
