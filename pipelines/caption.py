@@ -16,16 +16,16 @@ data in memory, what keeps it from growing with the input).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from quarry.operators.base import Rejection
+from quarry.operators.clip import clip_thumbnail
 from quarry.operators.decode import decode_image
 from quarry.operators.heuristics import HeuristicFilter
-from quarry.operators.clip import clip_thumbnail
 from quarry.operators.phash import phash64, to_hex
 from quarry.pipelines.balance import BalanceConcepts
 from quarry.pipelines.dedup import DedupKey, SplitDuplicates
@@ -38,7 +38,7 @@ from quarry.schemas.common import ImageCell, ImageText, Reject
 
 
 class Outputs(NamedTuple):
-    kept: Any  # PCollection[CaptionRow]
+    kept: Any  # PCollection[BalancedPair]: metadata, scores, tier; no image bytes
     rejected: Any  # PCollection[Reject]
 
 
@@ -105,7 +105,7 @@ def _clip_decide(element, threshold: float, label: str):
     from quarry.operators.clip import decide
 
     candidate, score = element
-    candidate.clip_score = float(score)
+    candidate = replace(candidate, clip_score=float(score))  # Beam elements are not mutated in place
     verdict = decide(candidate.clip_score, threshold, label)
     if verdict is None:
         yield candidate
