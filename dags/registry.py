@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quarry.dags import caption
+from quarry.dags import caption, grade
 from quarry.dags.runner import DagSpec
 
-DAGS: dict[str, DagSpec] = {spec.name: spec for spec in (caption.SPEC,)}
+DAGS: dict[str, DagSpec] = {spec.name: spec for spec in (caption.SPEC, grade.SPEC)}

@@ -56,6 +56,7 @@ class DagSpec:
     build: Callable[[beam.Pipeline, Any, Any, str], BuildInfo]
     one_to_one: bool = True
     input_count: str = "read"  # the _stats counter whose sum with read rejects is `inputs`
+    finish: Optional[Callable[[str, Any, BuildInfo], None]] = None  # after the run: add facts to `info`
 
 
 def package_versions() -> dict[str, str]:
@@ -174,6 +175,8 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
     info = spec.build(pipeline, cfg, plan, output)
     result = pipeline.run()
     result.wait_until_finish()
+    if spec.finish is not None:
+        spec.finish(output, cfg, info)
     manifest = build_manifest(spec, cfg, patterns, output, runner, started, started_at, info)
     if manifest.inputs == 0:
         manifest.notes.append("the inputs held no records: nothing was read")

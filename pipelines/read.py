@@ -15,7 +15,6 @@ Beam supports them. A record that cannot be read becomes a `Reject` at stage
 
 from __future__ import annotations
 
-import io
 import json
 import posixpath
 import re
@@ -311,7 +310,10 @@ def _read_limited(path: str, limit: int) -> Union[bytes, str]:
 def read_jsonl(fh: IO[bytes], maker: _Maker, cfg: ReaderConfig) -> Iterator[Union[ImageText, Reject]]:
     """JSONL lines `{"image": "rel/or/abs/path.jpg", "caption": "...", ...}`."""
     folder = posixpath.dirname(maker.path)
-    for lineno, raw in enumerate(io.TextIOWrapper(fh, encoding="utf-8", errors="replace"), start=1):
+    # Line by line from the raw handle: Beam's CompressedFile (.jsonl.gz) is not
+    # a full io object, so io.TextIOWrapper cannot wrap it.
+    for lineno, raw_bytes in enumerate(iter(fh.readline, b""), start=1):
+        raw = raw_bytes.decode("utf-8", errors="replace")
         if not raw.strip():
             continue
         key = f"line:{lineno}"

@@ -174,3 +174,14 @@ def test_read_transform_splits_samples_and_rejects(tmp_path):
         assert_that(read.rejected | beam.Map(lambda r: (Path(r.origin.file).name, r.reason)),
                     equal_to([("b.tar", "missing_caption")]), label="rejects")
     assert a.exists() and b.exists()
+
+
+def test_gzipped_jsonl(tmp_path):
+    import gzip
+
+    (tmp_path / "a.jpg").write_bytes(jpeg())
+    with gzip.open(tmp_path / "d.jsonl.gz", "wt") as fh:
+        fh.write(json.dumps({"image": "a.jpg", "caption": "from a gzipped file"}) + "\n{bad\n")
+    samples, rejects = read_all(tmp_path / "d.jsonl.gz")
+    assert [s.caption for s in samples] == ["from a gzipped file"]
+    assert [r.reason for r in rejects] == ["invalid_json"]

@@ -1,0 +1,451 @@
+"""The grade pipeline: samples + rollouts -> pass@k tiers (GLM-4.5V §5).
+
+Wiring (every step labelled)::
+
+    samples files -> ReadSamples (JSONL line / Parquet row -> dict; bad -> Reject at `read`)
+                  -> ParseSamples (required fields, label_tier)      -> (sample_id, sample)
+    rollout files -> ReadRollouts -> ParseRollouts                    -> (sample_id, (model, response))
+    CoGroupByKey -> Grade: per sample id, score each rollout with the verifier of the
+                    sample's task, tally per model (memory: one entry per model),
+                    pass@k per model, mean over models, tier.
+
+Accounting (one-to-one on samples): each sample row ends as a `GradeRow` or a
+`Reject` (`read`: invalid_json, missing_field, invalid_label_tier,
+unreadable_file; `join`: duplicate_sample_id; `grade`: no_rollouts,
+no_verifier). Rollouts are not inputs of that accounting: rollouts whose
+sample id no sample has, and rollout lines that cannot be read, are counted
+(`_stats`: stages `rollouts_read` and `rollouts_join`, and
+`_stats/grade_summary.json`), not rejected row by row.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from typing import IO, Any, Iterator, NamedTuple, Optional, Union
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+
+from quarry.operators import tiers
+from quarry.operators.ids import content_id
+from quarry.operators.verify import ExactVerifier, GroundingVerifier, Verdict, verifier_for
+from quarry.pipelines.read import InputError, _match, clean_source
+from quarry.pipelines.stats import CountTo, _write_json
+from quarry.schemas.common import Origin, Reject
+from quarry.schemas.grade import GradeConfig, GradeRow
+
+SAMPLE_COLUMNS = ("sample_id", "task", "question", "answer")
+ROLLOUT_COLUMNS = ("sample_id", "model", "response")
+OPTIONAL_SAMPLE_COLUMNS = ("source", "label_tier")
+PARQUET_SUFFIXES = (".parquet",)
+JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".json")
+SUMMARY_FILE = "grade_summary.json"
+
+
+@dataclass(frozen=True)
+class TableFile:
+    path: str
+    kind: str  # "parquet" | "jsonl"
+
+
+def _table_kind(path: str) -> Optional[str]:
+    low = path.lower()
+    if low.endswith(PARQUET_SUFFIXES):
+        return "parquet"
+    if low.endswith(JSONL_SUFFIXES):
+        return "jsonl"
+    return None
+
+
+def _lines(fh: IO[bytes]) -> Iterator[str]:
+    """Text lines of a binary file; works on Beam's CompressedFile, which io.TextIOWrapper rejects."""
+    for raw in iter(fh.readline, b""):
+        yield raw.decode("utf-8", errors="replace")
+
+
+def _first_jsonl_record(path: str) -> Optional[dict]:
+    """The first line of a JSONL file that is a JSON object (None when none is, in the first 100 lines)."""
+    with FileSystems.open(path) as fh:
+        for i, raw in enumerate(_lines(fh)):
+            if i >= 100:
+                break
+            try:
+                rec = json.loads(raw)
+            except json.JSONDecodeError:
+                continue
+            if isinstance(rec, dict):
+                return rec
+    return None
+
+
+def plan_tables(patterns: list[str], required: tuple[str, ...], what: str) -> list[TableFile]:
+    """Expand patterns to Parquet/JSONL files; InputError for what cannot be read or lacks a required column.
+
+    Parquet: the footer's columns. JSONL: the first line that is a JSON object
+    (later lines missing a field become rejects).
+    """
+    files: list[TableFile] = []
+    for pattern in patterns:
+        paths = _match(pattern)
+        if not paths:
+            raise InputError(f"{what} {pattern}: no files match")
+        typed = [(p, _table_kind(p)) for p in paths if _table_kind(p)]
+        if not typed:
+            raise InputError(f"{what} {pattern}: none of the {len(paths)} matching files is Parquet or JSONL")
+        for path, kind in typed:
+            try:
+                if kind == "parquet":
+                    with FileSystems.open(path) as fh:
+                        names = pq.ParquetFile(fh).schema_arrow.names
+                else:
+                    first = _first_jsonl_record(path)
+                    names = list(first) if first is not None else None
+            except (BeamIOError, OSError, ValueError) as e:
+                raise InputError(f"{what} {path}: not a readable {kind} file ({e})") from None
+            if names is not None:
+                missing = [c for c in required if c not in names]
+                if missing:
+                    raise InputError(f"{what} {path}: missing column(s) {', '.join(missing)}; "
+                                     f"columns are {sorted(names)}; a {what} file needs {', '.join(required)}")
+            files.append(TableFile(path, kind))
+    return files
+
+
+# --- generic row reading: plain generators, no Beam ---------------------------------------
+
+
+class RowRecord(NamedTuple):
+    file: str
+    key: str  # "line:N" (1-based) or "row:N" (0-based)
+    row: Optional[dict]  # None when the line/row could not be read
+    reason: str = ""
+    detail: str = ""
+
+
+def read_rows(f: TableFile, columns: Optional[tuple[str, ...]] = None) -> Iterator[RowRecord]:
+    """One Parquet/JSONL file -> RowRecords, streamed (a Parquet batch at a time)."""
+    try:
+        fh = FileSystems.open(f.path)  # AUTO compression: .gz inflated on the fly
+    except (BeamIOError, OSError) as e:
+        yield RowRecord(f.path, "#unreadable", None, "unreadable_file", str(e)[:500])
+        return
+    with fh:
+        if f.kind == "jsonl":
+            yield from _jsonl_rows(fh, f.path)
+        else:
+            try:
+                yield from _parquet_rows(fh, f.path, columns)
+            except (OSError, ValueError) as e:
+                yield RowRecord(f.path, "#unreadable", None, "unreadable_file", f"{type(e).__name__}: {e}"[:500])
+
+
+def _jsonl_rows(fh: IO[bytes], path: str) -> Iterator[RowRecord]:
+    for lineno, raw in enumerate(_lines(fh), start=1):
+        if not raw.strip():
+            continue
+        key = f"line:{lineno}"
+        try:
+            rec = json.loads(raw)
+        except json.JSONDecodeError as e:
+            yield RowRecord(path, key, None, "invalid_json", f"{e.msg} at column {e.colno}")
+            continue
+        if not isinstance(rec, dict):
+            yield RowRecord(path, key, None, "invalid_json", f"line is a JSON {type(rec).__name__}, not an object")
+            continue
+        yield RowRecord(path, key, rec)
+
+
+def _parquet_rows(fh: IO[bytes], path: str, columns: Optional[tuple[str, ...]]) -> Iterator[RowRecord]:
+    pf = pq.ParquetFile(fh)
+    names = pf.schema_arrow.names
+    cols = [c for c in columns if c in names] if columns else None
+    row = 0
+    for batch in pf.iter_batches(batch_size=1024, columns=cols):
+        for rec in batch.to_pylist():
+            yield RowRecord(path, f"row:{row}", rec)
+            row += 1
+
+
+# --- parsing rows into samples and rollouts ----------------------------------------------
+
+
+def _id_of(v: Any) -> Optional[str]:
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str) and v.strip():
+        return v.strip()
+    return None
+
+
+def _reject(rec: RowRecord, source: str, stage: str, reason: str, detail: str,
+            sample_id: Optional[str] = None) -> Reject:
+    return Reject(
+        sample_id=sample_id or content_id("reject", posixpath.basename(rec.file), rec.key),
+        source=clean_source(source), stage=stage, reason=reason, detail=detail[:500],
+        origin=Origin(file=rec.file, key=rec.key),
+    )
+
+
+def parse_sample(rec: RowRecord, default_source: str) -> Union[dict, Reject]:
+    """A sample row -> a plain dict (cheap to pickle) or a Reject at stage `read`.
+
+    `answer` may be a string or a list (Parquet list column / JSON array); a
+    list is kept as JSON text in the output row. Images are not carried.
+    """
+    if rec.row is None:
+        return _reject(rec, default_source, "read", rec.reason, rec.detail)
+    row = rec.row
+    source = row.get("source") if isinstance(row.get("source"), str) and row.get("source") else default_source
+    sid = _id_of(row.get("sample_id"))
+    if sid is None:
+        return _reject(rec, source, "read", "missing_field", "no sample_id (a non-empty string or an integer)")
+    for name in ("task", "question"):
+        if not isinstance(row.get(name), str) or not row[name].strip():
+            return _reject(rec, source, "read", "missing_field", f"{name} is not a non-empty string", sid)
+    answer = row.get("answer")
+    if isinstance(answer, (list, tuple)):
+        answer_text = json.dumps(list(answer), ensure_ascii=False)
+    elif isinstance(answer, (int, float)) and not isinstance(answer, bool):
+        answer_text = str(answer)
+    elif isinstance(answer, str):
+        answer_text = answer
+    else:
+        return _reject(rec, source, "read", "missing_field", f"answer is {type(answer).__name__}", sid)
+    label = tiers.normalise_label(row.get("label_tier"))
+    if isinstance(label, ValueError):
+        return _reject(rec, source, "read", "invalid_label_tier", str(label), sid)
+    return {
+        "sample_id": sid, "source": clean_source(source), "task": row["task"].strip(),
+        "question": row["question"], "answer": answer_text, "label_tier": label,
+        "file": rec.file, "key": rec.key,
+    }
+
+
+def parse_rollout(rec: RowRecord) -> Optional[tuple[str, tuple[str, str]]]:
+    """A rollout row -> (sample_id, (model, response)); None when unusable. A null response is ""."""
+    if rec.row is None:
+        return None
+    sid, model = _id_of(rec.row.get("sample_id")), rec.row.get("model")
+    if sid is None or not isinstance(model, str) or not model:
+        return None
+    response = rec.row.get("response")
+    return sid, (model, response if isinstance(response, str) else "")
+
+
+def reference_for(answer: str, verifier: Any) -> Any:
+    """The reference a verifier gets: JSON-list text becomes a list for exact (aliases) and grounding (boxes)."""
+    if isinstance(verifier, (ExactVerifier, GroundingVerifier)) and answer.lstrip().startswith("["):
+        try:
+            parsed = json.loads(answer)
+        except json.JSONDecodeError:
+            return answer
+        if isinstance(parsed, list) and parsed:
+            return parsed
+    return answer
+
+
+def score(verifier: Any, response: str, reference: Any) -> float:
+    """A verifier's reward; 0.0 (never an exception) for anything the verifier chokes on."""
+    try:
+        verdict = verifier(response, reference)
+    except Exception:  # noqa: BLE001 - a grader must not crash on one bad rollout
+        return 0.0
+    return float(verdict.reward) if isinstance(verdict, Verdict) else 0.0
+
+
+# --- Beam ---------------------------------------------------------------------------------
+
+
+class _ReadSamples(beam.DoFn):
+    REJECTED = "rejected"
+
+    def __init__(self, default_source: str):
+        self.default_source = default_source
+
+    def process(self, f: TableFile):
+        for rec in read_rows(f, SAMPLE_COLUMNS + OPTIONAL_SAMPLE_COLUMNS):
+            out = parse_sample(rec, self.default_source)
+            if isinstance(out, Reject):
+                yield beam.pvalue.TaggedOutput(self.REJECTED, out)
+            else:
+                yield out
+
+
+class _ReadRollouts(beam.DoFn):
+    INVALID = "invalid"
+
+    def process(self, f: TableFile):
+        for rec in read_rows(f, ROLLOUT_COLUMNS):
+            out = parse_rollout(rec)
+            if out is None:
+                yield beam.pvalue.TaggedOutput(self.INVALID, 1)
+            else:
+                yield out
+
+
+class ReadSamples(beam.PTransform):
+    """Sample files -> (samples as dicts, rejects at stage `read`)."""
+
+    def __init__(self, files: list[TableFile], default_source: str):
+        super().__init__()
+        self.files, self.default_source = files, clean_source(default_source)
+
+    def expand(self, pbegin):
+        out = (
+            pbegin
+            | "ListFiles" >> beam.Create(self.files)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadRows" >> beam.ParDo(_ReadSamples(self.default_source)).with_outputs(
+                _ReadSamples.REJECTED, main="samples")
+        )
+        return out.samples, out[_ReadSamples.REJECTED]
+
+
+class ReadRollouts(beam.PTransform):
+    """Rollout files -> ((sample_id, (model, response)), invalid-row markers)."""
+
+    def __init__(self, files: list[TableFile]):
+        super().__init__()
+        self.files = files
+
+    def expand(self, pbegin):
+        out = (
+            pbegin
+            | "ListFiles" >> beam.Create(self.files)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadRows" >> beam.ParDo(_ReadRollouts()).with_outputs(_ReadRollouts.INVALID, main="rollouts")
+        )
+        return out.rollouts, out[_ReadRollouts.INVALID]
+
+
+class _Grade(beam.DoFn):
+    """(sample_id, {samples, rollouts}) -> GradeRow | Reject (tagged) | unknown-rollout counts (tagged)."""
+
+    REJECTED = "rejected"
+    UNKNOWN = "unknown"
+
+    def __init__(self, cfg: GradeConfig):
+        self.cfg = cfg
+        g = cfg.grade
+        self.rule = tiers.TierRule(g.tiers.very_easy_at, g.tiers.easy_at, g.tiers.medium_at, g.tiers.hard_above)
+        self._verifiers: dict[str, Any] = {}
+
+    def _verifier(self, task: str) -> Any:
+        if task not in self._verifiers:
+            try:
+                self._verifiers[task] = verifier_for(task, self.cfg.verifiers)
+            except ValueError as e:
+                self._verifiers[task] = e
+        return self._verifiers[task]
+
+    def process(self, element):
+        sid, grouped = element
+        samples = sorted(grouped["samples"], key=lambda s: (s["file"], s["key"]))
+        rollouts = grouped["rollouts"]
+        if not samples:
+            n = sum(1 for _ in rollouts)
+            yield beam.pvalue.TaggedOutput(self.UNKNOWN, n)
+            return
+        sample, dups = samples[0], samples[1:]
+        for d in dups:
+            yield beam.pvalue.TaggedOutput(self.REJECTED, _sample_reject(
+                d, "join", "duplicate_sample_id", f"sample_id also at {sample['file']} {sample['key']}"))
+        verifier = self._verifier(sample["task"])
+        if isinstance(verifier, ValueError):
+            yield beam.pvalue.TaggedOutput(self.REJECTED, _sample_reject(sample, "grade", "no_verifier", str(verifier)))
+            return
+        reference = reference_for(sample["answer"], verifier)
+        tally = tiers.SampleTally(self.cfg.grade.correct_at)
+        for model, response in rollouts:  # streamed: the tally holds one entry per model
+            tally.add(model, score(verifier, response, reference))
+        if not tally.models:
+            yield beam.pvalue.TaggedOutput(self.REJECTED, _sample_reject(
+                sample, "grade", "no_rollouts", "no rollout names this sample_id"))
+            return
+        yield grade_row(sample, tally, self.cfg.grade.k, self.rule)
+
+
+def _sample_reject(sample: dict, stage: str, reason: str, detail: str) -> Reject:
+    return Reject(sample_id=sample["sample_id"], source=sample["source"], stage=stage, reason=reason,
+                  detail=detail[:500], origin=Origin(file=sample["file"], key=sample["key"]))
+
+
+def grade_row(sample: dict, tally: tiers.SampleTally, k: int, rule: tiers.TierRule) -> GradeRow:
+    per_model = tiers.model_pass_rates(tally, k)
+    pass_rate = tiers.merged_pass_rate(per_model)
+    pass_tier = rule.tier(pass_rate)
+    n = tally.n
+    return GradeRow(
+        sample_id=sample["sample_id"], source=sample["source"], task=sample["task"],
+        tier=tiers.final_tier(pass_tier, sample["label_tier"]),
+        origin=Origin(file=sample["file"], key=sample["key"]),
+        question=sample["question"], answer=sample["answer"],
+        pass_rate=pass_rate, mean_reward=tally.reward_sum / n if n else 0.0,
+        n_rollouts=n, n_correct=tally.correct, models=per_model,
+        pass_tier=pass_tier, label_tier=sample["label_tier"],
+    )
+
+
+class Graded(NamedTuple):
+    rows: Any  # PCollection[GradeRow]
+    rejected: Any  # PCollection[Reject]
+
+
+class GradePipeline(beam.PTransform):
+    """(samples, rollouts) -> Graded(rows, rejected); writes join/grade stage counts and the summary."""
+
+    def __init__(self, cfg: GradeConfig, output: str):
+        super().__init__()
+        self.cfg, self.output = cfg, output
+
+    def expand(self, inputs):
+        samples, rollouts = inputs
+        output, weights = self.output, self.cfg.grade.weights.model_dump()
+        keyed = samples | "KeySamples" >> beam.Map(lambda s: (s["sample_id"], s))
+        out = (
+            {"samples": keyed, "rollouts": rollouts}
+            | "JoinRollouts" >> beam.CoGroupByKey()
+            | "Score" >> beam.ParDo(_Grade(self.cfg)).with_outputs(_Grade.REJECTED, _Grade.UNKNOWN, main="rows")
+        )
+        unknown = out[_Grade.UNKNOWN] | "SumUnknown" >> beam.CombineGlobally(sum)
+        rollouts | "CountRollouts" >> CountTo(output, "rollouts_join.in")
+        (
+            unknown
+            | "MatchedRollouts" >> beam.Map(lambda u, total: total - u,
+                                            total=beam.pvalue.AsSingleton(
+                                                rollouts | "TotalRollouts" >> beam.combiners.Count.Globally()))
+            | "WriteMatched" >> beam.Map(
+                lambda n: _write_json(FileSystems.join(output, "_stats", "rollouts_join.out.json"),
+                                      {"name": "rollouts_join.out", "count": n}))
+        )
+        samples | "CountGradeIn" >> CountTo(output, "grade.in")
+        out.rows | "CountGradeOut" >> CountTo(output, "grade.out")
+        (
+            out.rows
+            | "TierKey" >> beam.Map(lambda r: (r.source, r.task, r.tier))
+            | "CountTiers" >> beam.combiners.Count.PerElement()
+            | "CollectTierCounts" >> beam.combiners.ToList()  # one entry per (source, task, tier): small
+            | "WriteSummary" >> beam.Map(
+                lambda counts, unk: _write_json(
+                    FileSystems.join(output, "_stats", SUMMARY_FILE),
+                    {"name": "grade_summary", "count": sum(n for _, n in counts),
+                     "unknown_rollouts": unk,
+                     **tiers.summarize([(s, t, tr, n) for (s, t, tr), n in counts], weights)}),
+                unk=beam.pvalue.AsSingleton(unknown))
+        )
+        return Graded(out.rows, out[_Grade.REJECTED])
+
+
+def read_summary(output: str) -> Optional[dict]:
+    """The summary a run wrote under `DIR/_stats/` (None when it wrote none)."""
+    path = FileSystems.join(output, "_stats", SUMMARY_FILE)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path, compression_type="uncompressed") as fh:
+        return json.loads(fh.read())

@@ -1,0 +1,95 @@
+"""The grade DAG: its config sections and its output row.
+
+Defaults (GLM-4.5V §5 gives the method, not the numbers; these are quarry's):
+a rollout is correct when its reward >= 0.999 (exact and numeric verifiers
+give 0 or 1; OCR and grounding give partial rewards, and a near-perfect OCR
+transcription still counts as wrong); pass@1; tier boundaries 1.0 / 0.75 /
+0.25 / > 0; sampling weights that down-weight the extremes.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional, Union
+
+import pyarrow as pa
+from pydantic import Field, field_validator, model_validator
+
+from quarry.schemas.arrow import ArrowType
+from quarry.schemas.common import Row, Sample, Tier
+from quarry.schemas.config import DagConfig, Section
+
+
+class TierBounds(Section):
+    very_easy_at: float = Field(1.0, ge=0.0, le=1.0, description="pass rate >= this is very_easy")
+    easy_at: float = Field(0.75, ge=0.0, le=1.0, description="pass rate >= this is easy")
+    medium_at: float = Field(0.25, ge=0.0, le=1.0, description="pass rate >= this is medium")
+    hard_above: float = Field(0.0, ge=0.0, le=1.0, description="pass rate > this is hard; the rest is very_hard")
+
+    @model_validator(mode="after")
+    def _descending(self) -> "TierBounds":
+        if not (self.very_easy_at >= self.easy_at >= self.medium_at >= self.hard_above):
+            raise ValueError("need very_easy_at >= easy_at >= medium_at >= hard_above")
+        return self
+
+
+class SamplingWeights(Section):
+    """Suggested sampling weight per tier (the paper down-weights too easy and too hard)."""
+
+    very_easy: float = Field(0.2, ge=0.0)
+    easy: float = Field(0.6, ge=0.0)
+    medium: float = Field(1.0, ge=0.0)
+    hard: float = Field(1.0, ge=0.0)
+    very_hard: float = Field(0.3, ge=0.0)
+
+
+class GradeSection(Section):
+    correct_at: float = Field(
+        0.999, ge=0.0, le=1.0,
+        description="a rollout is correct when its reward >= this (OCR/grounding rewards are partial)")
+    k: int = Field(1, ge=1, description="pass@k (unbiased estimator); k > n rollouts of a model is scored at pass@n")
+    tiers: TierBounds = TierBounds()
+    weights: SamplingWeights = SamplingWeights()
+
+
+class GradeConfig(DagConfig):
+    rollouts: Optional[Union[str, list[str]]] = Field(
+        None, description="rollout files (Parquet or JSONL with sample_id, model, response): a path, glob or list")
+    verifiers: dict[str, str] = Field(
+        default_factory=dict,
+        description="task -> verifier kind (exact, numeric, ocr, grounding, action), adding to or replacing the defaults")
+    grade: GradeSection = GradeSection()
+
+    @field_validator("rollouts")
+    @classmethod
+    def _non_empty(cls, v):
+        if isinstance(v, list) and not all(isinstance(p, str) and p for p in v):
+            raise ValueError("rollouts must be paths or globs")
+        return v
+
+    def rollout_patterns(self) -> list[str]:
+        if self.rollouts is None:
+            return []
+        return [self.rollouts] if isinstance(self.rollouts, str) else list(self.rollouts)
+
+
+class ModelPass(Row):
+    """One model's rollouts on one sample."""
+
+    model: str
+    n: Annotated[int, ArrowType(pa.int32())]
+    correct: Annotated[int, ArrowType(pa.int32())]
+    pass_rate: float
+
+
+class GradeRow(Sample):
+    """One graded RL sample. `tier` is `label_tier` when given, else `pass_tier`."""
+
+    question: str
+    answer: str = Field(description="the reference as given (a list of aliases or boxes as JSON text)")
+    pass_rate: float = Field(description="mean over models of pass@k")
+    mean_reward: float = Field(description="mean verifier reward over all rollouts")
+    n_rollouts: Annotated[int, ArrowType(pa.int32())]
+    n_correct: Annotated[int, ArrowType(pa.int32())]
+    models: list[ModelPass] = Field(default_factory=list)
+    pass_tier: Tier = Field(description="the tier the pass rate gives")
+    label_tier: Optional[Tier] = Field(None, description="offline human label; overrides pass_tier")

@@ -1,0 +1,133 @@
+"""The grade pipeline pieces: generic row reading, sample/rollout parsing, scoring, and the
+CoGroupByKey wiring under TestPipeline."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from quarry.operators.verify import verifier_for
+from quarry.pipelines.grade import (
+    ROLLOUT_COLUMNS,
+    SAMPLE_COLUMNS,
+    GradePipeline,
+    RowRecord,
+    TableFile,
+    parse_rollout,
+    parse_sample,
+    plan_tables,
+    read_rows,
+    read_summary,
+    reference_for,
+    score,
+)
+from quarry.pipelines.read import InputError
+from quarry.schemas.config import load_config
+from quarry.schemas.grade import GradeConfig
+
+
+def box(x: str) -> str:
+    return f"<|begin_of_box|>{x}<|end_of_box|>"
+
+
+def test_read_rows_jsonl_gz_and_parquet(tmp_path):
+    with gzip.open(tmp_path / "a.jsonl.gz", "wt") as f:
+        f.write('{"x": 1}\n\n[1, 2]\n{broken\n{"x": 2}\n')
+    got = list(read_rows(TableFile(str(tmp_path / "a.jsonl.gz"), "jsonl")))
+    assert [(r.key, r.row, r.reason) for r in got] == [
+        ("line:1", {"x": 1}, ""), ("line:3", None, "invalid_json"), ("line:4", None, "invalid_json"),
+        ("line:5", {"x": 2}, "")]
+    pq.write_table(pa.table({"x": [1, 2, 3], "y": ["a", "b", "c"]}), tmp_path / "b.parquet")
+    got = list(read_rows(TableFile(str(tmp_path / "b.parquet"), "parquet"), ("x", "zzz")))
+    assert [(r.key, r.row) for r in got] == [("row:0", {"x": 1}), ("row:1", {"x": 2}), ("row:2", {"x": 3})]
+    (tmp_path / "c.parquet").write_bytes(b"PAR1 not really")
+    (bad,) = read_rows(TableFile(str(tmp_path / "c.parquet"), "parquet"))
+    assert bad.reason == "unreadable_file"
+
+
+def test_plan_tables_checks_columns(tmp_path):
+    (tmp_path / "s.jsonl").write_text('garbage\n{"sample_id": 1, "task": "t", "question": "q"}\n')
+    with pytest.raises(InputError, match="missing column.*answer"):
+        plan_tables([str(tmp_path / "s.jsonl")], SAMPLE_COLUMNS, "samples")
+    with pytest.raises(InputError, match="no files match"):
+        plan_tables([str(tmp_path / "nope-*.jsonl")], SAMPLE_COLUMNS, "samples")
+    (tmp_path / "r.txt").write_text("x")
+    with pytest.raises(InputError, match="Parquet or JSONL"):
+        plan_tables([str(tmp_path / "r.txt")], ROLLOUT_COLUMNS, "rollouts")
+    (tmp_path / "empty.jsonl").write_text("")
+    assert plan_tables([str(tmp_path / "empty.jsonl")], SAMPLE_COLUMNS, "samples")[0].kind == "jsonl"
+
+
+def rec(row, key="line:1"):
+    return RowRecord("/in/s.jsonl", key, row)
+
+
+def test_parse_sample():
+    ok = parse_sample(rec({"sample_id": 7, "task": "exact", "question": "q", "answer": ["a", "b"],
+                           "source": "my src", "label_tier": "Hard"}), "dflt")
+    assert ok["sample_id"] == "7" and ok["answer"] == '["a", "b"]' and ok["source"] == "my_src"
+    assert ok["label_tier"] == "hard"
+    assert parse_sample(rec({"sample_id": "x", "task": "exact", "question": "q", "answer": 3}), "d")["answer"] == "3"
+    assert parse_sample(rec({"sample_id": "x", "task": "exact", "question": "q", "answer": "a"}), "d")["source"] == "d"
+    bad = parse_sample(rec({"task": "exact", "question": "q", "answer": "a"}), "d")
+    assert (bad.stage, bad.reason) == ("read", "missing_field")
+    bad = parse_sample(rec({"sample_id": "x", "task": "exact", "question": "q", "answer": None}), "d")
+    assert (bad.sample_id, bad.reason) == ("x", "missing_field")
+    bad = parse_sample(RowRecord("/in/s.jsonl", "line:3", None, "invalid_json", "boom"), "d")
+    assert (bad.reason, bad.origin.key) == ("invalid_json", "line:3")
+
+
+def test_parse_rollout():
+    assert parse_rollout(rec({"sample_id": 3, "model": "m", "response": "r"})) == ("3", ("m", "r"))
+    assert parse_rollout(rec({"sample_id": "a", "model": "m", "response": None})) == ("a", ("m", ""))
+    assert parse_rollout(rec({"sample_id": "a", "response": "r"})) is None
+    assert parse_rollout(RowRecord("f", "k", None, "invalid_json")) is None
+
+
+def test_references_and_scores_never_raise():
+    exact, grd, ocr = verifier_for("exact"), verifier_for("grounding"), verifier_for("ocr")
+    assert reference_for('["cat", "kitten"]', exact) == ["cat", "kitten"]
+    assert reference_for("[1, 2", exact) == "[1, 2"
+    assert reference_for('["x"]', ocr) == '["x"]'  # OCR compares text as written
+    assert score(exact, box("Kitten"), ["cat", "kitten"]) == 1.0
+    assert score(exact, "no box here", "cat") == 0.0
+    assert score(grd, box("[0,0,100,100]"), reference_for("[[0,0,100,100],[500,500,600,600]]", grd)) == 0.5
+    assert 0 < score(ocr, box("HELLQ"), "HELLO") < 1
+
+    def boom(response, reference):
+        raise RuntimeError("bad verifier")
+
+    assert score(boom, "x", "y") == 0.0
+
+
+def test_grade_pipeline_joins_scores_and_counts(tmp_path):
+    cfg = load_config(GradeConfig, sets=["rollouts=x"])
+    samples = [
+        {"sample_id": "a", "source": "s", "task": "exact", "question": "q", "answer": "yes", "label_tier": None,
+         "file": "f", "key": "line:1"},
+        {"sample_id": "b", "source": "s", "task": "exact", "question": "q", "answer": "yes", "label_tier": "easy",
+         "file": "f", "key": "line:2"},
+        {"sample_id": "c", "source": "s", "task": "exact", "question": "q", "answer": "yes", "label_tier": None,
+         "file": "f", "key": "line:3"},
+    ]
+    rollouts = [("a", ("m1", box("yes"))), ("a", ("m2", box("no"))), ("b", ("m1", "none")), ("zz", ("m1", "x"))]
+    out = str(tmp_path)
+    with TestPipeline() as p:
+        graded = (p | "S" >> beam.Create(samples), p | "R" >> beam.Create(rollouts)) | GradePipeline(cfg, out)
+        assert_that(graded.rows | beam.Map(lambda r: (r.sample_id, r.tier, r.pass_tier, r.pass_rate)),
+                    equal_to([("a", "medium", "medium", 0.5), ("b", "easy", "very_hard", 0.0)]), label="rows")
+        assert_that(graded.rejected | beam.Map(lambda r: (r.sample_id, r.stage, r.reason)),
+                    equal_to([("c", "grade", "no_rollouts")]), label="rejects")
+    summary = read_summary(out)
+    assert summary["unknown_rollouts"] == 1
+    assert summary["tier_counts"]["total"]["medium"] == 1 and summary["tier_counts"]["total"]["easy"] == 1
+    counts = {p.stem: json.loads(p.read_text())["count"] for p in (tmp_path / "_stats").glob("*.json")}
+    assert counts["rollouts_join.in"] == 4 and counts["rollouts_join.out"] == 3
+    assert counts["grade.in"] == 3 and counts["grade.out"] == 2
