@@ -20,6 +20,25 @@ are counted (manifest stages `rollouts_read` and `rollouts_join`: inputs -
 outputs = dropped), not rejected one by one. Sample images are not carried
 (the output points back to the input by `origin`).
 
+Optional steps, each off unless configured:
+
+- multiple choice -> fill in the blank (grade.mc_to_fill_in, default true):
+  a sample with an `options` column (a list, or a JSON list as text) is
+  graded as the fill-in question and answer of `operators/mc.py`; the
+  original question/options/answer are kept (`original_*` columns); an item
+  that cannot stand without its options is rejected at stage `mc`
+  (mc_not_convertible).
+- model judge (`judge` section: base_url, model, api_key_env, timeout_s,
+  max_concurrency, prompt_path ...): tasks mapped to the `judge` kind
+  (`--set verifiers.open_qa=judge`) are scored by the judge; with
+  grade.judge_fallback=true, exact/numeric mismatches are asked of the judge
+  ("exact match, falling back to a model judge"). Judge calls are counted in
+  stage `judge` (inputs - outputs = judge errors, scored 0).
+- rollout generation (`generate` section: base_url, model, k, use_n,
+  batch_size ...): with no rollout files, k rollouts per sample are generated
+  in a Beam step; failed requests are null responses scored 0 (stage
+  `rollouts_generate`: inputs - outputs = failures).
+
 Summary: tier counts per source and task plus suggested sampling weights
 (grade.weights) are written by a Beam combine to `DIR/_stats/grade_summary.json`;
 the manifest's `extra` holds the weights, and, where the runner calls
@@ -33,12 +52,15 @@ import dataclasses
 import apache_beam as beam
 
 from quarry.dags.runner import BuildInfo, DagSpec
+from quarry.operators.judge import judge_verifier_from
 from quarry.operators.verify import verifier_for
 from quarry.pipelines.grade import (
     ROLLOUT_COLUMNS,
     SAMPLE_COLUMNS,
     SUMMARY_FILE,
+    GenerateRollouts,
     GradePipeline,
+    MultipleChoiceToFillIn,
     ReadRollouts,
     ReadSamples,
     plan_tables,
@@ -57,29 +79,50 @@ class GradePlan:
 
 
 def plan(patterns: list[str], cfg: GradeConfig) -> GradePlan:
-    if not cfg.rollout_patterns():
+    if not cfg.rollout_patterns() and cfg.generate is None:
         raise ConfigError("grade needs rollouts: --set rollouts=PATH_OR_GLOB (Parquet or JSONL with "
-                          "sample_id, model, response)")
-    for task, kind in cfg.verifiers.items():
+                          "sample_id, model, response), or a generate section (generate.base_url, generate.model)")
+    for task, kind in cfg.rule_verifiers().items():
         try:
             verifier_for(task, {task: kind})
         except ValueError as e:
             raise ConfigError(f"verifiers.{task}: {e}") from None
+    judged = sorted(cfg.judge_tasks())
+    if judged and cfg.judge is None:
+        raise ConfigError(f"verifiers.{judged[0]}=judge needs a judge section: --set judge.base_url=URL "
+                          "--set judge.model=NAME")
+    if cfg.grade.judge_fallback and cfg.judge is None:
+        raise ConfigError("grade.judge_fallback needs a judge section: --set judge.base_url=URL --set judge.model=NAME")
+    if cfg.judge is not None:
+        try:
+            judge_verifier_from(cfg.judge.verifier_mapping())
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"judge: {e}") from None
     samples = plan_tables(patterns, SAMPLE_COLUMNS, "samples")
-    rollouts = plan_tables(cfg.rollout_patterns(), ROLLOUT_COLUMNS, "rollouts")
+    rollouts = plan_tables(cfg.rollout_patterns(), ROLLOUT_COLUMNS, "rollouts") if cfg.rollout_patterns() else []
     return GradePlan(samples, rollouts)
 
 
 def build(pipeline: beam.Pipeline, cfg: GradeConfig, plan: GradePlan, output: str) -> BuildInfo:
     samples, read_rejects = pipeline | "ReadSamples" >> ReadSamples(plan.samples, cfg.source or "unknown")
     samples | "CountRead" >> CountTo(output, "read")
-    rollouts, invalid = pipeline | "ReadRollouts" >> ReadRollouts(plan.rollouts)
-    (rollouts, invalid) | "AllRolloutRows" >> beam.Flatten() | "CountRolloutRows" >> CountTo(output, "rollouts_read.in")
-    rollouts | "CountRolloutsRead" >> CountTo(output, "rollouts_read.out")
+    rejects = [read_rejects]
+    if cfg.grade.mc_to_fill_in:
+        samples, mc_rejects = samples | "MultipleChoice" >> MultipleChoiceToFillIn()
+        rejects.append(mc_rejects)
+    generated = not plan.rollouts
+    if generated:
+        rollouts = samples | "GenerateRollouts" >> GenerateRollouts(cfg.generate, output)
+    else:
+        rollouts, invalid = pipeline | "ReadRollouts" >> ReadRollouts(plan.rollouts)
+        ((rollouts, invalid) | "AllRolloutRows" >> beam.Flatten()
+         | "CountRolloutRows" >> CountTo(output, "rollouts_read.in"))
+        rollouts | "CountRolloutsRead" >> CountTo(output, "rollouts_read.out")
     graded = (samples, rollouts) | "Grade" >> GradePipeline(cfg, output)
     graded.rows | "Write" >> WriteShards(output, "grade", GradeRow, cfg.shards)
+    rejects.append(graded.rejected)
     (
-        (read_rejects, graded.rejected)
+        tuple(rejects)
         | "AllRejects" >> beam.Flatten()
         | "WriteRejects" >> WriteRejects(output, cfg.shards)
     )
@@ -91,7 +134,18 @@ def build(pipeline: beam.Pipeline, cfg: GradeConfig, plan: GradePlan, output: st
         "sampling_weights": g.weights.model_dump(),
         "summary_file": f"_stats/{SUMMARY_FILE}",
         "rollout_files": len(plan.rollouts),
+        "mc_to_fill_in": g.mc_to_fill_in,
+        "judge_tasks": sorted(cfg.judge_tasks()),
+        "judge_fallback": g.judge_fallback,
     })
+    if cfg.judge is not None:
+        info.extra["judge_model"] = cfg.judge.model
+    if generated:
+        info.extra["generated"] = {"model": cfg.generate.model, "k": cfg.generate.k}
+        info.notes.append(f"rollouts generated by {cfg.generate.model} (k={cfg.generate.k}); failed requests "
+                          "are null responses scored 0, counted in stages.rollouts_generate (inputs - outputs)")
+    elif cfg.generate is not None:
+        info.notes.append("rollout files given: the generate section is ignored")
     info.notes.append(
         "rollouts are not inputs: rollouts naming an unknown sample_id are counted in "
         "stages.rollouts_join (inputs - outputs) and unreadable rollout rows in stages.rollouts_read; "
@@ -117,9 +171,12 @@ SPEC = DagSpec(
     name="grade",
     summary="RL difficulty tiers: verifier-scored rollouts -> pass@k per model -> five tiers, human labels win",
     stages=(
-        ("read", "samples (Parquet/JSONL: sample_id, task, question, answer[, source, label_tier]) and rollouts"),
+        ("read", "samples (Parquet/JSONL: sample_id, task, question, answer[, source, label_tier, options]) "
+                 "and rollouts (files, or generated with the generate section)"),
+        ("mc", "multiple choice -> fill in the blank (grade.mc_to_fill_in); unconvertible items rejected"),
         ("join", "CoGroupByKey on sample_id; duplicate sample ids rejected, unknown rollout ids counted"),
-        ("grade", "verifier reward per rollout, correct >= grade.correct_at, pass@k per model, mean, tier"),
+        ("grade", "verifier (or model judge) reward per rollout, correct >= grade.correct_at, pass@k per model, "
+                  "mean, tier"),
         ("write", "Parquet shards by source and tier; tier counts + sampling weights in _stats/grade_summary.json"),
     ),
     config_model=GradeConfig,

@@ -4,18 +4,24 @@ Wiring (every step labelled)::
 
     samples files -> ReadSamples (JSONL line / Parquet row -> dict; bad -> Reject at `read`)
                   -> ParseSamples (required fields, label_tier)      -> (sample_id, sample)
+                  -> [ToFillIn: rows with `options` -> fill-in-the-blank; bad -> Reject at `mc`]
     rollout files -> ReadRollouts -> ParseRollouts                    -> (sample_id, (model, response))
+      or, with `generate` and no files: samples -> BatchElements -> Generate (k per sample)
     CoGroupByKey -> Grade: per sample id, score each rollout with the verifier of the
                     sample's task, tally per model (memory: one entry per model),
-                    pass@k per model, mean over models, tier.
+                    pass@k per model, mean over models, tier. Tasks mapped to the `judge`
+                    kind are scored by the model judge (batched per sample); with
+                    grade.judge_fallback, exact/numeric mismatches are asked of the judge too.
 
 Accounting (one-to-one on samples): each sample row ends as a `GradeRow` or a
 `Reject` (`read`: invalid_json, missing_field, invalid_label_tier,
-unreadable_file; `join`: duplicate_sample_id; `grade`: no_rollouts,
+unreadable_file; `mc`: mc_not_convertible; `join`: duplicate_sample_id; `grade`: no_rollouts,
 no_verifier). Rollouts are not inputs of that accounting: rollouts whose
 sample id no sample has, and rollout lines that cannot be read, are counted
 (`_stats`: stages `rollouts_read` and `rollouts_join`, and
-`_stats/grade_summary.json`), not rejected row by row.
+`_stats/grade_summary.json`), not rejected row by row; so are generated
+rollouts (`rollouts_generate`: inputs - outputs = failed requests, kept as
+null responses scored 0) and judge calls (`judge`: inputs - outputs = judge errors).
 """
 
 from __future__ import annotations
@@ -32,15 +38,25 @@ from apache_beam.io.filesystems import FileSystems
 
 from quarry.operators import tiers
 from quarry.operators.ids import content_id
-from quarry.operators.verify import ExactVerifier, GroundingVerifier, Verdict, verifier_for
+from quarry.operators.judge import JUDGE_ERROR, judge_verifier_from
+from quarry.operators.mc import MC_NOT_CONVERTIBLE, FillIn, to_fill_in
+from quarry.operators.rollouts import generate_rollouts
+from quarry.operators.verify import (
+    MISMATCH,
+    ExactVerifier,
+    GroundingVerifier,
+    NumericVerifier,
+    Verdict,
+    verifier_for,
+)
 from quarry.pipelines.read import InputError, _match, clean_source
 from quarry.pipelines.stats import CountTo, _write_json
 from quarry.schemas.common import Origin, Reject
-from quarry.schemas.grade import GradeConfig, GradeRow
+from quarry.schemas.grade import GenerateSection, GradeConfig, GradeRow
 
 SAMPLE_COLUMNS = ("sample_id", "task", "question", "answer")
 ROLLOUT_COLUMNS = ("sample_id", "model", "response")
-OPTIONAL_SAMPLE_COLUMNS = ("source", "label_tier")
+OPTIONAL_SAMPLE_COLUMNS = ("source", "label_tier", "options")
 PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".json")
 SUMMARY_FILE = "grade_summary.json"
@@ -220,11 +236,53 @@ def parse_sample(rec: RowRecord, default_source: str) -> Union[dict, Reject]:
     label = tiers.normalise_label(row.get("label_tier"))
     if isinstance(label, ValueError):
         return _reject(rec, source, "read", "invalid_label_tier", str(label), sid)
-    return {
+    out = {
         "sample_id": sid, "source": clean_source(source), "task": row["task"].strip(),
         "question": row["question"], "answer": answer_text, "label_tier": label,
         "file": rec.file, "key": rec.key,
     }
+    if row.get("options") is not None:  # a multiple-choice item: keep what `to_fill_in` needs
+        options = parse_options(row["options"])
+        if isinstance(options, str):
+            out["options_error"] = options
+        else:
+            out["options"] = options
+        out["raw_answer"] = answer if isinstance(answer, int) and not isinstance(answer, bool) else answer_text
+    return out
+
+
+def parse_options(value: Any) -> Union[list[str], str]:
+    """`options` as a list of strings (a list, or a JSON list as text); a str saying what is wrong otherwise."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            return "options is text but not a JSON list"
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list):
+        return f"options is {type(value).__name__}, not a list"
+    if not all(isinstance(o, str) for o in value):
+        return "options holds a non-string"
+    return value
+
+
+def fill_in_sample(sample: dict) -> Union[dict, Reject]:
+    """A multiple-choice sample -> the fill-in-the-blank one (originals kept) or a Reject at stage `mc`.
+
+    A sample without options is returned as it is.
+    """
+    if "options" not in sample and "options_error" not in sample:
+        return sample
+    if "options_error" in sample:
+        return _sample_reject(sample, "mc", MC_NOT_CONVERTIBLE, sample["options_error"])
+    got = to_fill_in(sample["question"], sample["options"], sample["raw_answer"])
+    if not isinstance(got, FillIn):  # a Rejection
+        return _sample_reject(sample, "mc", got.reason, got.detail)
+    out = {k: v for k, v in sample.items() if k not in ("options", "raw_answer")}
+    out.update(question=got.question, answer=got.answer, original_question=got.original_question,
+               original_options=list(got.original_options), original_answer=sample["answer"])
+    return out
 
 
 def parse_rollout(rec: RowRecord) -> Optional[tuple[str, tuple[str, str]]]:
@@ -250,13 +308,26 @@ def reference_for(answer: str, verifier: Any) -> Any:
     return answer
 
 
-def score(verifier: Any, response: str, reference: Any) -> float:
-    """A verifier's reward; 0.0 (never an exception) for anything the verifier chokes on."""
+def verdict_of(verifier: Any, response: str, reference: Any) -> Verdict:
+    """A verifier's Verdict; reward 0 (never an exception) for anything the verifier chokes on."""
     try:
         verdict = verifier(response, reference)
     except Exception:  # noqa: BLE001 - a grader must not crash on one bad rollout
-        return 0.0
-    return float(verdict.reward) if isinstance(verdict, Verdict) else 0.0
+        return Verdict(0.0, "verifier_error")
+    return verdict if isinstance(verdict, Verdict) else Verdict(0.0, "verifier_error")
+
+
+def score(verifier: Any, response: str, reference: Any) -> float:
+    """A verifier's reward; 0.0 (never an exception) for anything the verifier chokes on."""
+    return float(verdict_of(verifier, response, reference).reward)
+
+
+def judge_verdicts(judge: Any, responses: list[str], answer: str, question: str) -> list[Verdict]:
+    """The judge's Verdicts for one sample's responses; judge_error for all if the batch raises."""
+    try:
+        return judge.batch(responses, [answer] * len(responses), [question] * len(responses))
+    except Exception:  # noqa: BLE001 - a grader must not crash on the judge
+        return [Verdict(0.0, JUDGE_ERROR)] * len(responses)
 
 
 # --- Beam ---------------------------------------------------------------------------------
@@ -307,6 +378,71 @@ class ReadSamples(beam.PTransform):
         return out.samples, out[_ReadSamples.REJECTED]
 
 
+class _ToFillIn(beam.DoFn):
+    REJECTED = "rejected"
+
+    def process(self, sample: dict):
+        out = fill_in_sample(sample)
+        yield beam.pvalue.TaggedOutput(self.REJECTED, out) if isinstance(out, Reject) else out
+
+
+class MultipleChoiceToFillIn(beam.PTransform):
+    """Samples -> (samples with multiple-choice ones as fill-in-the-blank, rejects at stage `mc`)."""
+
+    def expand(self, samples):
+        out = samples | "ToFillIn" >> beam.ParDo(_ToFillIn()).with_outputs(_ToFillIn.REJECTED, main="samples")
+        return out.samples, out[_ToFillIn.REJECTED]
+
+
+class _Generate(beam.DoFn):
+    """A batch of samples -> k (sample_id, (model, response)) per sample; a failure is a "" response."""
+
+    OK = "ok"
+
+    def __init__(self, section: GenerateSection):
+        self.section = section
+        self.client = None
+
+    def setup(self):
+        from quarry.operators.chat_client import ChatClient, ChatClientConfig
+
+        self.client = ChatClient(ChatClientConfig(**self.section.client_fields()))
+
+    def process(self, batch: list):
+        k, model = self.section.k, self.section.model
+        asks = [{"sample_id": s["sample_id"], "question": s["question"]} for s in batch]
+        try:
+            got = list(generate_rollouts(asks, self.client, k, use_n=self.section.use_n, chunk_size=len(asks)))
+        except Exception as e:  # noqa: BLE001 - one bad batch must not fail the run
+            got = [(a["sample_id"], model, None, f"{type(e).__name__}: {e}") for a in asks for _ in range(k)]
+        for sid, m, response, _error in got:
+            yield sid, (m, response if isinstance(response, str) else "")
+            if isinstance(response, str):
+                yield beam.pvalue.TaggedOutput(self.OK, 1)
+
+
+class GenerateRollouts(beam.PTransform):
+    """Samples -> (sample_id, (model, response)), k per sample, from the `generate` endpoint.
+
+    Failed requests become "" responses (scored 0); `rollouts_generate` counts all
+    rollouts in, the answered ones out.
+    """
+
+    def __init__(self, section: GenerateSection, output: str):
+        super().__init__()
+        self.section, self.output = section, output
+
+    def expand(self, samples):
+        out = (
+            samples
+            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.section.batch_size)
+            | "Generate" >> beam.ParDo(_Generate(self.section)).with_outputs(_Generate.OK, main="rollouts")
+        )
+        out.rollouts | "CountGenerated" >> CountTo(self.output, "rollouts_generate.in")
+        out[_Generate.OK] | "CountAnswered" >> CountTo(self.output, "rollouts_generate.out")
+        return out.rollouts
+
+
 class ReadRollouts(beam.PTransform):
     """Rollout files -> ((sample_id, (model, response)), invalid-row markers)."""
 
@@ -329,17 +465,28 @@ class _Grade(beam.DoFn):
 
     REJECTED = "rejected"
     UNKNOWN = "unknown"
+    JUDGED = "judged"
 
     def __init__(self, cfg: GradeConfig):
         self.cfg = cfg
         g = cfg.grade
         self.rule = tiers.TierRule(g.tiers.very_easy_at, g.tiers.easy_at, g.tiers.medium_at, g.tiers.hard_above)
         self._verifiers: dict[str, Any] = {}
+        self._judge: Any = None
+        self._judge_tasks = cfg.judge_tasks()
+
+    def setup(self):
+        if self.cfg.judge is not None:
+            self._judge = judge_verifier_from(self.cfg.judge.verifier_mapping())
 
     def _verifier(self, task: str) -> Any:
         if task not in self._verifiers:
+            if task in self._judge_tasks:
+                self._verifiers[task] = self._judge if self._judge is not None else ValueError(
+                    f"task {task!r} is mapped to the judge but no judge is configured")
+                return self._verifiers[task]
             try:
-                self._verifiers[task] = verifier_for(task, self.cfg.verifiers)
+                self._verifiers[task] = verifier_for(task, self.cfg.rule_verifiers())
             except ValueError as e:
                 self._verifiers[task] = e
         return self._verifiers[task]
@@ -360,10 +507,25 @@ class _Grade(beam.DoFn):
         if isinstance(verifier, ValueError):
             yield beam.pvalue.TaggedOutput(self.REJECTED, _sample_reject(sample, "grade", "no_verifier", str(verifier)))
             return
-        reference = reference_for(sample["answer"], verifier)
         tally = tiers.SampleTally(self.cfg.grade.correct_at)
-        for model, response in rollouts:  # streamed: the tally holds one entry per model
-            tally.add(model, score(verifier, response, reference))
+        to_judge: list[tuple[str, str]] = []  # (model, response): one sample's rollouts at most
+        if self._judge is not None and verifier is self._judge:
+            to_judge = [(model, response) for model, response in rollouts]
+        else:
+            reference = reference_for(sample["answer"], verifier)
+            fallback = (self.cfg.grade.judge_fallback and self._judge is not None
+                        and isinstance(verifier, (ExactVerifier, NumericVerifier)))
+            for model, response in rollouts:  # streamed: the tally holds one entry per model
+                v = verdict_of(verifier, response, reference)
+                if fallback and v.reward == 0.0 and v.reason == MISMATCH:
+                    to_judge.append((model, response))
+                else:
+                    tally.add(model, float(v.reward))
+        if to_judge:
+            verdicts = judge_verdicts(self._judge, [r for _, r in to_judge], sample["answer"], sample["question"])
+            for (model, _), v in zip(to_judge, verdicts):
+                tally.add(model, float(v.reward))
+                yield beam.pvalue.TaggedOutput(self.JUDGED, v.reason != JUDGE_ERROR)
         if not tally.models:
             yield beam.pvalue.TaggedOutput(self.REJECTED, _sample_reject(
                 sample, "grade", "no_rollouts", "no rollout names this sample_id"))
@@ -386,6 +548,8 @@ def grade_row(sample: dict, tally: tiers.SampleTally, k: int, rule: tiers.TierRu
         tier=tiers.final_tier(pass_tier, sample["label_tier"]),
         origin=Origin(file=sample["file"], key=sample["key"]),
         question=sample["question"], answer=sample["answer"],
+        original_question=sample.get("original_question"), original_options=sample.get("original_options"),
+        original_answer=sample.get("original_answer"),
         pass_rate=pass_rate, mean_reward=tally.reward_sum / n if n else 0.0,
         n_rollouts=n, n_correct=tally.correct, models=per_model,
         pass_tier=pass_tier, label_tier=sample["label_tier"],
@@ -411,8 +575,13 @@ class GradePipeline(beam.PTransform):
         out = (
             {"samples": keyed, "rollouts": rollouts}
             | "JoinRollouts" >> beam.CoGroupByKey()
-            | "Score" >> beam.ParDo(_Grade(self.cfg)).with_outputs(_Grade.REJECTED, _Grade.UNKNOWN, main="rows")
+            | "Score" >> beam.ParDo(_Grade(self.cfg)).with_outputs(
+                _Grade.REJECTED, _Grade.UNKNOWN, _Grade.JUDGED, main="rows")
         )
+        if self.cfg.judge is not None:
+            judged = out[_Grade.JUDGED]
+            judged | "CountJudged" >> CountTo(output, "judge.in")
+            judged | "JudgeAnswered" >> beam.Filter(bool) | "CountJudgeAnswered" >> CountTo(output, "judge.out")
         unknown = out[_Grade.UNKNOWN] | "SumUnknown" >> beam.CombineGlobally(sum)
         rollouts | "CountRollouts" >> CountTo(output, "rollouts_join.in")
         (

@@ -19,6 +19,9 @@ from quarry.schemas.common import Row, Sample, Tier
 from quarry.schemas.config import DagConfig, Section
 
 
+JUDGE_KIND = "judge"
+
+
 class TierBounds(Section):
     very_easy_at: float = Field(1.0, ge=0.0, le=1.0, description="pass rate >= this is very_easy")
     easy_at: float = Field(0.75, ge=0.0, le=1.0, description="pass rate >= this is easy")
@@ -48,7 +51,48 @@ class GradeSection(Section):
         description="a rollout is correct when its reward >= this (OCR/grounding rewards are partial)")
     k: int = Field(1, ge=1, description="pass@k (unbiased estimator); k > n rollouts of a model is scored at pass@n")
     tiers: TierBounds = TierBounds()
+    mc_to_fill_in: bool = Field(
+        True, description="samples with `options` become fill-in-the-blank before scoring (GLM-4.5V §5)")
+    judge_fallback: bool = Field(
+        False, description="exact-match failures (reason mismatch) are asked again of the model judge (needs judge)")
     weights: SamplingWeights = SamplingWeights()
+
+
+class ClientSection(Section):
+    """An OpenAI-compatible chat endpoint (`quarry.operators.chat_client.ChatClientConfig` fields)."""
+
+    base_url: str = Field(min_length=1, description="http://host:8000/v1 or the full chat-completions URL")
+    model: str = Field(min_length=1, description="the served model name")
+    api_key_env: Optional[str] = Field("OPENAI_API_KEY", description="env var holding the API key (none: no key)")
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    backoff_s: float = Field(1.0, ge=0)
+    max_backoff_s: float = Field(30.0, ge=0)
+    max_concurrency: int = Field(8, ge=1, description="requests in flight at once, per worker")
+    temperature: float = Field(0.0, ge=0)
+    max_tokens: Optional[int] = Field(2048, ge=1)
+
+    def client_fields(self) -> dict:
+        return self.model_dump(include=set(ClientSection.model_fields))
+
+
+class JudgeSection(ClientSection):
+    """The model judge (`quarry.operators.judge`); off unless this section is set."""
+
+    prompt_path: Optional[str] = Field(None, description="judge prompt template (default: the shipped one)")
+
+    def verifier_mapping(self) -> dict:
+        """The dict `judge_verifier_from` takes."""
+        return {**self.client_fields(), "prompt_path": self.prompt_path}
+
+
+class GenerateSection(ClientSection):
+    """Rollout generation (`quarry.operators.rollouts`) when no rollout files are given; off unless set."""
+
+    k: int = Field(4, ge=1, description="rollouts per sample")
+    temperature: float = Field(1.0, ge=0, description="sampling temperature of the rollouts")
+    use_n: bool = Field(True, description="one request with n=k (vLLM, SGLang); false: k requests of n=1")
+    batch_size: int = Field(32, ge=1, description="samples per batch sent to the endpoint (max)")
 
 
 class GradeConfig(DagConfig):
@@ -56,8 +100,12 @@ class GradeConfig(DagConfig):
         None, description="rollout files (Parquet or JSONL with sample_id, model, response): a path, glob or list")
     verifiers: dict[str, str] = Field(
         default_factory=dict,
-        description="task -> verifier kind (exact, numeric, ocr, grounding, action), adding to or replacing the defaults")
+        description="task -> verifier kind (exact, numeric, ocr, grounding, action, judge), adding to or replacing "
+                    "the defaults; judge needs the judge section")
     grade: GradeSection = GradeSection()
+    judge: Optional[JudgeSection] = Field(None, description="model judge endpoint; unset = no judge")
+    generate: Optional[GenerateSection] = Field(
+        None, description="rollout endpoint: generate grade k rollouts per sample when no rollouts are given")
 
     @field_validator("rollouts")
     @classmethod
@@ -65,6 +113,13 @@ class GradeConfig(DagConfig):
         if isinstance(v, list) and not all(isinstance(p, str) and p for p in v):
             raise ValueError("rollouts must be paths or globs")
         return v
+
+    def judge_tasks(self) -> set[str]:
+        return {task for task, kind in self.verifiers.items() if kind == JUDGE_KIND}
+
+    def rule_verifiers(self) -> dict[str, str]:
+        """`verifiers` without the judge entries (what `verifier_for` understands)."""
+        return {task: kind for task, kind in self.verifiers.items() if kind != JUDGE_KIND}
 
     def rollout_patterns(self) -> list[str]:
         if self.rollouts is None:
@@ -93,3 +148,6 @@ class GradeRow(Sample):
     models: list[ModelPass] = Field(default_factory=list)
     pass_tier: Tier = Field(description="the tier the pass rate gives")
     label_tier: Optional[Tier] = Field(None, description="offline human label; overrides pass_tier")
+    original_question: Optional[str] = Field(None, description="multiple-choice question before fill-in conversion")
+    original_options: Optional[list[str]] = Field(None, description="its options")
+    original_answer: Optional[str] = Field(None, description="its answer (letter, index or option text)")

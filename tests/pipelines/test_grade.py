@@ -131,3 +131,25 @@ def test_grade_pipeline_joins_scores_and_counts(tmp_path):
     counts = {p.stem: json.loads(p.read_text())["count"] for p in (tmp_path / "_stats").glob("*.json")}
     assert counts["rollouts_join.in"] == 4 and counts["rollouts_join.out"] == 3
     assert counts["grade.in"] == 3 and counts["grade.out"] == 2
+
+
+def test_options_and_fill_in_sample():
+    from quarry.pipelines.grade import fill_in_sample, parse_options
+
+    assert parse_options('["a", "b"]') == ["a", "b"] and parse_options(("a",)) == ["a"]
+    assert isinstance(parse_options("a, b"), str) and isinstance(parse_options([1, 2]), str)
+    plain = parse_sample(rec({"sample_id": "p", "task": "exact", "question": "q", "answer": "a"}), "d")
+    assert "options" not in plain and fill_in_sample(plain) is plain
+    mc = parse_sample(rec({"sample_id": "m", "task": "exact", "question": "Capital of France?",
+                           "options": '["Rome", "Paris"]', "answer": 1}), "d")
+    got = fill_in_sample(mc)
+    assert (got["question"], got["answer"]) == ("Capital of France?", "Paris")
+    assert (got["original_options"], got["original_answer"]) == (["Rome", "Paris"], "1")
+    assert "options" not in got and "raw_answer" not in got
+    bad = fill_in_sample(parse_sample(rec({"sample_id": "n", "task": "exact", "question": "Which of the following?",
+                                           "options": ["x", "y"], "answer": "A"}), "d"))
+    assert (bad.stage, bad.reason, bad.sample_id) == ("mc", "mc_not_convertible", "n")
+    assert bad.detail.startswith("question_needs_options")
+    bad = fill_in_sample(parse_sample(rec({"sample_id": "o", "task": "exact", "question": "q",
+                                           "options": 3, "answer": "A"}), "d"))
+    assert (bad.stage, bad.reason) == ("mc", "mc_not_convertible") and "not a list" in bad.detail
