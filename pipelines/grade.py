@@ -49,7 +49,7 @@ from quarry.operators.verify import (
     Verdict,
     verifier_for,
 )
-from quarry.pipelines.read import InputError, _match, clean_source
+from quarry.pipelines.read import InputError, ReadFiles, clean_source, match_inputs
 from quarry.pipelines.stats import CountTo, _write_json
 from quarry.schemas.common import Origin, Reject
 from quarry.schemas.grade import GenerateSection, GradeConfig, GradeRow
@@ -106,7 +106,7 @@ def plan_tables(patterns: list[str], required: tuple[str, ...], what: str) -> li
     """
     files: list[TableFile] = []
     for pattern in patterns:
-        paths = _match(pattern)
+        paths = match_inputs(pattern)
         if not paths:
             raise InputError(f"{what} {pattern}: no files match")
         typed = [(p, _table_kind(p)) for p in paths if _table_kind(p)]
@@ -368,14 +368,8 @@ class ReadSamples(beam.PTransform):
         self.files, self.default_source = files, clean_source(default_source)
 
     def expand(self, pbegin):
-        out = (
-            pbegin
-            | "ListFiles" >> beam.Create(self.files)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadRows" >> beam.ParDo(_ReadSamples(self.default_source)).with_outputs(
-                _ReadSamples.REJECTED, main="samples")
-        )
-        return out.samples, out[_ReadSamples.REJECTED]
+        out = pbegin | ReadFiles(self.files, _ReadSamples(self.default_source), _ReadSamples.REJECTED)
+        return out.main, out[_ReadSamples.REJECTED]
 
 
 class _ToFillIn(beam.DoFn):
@@ -451,13 +445,8 @@ class ReadRollouts(beam.PTransform):
         self.files = files
 
     def expand(self, pbegin):
-        out = (
-            pbegin
-            | "ListFiles" >> beam.Create(self.files)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadRows" >> beam.ParDo(_ReadRollouts()).with_outputs(_ReadRollouts.INVALID, main="rollouts")
-        )
-        return out.rollouts, out[_ReadRollouts.INVALID]
+        out = pbegin | ReadFiles(self.files, _ReadRollouts(), _ReadRollouts.INVALID)
+        return out.main, out[_ReadRollouts.INVALID]
 
 
 class _Grade(beam.DoFn):

@@ -81,7 +81,8 @@ def _kind(path: str) -> Optional[str]:
     return None
 
 
-def _match(pattern: str) -> list[str]:
+def match_inputs(pattern: str) -> list[str]:
+    """Sorted paths matching a file, directory (read recursively) or glob; InputError if unreadable."""
     try:
         found = FileSystems.match([pattern])[0].metadata_list
     except BeamIOError as e:
@@ -89,7 +90,7 @@ def _match(pattern: str) -> list[str]:
     paths = [m.path for m in found]
     # A bare directory matches itself; read what is below it.
     if len(paths) == 1 and _is_dir(paths[0]):
-        return _match(FileSystems.join(paths[0], "**"))
+        return match_inputs(FileSystems.join(paths[0], "**"))
     return sorted(paths)
 
 
@@ -122,7 +123,7 @@ def plan_inputs(patterns: list[str], cfg: ReaderConfig) -> list[InputFile]:
     """
     files: list[InputFile] = []
     for pattern in patterns:
-        paths = _match(pattern)
+        paths = match_inputs(pattern)
         if not paths:
             raise InputError(f"input {pattern}: no files match")
         typed = [(p, _kind(p)) for p in paths]
@@ -424,11 +425,27 @@ class ReadImageText(beam.PTransform):
         self.cfg = cfg
 
     def expand(self, pbegin):
-        out = (
+        out = pbegin | ReadFiles(self.files, _ReadFile(self.default_source, self.cfg), _ReadFile.REJECTED)
+        return Read(out.main, out[_ReadFile.REJECTED])
+
+
+class ReadFiles(beam.PTransform):
+    """Input files -> the outputs of `reader`, a DoFn over one file (main + one tagged output).
+
+    Files are reshuffled so that many files spread over workers; one file is
+    read by one worker, streaming. The result has `.main` and `[tag]`.
+    """
+
+    def __init__(self, files: list, reader: beam.DoFn, tag: str):
+        super().__init__()
+        self.files = files
+        self.reader = reader
+        self.tag = tag
+
+    def expand(self, pbegin):
+        return (
             pbegin
             | "ListFiles" >> beam.Create(self.files)
             | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadRecords" >> beam.ParDo(_ReadFile(self.default_source, self.cfg)).with_outputs(
-                _ReadFile.REJECTED, main="samples")
+            | "ReadRecords" >> beam.ParDo(self.reader).with_outputs(self.tag, main="main")
         )
-        return Read(out.samples, out[_ReadFile.REJECTED])
