@@ -5,8 +5,6 @@ server on 127.0.0.1 playing the judge and the policy model."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import duckdb
@@ -45,61 +43,28 @@ def rejects_of(out: Path) -> set:
 class Server:
     """A fake OpenAI-compatible endpoint: ``reply(body) -> list of choice texts | int status``."""
 
-    def __init__(self, reply):
-        self.reply = reply
+    def __init__(self, start, reply):
         self.bodies: list[dict] = []
-        lock = threading.Lock()
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+        def behave(server, body, n_seen):
+            self.bodies.append(body)
+            out = reply(body)
+            if isinstance(out, int):
+                return out, b'{"error": "down"}', None
+            return 200, {"choices": [{"index": i, "message": {"role": "assistant", "content": t}}
+                                     for i, t in enumerate(out)]}, None
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with lock:
-                    server.bodies.append(body)
-                out = server.reply(body)
-                if isinstance(out, int):
-                    status, data = out, b'{"error": "down"}'
-                else:
-                    status = 200
-                    data = json.dumps({"choices": [
-                        {"index": i, "message": {"role": "assistant", "content": t}} for i, t in enumerate(out)
-                    ]}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.url = f"{start(behave).base_url}/v1"
 
     def sets(self, section: str, model: str) -> list[str]:
         return [f"{section}.base_url={self.url}", f"{section}.model={model}", f"{section}.api_key_env=null",
                 f"{section}.timeout_s=2", f"{section}.max_retries=0", f"{section}.backoff_s=0.01",
                 f"{section}.max_concurrency=4"]
 
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
 
 @pytest.fixture
-def server():
-    servers = []
-
-    def start(reply):
-        s = Server(reply)
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.close()
+def server(chat_server):
+    return lambda reply: Server(chat_server, reply)
 
 
 def _prompt(body: dict) -> str:

@@ -8,8 +8,6 @@ import logging
 import pickle
 import threading
 import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -38,78 +36,9 @@ def completion(texts: list[str], **message_extra) -> dict:
     }
 
 
-class FakeServer:
-    """A chat-completions server; ``behave(server, body, n_seen) -> (status, payload, headers)``.
-
-    ``payload`` is a dict (sent as JSON) or bytes (sent raw). Records every
-    request (path, headers, body) and the most requests in flight at once.
-    """
-
-    def __init__(self, behave: Callable):
-        self.behave = behave
-        self.requests: list[dict] = []
-        self.lock = threading.Lock()
-        self.in_flight = 0
-        self.max_in_flight = 0
-        self.release = threading.Event()  # ends sleeping handlers at teardown
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-            def do_POST(self):
-                length = int(self.headers.get("Content-Length", 0))
-                raw = self.rfile.read(length)
-                with server.lock:
-                    server.requests.append({"path": self.path, "headers": dict(self.headers), "raw": raw})
-                    n_seen = len(server.requests)
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    status, payload, headers = server.behave(server, json.loads(raw), n_seen)
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                try:
-                    self.send_response(status)
-                    for k, v in (headers or {}).items():
-                        self.send_header(k, v)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.thread.start()
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-
-    def close(self):
-        self.release.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-    def bodies(self) -> list[dict]:
-        return [json.loads(r["raw"]) for r in self.requests]
-
-
 @pytest.fixture
-def serve():
-    servers = []
-
-    def start(behave):
-        s = FakeServer(behave)
-        servers.append(s)
-        return s
-
-    yield start
-    for s in servers:
-        s.close()
+def serve(chat_server):
+    return chat_server
 
 
 def echo(server, body, n_seen):

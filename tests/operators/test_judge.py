@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import pickle
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -27,40 +24,22 @@ B0, B1 = "<|begin_of_box|>", "<|end_of_box|>"
 class Judge:
     """A fake judge: replies ``reply(prompt)`` (a str, or an int HTTP status to fail with)."""
 
-    def __init__(self, reply):
-        self.reply = reply
+    def __init__(self, start, reply):
         self.prompts: list[str] = []
         self.bodies: list[dict] = []
-        lock = threading.Lock()
-        judge = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+        def behave(server, body, n_seen):
+            prompt = body["messages"][0]["content"]
+            self.prompts.append(prompt)
+            self.bodies.append(body)
+            out = reply(prompt)
+            if isinstance(out, int):
+                return out, b'{"error": "down"}', None
+            return 200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": out}}]}, None
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                prompt = body["messages"][0]["content"]
-                with lock:
-                    judge.prompts.append(prompt)
-                    judge.bodies.append(body)
-                out = judge.reply(prompt)
-                if isinstance(out, int):
-                    status, data = out, b'{"error": "down"}'
-                else:
-                    status = 200
-                    data = json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": out}}]}).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
+        self.server = start(behave)
         self.config = ChatClientConfig(
-            base_url=f"http://127.0.0.1:{self.httpd.server_address[1]}/v1",
+            base_url=f"{self.server.base_url}/v1",
             model="judge",
             api_key_env=None,
             timeout_s=1.0,
@@ -71,22 +50,12 @@ class Judge:
         )
 
     def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.server.close()
 
 
 @pytest.fixture
-def judge():
-    judges = []
-
-    def start(reply):
-        j = Judge(reply)
-        judges.append(j)
-        return j
-
-    yield start
-    for j in judges:
-        j.close()
+def judge(chat_server):
+    return lambda reply: Judge(chat_server, reply)
 
 
 def by_reference(prompt: str) -> str:
