@@ -27,6 +27,7 @@ null responses scored 0) and judge calls (`judge`: inputs - outputs = judge erro
 from __future__ import annotations
 
 import json
+import logging
 import posixpath
 from dataclasses import dataclass
 from typing import IO, Any, Iterator, NamedTuple, Optional, Union
@@ -308,13 +309,26 @@ def reference_for(answer: str, verifier: Any) -> Any:
     return answer
 
 
+VERIFIER_ERROR = "verifier_error"
+_logged_verifier_error = False
+
+
 def verdict_of(verifier: Any, response: str, reference: Any) -> Verdict:
-    """A verifier's Verdict; reward 0 (never an exception) for anything the verifier chokes on."""
+    """A verifier's Verdict; reward 0 (never an exception) for anything the verifier chokes on.
+
+    Verifiers are written never to raise on model output, so an exception here
+    is a bug: the first one per process is logged with its traceback and the
+    grade step counts them all (Beam counter grade/verifier_errors).
+    """
+    global _logged_verifier_error
     try:
         verdict = verifier(response, reference)
     except Exception:  # noqa: BLE001 - a grader must not crash on one bad rollout
-        return Verdict(0.0, "verifier_error")
-    return verdict if isinstance(verdict, Verdict) else Verdict(0.0, "verifier_error")
+        if not _logged_verifier_error:
+            _logged_verifier_error = True
+            logging.getLogger(__name__).exception("verifier %r raised; rollouts it raises on score 0", verifier)
+        return Verdict(0.0, VERIFIER_ERROR)
+    return verdict if isinstance(verdict, Verdict) else Verdict(0.0, VERIFIER_ERROR)
 
 
 def score(verifier: Any, response: str, reference: Any) -> float:
@@ -463,6 +477,7 @@ class _Grade(beam.DoFn):
         self._verifiers: dict[str, Any] = {}
         self._judge: Any = None
         self._judge_tasks = cfg.judge_tasks()
+        self._verifier_errors = beam.metrics.Metrics.counter("grade", "verifier_errors")
 
     def setup(self):
         if self.cfg.judge is not None:
@@ -506,6 +521,8 @@ class _Grade(beam.DoFn):
                         and isinstance(verifier, (ExactVerifier, NumericVerifier)))
             for model, response in rollouts:  # streamed: the tally holds one entry per model
                 v = verdict_of(verifier, response, reference)
+                if v.reason == VERIFIER_ERROR:
+                    self._verifier_errors.inc()
                 if fallback and v.reward == 0.0 and v.reason == MISMATCH:
                     to_judge.append((model, response))
                 else:

@@ -153,3 +153,13 @@ def test_options_and_fill_in_sample():
     bad = fill_in_sample(parse_sample(rec({"sample_id": "o", "task": "exact", "question": "q",
                                            "options": 3, "answer": "A"}), "d"))
     assert (bad.stage, bad.reason) == ("mc", "mc_not_convertible") and "not a list" in bad.detail
+
+
+def test_a_verifier_that_raises_scores_zero_and_is_named():
+    from quarry.pipelines.grade import VERIFIER_ERROR, verdict_of
+
+    def broken(response, reference):
+        raise KeyError("bug")
+
+    assert verdict_of(broken, "x", "y").reward == 0.0
+    assert verdict_of(broken, "x", "y").reason == VERIFIER_ERROR
