@@ -17,8 +17,8 @@ Accounting: each sample row is one input: a row, or a reject (`read`,
 `join`: duplicate_sample_id, `grade`: no_rollouts / no_verifier). Rollouts
 are not inputs: rollouts of unknown sample ids and unreadable rollout rows
 are counted (manifest stages `rollouts_read` and `rollouts_join`: inputs -
-outputs = dropped), not rejected one by one. Sample images are not carried
-(the output points back to the input by `origin`).
+outputs = dropped), not rejected one by one. A sample's `image` column is
+carried to its row; every row's `origin` points back to its input row.
 
 Optional steps, each off unless configured:
 

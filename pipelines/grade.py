@@ -52,12 +52,12 @@ from quarry.operators.verify import (
 )
 from quarry.pipelines.read import InputError, ReadFiles, clean_source, match_inputs
 from quarry.pipelines.stats import CountTo, _write_json
-from quarry.schemas.common import Origin, Reject
+from quarry.schemas.common import ImageCell, Origin, Reject
 from quarry.schemas.grade import GenerateSection, GradeConfig, GradeRow
 
 SAMPLE_COLUMNS = ("sample_id", "task", "question", "answer")
 ROLLOUT_COLUMNS = ("sample_id", "model", "response")
-OPTIONAL_SAMPLE_COLUMNS = ("source", "label_tier", "options")
+OPTIONAL_SAMPLE_COLUMNS = ("source", "label_tier", "options", "image")
 PARQUET_SUFFIXES = (".parquet",)
 JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".json")
 SUMMARY_FILE = "grade_summary.json"
@@ -213,7 +213,9 @@ def parse_sample(rec: RowRecord, default_source: str) -> Union[dict, Reject]:
     """A sample row -> a plain dict (cheap to pickle) or a Reject at stage `read`.
 
     `answer` may be a string or a list (Parquet list column / JSON array); a
-    list is kept as JSON text in the output row. Images are not carried.
+    list is kept as JSON text in the output row. An `image` (bytes, a Hugging
+    Face `{bytes, path}` struct, or in JSONL a path relative to the file) is
+    carried to the output row; one that cannot be read is `read/missing_image`.
     """
     if rec.row is None:
         return _reject(rec, default_source, "read", rec.reason, rec.detail)
@@ -242,6 +244,11 @@ def parse_sample(rec: RowRecord, default_source: str) -> Union[dict, Reject]:
         "question": row["question"], "answer": answer_text, "label_tier": label,
         "file": rec.file, "key": rec.key,
     }
+    if row.get("image") is not None:
+        image = _image_bytes(row["image"], rec.file)
+        if isinstance(image, str):
+            return _reject(rec, source, "read", "missing_image", image, sid)
+        out["image"] = image
     if row.get("options") is not None:  # a multiple-choice item: keep what `to_fill_in` needs
         options = parse_options(row["options"])
         if isinstance(options, str):
@@ -250,6 +257,27 @@ def parse_sample(rec: RowRecord, default_source: str) -> Union[dict, Reject]:
             out["options"] = options
         out["raw_answer"] = answer if isinstance(answer, int) and not isinstance(answer, bool) else answer_text
     return out
+
+
+_MAX_IMAGE_BYTES = 50 * 1024 * 1024
+
+
+def _image_bytes(value: Any, table_path: str) -> Union[bytes, str]:
+    """Image bytes from a cell: bytes, `{bytes, path}`, or a path (relative to the table); else why not."""
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value)
+    if isinstance(value, str) and value:
+        path = value if ("://" in value or value.startswith("/")) else FileSystems.join(
+            posixpath.dirname(table_path), value)
+        try:
+            with FileSystems.open(path, compression_type="uncompressed") as fh:
+                data = fh.read(_MAX_IMAGE_BYTES + 1)
+        except (BeamIOError, OSError) as e:
+            return f"cannot read image {value!r}: {e}"[:500]
+        return data if len(data) <= _MAX_IMAGE_BYTES else f"image {value!r} is larger than {_MAX_IMAGE_BYTES} bytes"
+    return f"image cell holds {type(value).__name__}"
 
 
 def parse_options(value: Any) -> Union[list[str], str]:
@@ -559,6 +587,7 @@ def grade_row(sample: dict, tally: tiers.SampleTally, k: int, rule: tiers.TierRu
         pass_rate=pass_rate, mean_reward=tally.reward_sum / n if n else 0.0,
         n_rollouts=n, n_correct=tally.correct, models=per_model,
         pass_tier=pass_tier, label_tier=sample["label_tier"],
+        image=ImageCell(bytes=sample["image"]) if sample.get("image") else None,
     )
 
 

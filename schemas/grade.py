@@ -15,7 +15,7 @@ import pyarrow as pa
 from pydantic import Field, field_validator, model_validator
 
 from quarry.schemas.arrow import ArrowType
-from quarry.schemas.common import Row, Sample, Tier
+from quarry.schemas.common import ImageCell, Row, Sample, Tier
 from quarry.schemas.config import DagConfig, Section
 
 
@@ -151,3 +151,4 @@ class GradeRow(Sample):
     original_question: Optional[str] = Field(None, description="multiple-choice question before fill-in conversion")
     original_options: Optional[list[str]] = Field(None, description="its options")
     original_answer: Optional[str] = Field(None, description="its answer (letter, index or option text)")
+    image: Optional[ImageCell] = Field(None, description="the sample's image, carried from the input's `image` column")

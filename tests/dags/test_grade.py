@@ -186,6 +186,22 @@ def test_parquet_samples_and_rollouts(tmp_path):
     got = dict(table(tmp_path / "out", "rows").select("sample_id, tier").fetchall())
     assert got == {"p1": "very_easy", "p2": "medium"}  # a null response is a wrong rollout
     assert m.inputs == 2 == m.kept
+    images = dict(table(tmp_path / "out", "rows").select("sample_id, image.bytes").fetchall())
+    assert images == {"p1": b"\x89PNG", "p2": None}  # the sample's image is carried to its row
+
+
+def test_jsonl_image_paths_are_carried_or_rejected(tmp_path):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "img" / "a.png").write_bytes(b"\x89PNG-a")
+    write_jsonl(tmp_path / "s.jsonl", [
+        {"sample_id": "a", "task": "exact", "question": "q", "answer": "x", "image": "img/a.png"},
+        {"sample_id": "b", "task": "exact", "question": "q", "answer": "x", "image": "img/gone.png"},
+    ])
+    write_jsonl(tmp_path / "r.jsonl", [{"sample_id": s, "model": "m", "response": box("x")} for s in "ab"])
+    cfg = resolve_config(SPEC, None, [f"rollouts={tmp_path}/r.jsonl"], None)
+    m = run_dag(SPEC, [str(tmp_path / "s.jsonl")], str(tmp_path / "out"), cfg)
+    assert table(tmp_path / "out", "rows").select("sample_id, image.bytes").fetchall() == [("a", b"\x89PNG-a")]
+    assert (m.kept, m.rejected) == (1, {"read": {"missing_image": 1}})
 
 
 def test_missing_columns_and_missing_rollouts_fail_before_the_run(tmp_path):
