@@ -50,7 +50,7 @@ from quarry.operators.verify import (
     Verdict,
     verifier_for,
 )
-from quarry.pipelines.read import InputError, ReadFiles, clean_source, match_inputs
+from quarry.pipelines.read import InputError, ReadFiles, clean_source, file_kind, match_inputs
 from quarry.pipelines.stats import CountTo, _write_json
 from quarry.schemas.common import ImageCell, Origin, Reject
 from quarry.schemas.grade import GenerateSection, GradeConfig, GradeRow
@@ -58,8 +58,6 @@ from quarry.schemas.grade import GenerateSection, GradeConfig, GradeRow
 SAMPLE_COLUMNS = ("sample_id", "task", "question", "answer")
 ROLLOUT_COLUMNS = ("sample_id", "model", "response")
 OPTIONAL_SAMPLE_COLUMNS = ("source", "label_tier", "options", "image")
-PARQUET_SUFFIXES = (".parquet",)
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson", ".json")
 SUMMARY_FILE = "grade_summary.json"
 
 
@@ -70,12 +68,8 @@ class TableFile:
 
 
 def _table_kind(path: str) -> Optional[str]:
-    low = path.lower()
-    if low.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    if low.endswith(JSONL_SUFFIXES):
-        return "jsonl"
-    return None
+    kind = "jsonl" if path.lower().endswith(".json") else file_kind(path)  # a .json file of JSON lines too
+    return kind if kind in ("parquet", "jsonl") else None
 
 
 def _lines(fh: IO[bytes]) -> Iterator[str]:

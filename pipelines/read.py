@@ -67,7 +67,8 @@ def clean_source(name: str) -> str:
     return cleaned or "unknown"
 
 
-def _kind(path: str) -> Optional[str]:
+def file_kind(path: str) -> Optional[str]:
+    """"tar", "parquet", "jsonl" or "image" from a path's suffix; None for anything else."""
     low = path.lower()
     if low.endswith(TAR_SUFFIXES):
         return "tar"
@@ -126,7 +127,7 @@ def plan_inputs(patterns: list[str], cfg: ReaderConfig) -> list[InputFile]:
         paths = match_inputs(pattern)
         if not paths:
             raise InputError(f"input {pattern}: no files match")
-        typed = [(p, _kind(p)) for p in paths]
+        typed = [(p, file_kind(p)) for p in paths]
         readable = [(p, k) for p, k in typed if k]
         if not readable:
             raise InputError(
