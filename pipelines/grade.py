@@ -50,7 +50,17 @@ from quarry.operators.verify import (
     Verdict,
     verifier_for,
 )
-from quarry.pipelines.read import InputError, ReadFiles, clean_source, file_kind, match_inputs
+from quarry.pipelines.read import (
+    InputError,
+    ReadFiles,
+    beside,
+    clean_source,
+    file_kind,
+    jsonl_lines,
+    jsonl_objects,
+    match_inputs,
+    read_limited,
+)
 from quarry.pipelines.stats import CountTo, _write_json
 from quarry.schemas.common import ImageCell, Origin, Reject
 from quarry.schemas.grade import GenerateSection, GradeConfig, GradeRow
@@ -72,16 +82,10 @@ def _table_kind(path: str) -> Optional[str]:
     return kind if kind in ("parquet", "jsonl") else None
 
 
-def _lines(fh: IO[bytes]) -> Iterator[str]:
-    """Text lines of a binary file; works on Beam's CompressedFile, which io.TextIOWrapper rejects."""
-    for raw in iter(fh.readline, b""):
-        yield raw.decode("utf-8", errors="replace")
-
-
 def _first_jsonl_record(path: str) -> Optional[dict]:
     """The first line of a JSONL file that is a JSON object (None when none is, in the first 100 lines)."""
     with FileSystems.open(path) as fh:
-        for i, raw in enumerate(_lines(fh)):
+        for i, raw in enumerate(jsonl_lines(fh)):
             if i >= 100:
                 break
             try:
@@ -155,19 +159,11 @@ def read_rows(f: TableFile, columns: Optional[tuple[str, ...]] = None) -> Iterat
 
 
 def _jsonl_rows(fh: IO[bytes], path: str) -> Iterator[RowRecord]:
-    for lineno, raw in enumerate(_lines(fh), start=1):
-        if not raw.strip():
-            continue
-        key = f"line:{lineno}"
-        try:
-            rec = json.loads(raw)
-        except json.JSONDecodeError as e:
-            yield RowRecord(path, key, None, "invalid_json", f"{e.msg} at column {e.colno}")
-            continue
-        if not isinstance(rec, dict):
-            yield RowRecord(path, key, None, "invalid_json", f"line is a JSON {type(rec).__name__}, not an object")
-            continue
-        yield RowRecord(path, key, rec)
+    for lineno, rec in jsonl_objects(fh):
+        if isinstance(rec, str):
+            yield RowRecord(path, f"line:{lineno}", None, "invalid_json", rec)
+        else:
+            yield RowRecord(path, f"line:{lineno}", rec)
 
 
 def _parquet_rows(fh: IO[bytes], path: str, columns: Optional[tuple[str, ...]]) -> Iterator[RowRecord]:
@@ -263,14 +259,7 @@ def _image_bytes(value: Any, table_path: str) -> Union[bytes, str]:
     if isinstance(value, (bytes, bytearray)):
         return bytes(value)
     if isinstance(value, str) and value:
-        path = value if ("://" in value or value.startswith("/")) else FileSystems.join(
-            posixpath.dirname(table_path), value)
-        try:
-            with FileSystems.open(path, compression_type="uncompressed") as fh:
-                data = fh.read(_MAX_IMAGE_BYTES + 1)
-        except (BeamIOError, OSError) as e:
-            return f"cannot read image {value!r}: {e}"[:500]
-        return data if len(data) <= _MAX_IMAGE_BYTES else f"image {value!r} is larger than {_MAX_IMAGE_BYTES} bytes"
+        return read_limited(beside(value, table_path), _MAX_IMAGE_BYTES)
     return f"image cell holds {type(value).__name__}"
 
 

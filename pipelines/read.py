@@ -298,34 +298,51 @@ def read_parquet(fh: IO[bytes], maker: _Maker, f: InputFile, cfg: ReaderConfig) 
                 yield maker.sample(key, bytes(image), caption.strip(), meta)
 
 
-def _read_limited(path: str, limit: int) -> Union[bytes, str]:
+def beside(path: str, base_file: str) -> str:
+    """`path` as written in `base_file`: absolute paths and URLs as they are, others relative to its folder."""
+    if "://" in path or path.startswith("/"):
+        return path
+    return FileSystems.join(posixpath.dirname(base_file), path)
+
+
+def read_limited(path: str, limit: int) -> Union[bytes, str]:
+    """A whole (small) file's bytes, or why not: unreadable, or larger than `limit`."""
     try:
         with FileSystems.open(path, compression_type="uncompressed") as fh:
             data = fh.read(limit + 1)
     except (BeamIOError, OSError) as e:
         return f"cannot read {path}: {e}"
     if len(data) > limit:
-        return f"{path} is larger than reader.max_image_bytes={limit}"
+        return f"{path} is larger than {limit} bytes (reader.max_image_bytes)"
     return data
+
+
+def jsonl_lines(fh: IO[bytes]) -> Iterator[str]:
+    """Text lines of a binary handle. Line by line from the raw handle: Beam's
+    CompressedFile (.jsonl.gz) is not a full io object, so io.TextIOWrapper cannot wrap it."""
+    for raw in iter(fh.readline, b""):
+        yield raw.decode("utf-8", errors="replace")
+
+
+def jsonl_objects(fh: IO[bytes]) -> Iterator[tuple[int, Union[dict, str]]]:
+    """(1-based line number, the line's JSON object or why it is not one); blank lines skipped."""
+    for lineno, raw in enumerate(jsonl_lines(fh), start=1):
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except json.JSONDecodeError as e:
+            yield lineno, f"{e.msg} at column {e.colno}"
+            continue
+        yield lineno, rec if isinstance(rec, dict) else f"line is a JSON {type(rec).__name__}, not an object"
 
 
 def read_jsonl(fh: IO[bytes], maker: _Maker, cfg: ReaderConfig) -> Iterator[Union[ImageText, Reject]]:
     """JSONL lines `{"image": "rel/or/abs/path.jpg", "caption": "...", ...}`."""
-    folder = posixpath.dirname(maker.path)
-    # Line by line from the raw handle: Beam's CompressedFile (.jsonl.gz) is not
-    # a full io object, so io.TextIOWrapper cannot wrap it.
-    for lineno, raw_bytes in enumerate(iter(fh.readline, b""), start=1):
-        raw = raw_bytes.decode("utf-8", errors="replace")
-        if not raw.strip():
-            continue
+    for lineno, rec in jsonl_objects(fh):
         key = f"line:{lineno}"
-        try:
-            rec = json.loads(raw)
-        except json.JSONDecodeError as e:
-            yield maker.reject(key, "invalid_json", f"{e.msg} at column {e.colno}")
-            continue
-        if not isinstance(rec, dict):
-            yield maker.reject(key, "invalid_json", f"line is a JSON {type(rec).__name__}, not an object")
+        if isinstance(rec, str):
+            yield maker.reject(key, "invalid_json", rec)
             continue
         if isinstance(rec.get("id") or rec.get("key"), (str, int)):
             key = f"{key}:{rec.get('id') or rec.get('key')}"
@@ -334,8 +351,7 @@ def read_jsonl(fh: IO[bytes], maker: _Maker, cfg: ReaderConfig) -> Iterator[Unio
             yield maker.reject(key, "missing_image", f"no image path field ({', '.join(IMAGE_PATH_FIELDS)})",
                                _str_or_none(rec.get("source")))
             continue
-        path = rel if ("://" in rel or rel.startswith("/")) else FileSystems.join(folder, rel)
-        data = _read_limited(path, cfg.max_image_bytes)
+        data = read_limited(beside(rel, maker.path), cfg.max_image_bytes)
         if isinstance(data, str):
             yield maker.reject(key, "missing_image" if "cannot read" in data else "file_too_large", data,
                                _str_or_none(rec.get("source")))
@@ -350,13 +366,13 @@ def read_jsonl(fh: IO[bytes], maker: _Maker, cfg: ReaderConfig) -> Iterator[Unio
 def read_image_file(maker: _Maker, cfg: ReaderConfig) -> Iterator[Union[ImageText, Reject]]:
     """A plain image file; `stem.txt` beside it is the caption, `stem.json` its metadata."""
     key = maker.name
-    data = _read_limited(maker.path, cfg.max_image_bytes)
+    data = read_limited(maker.path, cfg.max_image_bytes)
     if isinstance(data, str):
         yield maker.reject(key, "file_too_large" if "larger" in data else "missing_image", data)
         return
     stem = maker.path.rsplit(".", 1)[0]
-    txt = _read_limited(stem + ".txt", 1 << 20) if FileSystems.exists(stem + ".txt") else None
-    raw_meta = _read_limited(stem + ".json", 1 << 20) if FileSystems.exists(stem + ".json") else None
+    txt = read_limited(stem + ".txt", 1 << 20) if FileSystems.exists(stem + ".txt") else None
+    raw_meta = read_limited(stem + ".json", 1 << 20) if FileSystems.exists(stem + ".json") else None
     meta = _parse_meta(raw_meta if isinstance(raw_meta, bytes) else None)
     if isinstance(meta, str):
         yield maker.reject(key, "invalid_metadata", meta)
