@@ -116,16 +116,16 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
+    import duckdb
+
     from quarry.dags.inspect import run_sql, summary
 
     try:
         print(run_sql(args.dir, args.sql, args.limit) if args.sql else summary(args.dir))
     except FileNotFoundError as e:
         return _fail(str(e))
-    except Exception as e:  # duckdb raises its own error types for bad SQL; show them as one line
-        if type(e).__module__.startswith("duckdb") or type(e).__module__.startswith("_duckdb"):
-            return _fail(str(e).splitlines()[0])
-        raise
+    except duckdb.Error as e:  # bad SQL: one line, as every other mistake
+        return _fail(str(e).splitlines()[0])
     return 0
 
 

@@ -78,14 +78,8 @@ def prepare_output(output: str, overwrite: bool) -> None:
     present = [e for e in RUN_ENTRIES if _exists(FileSystems.join(output, e))]
     if present and not overwrite:
         raise UsageError(f"output {output} already holds a run ({', '.join(present)}); pass --overwrite to replace it")
-    for e in present:
-        path = FileSystems.join(output, e)
-        if "://" not in path and Path(path).is_dir():
-            import shutil
-
-            shutil.rmtree(path)
-        else:
-            FileSystems.delete([path])
+    if present:  # Beam's local filesystem deletes folders recursively, like the object stores do
+        FileSystems.delete([FileSystems.join(output, e) for e in present])
 
 
 def reject_counts(output: str) -> dict[str, dict[str, int]]:
