@@ -9,10 +9,10 @@ gives a bool and `--set balance.t=20000` an int.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional, TypeVar
+from typing import Any, Literal, Optional, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ConfigError(ValueError):
@@ -46,6 +46,54 @@ class ReaderConfig(Section):
     max_image_bytes: int = Field(50 * 1024 * 1024, ge=1, description="larger image files are rejected")
 
 
+class BenchColumns(Section):
+    """Which columns of one benchmark's files hold its text and images (unset: common names)."""
+
+    question: Optional[str] = Field(None, description="question column (default: question, prompt, query, problem)")
+    options: Optional[str] = Field(None, description="options column (default: options, choices)")
+    answer: Optional[str] = Field(None, description="answer column (default: answer, solution)")
+    images: Optional[list[str]] = Field(
+        None, description="image columns (default: image, images, image_1..image_N, decoded_image): bytes, a path "
+                          "relative to the file, or a {bytes, path} struct")
+    id: Optional[str] = Field(None, description="item id column (default: id, question_id, pid, index, idx; else row/line)")
+
+
+class DecontamSection(Section):
+    """Contamination check against benchmark sets (off unless `bench` is set).
+
+    `--set decontam.bench=PATH` switches it on in any DAG; `quarry run decontam`
+    runs it over existing shards.
+    """
+
+    bench: Optional[list[str]] = Field(
+        None, description="benchmark files (Parquet/JSONL paths, folders or globs); the benchmark's name is the "
+                          "file stem, or its folder's name for split shards like test-00000-of-00001.parquet")
+    columns: dict[str, BenchColumns] = Field(
+        default_factory=dict, description="benchmark name -> column mapping (unset: common column names)")
+    ngram: int = Field(13, ge=1, le=64, description="n-gram length in tokens (13 as in GPT-3's check)")
+    min_exact_tokens: int = Field(
+        3, ge=1, description="texts shorter than `ngram` tokens are matched whole, if at least this many tokens")
+    check_options: bool = Field(True, description="index options and answers too (only those of >= ngram tokens)")
+    max_hamming: int = Field(8, ge=0, le=31, description="pHash (64-bit) distance at or under which an image matches")
+    action: Literal["drop", "flag"] = Field(
+        "drop", description="drop: contaminated rows become rejects; flag: kept, with contamination columns")
+    text_fields: Optional[list[str]] = Field(
+        None, description="training-row fields to check (default: every text field the DAG names)")
+    image_fields: Optional[list[str]] = Field(None, description="training-row image fields to check (default: the DAG's)")
+    max_image_bytes: int = Field(50 * 1024 * 1024, ge=1, description="larger benchmark images are counted as unreadable")
+
+    @field_validator("bench", mode="before")
+    @classmethod
+    def _one_or_many(cls, v):
+        if isinstance(v, str):
+            return [p for p in (s.strip() for s in v.split(",")) if p] or None
+        return v
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.bench)
+
+
 class DagConfig(Section):
     """Fields every DAG's config has."""
 
@@ -54,6 +102,7 @@ class DagConfig(Section):
     )
     reader: ReaderConfig = ReaderConfig()
     shards: ShardConfig = ShardConfig()
+    decontam: DecontamSection = DecontamSection()
 
 
 C = TypeVar("C", bound=BaseModel)

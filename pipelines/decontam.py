@@ -1,0 +1,467 @@
+"""The contamination check as Beam steps, usable by every DAG.
+
+    benchmark files -> BuildDecontamIndex (one IndexPart per file, merged by a
+                       CombineGlobally into one `DecontamIndex`, shipped as
+                       npz bytes) -------------------------------+ side input
+    rows -> Decontaminate: probe_fn(row) -> Probe (id, texts, images)
+                           -> CheckRows (index loaded once per worker process
+                              through `shared.Shared`) -> kept | rejected | matches
+
+`Decontaminate` takes any PCollection of rows and a `probe_fn` saying what to
+check in a row (`FieldProbe` covers pydantic rows, dicts and dataclasses by
+field name). With `decontam.action=drop` a contaminated row becomes a
+`Reject` at stage `decontam` (`contaminated_text` or `contaminated_image`;
+the detail names the benchmark, the item id and the matched n-gram or pHash
+distance); with `flag` it is kept and `flag_fn(row, matches)` adds the
+columns. Every match (one per matching field) is a `ContaminationMatch` row,
+written to `DIR/contamination/` when an output directory is given.
+
+Switching it on in another DAG (two lines, after `rows` and before the writer)::
+
+    from quarry.pipelines.decontam import FieldProbe, MaybeDecontaminate
+    rows, dc_rejected = rows | "Decontam" >> MaybeDecontaminate(
+        cfg.decontam, output, FieldProbe(text=("question", "answer"), image=("image",)), dag="mydag")
+
+and add `dc_rejected` to the rejects Flatten. With `decontam.bench` unset it
+passes `rows` through untouched and `dc_rejected` is empty.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Callable, Iterable, NamedTuple, Optional, Union
+
+import apache_beam as beam
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+from apache_beam.utils import shared
+from pydantic import BaseModel
+
+from quarry.operators.base import Rejection
+from quarry.operators.decontam import (
+    BenchFile,
+    BenchmarkError,
+    DecontamIndex,
+    ImageKey,
+    IndexPart,
+    IndexSettings,
+    Match,
+    benchmark_name,
+    check_row,
+    file_columns,
+    index_item,
+    item_from_row,
+    read_benchmark_rows,
+    resolve_columns,
+)
+from quarry.operators.ids import content_id
+from quarry.pipelines.read import InputError, file_kind, match_inputs, read_limited
+from quarry.pipelines.stats import CountTo, _write_json
+from quarry.pipelines.write import WriteParquetTable
+from quarry.schemas.common import ImageCell, Origin, Reject
+from quarry.schemas.config import ConfigError, DecontamSection, ShardConfig
+from quarry.schemas.decontam import ContaminationMatch
+
+STAGE = "decontam"
+INDEX_STATS = "decontam_index"  # _stats/decontam_index.json
+CONTAMINATION_DIR = "contamination"
+
+
+# --- planning: fail before the pipeline starts ------------------------------------------------
+
+
+def plan_benchmarks(section: DecontamSection) -> list[BenchFile]:
+    """Benchmark files with resolved columns; ConfigError (one line) for what cannot be used at all."""
+    files: list[BenchFile] = []
+    for pattern in section.bench or []:
+        try:
+            paths = match_inputs(pattern)
+        except InputError as e:
+            raise ConfigError(f"decontam.bench: {e}") from None
+        if not paths:
+            raise ConfigError(f"decontam.bench {pattern}: no files match")
+        tables = [(p, "jsonl" if p.lower().endswith(".json") else file_kind(p)) for p in paths]
+        tables = [(p, k) for p, k in tables if k in ("parquet", "jsonl")]
+        if not tables:
+            raise ConfigError(f"decontam.bench {pattern}: none of the {len(paths)} matching files is Parquet or JSONL")
+        for path, kind in tables:
+            name = benchmark_name(path)
+            try:
+                with FileSystems.open(path) as fh:
+                    names = file_columns(fh, kind)
+            except (BeamIOError, OSError, ValueError) as e:
+                raise ConfigError(f"decontam.bench {path}: not a readable {kind} file ({e})") from None
+            try:
+                columns = resolve_columns(names, section.columns.get(name), path, name)
+            except BenchmarkError as e:
+                raise ConfigError(f"decontam.bench: {e}") from None
+            files.append(BenchFile(path, kind, name, columns))
+    unknown = sorted(set(section.columns) - {f.benchmark for f in files})
+    if unknown:
+        raise ConfigError(f"decontam.columns names benchmark(s) {', '.join(unknown)} that no decontam.bench file is "
+                          f"(benchmarks: {', '.join(sorted({f.benchmark for f in files}))})")
+    return files
+
+
+def settings_of(section: DecontamSection) -> IndexSettings:
+    return IndexSettings(ngram=section.ngram, min_exact_tokens=section.min_exact_tokens,
+                         check_options=section.check_options, max_hamming=section.max_hamming)
+
+
+# --- the index --------------------------------------------------------------------------------
+
+
+def index_file(f: BenchFile, settings: IndexSettings, max_image_bytes: int) -> IndexPart:
+    """One benchmark file's hashes. Unreadable rows and images are counted, never fatal."""
+    part = IndexPart()
+    try:
+        fh = FileSystems.open(f.path)
+    except (BeamIOError, OSError) as e:
+        part.stats.rows_unreadable += 1
+        part.stats.unreadable_examples.append(f"{f.benchmark}: cannot open {f.path}: {e}"[:300])
+        return part
+    with fh:
+        try:
+            for key, row in read_benchmark_rows(fh, f):
+                if isinstance(row, str):
+                    part.stats.rows_unreadable += 1
+                    if len(part.stats.unreadable_examples) < 20:
+                        part.stats.unreadable_examples.append(f"{f.benchmark}/{key}: {row}"[:300])
+                    continue
+                index_item(part, item_from_row(row, f, key, read_limited, max_image_bytes), settings)
+        except (OSError, ValueError) as e:  # a corrupt Parquet page: what was read stays
+            part.stats.rows_unreadable += 1
+            part.stats.unreadable_examples.append(f"{f.benchmark}: {f.path} unreadable ({type(e).__name__}: {e})"[:300])
+    return part
+
+
+class _MergeParts(beam.CombineFn):
+    """IndexParts -> one serialised `DecontamIndex` (key, npz bytes) and its stats."""
+
+    def __init__(self, settings: IndexSettings):
+        self.settings = settings
+
+    def create_accumulator(self):
+        return IndexPart()
+
+    def add_input(self, acc, part):
+        return acc.merge(part)
+
+    def merge_accumulators(self, accs):
+        accs = list(accs)
+        out = accs[0]
+        for a in accs[1:]:
+            out.merge(a)
+        return out
+
+    def extract_output(self, acc):
+        blob = DecontamIndex.from_part(acc, self.settings).to_bytes()
+        return content_id(blob), blob, acc.stats.as_dict()
+
+
+class BuildDecontamIndex(beam.PTransform):
+    """PBegin -> PCollection of one `(key, npz bytes)`: the index, for `beam.pvalue.AsSingleton`.
+
+    Files are read in parallel (one file per worker), the parts merged by one
+    combine. Index stats (items per benchmark, unreadable images with
+    examples) go to `DIR/_stats/decontam_index.json` when `output_dir` is given.
+    """
+
+    def __init__(self, files: list[BenchFile], section: DecontamSection, output_dir: Optional[str] = None):
+        super().__init__()
+        self.files = files
+        self.settings = settings_of(section)
+        self.max_image_bytes = section.max_image_bytes
+        self.output_dir = output_dir
+
+    def expand(self, pbegin):
+        settings, limit = self.settings, self.max_image_bytes
+        built = (
+            pbegin
+            | "ListBenchmarks" >> beam.Create(self.files)
+            | "SpreadBenchmarks" >> beam.Reshuffle()
+            | "IndexFile" >> beam.Map(index_file, settings, limit)
+            | "MergeIndex" >> beam.CombineGlobally(_MergeParts(settings))
+        )
+        if self.output_dir is not None:
+            path = FileSystems.join(self.output_dir, "_stats", f"{INDEX_STATS}.json")
+            built | "WriteIndexStats" >> beam.Map(
+                lambda b: _write_json(path, {"name": INDEX_STATS, "count": b[2]["items"], **b[2]}))
+        return built | "IndexBlob" >> beam.Map(lambda b: (b[0], b[1]))
+
+
+# --- what to check in a row -------------------------------------------------------------------
+
+
+ImageValue = Union[bytes, ImageKey, None]
+
+
+class Probe(NamedTuple):
+    """What the check needs of one row."""
+
+    sample_id: str
+    source: str
+    origin: Origin
+    texts: tuple[tuple[str, str], ...] = ()  # (field, text)
+    images: tuple[tuple[str, ImageValue], ...] = ()  # (field, bytes | precomputed ImageKey)
+
+
+def _get(row: Any, path: str) -> Any:
+    """`row.a.b` / `row["a"]["b"]` for a dotted path; None when absent."""
+    cur = row
+    for part in path.split("."):
+        if cur is None:
+            return None
+        if isinstance(cur, dict):
+            cur = cur.get(part)
+        else:
+            cur = getattr(cur, part, None)
+    return cur
+
+
+def _texts(name: str, value: Any) -> list[tuple[str, str]]:
+    if isinstance(value, str):
+        return [(name, value)]
+    if isinstance(value, (list, tuple)):
+        return [(f"{name}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str)]
+    return []
+
+
+def _images(name: str, value: Any) -> list[tuple[str, ImageValue]]:
+    if value is None:
+        return []
+    if isinstance(value, ImageKey):
+        return [(name, value)]
+    if isinstance(value, (bytes, bytearray)):
+        return [(name, bytes(value))] if value else []
+    if isinstance(value, ImageCell):
+        return [(name, value.bytes)] if value.bytes else []
+    if isinstance(value, dict) and isinstance(value.get("bytes"), (bytes, bytearray)):
+        return [(name, bytes(value["bytes"]))] if value["bytes"] else []
+    if isinstance(value, (list, tuple)):
+        return [(f"{name}[{i}]", v) for i, item in enumerate(value) for _, v in _images(name, item)]
+    return []
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldProbe:
+    """A `probe_fn` reading fields by (dotted) name from pydantic rows, dicts or dataclasses.
+
+    Text fields may hold a string or a list of strings; image fields bytes,
+    an `ImageCell`, a `{bytes, path}` dict, an `ImageKey` (precomputed pHash)
+    or a list of those. The id, source and origin come from `id_field`,
+    `source_field` and `origin_field` (origin: an `Origin` or a dict).
+    """
+
+    text: tuple[str, ...] = ()
+    image: tuple[str, ...] = ()
+    id_field: str = "sample_id"
+    source_field: str = "source"
+    origin_field: str = "origin"
+
+    def __call__(self, row: Any) -> Probe:
+        origin = _get(row, self.origin_field)
+        if isinstance(origin, dict):
+            origin = Origin(**origin)
+        if not isinstance(origin, Origin):
+            origin = Origin(file="", key=str(_get(row, self.id_field)))
+        return Probe(
+            sample_id=str(_get(row, self.id_field)),
+            source=str(_get(row, self.source_field) or "unknown"),
+            origin=origin,
+            texts=tuple(t for name in self.text for t in _texts(name, _get(row, name))),
+            images=tuple(i for name in self.image for i in _images(name, _get(row, name))),
+        )
+
+    def restricted(self, section: DecontamSection) -> "FieldProbe":
+        """The probe with `decontam.text_fields` / `decontam.image_fields` applied where set."""
+        return dataclasses.replace(
+            self,
+            text=tuple(section.text_fields) if section.text_fields is not None else self.text,
+            image=tuple(section.image_fields) if section.image_fields is not None else self.image,
+        )
+
+
+def match_summary(m: Match) -> str:
+    """One line per match, as `flag` columns and reject details carry it."""
+    what = f"ngram='{m.detail}'" if m.kind == "text_ngram" else (
+        f"text='{m.detail}'" if m.kind == "text_exact" else f"image={m.detail} distance={m.distance}")
+    return f"{m.reason} benchmark={m.benchmark} item={m.item_id} field={m.field} {what}"
+
+
+def flag_row(row: Any, matches: list[Match]) -> Any:
+    """Default `flag_fn`: dicts get `contaminated` / `contamination` keys, pydantic rows with those
+    fields get them set; other rows pass unchanged (their matches are in `DIR/contamination/`)."""
+    cols = {"contaminated": bool(matches), "contamination": [match_summary(m) for m in matches]}
+    if isinstance(row, dict):
+        return {**row, **cols}
+    if isinstance(row, BaseModel) and "contaminated" in type(row).model_fields:
+        return row.model_copy(update=cols)
+    return row
+
+
+# --- the check --------------------------------------------------------------------------------
+
+
+class _LoadedIndex:
+    """Holder for the per-process index (`shared.Shared` needs a weak-referenceable object)."""
+
+    def __init__(self, blob: bytes):
+        self.index = DecontamIndex.from_bytes(blob)
+
+
+class _CheckRows(beam.DoFn):
+    REJECTED = "rejected"
+    MATCHES = "matches"
+
+    def __init__(self, probe_fn: Callable[[Any], Probe], action: str, dag: str,
+                 flag_fn: Callable[[Any, list[Match]], Any], max_pixels: int = 40_000_000):
+        self.probe_fn = probe_fn
+        self.action = action
+        self.dag = dag
+        self.flag_fn = flag_fn
+        self.max_pixels = max_pixels
+        self._shared = shared.Shared()
+        self.checked = Metrics.counter(STAGE, "rows_checked")
+        self.contaminated = Metrics.counter(STAGE, "rows_contaminated")
+        self.bad_images = Metrics.counter(STAGE, "training_images_undecodable")
+
+    def process(self, row, index_blob):
+        key, blob = index_blob
+        index = self._shared.acquire(lambda: _LoadedIndex(blob), tag=key).index
+        probe = self.probe_fn(row)
+        self.checked.inc()
+        images = []
+        for name, value in probe.images:
+            if isinstance(value, (bytes, bytearray)):
+                value = ImageKey.of_bytes(bytes(value), self.max_pixels)
+                if isinstance(value, Rejection):  # not this stage's business: nothing to compare
+                    self.bad_images.inc()
+                    continue
+            images.append((name, value))
+        matches = check_row(index, probe.texts, images)
+        if not matches:
+            yield self.flag_fn(row, []) if self.action == "flag" else row
+            return
+        self.contaminated.inc()
+        for m in matches:
+            yield beam.pvalue.TaggedOutput(self.MATCHES, ContaminationMatch(
+                sample_id=probe.sample_id, source=probe.source, dag=self.dag, field=m.field, kind=m.kind,
+                reason=m.reason, benchmark=m.benchmark, item_id=m.item_id, matched=m.detail, distance=m.distance,
+                action=self.action, origin=probe.origin))
+        if self.action == "flag":
+            yield self.flag_fn(row, matches)
+            return
+        first = matches[0]  # texts are checked first: a row matching both is contaminated_text
+        more = f" (+{len(matches) - 1} more field(s))" if len(matches) > 1 else ""
+        yield beam.pvalue.TaggedOutput(self.REJECTED, Reject(
+            sample_id=probe.sample_id, source=probe.source, stage=STAGE, reason=first.reason,
+            detail=(match_summary(first) + more)[:500], origin=probe.origin))
+
+
+class DecontamOutputs(NamedTuple):
+    kept: Any  # PCollection of the input rows (flagged with `flag`)
+    rejected: Any  # PCollection[Reject] (empty with `flag`)
+    matches: Any  # PCollection[ContaminationMatch]
+
+
+class Decontaminate(beam.PTransform):
+    """Rows -> `DecontamOutputs(kept, rejected, matches)`, checked against `section.bench`.
+
+    `files` are planned benchmark files (`plan_benchmarks`); planned here when
+    not given. With `output_dir`, matches go to `DIR/contamination/` and counts
+    to `_stats` (`decontam.in`, `decontam.out`, `decontam_index.json`).
+    """
+
+    def __init__(self, section: DecontamSection, probe_fn: Callable[[Any], Probe], output_dir: Optional[str] = None,
+                 *, dag: str = "", files: Optional[list[BenchFile]] = None,
+                 flag_fn: Callable[[Any, list[Match]], Any] = flag_row, shards: Optional[ShardConfig] = None,
+                 max_pixels: int = 40_000_000):
+        super().__init__()
+        if not section.enabled:
+            raise ConfigError("Decontaminate needs decontam.bench (benchmark Parquet/JSONL files)")
+        self.section = section
+        self.files = files if files is not None else plan_benchmarks(section)
+        self.probe_fn = probe_fn
+        self.output_dir = output_dir
+        self.dag = dag
+        self.flag_fn = flag_fn
+        self.shards = shards or ShardConfig()
+        self.max_pixels = max_pixels
+
+    def expand(self, rows):
+        index = rows.pipeline | "BuildDecontamIndex" >> BuildDecontamIndex(self.files, self.section, self.output_dir)
+        out = rows | "CheckRows" >> beam.ParDo(
+            _CheckRows(self.probe_fn, self.section.action, self.dag, self.flag_fn, self.max_pixels),
+            index_blob=beam.pvalue.AsSingleton(index),
+        ).with_outputs(_CheckRows.REJECTED, _CheckRows.MATCHES, main="kept")
+        if self.output_dir is not None:
+            rows | "CountIn" >> CountTo(self.output_dir, f"{STAGE}.in")
+            out.kept | "CountOut" >> CountTo(self.output_dir, f"{STAGE}.out")
+            out[_CheckRows.MATCHES] | "WriteContamination" >> WriteParquetTable(
+                FileSystems.join(self.output_dir, CONTAMINATION_DIR), "contamination", ContaminationMatch, self.shards)
+        return DecontamOutputs(out.kept, out[_CheckRows.REJECTED], out[_CheckRows.MATCHES])
+
+
+class MaybeDecontaminate(beam.PTransform):
+    """`(rows, rejected)`: `Decontaminate` when `section.bench` is set, else `rows` untouched and no rejects."""
+
+    def __init__(self, section: DecontamSection, output_dir: Optional[str], probe_fn: Callable[[Any], Probe],
+                 *, dag: str = "", flag_fn: Callable[[Any, list[Match]], Any] = flag_row,
+                 shards: Optional[ShardConfig] = None):
+        super().__init__()
+        self.section = section
+        self.output_dir = output_dir
+        self.probe_fn = probe_fn.restricted(section) if isinstance(probe_fn, FieldProbe) else probe_fn
+        self.dag = dag
+        self.flag_fn = flag_fn
+        self.shards = shards
+
+    def expand(self, rows):
+        if not self.section.enabled:
+            return rows, rows.pipeline | "NoDecontamRejects" >> beam.Create([])
+        out = rows | "Decontaminate" >> Decontaminate(self.section, self.probe_fn, self.output_dir, dag=self.dag,
+                                                      flag_fn=self.flag_fn, shards=self.shards)
+        return out.kept, out.rejected
+
+
+# --- the report -------------------------------------------------------------------------------
+
+
+def contamination_summary(output_dir: str) -> Optional[dict]:
+    """Matches per benchmark, per source and per kind from `DIR/contamination/`, plus the index stats
+    (None when the run had no decontam stage)."""
+    import pyarrow.parquet as pq
+
+    from quarry.pipelines.write import written_files
+
+    stats_path = FileSystems.join(output_dir, "_stats", f"{INDEX_STATS}.json")
+    if not FileSystems.exists(stats_path):
+        return None
+    with FileSystems.open(stats_path, compression_type="uncompressed") as fh:
+        index_stats = json.loads(fh.read())
+    by_bench: dict[str, int] = {}
+    by_source: dict[str, int] = {}
+    by_kind: dict[str, int] = {}
+    rows: set[str] = set()
+    matches = 0
+    for path in written_files(FileSystems.join(output_dir, CONTAMINATION_DIR)):
+        with FileSystems.open(path, compression_type="uncompressed") as fh:
+            t = pq.read_table(fh, columns=["sample_id", "source", "benchmark", "kind"])
+        matches += t.num_rows
+        for sid, src, bench, kind in zip(*(t[c].to_pylist() for c in ("sample_id", "source", "benchmark", "kind"))):
+            by_bench[bench] = by_bench.get(bench, 0) + 1
+            by_source[src] = by_source.get(src, 0) + 1
+            by_kind[kind] = by_kind.get(kind, 0) + 1
+            rows.add(sid)
+    index_stats.pop("name", None)
+    index_stats.pop("count", None)
+    return {"matches": matches, "rows_contaminated": len(rows), "by_benchmark": dict(sorted(by_bench.items())),
+            "by_source": dict(sorted(by_source.items())), "by_kind": dict(sorted(by_kind.items())),
+            "index": index_stats}
+
+
+__all__ = ["BuildDecontamIndex", "Decontaminate", "DecontamOutputs", "FieldProbe", "MaybeDecontaminate", "Probe",
+           "contamination_summary", "flag_row", "plan_benchmarks"]
