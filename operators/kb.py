@@ -1,0 +1,408 @@
+"""A knowledge base for Visual-Jump QA: entities, aliases, facts, degrees, entity linking.
+
+Plain Python, no Beam. The KB is one JSONL file (or `.jsonl.gz`); each line is
+an entity or a fact (`kind` may say which; otherwise a line with `subject` and
+`relation` is a fact, a line with `id` is an entity):
+
+    {"id": "Q1", "name": "Golden Gate Bridge", "aliases": ["GGB"], "type": "bridge",
+     "description": "suspension bridge", "images": ["https://..."]}
+    {"subject": "Q1", "relation": "located_in", "object": "Q62"}
+    {"subject": "Q1", "relation": "opened_in", "value": 1937, "value_type": "year"}
+    {"subject": "Q1", "relation": "length", "value": 2737, "value_type": "quantity", "unit": "metre",
+     "source_url": "https://..."}
+
+`object` is an entity id; `value` a literal (with an optional `value_type` and
+`unit`). Lines may come in any order (a fact may name an entity defined
+later). A line that is not JSON, lacks a field, repeats an entity id or names
+an unknown entity is skipped and recorded as a `KbIssue` (line number, reason
+code, detail): the KB still loads. Facts are directed; a (subject, relation)
+pair with exactly one object is *functional* (Visual-Jump paths walk only
+those); one with several objects is kept and reported as multi-valued.
+
+Names are matched normalised (`normalise`: Unicode NFKD without accents,
+case-folded, punctuation as spaces). `EntityLinker` finds KB names and aliases
+in captions, alt text and OCR text with Aho-Corasick automata (pyahocorasick):
+exact (case-sensitive) first, then normalised, whole words only, longest match
+first; a surface form shared by several entities is ambiguous and not linked.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import IO, Optional, Union
+
+import ahocorasick
+
+MAX_ISSUES = 10_000  # issues kept in memory (all are counted)
+MAX_NAME_CHARS = 300
+MAX_ALIASES = 64
+
+_PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+
+# Reason codes for KB lines that are skipped.
+INVALID_JSON = "invalid_json"
+MISSING_FIELD = "missing_field"
+DUPLICATE_ENTITY = "duplicate_entity"
+UNKNOWN_SUBJECT = "unknown_subject"
+UNKNOWN_OBJECT = "unknown_object"
+DUPLICATE_FACT = "duplicate_fact"
+
+
+def normalise(text: str) -> str:
+    """Lower-case, accent-free, punctuation-free, single-spaced text for name matching."""
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(c for c in text if not unicodedata.combining(c))
+    return " ".join(_PUNCT.sub(" ", text.casefold()).split())
+
+
+def contains_phrase(haystack_norm: str, needle_norm: str) -> bool:
+    """Whether a normalised phrase occurs as whole words in normalised text."""
+    if not needle_norm:
+        return False
+    return f" {needle_norm} " in f" {haystack_norm} "
+
+
+@dataclass(frozen=True)
+class Literal:
+    """A literal fact object: a value as text, its type (year, quantity, date, string...) and unit."""
+
+    value: str
+    type: str = "string"
+    unit: Optional[str] = None
+
+    def key(self) -> str:
+        return f"literal:{self.type}:{normalise(self.value)}:{self.unit or ''}"
+
+    def text(self) -> str:
+        return f"{self.value} {self.unit}" if self.unit else self.value
+
+
+Object = Union[str, Literal]  # an entity id or a literal
+
+
+@dataclass(frozen=True)
+class Entity:
+    id: str
+    name: str
+    type: str
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+    images: tuple[str, ...] = ()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name,) + self.aliases
+
+
+@dataclass(frozen=True)
+class KbIssue:
+    line: int
+    reason: str
+    detail: str
+
+
+def _text(v: object) -> Optional[str]:
+    if isinstance(v, str) and v.strip():
+        return v.strip()[:MAX_NAME_CHARS]
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return str(v)
+    return None
+
+
+def _literal_value(v: object) -> Optional[str]:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return _text(v)
+
+
+class KnowledgeBase:
+    """Entities and directed facts in memory, indexed for path walking and candidate counting."""
+
+    def __init__(self) -> None:
+        self.entities: dict[str, Entity] = {}
+        # subject -> relation -> objects (insertion order; duplicates removed)
+        self.facts: dict[str, dict[str, list[Object]]] = {}
+        self.degree: dict[str, int] = defaultdict(int)
+        self.issues: list[KbIssue] = []
+        self.issue_count = 0
+        self.lines = 0
+        self.fact_count = 0
+        self._norm_names: dict[str, tuple[str, ...]] = {}
+        self._by_type_relation: dict[tuple[str, str], list[str]] = {}
+        self._linker: Optional[EntityLinker] = None
+
+    # -- loading
+
+    def _issue(self, line: int, reason: str, detail: str) -> None:
+        self.issue_count += 1
+        if len(self.issues) < MAX_ISSUES:
+            self.issues.append(KbIssue(line, reason, detail[:300]))
+
+    @classmethod
+    def from_lines(cls, lines: Iterable[str]) -> "KnowledgeBase":
+        kb = cls()
+        pending: list[tuple[int, str, str, dict]] = []  # facts, checked once every entity is known
+        for lineno, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            kb.lines += 1
+            try:
+                rec = json.loads(raw)
+            except json.JSONDecodeError as e:
+                kb._issue(lineno, INVALID_JSON, f"{e.msg} at column {e.colno}")
+                continue
+            if not isinstance(rec, dict):
+                kb._issue(lineno, INVALID_JSON, f"line is a JSON {type(rec).__name__}, not an object")
+                continue
+            kind = rec.get("kind")
+            if kind == "fact" or (kind is None and "subject" in rec and "relation" in rec):
+                subject, relation = _text(rec.get("subject")), _text(rec.get("relation"))
+                if subject is None or relation is None:
+                    kb._issue(lineno, MISSING_FIELD, "a fact needs a subject and a relation")
+                    continue
+                pending.append((lineno, subject, relation, rec))
+            elif kind == "entity" or (kind is None and "id" in rec):
+                kb._add_entity(lineno, rec)
+            else:
+                kb._issue(lineno, MISSING_FIELD, "neither an entity (id, name, type) nor a fact (subject, relation)")
+        for lineno, subject, relation, rec in pending:
+            kb._add_fact(lineno, subject, relation, rec)
+        return kb
+
+    def _add_entity(self, lineno: int, rec: dict) -> None:
+        eid, name = _text(rec.get("id")), _text(rec.get("name"))
+        if eid is None or name is None:
+            self._issue(lineno, MISSING_FIELD, "an entity needs an id and a name")
+            return
+        if eid in self.entities:
+            self._issue(lineno, DUPLICATE_ENTITY, f"entity {eid} defined again (the first definition is kept)")
+            return
+        aliases = rec.get("aliases") or []
+        if not isinstance(aliases, list):
+            aliases = [aliases]
+        clean_aliases = tuple(dict.fromkeys(a for a in (_text(x) for x in aliases[:MAX_ALIASES]) if a and a != name))
+        images = rec.get("images") or rec.get("image") or []
+        if isinstance(images, str):
+            images = [images]
+        etype = _text(rec.get("type")) or "entity"
+        self.entities[eid] = Entity(
+            id=eid, name=name, type=etype, aliases=clean_aliases,
+            description=_text(rec.get("description")) or "",
+            images=tuple(i for i in images if isinstance(i, str)) if isinstance(images, list) else (),
+        )
+
+    def _add_fact(self, lineno: int, subject: str, relation: str, rec: dict) -> None:
+        if subject not in self.entities:
+            self._issue(lineno, UNKNOWN_SUBJECT, f"subject {subject} is not an entity of the KB")
+            return
+        obj: Object
+        if "object" in rec and rec["object"] is not None:
+            oid = _text(rec["object"])
+            if oid is None or oid not in self.entities:
+                self._issue(lineno, UNKNOWN_OBJECT, f"object {rec['object']!r} is not an entity of the KB "
+                                                    "(use `value` for a literal)")
+                return
+            obj = oid
+        else:
+            value = _literal_value(rec.get("value"))
+            if value is None:
+                self._issue(lineno, MISSING_FIELD, "a fact needs an `object` (entity id) or a `value` (literal)")
+                return
+            obj = Literal(value, _text(rec.get("value_type")) or "string", _text(rec.get("unit")))
+        objects = self.facts.setdefault(subject, {}).setdefault(relation, [])
+        if obj in objects:
+            self._issue(lineno, DUPLICATE_FACT, f"{subject} {relation} {obj} given twice")
+            return
+        objects.append(obj)
+        self.fact_count += 1
+        self.degree[subject] += 1
+        if isinstance(obj, str):
+            self.degree[obj] += 1
+
+    # -- queries
+
+    def entity(self, eid: str) -> Optional[Entity]:
+        return self.entities.get(eid)
+
+    def objects(self, subject: str, relation: str) -> list[Object]:
+        return self.facts.get(subject, {}).get(relation, [])
+
+    def relations(self, subject: str) -> dict[str, list[Object]]:
+        return self.facts.get(subject, {})
+
+    def names_norm(self, eid: str) -> tuple[str, ...]:
+        """Normalised name and aliases of an entity (cached)."""
+        got = self._norm_names.get(eid)
+        if got is None:
+            e = self.entities[eid]
+            got = tuple(dict.fromkeys(n for n in (normalise(x) for x in e.names) if n))
+            self._norm_names[eid] = got
+        return got
+
+    def subjects_with(self, etype: str, relation: str) -> list[str]:
+        """Entities of a type that have at least one `relation` fact (sorted; the index is built once)."""
+        if not self._by_type_relation and self.facts:
+            index: dict[tuple[str, str], list[str]] = defaultdict(list)
+            for s in sorted(self.facts):
+                t = self.entities[s].type
+                for r in self.facts[s]:
+                    index[(t, r)].append(s)
+            self._by_type_relation = dict(index)
+        return self._by_type_relation.get((etype, relation), [])
+
+    def object_type(self, obj: Object) -> str:
+        return obj.type if isinstance(obj, Literal) else self.entities[obj].type
+
+    def object_key(self, obj: Object) -> str:
+        """A stable key of an answer: `entity:<id>` or the literal's normalised value."""
+        return obj.key() if isinstance(obj, Literal) else f"entity:{obj}"
+
+    def object_name(self, obj: Object) -> str:
+        return obj.text() if isinstance(obj, Literal) else self.entities[obj].name
+
+    def object_names_norm(self, obj: Object) -> tuple[str, ...]:
+        if isinstance(obj, Literal):
+            return tuple(n for n in {normalise(obj.value), normalise(obj.text())} if n)
+        return self.names_norm(obj)
+
+    def stats(self) -> dict[str, int]:
+        multi = sum(1 for rels in self.facts.values() for objs in rels.values() if len(objs) > 1)
+        return {"lines": self.lines, "entities": len(self.entities), "facts": self.fact_count,
+                "multi_valued_pairs": multi, "skipped_lines": self.issue_count}
+
+    @property
+    def linker(self) -> "EntityLinker":
+        if self._linker is None:
+            self._linker = EntityLinker(self)
+        return self._linker
+
+
+class KbError(ValueError):
+    """The KB file cannot be read at all (missing, unreadable, no entity)."""
+
+
+def _lines(fh: IO[bytes]) -> Iterator[str]:
+    for raw in iter(fh.readline, b""):
+        yield raw.decode("utf-8", errors="replace")
+
+
+def load_kb(path: str) -> KnowledgeBase:
+    """Load a KB JSONL file through Beam's FileSystems (local, gs://, s3://; .gz inflated)."""
+    from apache_beam.io.filesystem import BeamIOError
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        with FileSystems.open(path) as fh:
+            kb = KnowledgeBase.from_lines(_lines(fh))
+    except (BeamIOError, OSError) as e:
+        raise KbError(f"knowledge base {path}: cannot read it ({e})") from None
+    if not kb.entities:
+        raise KbError(f"knowledge base {path}: no entity lines (expected JSONL lines like "
+                      '{"id": "Q1", "name": "...", "type": "..."})')
+    return kb
+
+
+# --------------------------------------------------------------------------- entity linking
+
+
+@dataclass(frozen=True)
+class Link:
+    """An entity found in a text: the entity, how it was found, and the text span."""
+
+    entity_id: str
+    method: str  # "exact:<field>" | "normalised:<field>"
+    surface: str
+
+
+@dataclass
+class _Automaton:
+    automaton: "ahocorasick.Automaton"
+    empty: bool = field(default=True)
+
+
+def _word_char(c: str) -> bool:
+    return c.isalnum() or c == "_"
+
+
+class EntityLinker:
+    """Aho-Corasick over every KB name and alias, exact and normalised.
+
+    A surface form shared by several entities is ambiguous and never linked;
+    names shorter than `min_chars` are not matched (they hit ordinary words).
+    """
+
+    def __init__(self, kb: KnowledgeBase, min_chars: int = 3):
+        self.min_chars = min_chars
+        exact: dict[str, set[str]] = defaultdict(set)
+        norm: dict[str, set[str]] = defaultdict(set)
+        for eid, e in kb.entities.items():
+            for n in e.names:
+                if len(n) >= min_chars:
+                    exact[n].add(eid)
+            for n in kb.names_norm(eid):
+                if len(n) >= min_chars:
+                    norm[n].add(eid)
+        self.exact = self._build(exact)
+        self.norm = self._build(norm)
+
+    @staticmethod
+    def _build(table: dict[str, set[str]]) -> _Automaton:
+        a = ahocorasick.Automaton()
+        for surface, ids in table.items():
+            a.add_word(surface, (surface, tuple(sorted(ids))))
+        if len(table):
+            a.make_automaton()
+        return _Automaton(a, empty=not table)
+
+    @staticmethod
+    def _matches(auto: _Automaton, text: str) -> list[tuple[int, int, str, tuple[str, ...]]]:
+        """Whole-word matches, longest first, non-overlapping: (start, end, surface, ids)."""
+        if auto.empty or not text:
+            return []
+        found = []
+        for end, (surface, ids) in auto.automaton.iter(text):
+            start = end - len(surface) + 1
+            if start > 0 and _word_char(text[start - 1]) and _word_char(surface[0]):
+                continue
+            if end + 1 < len(text) and _word_char(text[end + 1]) and _word_char(surface[-1]):
+                continue
+            found.append((start, end + 1, surface, ids))
+        found.sort(key=lambda m: (-(m[1] - m[0]), m[0]))
+        taken: list[tuple[int, int]] = []
+        out = []
+        for m in found:
+            if any(m[0] < e and s < m[1] for s, e in taken):
+                continue
+            taken.append((m[0], m[1]))
+            out.append(m)
+        return sorted(out)
+
+    def link(self, texts: dict[str, str]) -> tuple[list[Link], list[str]]:
+        """Entities named in `texts` (field name -> text): (links, ambiguous surfaces).
+
+        Exact matching runs on every field first; normalised matching adds what
+        exact matching missed. One link per entity (the first found).
+        """
+        links: dict[str, Link] = {}
+        ambiguous: list[str] = []
+        seen_ambiguous: set[str] = set()
+        for method, auto, prep in (("exact", self.exact, lambda t: t), ("normalised", self.norm, normalise)):
+            for name, text in texts.items():
+                if not text:
+                    continue
+                for _, _, surface, ids in self._matches(auto, prep(text)):
+                    if len(ids) > 1:
+                        if normalise(surface) not in seen_ambiguous:
+                            seen_ambiguous.add(normalise(surface))
+                            ambiguous.append(surface)
+                        continue
+                    if ids[0] not in links:
+                        links[ids[0]] = Link(ids[0], f"{method}:{name}", surface)
+        return list(links.values()), ambiguous

@@ -1,0 +1,125 @@
+"""The imagemining DAG: its config sections and its output row (GLM-5V-Turbo §3.3, Visual Jump).
+
+Defaults: paths of 2 to 4 KB hops (the issue), hubs above 1,000 facts are not
+walked through (hub entities make every question about them trivially
+guessable), an entity box below 10% of the image needs a crop.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+import pyarrow as pa
+from pydantic import Field, model_validator
+
+from quarry.schemas.arrow import ArrowType
+from quarry.schemas.caption import DecodeConfig
+from quarry.schemas.common import Row, Sample
+from quarry.schemas.config import DagConfig, Section
+from quarry.schemas.grade import ClientSection
+
+
+class KbSection(Section):
+    path: Optional[str] = Field(None, description="knowledge-base JSONL (entities and facts; see README); required")
+
+
+class LinkSection(Section):
+    fields: list[str] = Field(["caption", "alt", "ocr_text"],
+                              description="text fields an image row's entities are linked from when it gives no ids")
+    min_chars: int = Field(3, ge=1, description="names and aliases shorter than this are not linked from text")
+    max_entities: int = Field(8, ge=1, description="image entities walked from, per image (the first ones)")
+
+
+class QaSection(Section):
+    min_hops: int = Field(2, ge=1, le=8, description="KB hops a question needs at least (fewer is `trivial`)")
+    max_hops: int = Field(4, ge=1, le=8, description="longest path walked from an image entity")
+    max_degree: int = Field(1_000, ge=1, description="bridge entities with more facts than this (hubs) are not walked through")
+    max_paths_per_entity: int = Field(8, ge=1, description="candidate paths kept per image entity (seeded by the image id)")
+    templates: Optional[str] = Field(None, description="templates YAML/JSON (default: the shipped English file)")
+    language: str = Field("en", description="language section of the templates file")
+    crop_share: float = Field(0.1, gt=0.0, le=1.0,
+                              description="an entity box covering less than this share of the image needs a crop")
+    check_ocr: bool = Field(True, description="reject as `trivial` when the answer is readable in the image's OCR text")
+
+    @model_validator(mode="after")
+    def _hops(self) -> "QaSection":
+        if self.min_hops > self.max_hops:
+            raise ValueError(f"qa.min_hops ({self.min_hops}) > qa.max_hops ({self.max_hops})")
+        return self
+
+
+class DedupSection(Section):
+    enabled: bool = True
+    threshold: float = Field(90.0, ge=0.0, le=100.0,
+                             description="rapidfuzz token_sort_ratio at or above which two questions are near-duplicates")
+    scope: Literal["image", "entity", "answer"] = Field(
+        "entity", description="questions compared within: one image and answer; one image entity and answer; one answer")
+
+
+class TierSection(Section):
+    rare_degree: int = Field(5, ge=0, description="image entity with at most this many facts: long tail, +1")
+    popular_degree: int = Field(100, ge=1, description="image entity with at least this many facts: popular, -1")
+
+
+class RewriterSection(ClientSection):
+    """Paraphrases template questions through an OpenAI-compatible endpoint; off unless set."""
+
+    batch_size: int = Field(16, ge=1, description="questions sent per batch (concurrently, max_concurrency at once)")
+    prompt: Optional[str] = Field(None, description="prompt file with {question} (default: the shipped one)")
+    send_image: bool = Field(False, description="attach the image to the request (vision models)")
+
+
+class ImageMiningConfig(DagConfig):
+    kb: KbSection = KbSection()
+    decode: DecodeConfig = DecodeConfig()
+    link: LinkSection = LinkSection()
+    qa: QaSection = QaSection()
+    dedup: DedupSection = DedupSection()
+    tiers: TierSection = TierSection()
+    rewriter: Optional[RewriterSection] = Field(None, description="question paraphrasing endpoint; unset = templates only")
+
+
+class Hop(Row):
+    """One step of the reasoning chain; `visual` steps need the image."""
+
+    step: Annotated[int, ArrowType(pa.int32())]
+    kind: str = Field(description="recognise | crop_recognise | relation")
+    subject_id: Optional[str] = None
+    subject_name: Optional[str] = None
+    relation: Optional[str] = None
+    object_id: Optional[str] = None
+    object_name: str
+    visual: bool
+
+
+class QARow(Sample):
+    """One Visual-Jump question about an image; the image itself lives in DIR/images."""
+
+    image_id: str = Field(description="content hash of the image bytes; the row of DIR/images")
+    width: Annotated[int, ArrowType(pa.int32())]
+    height: Annotated[int, ArrowType(pa.int32())]
+    question: str
+    template_question: str = Field(description="the question as the templates wrote it")
+    rewritten: bool = Field(description="question is the rewriter's paraphrase (checked by every filter)")
+    language: str
+    answer: str
+    answer_aliases: list[str] = Field(default_factory=list)
+    answer_id: Optional[str] = Field(None, description="KB id when the answer is an entity")
+    answer_type: str = Field(description="entity type, or the literal's type (year, quantity, ...)")
+    answer_unit: Optional[str] = None
+    image_entity_id: str
+    image_entity_name: str
+    image_entity_type: str
+    link_method: str = Field(description="id | exact:<field> | normalised:<field>")
+    entity_degree: int = Field(description="KB facts of the image entity (popularity)")
+    hops: Annotated[int, ArrowType(pa.int32())] = Field(description="KB relations on the path")
+    visual_hops: Annotated[int, ArrowType(pa.int32())] = Field(description="steps that need the image")
+    relations: list[str]
+    chain: list[Hop]
+    category: str = Field(description="recognition | spatio-temporal | event | text-based | visual search")
+    domain: str = Field(description="social | entertainment | products | places | rich text | nature | science | other")
+    need_image_before_search: bool
+    need_image_during_search: bool
+    requires_crop: bool
+    crop_box: Optional[list[float]] = Field(None, description="x0, y0, x1, y1 in pixels of the entity to crop")
+    box_share: Annotated[Optional[float], ArrowType(pa.float32())] = None
