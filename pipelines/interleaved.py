@@ -1,0 +1,608 @@
+"""The interleaved web-document recipe (GLM-4.5V §3.1) wired as Beam steps.
+
+    ReadDocuments -> CheckDocuments (text cleaning, image_dense, text quality,
+                     per image: decode, QR/ads, heuristics, pHash, diagram score)
+                  -> ScoreClip (image vs neighbouring paragraphs, RunInference)
+                  -> JoinScores -> Finish (relevance decision, no_images_left, tier)
+                  -> WriteFromSource (document shards + DIR/images)
+
+One-to-one at the document level: every input document is a row or a
+reject. Image-level drops (missing, corrupt, QR code, ad, heuristics,
+irrelevant) do not reject the document; they are recorded in the row's
+`images` list (kept=false, stage, reason, detail) and tallied in the
+manifest (`extra.image_rejects`, stages `images`).
+
+Image bytes never go through a shuffle: decoding and checks run fused with
+reading; CLIP gets a small JPEG thumbnail through RunInference's batching
+(no shuffle); what is grouped (scores joined to documents, documents grouped
+by input file, image ownership) is text and ids. `WriteFromSource` reads each
+input file a second time to write its kept documents and their kept images:
+one data shard per input file and partition, one images shard per input file.
+An image shared by documents of several files is written by the first file
+(by plan order) that keeps it: only (image_id, file) pairs are shuffled to decide.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterator, NamedTuple, Optional, Union
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+
+from quarry.operators.ads import AdDetector
+from quarry.operators.base import Rejection
+from quarry.operators.clip import clip_thumbnail
+from quarry.operators.clip import decide as clip_decide
+from quarry.operators.decode import decode_image
+from quarry.operators.heuristics import HeuristicFilter, image_stats
+from quarry.operators.ids import content_id, digest
+from quarry.operators.interleaved import (
+    IMAGE_IRRELEVANT,
+    MISSING_IMAGE,
+    NO_IMAGES_LEFT,
+    ImageRef,
+    RawDocument,
+    check_density,
+    clean_text,
+    count_words,
+    detect_shape,
+    diagram_score,
+    neighbour_texts,
+    parse_document,
+    tail_flags,
+    tier_for,
+)
+from quarry.operators.phash import phash64, to_hex
+from quarry.operators.text_quality import TextQuality
+from quarry.pipelines.read import InputError, InputFile, beside, clean_source, file_kind, match_inputs, read_limited
+from quarry.pipelines.stats import CountTo, Progress
+from quarry.pipelines.write import StreamingShard, hive_partition, shard_path
+from quarry.schemas.arrow import arrow_schema
+from quarry.schemas.caption import HeuristicsConfig
+from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
+from quarry.schemas.interleaved import ImageInfo, InterleavedConfig, InterleavedRow, Segment
+
+STAGE_READ = "read"
+IMAGE_REASONS_FILE = "image_rejects.json"
+_CHUNK = 1 << 20
+
+
+class Outputs(NamedTuple):
+    kept: Any  # PCollection[InterleavedRow]: text, ids and scores; no image bytes
+    rejected: Any  # PCollection[Reject]
+
+
+# --- planning and reading: plain generators over one file ------------------------------------
+
+
+def plan_documents(patterns: list[str]) -> list[InputFile]:
+    """JSONL and Parquet document files; InputError for what cannot be read at all."""
+    files: list[InputFile] = []
+    for pattern in patterns:
+        paths = match_inputs(pattern)
+        if not paths:
+            raise InputError(f"input {pattern}: no files match")
+        readable = [(p, file_kind(p)) for p in paths if file_kind(p) in ("jsonl", "parquet")]
+        if not readable:
+            raise InputError(f"input {pattern}: none of the {len(paths)} matching files is a JSONL or Parquet "
+                             f"document file (interleaved reads documents, not loose images)")
+        for path, kind in readable:
+            if kind == "parquet":
+                try:
+                    with FileSystems.open(path) as fh:
+                        names = pq.ParquetFile(fh).schema_arrow.names
+                except (BeamIOError, OSError, ValueError) as e:
+                    raise InputError(f"input {path}: not a readable Parquet file ({e})") from None
+                if detect_shape({n: None for n in names}) is None:
+                    raise InputError(f"input {path}: no document columns (segments, texts+images, or "
+                                     f"text_list+image_info); columns are {names}")
+            files.append(InputFile(path, kind))
+    return files
+
+
+def bounded_lines(fh, limit: int) -> Iterator[tuple[int, Optional[bytes], int]]:
+    """(1-based line number, the line, its length) per line; the line is None when
+    longer than `limit`, whose bytes are skipped without being held (bounded memory)."""
+    buf = bytearray()
+    lineno = 0
+    over = 0  # > 0 while skipping an overlong line: its length so far
+    while True:
+        chunk = fh.read(_CHUNK)
+        if not chunk:
+            break
+        start = 0
+        while True:
+            nl = chunk.find(b"\n", start)
+            piece = chunk[start:] if nl < 0 else chunk[start:nl]
+            if over:
+                over += len(piece)
+            else:
+                buf += piece
+                if len(buf) > limit:
+                    over, buf = len(buf), bytearray()
+            if nl < 0:
+                break
+            lineno += 1
+            yield (lineno, None, over) if over else (lineno, bytes(buf), len(buf))
+            buf, over = bytearray(), 0
+            start = nl + 1
+    if buf or over:
+        lineno += 1
+        yield (lineno, None, over) if over else (lineno, bytes(buf), len(buf))
+
+
+def _record_key(prefix: str, rec: dict) -> str:
+    for k in ("id", "doc_id", "key"):
+        v = rec.get(k)
+        if isinstance(v, (str, int)) and not isinstance(v, bool):
+            return f"{prefix}:{v}"
+    return prefix
+
+
+class _DocMaker:
+    def __init__(self, f: InputFile, default_source: str, cfg: InterleavedConfig):
+        self.f = f
+        self.name = f.path.rsplit("/", 1)[-1]
+        self.default_source = default_source
+        self.cfg = cfg
+        limit = cfg.reader.max_image_bytes
+        self.load = lambda rel: read_limited(beside(rel, f.path), limit)
+
+    def reject(self, key: str, reason: str, detail: str, source: Optional[str] = None,
+               sample_id: Optional[str] = None) -> Reject:
+        return Reject(sample_id=sample_id or content_id("reject", self.name, key),
+                      source=clean_source(source or self.default_source), stage=STAGE_READ, reason=reason,
+                      detail=detail[:500], origin=Origin(file=self.f.path, key=key))
+
+    def document(self, rec: Union[dict, str], key: str) -> Union[RawDocument, Reject]:
+        if isinstance(rec, str):
+            return self.reject(key, "invalid_json", rec)
+        doc = parse_document(rec, self.name, key, self.load, self.cfg.document)
+        if isinstance(doc, Rejection):
+            src = rec.get("source") if isinstance(rec.get("source"), str) else None
+            return self.reject(key, doc.reason, doc.detail, src)
+        doc.file = self.f.path
+        return doc
+
+
+def _jsonl_records(fh, cfg: InterleavedConfig) -> Iterator[tuple[str, Union[dict, str, None], int]]:
+    """(key, the record | why it is not one | None when too large, size)."""
+    for lineno, raw, size in bounded_lines(fh, cfg.document.max_record_bytes):
+        key = f"line:{lineno}"
+        if raw is None:
+            yield key, None, size
+            continue
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            yield key, f"not JSON ({e})"[:300], size
+            continue
+        if not isinstance(rec, dict):
+            yield key, f"line is a JSON {type(rec).__name__}, not an object", size
+            continue
+        yield _record_key(key, rec), rec, size
+
+
+def _parquet_records(fh) -> Iterator[tuple[str, Union[dict, str, None], int]]:
+    pf = pq.ParquetFile(fh)
+    row = 0
+    for batch in pf.iter_batches(batch_size=16):
+        for rec in batch.to_pylist():
+            yield _record_key(f"row:{row}", rec), rec, 0
+            row += 1
+
+
+def read_documents(f: InputFile, default_source: str, cfg: InterleavedConfig,
+                   wanted: Optional[set[str]] = None) -> Iterator[Union[RawDocument, Reject]]:
+    """Every document of one input file, or its read reject. With `wanted`, only
+    records whose key is in it are parsed (and their images loaded)."""
+    maker = _DocMaker(f, default_source, cfg)
+    try:
+        fh = FileSystems.open(f.path)  # AUTO compression: .jsonl.gz inflates on the fly
+    except (BeamIOError, OSError) as e:
+        yield maker.reject("", "unreadable_file", str(e))
+        return
+    with fh:
+        records = _jsonl_records(fh, cfg) if f.kind == "jsonl" else _parquet_records(fh)
+        try:
+            for key, rec, size in records:
+                if wanted is not None and key not in wanted:
+                    continue
+                if rec is None:
+                    yield maker.reject(key, "record_too_large",
+                                       f"{size} bytes > document.max_record_bytes={cfg.document.max_record_bytes}")
+                    continue
+                yield maker.document(rec, key)
+        except (OSError, ValueError, EOFError) as e:  # a truncated .gz, a corrupt Parquet page
+            yield maker.reject("#unreadable", "unreadable_file", f"{type(e).__name__}: {e}")
+
+
+class _ReadDocuments(beam.DoFn):
+    REJECTED = "rejected"
+
+    def __init__(self, default_source: str, cfg: InterleavedConfig):
+        self.default_source = default_source
+        self.cfg = cfg
+
+    def process(self, f: InputFile):
+        for item in read_documents(f, self.default_source, self.cfg):
+            if isinstance(item, Reject):
+                yield beam.pvalue.TaggedOutput(self.REJECTED, item)
+            else:
+                yield item
+
+
+# --- per-document checks -----------------------------------------------------------------------
+
+
+@dataclass
+class DocState:
+    """A document between the checks and the end: text and per-image facts, no image bytes."""
+
+    sample_id: str
+    source: str
+    origin: Origin
+    url: Optional[str]
+    license: Optional[str]
+    shape: str
+    segments: list[tuple[str, Union[str, int]]]  # ("text", text) | ("image", image index)
+    images: list[ImageInfo]
+    n_words: int
+    html_stripped: int
+    scored: int = 0  # images sent to CLIP
+
+
+def to_reject(state: Union[DocState, RawDocument], source: str, origin: Origin, stage: str,
+              verdict: Rejection) -> Reject:
+    return Reject(sample_id=state.sample_id, source=source, stage=stage, reason=verdict.reason,
+                  detail=verdict.detail[:500], origin=origin)
+
+
+class _CheckDocuments(beam.DoFn):
+    """RawDocument -> DocState (main), CLIP requests (`clip`), document rejects (`rejected`)."""
+
+    REJECTED = "rejected"
+    CLIP = "clip"
+
+    def __init__(self, cfg: InterleavedConfig, default_source: str):
+        self.cfg = cfg
+        self.default_source = default_source
+
+    def setup(self):
+        cfg = self.cfg
+        self.text_quality = TextQuality(cfg.text).load() if cfg.text.enabled else None
+        self.ads = AdDetector(cfg.ads) if cfg.ads.enabled else None
+        h = cfg.image_heuristics
+        self.heuristics = HeuristicFilter(HeuristicsConfig(min_side=h.min_side, max_aspect_ratio=h.max_aspect_ratio,
+                                                           solid_max_std=h.solid_max_std))
+
+    def process(self, doc: RawDocument):
+        cfg = self.cfg
+        source = clean_source(doc.source or self.default_source)
+        origin = Origin(file=doc.file, key=doc.key)
+        text = clean_text(doc, cfg.document.strip_html)
+        n_words = sum(count_words(t) for t in text.texts)
+        n_images = len(doc.images)
+        verdict = check_density(n_words, n_images, cfg.density)
+        if verdict is not None:
+            yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(doc, source, origin, "density", verdict))
+            return
+        if self.text_quality is not None:
+            verdict = self.text_quality.check(text.joined)
+            if verdict is not None:
+                yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(doc, source, origin, "text", verdict))
+                return
+        tails = tail_flags(text.segments, cfg.ads.tail_words)
+        images: list[ImageInfo] = []
+        segments: list[tuple[str, Union[str, int]]] = []
+        requests = []
+        index = 0
+        for position, seg in enumerate(text.segments):
+            if isinstance(seg, str):
+                segments.append(("text", seg))
+                continue
+            info, thumb = self._check_image(seg, index, tails[index])
+            images.append(info)
+            segments.append(("image", index))
+            if info.kept and thumb is not None:
+                contexts = neighbour_texts(text.segments, position, cfg.relevance.context_words,
+                                           cfg.relevance.neighbours)
+                for n, context in enumerate(contexts):
+                    requests.append(((doc.sample_id, index, n), (thumb, context)))
+            index += 1
+        state = DocState(doc.sample_id, source, origin, doc.url, doc.license, doc.shape, segments, images,
+                         n_words, text.html_stripped, scored=len({r[0][1] for r in requests}))
+        for r in requests:
+            yield beam.pvalue.TaggedOutput(self.CLIP, r)
+        yield state
+
+    def _check_image(self, ref: ImageRef, index: int, at_tail: bool) -> tuple[ImageInfo, Optional[bytes]]:
+        cfg = self.cfg
+        info = ImageInfo(index=index, url=ref.url, kept=False)
+        if ref.data is None:
+            info.stage, info.reason, info.detail = STAGE_READ, MISSING_IMAGE, ref.missing[:300]
+            return info, None
+        info.image_id = digest(ref.data)
+        if len(ref.data) > cfg.reader.max_image_bytes:
+            info.stage, info.reason = STAGE_READ, "file_too_large"
+            info.detail = f"{len(ref.data)} bytes > reader.max_image_bytes={cfg.reader.max_image_bytes}"
+            return info, None
+        decoded = decode_image(ref.data, cfg.decode)
+        if isinstance(decoded, Rejection):
+            info.stage, info.reason, info.detail = "decode", decoded.reason, decoded.detail[:300]
+            return info, None
+        info.width, info.height, info.format = decoded.width, decoded.height, decoded.format
+        if self.ads is not None:
+            verdict, signals, codes = self.ads.check(decoded.image, ref.url, at_tail)
+            info.ad_signals, info.codes = signals, codes
+            if verdict is not None:
+                info.stage, info.reason, info.detail = "ads", verdict.reason, verdict.detail[:300]
+                return info, None
+        verdict = self.heuristics.check_image(image_stats(decoded))
+        if verdict is not None:
+            info.stage, info.reason, info.detail = "heuristics", verdict.reason, verdict.detail[:300]
+            return info, None
+        info.kept = True
+        info.phash = to_hex(phash64(decoded.image))
+        info.diagram_score = round(diagram_score(decoded.image), 4)
+        thumb = clip_thumbnail(decoded.image, cfg.relevance.thumbnail_side) if cfg.relevance.enabled else None
+        return info, thumb
+
+
+# --- finishing -------------------------------------------------------------------------------
+
+
+def finish(state: DocState, scores: dict[int, list[float]], cfg: InterleavedConfig) -> Union[InterleavedRow, Reject]:
+    """Relevance decisions, the text-only rule and the tier: a row, or a `no_images_left` reject."""
+    images = [i.model_copy() for i in state.images]
+    label = f"{cfg.relevance.model}/{cfg.relevance.pretrained}"
+    for info in images:
+        got = scores.get(info.index)
+        if not info.kept or not got:
+            continue
+        real = [s for s in got if s == s]  # NaN: thumbnail undecodable
+        best = max(real) if real else float("nan")
+        info.clip_score = None if best != best else round(best, 4)
+        verdict = clip_decide(best, cfg.relevance.threshold, label)
+        if verdict is not None:
+            info.kept = False
+            info.stage, info.detail = "relevance", verdict.detail
+            info.reason = IMAGE_IRRELEVANT if verdict.reason != "clip_undecodable" else verdict.reason
+    kept = {i.index: i for i in images if i.kept}
+    if not kept and not cfg.document.keep_text_only:
+        counts: dict[str, int] = {}
+        for i in images:
+            counts[i.reason or "?"] = counts.get(i.reason or "?", 0) + 1
+        detail = ("the document has no images" if not images else
+                  "every image was dropped: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+        return Reject(sample_id=state.sample_id, source=state.source, stage="assemble", reason=NO_IMAGES_LEFT,
+                      detail=detail, origin=state.origin)
+    segments = []
+    for kind, value in state.segments:
+        if kind == "text":
+            segments.append(Segment(kind="text", text=value))
+        elif value in kept:
+            segments.append(Segment(kind="image", image_id=kept[value].image_id))
+    tier, per_image, share = tier_for(state.n_words, [kept[i].diagram_score or 0.0 for i in sorted(kept)], cfg.tiers)
+    return InterleavedRow(
+        sample_id=state.sample_id, source=state.source, tier=tier, task="interleaved", origin=state.origin,
+        url=state.url, license=state.license, segments=segments, images=images, n_words=state.n_words,
+        n_images=len(kept), n_images_in=len(images),
+        words_per_image=None if per_image is None else round(per_image, 3),
+        diagram_share=share, html_stripped=state.html_stripped, shape=state.shape,
+    )
+
+
+def _finish_joined(element, cfg: InterleavedConfig):
+    _, grouped = element
+    states, score_lists = list(grouped["doc"]), grouped["scores"]
+    if not states:  # scores of a document that is not there cannot happen; nothing to emit
+        return
+    scores: dict[int, list[float]] = {}
+    for index, score in score_lists:
+        scores.setdefault(index, []).append(float(score))
+    yield _route(finish(states[0], scores, cfg))
+
+
+def _route(result):
+    if isinstance(result, Reject):
+        return beam.pvalue.TaggedOutput("rejected", result)
+    return result
+
+
+# --- the composite -------------------------------------------------------------------------
+
+
+class InterleavedPipeline(beam.PTransform):
+    """PCollection[RawDocument] -> Outputs(kept=InterleavedRow without image bytes, rejected=Reject)."""
+
+    def __init__(self, cfg: InterleavedConfig, default_source: str, output_dir: Optional[str] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.default_source = clean_source(default_source)
+        self.output_dir = output_dir
+
+    def _count(self, pcoll, name: str) -> None:
+        if self.output_dir is not None:
+            pcoll | f"Count[{name}]" >> CountTo(self.output_dir, name)
+
+    def expand(self, docs):
+        cfg = self.cfg
+        checked = (
+            docs
+            | "ProgressCheck" >> Progress("check")
+            | "CheckDocuments" >> beam.ParDo(_CheckDocuments(cfg, self.default_source)).with_outputs(
+                _CheckDocuments.REJECTED, _CheckDocuments.CLIP, main="docs")
+        )
+        states = checked.docs
+        self._count(docs, "checks.in")
+        self._count(states, "checks.out")
+        if cfg.relevance.enabled:
+            from quarry.pipelines.clip import ScoreClip  # imports torch: only when CLIP runs
+
+            scores = (
+                checked[_CheckDocuments.CLIP]
+                | "ProgressClip" >> Progress("clip")
+                | "ClipScore" >> ScoreClip(cfg.relevance)
+                | "KeyScoresByDoc" >> beam.MapTuple(lambda key, score: (key[0], (key[1], float(score))))
+            )
+            finished = (
+                {"doc": states | "KeyDocs" >> beam.Map(lambda s: (s.sample_id, s)), "scores": scores}
+                | "JoinScores" >> beam.CoGroupByKey()
+                | "Finish" >> beam.FlatMap(_finish_joined, cfg).with_outputs("rejected", main="kept")
+            )
+        else:
+            finished = states | "Finish" >> beam.Map(lambda s: _route(finish(s, {}, cfg))).with_outputs(
+                "rejected", main="kept")
+        kept = finished.kept | "ProgressKept" >> Progress("kept")
+        self._count(kept, "assemble.out")
+        all_images = finished.kept | "ImagesOfRows" >> beam.FlatMap(lambda r: r.images)
+        self._count(all_images, "images.in")
+        self._count(all_images | "KeptImages" >> beam.Filter(lambda i: i.kept), "images.out")
+        if self.output_dir is not None:
+            (
+                (finished.kept | "ImageReasons" >> beam.FlatMap(
+                    lambda r: [f"{i.stage}/{i.reason}" for i in r.images if not i.kept]))
+                | "CountImageReasons" >> beam.combiners.Count.PerElement()
+                | "ToDict" >> beam.combiners.ToDict()
+                | "WriteImageReasons" >> beam.Map(_write_json, FileSystems.join(self.output_dir, "_stats",
+                                                                                 IMAGE_REASONS_FILE))
+            )
+        rejected = (checked[_CheckDocuments.REJECTED], finished.rejected) | "AllRejects" >> beam.Flatten()
+        return Outputs(kept, rejected)
+
+
+def _write_json(reasons: dict, path: str) -> None:
+    # In the `_stats` count format (name, count) that the runner reads, plus the breakdown.
+    payload = {"name": "image_rejects", "count": sum(reasons.values()), "reasons": dict(sorted(reasons.items()))}
+    with FileSystems.create(path) as fh:
+        fh.write(json.dumps(payload).encode())
+
+
+def read_image_reasons(output_dir: str) -> dict[str, int]:
+    path = FileSystems.join(output_dir, "_stats", IMAGE_REASONS_FILE)
+    if not FileSystems.exists(path):
+        return {}
+    with FileSystems.open(path, compression_type="uncompressed") as fh:
+        return json.loads(fh.read())["reasons"]
+
+
+# --- reading and writing -------------------------------------------------------------------
+
+
+class ReadDocuments(beam.PTransform):
+    """Planned files -> (documents, read rejects). Files spread over workers; one file, one reader."""
+
+    def __init__(self, files: list[InputFile], default_source: str, cfg: InterleavedConfig):
+        super().__init__()
+        self.files = files
+        self.fn = _ReadDocuments(clean_source(default_source), cfg)
+
+    def expand(self, pbegin):
+        out = (
+            pbegin
+            | "ListFiles" >> beam.Create(self.files)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadRecords" >> beam.ParDo(self.fn).with_outputs(_ReadDocuments.REJECTED, main="docs")
+        )
+        return out.docs, out[_ReadDocuments.REJECTED]
+
+
+class _WriteFromSource(beam.DoFn):
+    """(input file, {rows, owned image ids}) -> document shards and images shard, from a second read."""
+
+    REJECTED = "rejected"
+
+    def __init__(self, files: list[InputFile], default_source: str, cfg: InterleavedConfig, output_dir: str):
+        self.files = {f.path: (i, f) for i, f in enumerate(files)}
+        self.default_source = clean_source(default_source)
+        self.cfg = cfg
+        self.data_dir = FileSystems.join(output_dir, "data")
+        self.images_dir = FileSystems.join(output_dir, "images")
+        self.rows = beam.metrics.Metrics.counter("write", "interleaved_rows")
+        self.images = beam.metrics.Metrics.counter("write", "images")
+
+    def process(self, element):
+        path, grouped = element
+        rows = list(grouped["rows"])
+        if not rows:
+            return
+        owned = set(grouped["owned"])
+        index, f = self.files[path]
+        wanted = {r.origin.key: r for r in rows}
+        shards: dict[tuple[str, ...], StreamingShard] = {}
+        images_shard: Optional[StreamingShard] = None
+        written: set[str] = set()
+        schema = arrow_schema(InterleavedRow)
+        for doc in read_documents(f, self.default_source, self.cfg, wanted=set(wanted)):
+            key = doc.origin.key if isinstance(doc, Reject) else doc.key
+            row = wanted.pop(key, None)
+            if row is None:
+                continue
+            if isinstance(doc, Reject) or doc.sample_id != row.sample_id:
+                yield beam.pvalue.TaggedOutput(self.REJECTED, Reject(
+                    sample_id=row.sample_id, source=row.source, stage="write", reason="source_changed",
+                    detail="the input document changed between the first and the second read", origin=row.origin))
+                continue
+            refs = doc.images
+            for info in row.images:
+                if not info.kept or info.image_id in written or info.image_id not in owned:
+                    continue
+                if images_shard is None:
+                    images_shard = StreamingShard(shard_path(self.images_dir, (), "images", index, len(self.files)),
+                                                  arrow_schema(ImageRecord), self.cfg.shards)
+                images_shard.add(ImageRecord(image_id=info.image_id, image=ImageCell(bytes=refs[info.index].data),
+                                             width=info.width, height=info.height, format=info.format).model_dump())
+                written.add(info.image_id)
+                self.images.inc()
+            out = row.model_dump()
+            partition = hive_partition(out)
+            if partition not in shards:
+                shards[partition] = StreamingShard(shard_path(self.data_dir, partition, "interleaved", index,
+                                                              len(self.files)), schema, self.cfg.shards)
+            shards[partition].add(out)
+            self.rows.inc()
+        for row in wanted.values():
+            yield beam.pvalue.TaggedOutput(self.REJECTED, Reject(
+                sample_id=row.sample_id, source=row.source, stage="write", reason="source_changed",
+                detail="the input document was not found on the second read", origin=row.origin))
+        for shard in shards.values():
+            yield shard.close()
+        if images_shard is not None:
+            yield images_shard.close()
+
+
+class WriteFromSource(beam.PTransform):
+    """Kept rows -> `DIR/data/...` and `DIR/images/...`, image bytes read again from the inputs.
+
+    Returns `(paths, rejected)`.
+    """
+
+    def __init__(self, files: list[InputFile], default_source: str, cfg: InterleavedConfig, output_dir: str):
+        super().__init__()
+        self.order = {f.path: i for i, f in enumerate(files)}
+        self.fn = _WriteFromSource(files, default_source, cfg, output_dir)
+
+    def expand(self, rows):
+        order = self.order
+        path_of = {i: p for p, i in order.items()}
+        by_file = rows | "KeyByInputFile" >> beam.Map(lambda r: (r.origin.file, r))
+        owned = (
+            rows
+            | "KeptImageIds" >> beam.FlatMap(lambda r: {(i.image_id, order[r.origin.file])
+                                                         for i in r.images if i.kept})
+            | "FirstFileKeepingIt" >> beam.CombinePerKey(min)
+            | "OwnerFile" >> beam.MapTuple(lambda image_id, n: (path_of[n], image_id))
+        )
+        out = (
+            {"rows": by_file, "owned": owned}
+            | "GroupByInputFile" >> beam.CoGroupByKey()
+            | "WriteFromSource" >> beam.ParDo(self.fn).with_outputs(_WriteFromSource.REJECTED, main="paths")
+        )
+        return out.paths, out[_WriteFromSource.REJECTED]
