@@ -226,6 +226,28 @@ class KnowledgeBase:
         if isinstance(obj, str):
             self.degree[obj] += 1
 
+    def rename_relations(self, aliases: dict[str, str]) -> int:
+        """Rename relations (e.g. Wikidata `P131` -> `located_in`), merging objects; returns facts renamed.
+
+        Call before any query: the type/relation index is rebuilt on next use.
+        """
+        renamed = 0
+        for subject, rels in self.facts.items():
+            for old in [r for r in rels if r in aliases and aliases[r] != r]:
+                objs = rels.pop(old)
+                merged = rels.setdefault(aliases[old], [])
+                for o in objs:
+                    if o not in merged:
+                        merged.append(o)
+                    else:  # the same fact under both names: counted once
+                        self.fact_count -= 1
+                        self.degree[subject] -= 1
+                        if isinstance(o, str):
+                            self.degree[o] -= 1
+                renamed += len(objs)
+        self._by_type_relation = {}
+        return renamed
+
     # -- queries
 
     def entity(self, eid: str) -> Optional[Entity]:

@@ -20,8 +20,9 @@ Plain Python, no Beam. For one image with linked KB entities:
      matching several image entities that lead to different answers;
    - `name_leak`: a normalised name or alias of the image entity, a bridge
      entity or the answer appears (whole words) in the question;
-   - `lost_image_reference`: a rewritten question that no longer refers to the
-     image (none of the language's image words);
+   - a rewritten question is also `name_leak` when it names any KB entity
+     the template question did not (entity linker), and `lost_image_reference`
+     when it no longer refers to the image (none of the language's image words);
    - `text_shortcut`: the question's text alone (the image entity's type and
      the typed relation chain) admits one answer: every KB entity of that type
      whose chain resolves leads to the same answer, so the image is not needed.
@@ -376,9 +377,9 @@ class Filters:
                     position_of(o.box, ctx.width, ctx.height) != c.reference.position:
                 continue  # told apart by its position
             ends = resolve(kb, o.entity_id, chain)
-            if ends and ends != answers:
+            if ends != answers:  # another answer, or none the KB knows (the KB is incomplete, not the world)
                 return Rejection(AMBIGUOUS, f"{c.reference.phrase!r} also fits {kb.object_name(o.entity_id)} "
-                                            f"({o.entity_id}) in this image, which leads to another answer")
+                                            f"({o.entity_id}) in this image, which does not lead to the same answer")
         return None
 
     def name_leak(self, c: Candidate, question: str) -> Optional[Rejection]:
@@ -386,6 +387,15 @@ class Filters:
         for name in c.leak_names(self.kb):
             if contains_phrase(q, name):
                 return Rejection(NAME_LEAK, f"the question names {name!r}")
+        return None
+
+    def introduced_names(self, c: Candidate, question: str) -> Optional[Rejection]:
+        """A rewrite may not name any KB entity the template question did not (a wrong or leaked name)."""
+        linker = self.kb.linker
+        before = {link.entity_id for link in linker.link({"q": c.question})[0]}
+        for link in linker.link({"q": question})[0]:
+            if link.entity_id not in before:
+                return Rejection(NAME_LEAK, f"the rewrite names {link.surface!r} ({link.entity_id})")
         return None
 
     def image_reference(self, question: str) -> Optional[Rejection]:
@@ -428,7 +438,8 @@ class Filters:
         rewritten = question is not None
         question = c.question if question is None else question
         return (self.trivial(c, ctx) or self.ambiguous(c, ctx) or self.name_leak(c, question)
-                or (self.image_reference(question) if rewritten else None) or self.text_shortcut(c))
+                or (self.introduced_names(c, question) or self.image_reference(question) if rewritten else None)
+                or self.text_shortcut(c))
 
 
 def near_duplicates(items: Sequence[tuple[str, str]], threshold: float) -> dict[str, str]:

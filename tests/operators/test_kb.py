@@ -93,3 +93,15 @@ def test_load_kb_reads_gzip_and_fails_clearly(tmp_path):
     (tmp_path / "facts.jsonl").write_text(json.dumps({"subject": "a", "relation": "b", "object": "c"}) + "\n")
     with pytest.raises(KbError, match="no entity"):
         load_kb(str(tmp_path / "facts.jsonl"))
+
+
+def test_rename_relations_merges_wikidata_ids():
+    kb = KnowledgeBase.from_lines(lines(
+        {"id": "A", "name": "Alpha", "type": "t"}, {"id": "B", "name": "Beta", "type": "t"},
+        {"subject": "A", "relation": "P131", "object": "B"}, {"subject": "A", "relation": "located_in", "object": "B"},
+        {"subject": "B", "relation": "P131", "object": "A"}))
+    assert kb.subjects_with("t", "P131") == ["A", "B"]
+    assert kb.rename_relations({"P131": "located_in"}) == 2
+    assert kb.relations("A") == {"located_in": ["B"]} and kb.objects("B", "located_in") == ["A"]
+    assert kb.fact_count == 2 and kb.degree["A"] == 2 and kb.degree["B"] == 2
+    assert kb.subjects_with("t", "located_in") == ["A", "B"] and kb.subjects_with("t", "P131") == []

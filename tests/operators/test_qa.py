@@ -154,7 +154,8 @@ def test_name_leak_and_rewrite_checks(kb, templates):
     for leaking in ("Where was the architect of the golden gate in this photo born?",  # image entity alias
                     "Where was JOSEPH STRAUSS, who designed the bridge in this picture, born?",  # bridge
                     "Was the architect of the bridge pictured born in San-Francisco?",  # the answer, normalised
-                    "Where was the architect of the bridge in this picture born (SF City)?"):  # the answer's alias
+                    "Where was the architect of the bridge in this picture born (SF City)?",  # the answer's alias
+                    "Where was the architect of the bridge in this picture, Horace Jones, born?"):  # a wrong name
         assert f.check(c, ctx, question=leaking).reason == qa.NAME_LEAK, leaking
     assert f.check(c, ctx, question="Where was the designer of this famous bridge born?").reason == qa.LOST_IMAGE
     assert f.check(c, ctx, question="Where was the designer of the bridge shown in the photo born?") is None

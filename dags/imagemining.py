@@ -1,0 +1,175 @@
+"""`quarry run imagemining --input IMAGE_ROWS --output DIR --set kb.path=KB.jsonl`: Visual-Jump multi-hop QA.
+
+GLM-5V-Turbo §3.3 (ImageMining): knowledge discovery from the entities seen
+in an image, question reconstruction that refers to the first entity only
+through the image and to every bridge entity only through its relation, and
+quality filters that reject text-only shortcuts.
+
+Tier rule (`operators/qa.py: tier_for`): score = (hops - 1) + (visual_hops - 1)
++ [the entity needs a crop] + [image entity degree <= tiers.rare_degree]
+- [degree >= tiers.popular_degree], clamped to 0..4 -> very_easy, easy, medium,
+hard, very_hard. With the rest equal, 2 hops is easy, 3 medium, 4 hard.
+
+Accounting: many rows come from one image row (`one_to_one=False`). Image
+rows are the inputs: each is read (`read` rejects), decoded (`decode`
+rejects), linked (`link` rejects: unknown_entity, no_entities) and walked
+(`discover` rejects: no_path). Each candidate question then ends as a row or
+a reject (`filter`: trivial, ambiguous_answer, name_leak, text_shortcut;
+`dedup`: near_duplicate). Stage counts (`manifest.stages`) give inputs and
+outputs of each step. Skipped KB lines are rejects at stage `kb`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib import resources
+from pathlib import Path
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+
+from quarry.dags.runner import BuildInfo, DagSpec
+from quarry.operators.kb import KbError
+from quarry.operators.qa import TemplateError, load_rewrite_prompt, load_templates
+from quarry.pipelines.grade import plan_tables
+from quarry.pipelines.imagemining import KB_STATS, ImageMiningPipeline, ReadImageRows
+from quarry.pipelines.read import InputError, jsonl_objects
+from quarry.pipelines.stats import CountTo, read_counts
+from quarry.pipelines.write import WriteImages, WriteRejects, WriteShards
+from quarry.schemas.config import ConfigError
+from quarry.schemas.imagemining import ImageMiningConfig, QARow
+
+
+def _check_kb(path: str) -> None:
+    """The KB exists and its first lines hold an entity: fail before the pipeline starts otherwise."""
+    if not FileSystems.exists(path):
+        raise InputError(f"kb.path {path}: no such file")
+    try:
+        with FileSystems.open(path) as fh:
+            for i, (_, rec) in enumerate(jsonl_objects(fh)):
+                if isinstance(rec, dict) and "id" in rec and "subject" not in rec:
+                    return
+                if i >= 10_000:
+                    break
+    except OSError as e:
+        raise KbError(f"kb.path {path}: cannot read it ({e})") from None
+    raise ConfigError(f"kb.path {path}: no entity line among the first lines (expected JSONL like "
+                      '{"id": "Q1", "name": "...", "type": "..."}; see the README)')
+
+
+def plan(patterns: list[str], cfg: ImageMiningConfig):
+    if not cfg.kb.path:
+        raise ConfigError("imagemining needs a knowledge base: --set kb.path=KB.jsonl (entities and facts, "
+                          "one JSON object per line; see the README)")
+    try:
+        load_templates(cfg.qa.templates, cfg.qa.language)
+    except TemplateError as e:
+        raise ConfigError(f"qa.templates: {e}") from None
+    if cfg.rewriter is not None:
+        try:
+            load_rewrite_prompt(cfg.rewriter.prompt)
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"rewriter.prompt: {e}") from None
+    try:
+        _check_kb(cfg.kb.path)
+    except KbError as e:
+        raise ConfigError(str(e)) from None
+    return plan_tables(patterns, (), "images")
+
+
+def build(pipeline: beam.Pipeline, cfg: ImageMiningConfig, files, output: str) -> BuildInfo:
+    source = cfg.source or "unknown"
+    images, read_rejects = pipeline | "Read" >> ReadImageRows(files, source, cfg.reader.max_image_bytes)
+    images | "CountRead" >> CountTo(output, "read")
+    out = images | "ImageMining" >> ImageMiningPipeline(cfg, cfg.kb.path, output)
+    out.rows | "Write" >> WriteShards(output, "imagemining", QARow, cfg.shards)
+    out.images | "WriteImages" >> WriteImages(output, cfg.shards)
+    ((read_rejects, out.rejected) | "AllRejects" >> beam.Flatten() | "WriteRejects" >> WriteRejects(output, cfg.shards))
+    info = BuildInfo(extra={
+        "kb_path": cfg.kb.path,
+        "hops": [cfg.qa.min_hops, cfg.qa.max_hops],
+        "max_degree": cfg.qa.max_degree,
+        "language": cfg.qa.language,
+        "templates": cfg.qa.templates or "shipped (operators/data/imagemining/templates.yaml)",
+        "dedup_scope": cfg.dedup.scope if cfg.dedup.enabled else None,
+    })
+    info.notes.append("many rows per image row: inputs are image rows; manifest.stages counts each step "
+                      "(decode/link/discover in images, discover.out and later in questions); "
+                      "stage `kb` rejects are skipped knowledge-base lines, not inputs")
+    if not cfg.source:
+        info.notes.append("no --source given: image rows without a `source` field are tagged source=unknown")
+    if cfg.rewriter is None:
+        info.notes.append("no rewriter: questions are the templates' wording")
+    return info
+
+
+def finish(output: str, cfg: ImageMiningConfig, info: BuildInfo) -> None:
+    """KB stats and rewriter outcomes into the manifest's extra."""
+    path = FileSystems.join(output, "_stats", KB_STATS)
+    if FileSystems.exists(path):
+        with FileSystems.open(path, compression_type="uncompressed") as fh:
+            payload = json.loads(fh.read())
+        info.extra["kb"] = {**payload.get("stats", {}), "load_s": payload.get("load_s")}
+        skipped = payload.get("stats", {}).get("skipped_lines", 0)
+        if skipped:
+            info.notes.append(f"{skipped} knowledge-base line(s) were skipped: see rejects at stage `kb`")
+    counts = read_counts(output)
+    info.extra["unknown_entity_ids"] = counts.get("link.unknown_entities", 0)
+    info.extra["ambiguous_name_images"] = counts.get("link.ambiguous_names", 0)
+    if cfg.rewriter is not None:
+        rewrite = {k[len("rewrite."):]: v for k, v in counts.items() if k.startswith("rewrite.")}
+        info.extra["rewriter"] = {"model": cfg.rewriter.model, **rewrite}
+        fallback = rewrite.get("fallback_error", 0)
+        if fallback:
+            info.notes.append(f"the rewriter failed for {fallback} question(s) (after retries): their template "
+                              "question was kept (extra.rewriter.fallback_error)")
+
+
+SPEC = DagSpec(
+    name="imagemining",
+    summary="Visual-Jump multi-hop QA from images with KB entities: paths, templated questions, shortcut filters",
+    stages=(
+        ("read", "JSONL or Parquet image rows: image (path/bytes), entities (KB id or name, box), texts"),
+        ("decode", "Pillow decode under a pixel limit (corrupt and bomb images rejected)"),
+        ("link", "entity ids checked against the KB, or linked from names, caption, alt, OCR text (Aho-Corasick)"),
+        ("discover", "paths of qa.min_hops..qa.max_hops functional facts, no cycles, no hub bridges"),
+        ("filter", "templated question; trivial, ambiguous_answer, name_leak, text_shortcut; tags and tier"),
+        ("rewrite", "optional paraphrase via an OpenAI-compatible endpoint, filtered again; template on failure"),
+        ("dedup", "near-duplicate questions for the same answer (rapidfuzz)"),
+        ("write", "Parquet shards by source and tier; each image once in DIR/images"),
+    ),
+    config_model=ImageMiningConfig,
+    plan=plan,
+    build=build,
+    one_to_one=False,
+    finish=finish,
+)
+
+
+def build_demo_input(folder: Path) -> tuple[list[str], list[str]]:
+    """Write the imagemining demo input into `folder`: (input patterns, --set overrides).
+
+    A 36-entity KB (real facts, two cycles, one multi-valued relation, a line
+    that is not JSON, a fact about an unknown entity) and 12 image rows over
+    the shipped demo photos: entities given by id (with and without boxes),
+    by name, or linked from a caption; a small box that needs a crop; OCR text
+    that gives an answer away; the only beverage of the KB (a text shortcut);
+    two coins told apart by position, and the same two without boxes
+    (ambiguous); an unknown entity; no entity at all; a corrupt and a missing image.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    data = resources.files("quarry.dags") / "demo_data"
+    for name in ("kb.jsonl", "images.jsonl"):
+        (folder / name).write_bytes((data / "imagemining" / name).read_bytes())
+    for line in (folder / "images.jsonl").read_text().splitlines():
+        try:
+            image = json.loads(line).get("image")
+        except json.JSONDecodeError:
+            continue
+        if image and (data / image).is_file():
+            with resources.as_file(data / image) as src:
+                shutil.copyfile(src, folder / image)
+    # a truncated JPEG: decodes to `corrupt_image`
+    (folder / "broken.jpg").write_bytes((folder / "rocket.jpg").read_bytes()[:600])
+    return [str(folder / "images.jsonl")], [f"kb.path={folder / 'kb.jsonl'}"]

@@ -1,0 +1,554 @@
+"""The ImageMining recipe (GLM-5V-Turbo §3.3, Visual Jump) wired as Beam steps.
+
+    ReadImageRows -> Decode -> Mine (link, discover, question, filter, tag, tier; KB side input)
+        -> [Rewrite] -> NearDuplicates -> WriteShards (QARow)
+    Decode's images joined with the kept rows' image ids -> WriteImages (each image once)
+    KB path -> KbIssues (skipped KB lines as rejects at stage `kb`, KB stats)
+
+The knowledge base is a side input: `AsSingleton` of its path, loaded once per
+worker process through `apache_beam.utils.shared.Shared` (one copy shared by
+the worker's threads), never pickled with the pipeline. Many question rows come
+from one image row, so stages count their inputs and outputs (`_stats`):
+`decode`, `link` and `discover` count images (an image that yields no
+candidate path is a `discover/no_path` reject), `discover.out` counts
+candidate questions, `filter`, `rewrite` and `dedup` count questions.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, replace
+from typing import Any, NamedTuple, Optional, Union
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.utils import shared
+
+from quarry.operators import qa
+from quarry.operators.base import Rejection
+from quarry.operators.decode import decode_image
+from quarry.operators.ids import content_id, digest
+from quarry.operators.kb import KnowledgeBase, load_kb, normalise
+from quarry.pipelines.grade import RowRecord, TableFile, read_rows
+from quarry.pipelines.read import ReadFiles, beside, clean_source, read_limited
+from quarry.pipelines.stats import _write_json
+from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
+from quarry.schemas.imagemining import Hop, ImageMiningConfig, QARow
+
+TEXT_FIELDS = ("caption", "alt", "ocr_text")
+IMAGE_FIELDS = ("image", "image_path", "path", "file_name")
+KB_STATS = "kb.json"
+EVENTS = ("link.in", "link.out", "link.unknown_entities", "link.ambiguous_names", "discover.in",
+          "discover.out", "filter.in", "filter.out", "rewrite.in", "rewrite.out", "rewrite.fallback_error",
+          "rewrite.fallback_filtered", "dedup.in", "dedup.out")
+
+
+# --------------------------------------------------------------------------- plain parts
+
+
+@dataclass(frozen=True)
+class ImageInput:
+    """One image row as read: bytes, the entities it names, its texts."""
+
+    sample_id: str
+    source: str
+    origin: Origin
+    image_bytes: bytes
+    entities: tuple[tuple[Optional[str], Optional[str], Optional[tuple[float, float, float, float]]], ...]
+    texts: tuple[tuple[str, str], ...]  # (field, text)
+    domain: Optional[str] = None
+    url: Optional[str] = None
+    license: Optional[str] = None
+
+
+@dataclass(frozen=True)
+class ImageMeta:
+    """An image after decode: no bytes (they go to DIR/images once), its size and id."""
+
+    input: ImageInput
+    image_id: str
+    width: int
+    height: int
+
+
+def _reject(sample_id: str, source: str, origin: Origin, stage: str, verdict: Rejection) -> Reject:
+    return Reject(sample_id=sample_id, source=source, stage=stage, reason=verdict.reason,
+                  detail=verdict.detail[:500], origin=origin)
+
+
+def _box(v: Any) -> Union[None, tuple[float, float, float, float], str]:
+    if v is None:
+        return None
+    if isinstance(v, dict):
+        v = [v.get(k) for k in ("x0", "y0", "x1", "y1")]
+    if not isinstance(v, (list, tuple)) or len(v) != 4 or not all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+        return f"box {v!r} is not [x0, y0, x1, y1]"
+    x0, y0, x1, y1 = (float(x) for x in v)
+    if x1 <= x0 or y1 <= y0:
+        return f"box {list(v)} is empty"
+    return (x0, y0, x1, y1)
+
+
+def parse_image_row(rec: RowRecord, default_source: str, max_image_bytes: int) -> Union[ImageInput, Reject]:
+    """A JSONL/Parquet image row -> ImageInput, or a Reject at stage `read`.
+
+    Fields: `image` (a path relative to the file, bytes, or `{bytes, path}`),
+    `entities` (a list of `{"id": KB id}` or `{"name": ...}`, each with an
+    optional pixel `box` [x0, y0, x1, y1]; a bare string is an id),
+    `caption`, `alt`, `ocr_text` (str or a list of lines), `domain`, `source`,
+    `url`, `license`, `id`.
+    """
+    name = posixpath.basename(rec.file)
+    origin = Origin(file=rec.file, key=rec.key)
+    rid = content_id("reject", name, rec.key)
+    if rec.row is None:
+        return Reject(sample_id=rid, source=clean_source(default_source), stage="read", reason=rec.reason,
+                      detail=rec.detail[:500], origin=origin)
+    row = rec.row
+    source = clean_source(row["source"] if isinstance(row.get("source"), str) and row["source"] else default_source)
+    key = rec.key
+    if isinstance(row.get("id"), (str, int)) and not isinstance(row.get("id"), bool):
+        key = f"{key}:{row['id']}"
+    origin = Origin(file=rec.file, key=key)
+    rid = content_id("reject", name, key)
+
+    def bad(reason: str, detail: str) -> Reject:
+        return Reject(sample_id=rid, source=source, stage="read", reason=reason, detail=detail[:500], origin=origin)
+
+    value = next((row[k] for k in IMAGE_FIELDS if row.get(k) is not None), None)
+    if isinstance(value, dict):
+        value = value.get("bytes") or value.get("path")
+    if isinstance(value, (bytes, bytearray)):
+        data: Union[bytes, str] = bytes(value)
+        if len(data) > max_image_bytes:
+            return bad("file_too_large", f"{len(data)} bytes > reader.max_image_bytes")
+    elif isinstance(value, str) and value:
+        data = read_limited(beside(value, rec.file), max_image_bytes)
+        if isinstance(data, str):
+            return bad("missing_image" if "cannot read" in data else "file_too_large", data)
+    else:
+        return bad("missing_image", f"no image ({', '.join(IMAGE_FIELDS)}: a path, bytes or {{bytes, path}})")
+    raw_entities = row.get("entities") or []
+    if not isinstance(raw_entities, (list, tuple)):
+        return bad("invalid_entities", f"entities is {type(raw_entities).__name__}, not a list")
+    entities = []
+    for e in raw_entities:
+        if isinstance(e, str):
+            e = {"id": e}
+        if not isinstance(e, dict):
+            return bad("invalid_entities", f"entity {e!r} is not an object")
+        eid = e.get("id") or e.get("kb_id")
+        ename = e.get("name")
+        box = _box(e.get("box"))
+        if isinstance(box, str):
+            return bad("invalid_entities", box)
+        eid = str(eid) if isinstance(eid, (str, int)) and not isinstance(eid, bool) and str(eid) else None
+        ename = ename if isinstance(ename, str) and ename.strip() else None
+        if eid is None and ename is None:
+            return bad("invalid_entities", f"entity {e!r} has neither an id nor a name")
+        entities.append((eid, ename, box))
+    texts = []
+    for f in TEXT_FIELDS:
+        v = row.get(f)
+        if isinstance(v, (list, tuple)):
+            v = "\n".join(x for x in v if isinstance(x, str))
+        if isinstance(v, str) and v.strip():
+            texts.append((f, v[:20_000]))
+    assert isinstance(data, bytes)
+    return ImageInput(
+        sample_id=content_id("imagemining-image", digest(data), name, key), source=source, origin=origin, image_bytes=data, entities=tuple(entities), texts=tuple(texts),
+        domain=row["domain"] if isinstance(row.get("domain"), str) and row["domain"] else None,
+        url=row.get("url") if isinstance(row.get("url"), str) else None,
+        license=row.get("license") if isinstance(row.get("license"), str) else None,
+    )
+
+
+class Miner:
+    """What a worker holds once (through `Shared`): the KB, the templates, the filters."""
+
+    def __init__(self, kb_path: str, templates_path: Optional[str], language: str, min_hops: int, check_ocr: bool,
+                 link_min_chars: int):
+        self.kb: KnowledgeBase = load_kb(kb_path)
+        self.templates = qa.load_templates(templates_path, language)
+        self.kb.rename_relations(self.templates.relation_aliases)  # one name per relation for shortcut counts
+        self.filters = qa.Filters(self.kb, self.templates, min_hops, check_ocr)
+        self.link_min_chars = link_min_chars
+        self._linker = None
+
+    @property
+    def linker(self):
+        if self._linker is None:
+            from quarry.operators.kb import EntityLinker
+
+            self._linker = EntityLinker(self.kb, self.link_min_chars)
+        return self._linker
+
+
+def _miner_key(kb_path: str, cfg: ImageMiningConfig) -> str:
+    return "|".join(map(str, (kb_path, cfg.qa.templates, cfg.qa.language, cfg.qa.min_hops, cfg.qa.check_ocr,
+                              cfg.link.min_chars)))
+
+
+def _acquire(handle: shared.Shared, kb_path: str, cfg: ImageMiningConfig) -> Miner:
+    return handle.acquire(lambda: Miner(kb_path, cfg.qa.templates, cfg.qa.language, cfg.qa.min_hops,
+                                        cfg.qa.check_ocr, cfg.link.min_chars), tag=_miner_key(kb_path, cfg))
+
+
+@dataclass(frozen=True)
+class Mined:
+    """A question that passed the filters, with what the rewriter and dedup still need."""
+
+    row: QARow
+    candidate: qa.Candidate
+    context: qa.ImageContext
+    answer_key: str
+
+    def dedup_key(self, scope: str) -> str:
+        if scope == "image":
+            return f"{self.row.image_id}|{self.answer_key}"
+        if scope == "entity":
+            return f"{self.row.image_entity_id}|{self.answer_key}"
+        return self.answer_key
+
+
+def link_entities(miner: Miner, image: ImageMeta, cfg: ImageMiningConfig
+                  ) -> tuple[list[qa.ImageEntity], int, list[str]]:
+    """The image's KB entities: given ids (kept when in the KB), given names (linked), else linked from text.
+
+    Returns (entities, unknown ids given, ambiguous surfaces).
+    """
+    kb = miner.kb
+    out: dict[str, qa.ImageEntity] = {}
+    unknown = 0
+    ambiguous: list[str] = []
+    for eid, ename, box in image.input.entities:
+        if eid is not None:
+            if eid in kb.entities:
+                out.setdefault(eid, qa.ImageEntity(eid, box, "id"))
+            else:
+                unknown += 1
+            continue
+        links, amb = miner.linker.link({"name": ename or ""})
+        ambiguous += amb
+        if links:
+            out.setdefault(links[0].entity_id, qa.ImageEntity(links[0].entity_id, box, links[0].method))
+        else:
+            unknown += 1
+    if not image.input.entities:
+        texts = {f: t for f, t in image.input.texts if f in cfg.link.fields}
+        links, amb = miner.linker.link(texts)
+        ambiguous += amb
+        for link in links:
+            out.setdefault(link.entity_id, qa.ImageEntity(link.entity_id, None, link.method))
+    return list(out.values())[: cfg.link.max_entities], unknown, ambiguous
+
+
+def to_row(miner: Miner, image: ImageMeta, c: qa.Candidate, ctx: qa.ImageContext, cfg: ImageMiningConfig) -> QARow:
+    kb = miner.kb
+    tags = qa.tag(kb, miner.templates, c, ctx, cfg.qa.crop_share)
+    start = kb.entities[c.path.start]
+    degree = kb.degree.get(start.id, 0)
+    tier = qa.tier_for(len(c.path.hops), tags.visual_hops, tags.requires_crop, degree, cfg.tiers.rare_degree,
+                       cfg.tiers.popular_degree)
+    inp = image.input
+    return QARow(
+        sample_id=qa.candidate_id(inp.sample_id, c.path, miner.templates.language), source=inp.source, tier=tier,
+        task="visual_jump_qa", origin=inp.origin, url=inp.url, license=inp.license, parent_id=inp.sample_id,
+        image_id=image.image_id, width=image.width, height=image.height, question=c.question,
+        template_question=c.question, rewritten=False, language=miner.templates.language,
+        **qa.answer_fields(kb, c.path.answer),
+        image_entity_id=start.id, image_entity_name=start.name, image_entity_type=start.type,
+        link_method=c.image_entity.link_method, entity_degree=degree, hops=len(c.path.hops),
+        visual_hops=tags.visual_hops, relations=[miner.templates.canonical(r) for r in c.path.relations],
+        chain=[Hop(step=h.step, kind=h.kind, subject_id=h.subject_id, subject_name=h.subject_name,
+                   relation=h.relation, object_id=h.object_id, object_name=h.object_name, visual=h.visual)
+               for h in tags.chain],
+        category=tags.category, domain=tags.domain, need_image_before_search=tags.need_image_before_search,
+        need_image_during_search=tags.need_image_during_search, requires_crop=tags.requires_crop,
+        crop_box=tags.crop_box, box_share=tags.box_share,
+    )
+
+
+def mine_image(miner: Miner, image: ImageMeta, cfg: ImageMiningConfig):
+    """One decoded image -> (Mined | Reject | event name)s: link, discover, question, filter, tag."""
+    inp = image.input
+    yield "link.in"
+    entities, unknown, ambiguous = link_entities(miner, image, cfg)
+    if unknown:
+        yield from ["link.unknown_entities"] * unknown
+    if ambiguous:
+        yield "link.ambiguous_names"
+    if not entities:
+        if inp.entities:
+            verdict = Rejection("unknown_entity", f"none of the {len(inp.entities)} entities given is in the KB")
+        else:
+            detail = "no KB name or alias found in " + (", ".join(f for f, _ in inp.texts) or "the row (no text)")
+            if ambiguous:
+                detail += f"; ambiguous names: {', '.join(ambiguous[:5])}"
+            verdict = Rejection("no_entities", detail)
+        yield _reject(inp.sample_id, inp.source, inp.origin, "link", verdict)
+        return
+    yield "link.out"
+    yield "discover.in"
+    ocr = " ".join(t for f, t in inp.texts if f == "ocr_text")
+    ctx = qa.ImageContext(image.image_id, image.width, image.height, tuple(entities),
+                          normalise(ocr) if ocr else "", inp.domain)
+    found = 0
+    for ie in entities:
+        for c in qa.candidates_for(miner.kb, miner.templates, ctx, ie, cfg.qa.min_hops, cfg.qa.max_hops,
+                                   cfg.qa.max_degree, cfg.qa.max_paths_per_entity):
+            found += 1
+            yield "discover.out"
+            yield "filter.in"
+            sid = qa.candidate_id(inp.sample_id, c.path, miner.templates.language)
+            verdict = miner.filters.check(c, ctx)
+            if verdict is not None:
+                yield _reject(sid, inp.source, inp.origin, "filter", verdict)
+                continue
+            yield "filter.out"
+            yield Mined(to_row(miner, image, c, ctx, cfg), c, ctx, miner.kb.object_key(c.path.answer))
+    if not found:
+        yield _reject(inp.sample_id, inp.source, inp.origin, "discover", Rejection(
+            "no_path", f"no path of {cfg.qa.min_hops}-{cfg.qa.max_hops} templated hops from "
+                       f"{', '.join(e.entity_id for e in entities)}"))
+
+
+# --------------------------------------------------------------------------- Beam
+
+
+class _ReadImageRows(beam.DoFn):
+    REJECTED = "rejected"
+
+    def __init__(self, default_source: str, max_image_bytes: int):
+        self.default_source = default_source
+        self.max_image_bytes = max_image_bytes
+
+    def process(self, f: TableFile):
+        for rec in read_rows(f):
+            out = parse_image_row(rec, self.default_source, self.max_image_bytes)
+            if isinstance(out, Reject):
+                yield beam.pvalue.TaggedOutput(self.REJECTED, out)
+            else:
+                yield out
+
+
+class ReadImageRows(beam.PTransform):
+    """Image-row files (JSONL/Parquet) -> (ImageInput, rejects at stage `read`)."""
+
+    def __init__(self, files: list[TableFile], default_source: str, max_image_bytes: int):
+        super().__init__()
+        self.files = files
+        self.fn = _ReadImageRows(clean_source(default_source), max_image_bytes)
+
+    def expand(self, pbegin):
+        out = pbegin | ReadFiles(self.files, self.fn, _ReadImageRows.REJECTED)
+        return out.main, out[_ReadImageRows.REJECTED]
+
+
+class _Decode(beam.DoFn):
+    REJECTED, IMAGES = "rejected", "images"
+
+    def __init__(self, cfg: ImageMiningConfig):
+        self.cfg = cfg
+
+    def process(self, inp: ImageInput):
+        decoded = decode_image(inp.image_bytes, self.cfg.decode)
+        if isinstance(decoded, Rejection):
+            yield beam.pvalue.TaggedOutput(self.REJECTED, _reject(inp.sample_id, inp.source, inp.origin, "decode",
+                                                                  decoded))
+            return
+        image_id = digest(inp.image_bytes)
+        yield beam.pvalue.TaggedOutput(self.IMAGES, ImageRecord(
+            image_id=image_id, image=ImageCell(bytes=inp.image_bytes), width=decoded.width, height=decoded.height,
+            format=decoded.format))
+        yield ImageMeta(replace(inp, image_bytes=b""), image_id, decoded.width, decoded.height)
+
+
+class _Mine(beam.DoFn):
+    REJECTED, EVENTS = "rejected", "events"
+
+    def __init__(self, cfg: ImageMiningConfig, handle: shared.Shared):
+        self.cfg = cfg
+        self.handle = handle
+        self.questions = beam.metrics.Metrics.counter("imagemining", "questions_kept")
+
+    def process(self, image: ImageMeta, kb_path: str):
+        miner = _acquire(self.handle, kb_path, self.cfg)
+        for out in mine_image(miner, image, self.cfg):
+            if isinstance(out, str):
+                yield beam.pvalue.TaggedOutput(self.EVENTS, out)
+            elif isinstance(out, Reject):
+                yield beam.pvalue.TaggedOutput(self.REJECTED, out)
+            else:
+                self.questions.inc()
+                yield out
+
+
+class _Rewrite(beam.DoFn):
+    """Batches of Mined -> Mined with the paraphrase when it passes every filter, else the template question."""
+
+    EVENTS = "events"
+
+    def __init__(self, cfg: ImageMiningConfig, handle: shared.Shared):
+        self.cfg = cfg
+        self.handle = handle
+
+    def setup(self):
+        from quarry.operators.chat_client import ChatClient, ChatClientConfig
+
+        section = self.cfg.rewriter
+        assert section is not None
+        self.client = ChatClient(ChatClientConfig(**section.client_fields()))
+        self.prompt = qa.load_rewrite_prompt(section.prompt)
+
+    def process(self, batch: list, kb_path: str):
+        miner = _acquire(self.handle, kb_path, self.cfg)
+        results = self.client.complete_many(qa.rewrite_messages(self.prompt, [m.row.question for m in batch]))
+        for m, result in zip(batch, results):
+            yield beam.pvalue.TaggedOutput(self.EVENTS, "rewrite.in")
+            text = qa.parse_rewrite(result.texts[0]) if result.ok and result.texts else None
+            if text is None:
+                yield beam.pvalue.TaggedOutput(self.EVENTS, "rewrite.fallback_error")
+                yield m
+                continue
+            verdict = miner.filters.check(m.candidate, m.context, question=text)
+            if verdict is not None:
+                yield beam.pvalue.TaggedOutput(self.EVENTS, "rewrite.fallback_filtered")
+                yield beam.pvalue.TaggedOutput(self.EVENTS, f"rewrite.filtered.{verdict.reason}")
+                yield m
+                continue
+            yield beam.pvalue.TaggedOutput(self.EVENTS, "rewrite.out")
+            yield replace(m, row=m.row.model_copy(update={"question": text, "rewritten": True}))
+
+
+def _dedup_group(element, threshold: float):
+    _, mined = element
+    mined = list(mined)
+    by_id = {m.row.sample_id: m for m in mined}
+    dropped = qa.near_duplicates([(m.row.sample_id, m.row.question) for m in mined], threshold)
+    for sid, m in sorted(by_id.items()):
+        if sid in dropped:
+            yield beam.pvalue.TaggedOutput("rejected", Reject(
+                sample_id=sid, source=m.row.source, stage="dedup", reason=qa.NEAR_DUPLICATE,
+                detail=f"near-duplicate of {dropped[sid]} (same answer)", origin=m.row.origin))
+        else:
+            yield m.row
+
+
+def _image_in_use(element):
+    _, joined = element
+    if any(True for _ in joined["used"]):
+        yield from list(joined["image"])[:1]  # image_id is a content hash: every copy is the same image
+
+
+class CountEvents(beam.PTransform):
+    """Event names -> one `_stats/<name>.json` count per name in `names` (zeros included) plus any other seen."""
+
+    def __init__(self, output_dir: str, names: tuple[str, ...]):
+        super().__init__()
+        self.output_dir = output_dir
+        self.names = names
+
+    def expand(self, events):
+        out, names = self.output_dir, self.names
+
+        def write(counts: dict) -> None:
+            for name in sorted(set(names) | set(counts)):
+                _write_json(FileSystems.join(out, "_stats", f"{name}.json"),
+                            {"name": name, "count": int(counts.get(name, 0))})
+
+        return (
+            events
+            | "CountPerName" >> beam.combiners.Count.PerElement()
+            | "ToDict" >> beam.combiners.ToDict()
+            | "WriteCounts" >> beam.Map(write)
+        )
+
+
+def kb_rejects(kb_path: str, handle: shared.Shared, cfg: ImageMiningConfig, output_dir: Optional[str]):
+    """The KB's skipped lines as rejects at stage `kb`; its stats to `_stats/kb.json`."""
+    import time
+
+    t0 = time.monotonic()
+    miner = _acquire(handle, kb_path, cfg)
+    load_s = time.monotonic() - t0
+    kb = miner.kb
+    if output_dir is not None:
+        _write_json(FileSystems.join(output_dir, "_stats", KB_STATS),
+                    {"name": "kb", "count": kb.lines, "stats": kb.stats(), "load_s": round(load_s, 3)})
+    name = posixpath.basename(kb_path)
+    source = clean_source(cfg.source or "kb")
+    for issue in kb.issues:
+        yield Reject(sample_id=content_id("kb", name, str(issue.line)), source=source, stage="kb",
+                     reason=issue.reason, detail=issue.detail, origin=Origin(file=kb_path, key=f"line:{issue.line}"))
+
+
+class Outputs(NamedTuple):
+    rows: Any  # PCollection[QARow]
+    images: Any  # PCollection[ImageRecord]: images some row refers to
+    rejected: Any  # PCollection[Reject]
+
+
+class ImageMiningPipeline(beam.PTransform):
+    """PCollection[ImageInput] -> Outputs(rows, images, rejected); counts to `output_dir/_stats`."""
+
+    def __init__(self, cfg: ImageMiningConfig, kb_path: str, output_dir: Optional[str] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.kb_path = kb_path
+        self.output_dir = output_dir
+        self.handle = shared.Shared()
+
+    def expand(self, inputs):
+        from quarry.pipelines.stats import CountTo
+
+        cfg = self.cfg
+        kb = inputs.pipeline | "KbPath" >> beam.Create([self.kb_path])
+        kb_side = beam.pvalue.AsSingleton(kb)
+        decoded = inputs | "Decode" >> beam.ParDo(_Decode(cfg)).with_outputs(_Decode.REJECTED, _Decode.IMAGES,
+                                                                              main="images_meta")
+        mined = decoded.images_meta | "Mine" >> beam.ParDo(_Mine(cfg, self.handle), kb_path=kb_side).with_outputs(
+            _Mine.REJECTED, _Mine.EVENTS, main="questions")
+        events = [mined[_Mine.EVENTS]]
+        questions = mined.questions
+        if cfg.rewriter is not None:
+            rewritten = (
+                questions
+                | "BatchForRewrite" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.rewriter.batch_size)
+                | "Rewrite" >> beam.ParDo(_Rewrite(cfg, self.handle), kb_path=kb_side).with_outputs(
+                    _Rewrite.EVENTS, main="questions")
+            )
+            events.append(rewritten[_Rewrite.EVENTS])
+            questions = rewritten.questions
+        rejected = [decoded[_Decode.REJECTED], mined[_Mine.REJECTED]]
+        if cfg.dedup.enabled:
+            scope, threshold = cfg.dedup.scope, cfg.dedup.threshold
+            deduped = (
+                questions
+                | "KeyByAnswer" >> beam.Map(lambda m: (m.dedup_key(scope), m))
+                | "GroupByAnswer" >> beam.GroupByKey()
+                | "NearDuplicates" >> beam.FlatMap(_dedup_group, threshold).with_outputs("rejected", main="rows")
+            )
+            rows = deduped.rows
+            rejected.append(deduped.rejected)
+        else:
+            rows = questions | "Rows" >> beam.Map(lambda m: m.row)
+        kb_rejected = kb | "KbIssues" >> beam.FlatMap(kb_rejects, self.handle, cfg, self.output_dir)
+        rejected.append(kb_rejected)
+        used = rows | "UsedImageIds" >> beam.Map(lambda r: (r.image_id, None))
+        images = (
+            {"image": decoded[_Decode.IMAGES] | "KeyImages" >> beam.Map(lambda r: (r.image_id, r)), "used": used}
+            | "JoinImagesToRows" >> beam.CoGroupByKey()
+            | "ImagesInUse" >> beam.FlatMap(_image_in_use)
+        )
+        if self.output_dir is not None:
+            inputs | "CountDecodeIn" >> CountTo(self.output_dir, "decode.in")
+            decoded.images_meta | "CountDecodeOut" >> CountTo(self.output_dir, "decode.out")
+            if cfg.dedup.enabled:
+                questions | "CountDedupIn" >> CountTo(self.output_dir, "dedup.in")
+                rows | "CountDedupOut" >> CountTo(self.output_dir, "dedup.out")
+            names = tuple(n for n in EVENTS if not n.startswith("dedup")
+                          and (cfg.rewriter is not None or not n.startswith("rewrite")))
+            (tuple(events) | "AllEvents" >> beam.Flatten() | "CountEvents" >> CountEvents(self.output_dir, names))
+        return Outputs(rows, images, rejected | "AllRejects" >> beam.Flatten())

@@ -1,0 +1,174 @@
+"""The imagemining DAG end to end on the demo input: every planted case gets its code, the
+per-stage counts add up, emitted questions leak no name and have a unique answer, tiers rise with
+hops, reruns give the same shards; the optional rewriter is filtered again and falls back."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from quarry.dags import imagemining
+from quarry.dags.runner import resolve_config, run_dag
+from quarry.operators import qa
+from quarry.operators.kb import contains_phrase, load_kb, normalise
+from quarry.schemas.arrow import arrow_schema
+from quarry.schemas.common import ImageRecord
+from quarry.schemas.config import ConfigError
+from quarry.schemas.imagemining import QARow
+
+SPEC = imagemining.SPEC
+pytestmark = pytest.mark.slow
+
+
+def run(tmp: Path, name: str, extra_sets: tuple[str, ...] = ()):
+    inputs, sets = imagemining.build_demo_input(tmp / "in")  # deterministic: rewriting it changes nothing
+    cfg = resolve_config(SPEC, None, sets + list(extra_sets), "demo")
+    manifest = run_dag(SPEC, inputs, str(tmp / name), cfg)
+    return manifest, tmp / name
+
+
+def sql(run_dir: Path, query: str) -> list[tuple]:
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW rows AS SELECT * FROM read_parquet('{run_dir}/data/**/*.parquet', hive_partitioning=true)")
+    con.execute(f"CREATE VIEW rejects AS SELECT * FROM read_parquet('{run_dir}/rejects/*.parquet')")
+    con.execute(f"CREATE VIEW images AS SELECT * FROM read_parquet('{run_dir}/images/*.parquet')")
+    return con.sql(query).fetchall()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    return run(tmp_path_factory.mktemp("imagemining"), "out")
+
+
+def test_every_planted_case_gets_its_code(demo):
+    manifest, out = demo
+    got = {(key.split(":")[-1], stage, reason) for key, stage, reason in
+           sql(out, "SELECT origin.key, stage, reason FROM rejects")}
+    for planted in [("gone", "read", "missing_image"), ("9", "read", "invalid_json"),
+                    ("broken", "decode", "corrupt_image"), ("cat", "link", "unknown_entity"),
+                    ("texture", "link", "no_entities"), ("espresso", "filter", "text_shortcut"),
+                    ("collins", "filter", "trivial"), ("falcon", "filter", "ambiguous_answer"),
+                    ("coins-unboxed", "filter", "ambiguous_answer"), ("hopper-caption", "dedup", "near_duplicate"),
+                    ("21", "kb", "invalid_json"), ("83", "kb", "unknown_subject")]:
+        assert planted in got, planted
+    kept = {key.split(":")[-1] for (key,) in sql(out, "SELECT origin.key FROM rows")}
+    assert {"hopper", "falcon", "coins-boxed", "horse"} <= kept
+    assert not kept & {"espresso", "coins-unboxed", "cat", "broken", "gone"}
+    # linked from the caption, the alt text, a name
+    methods = dict(sql(out, "SELECT origin.key, any_value(link_method) FROM rows GROUP BY 1"))
+    assert methods["line:8:horse"] == "normalised:caption"
+
+
+def test_stage_counts_add_up(demo):
+    manifest, out = demo
+    st = {k: (v.inputs, v.outputs) for k, v in manifest.stages.items()}
+    rej = {stage: sum(r.values()) for stage, r in manifest.rejected.items()}
+    read = manifest.inputs - rej["read"]
+    assert manifest.inputs == 13  # 13 image rows, one not JSON
+    assert st["decode"] == (read, read - rej["decode"])
+    assert st["link"] == (st["decode"][1], st["decode"][1] - rej["link"])
+    assert st["discover"][0] == st["link"][1]
+    assert st["filter"] == (st["discover"][1], st["discover"][1] - rej["filter"])
+    assert st["dedup"] == (st["filter"][1], st["filter"][1] - rej["dedup"])
+    assert manifest.kept == st["dedup"][1] > 0
+    assert not manifest.one_to_one and manifest.balanced is None
+    assert manifest.extra["kb"]["skipped_lines"] == rej["kb"] == 2
+    assert manifest.extra["unknown_entity_ids"] == 1
+
+
+def test_rows_leak_no_name_answers_are_unique_and_tiers_rise_with_hops(demo):
+    manifest, out = demo
+    kb = load_kb(str(Path(manifest.extra["kb_path"])))
+    kb.rename_relations(qa.load_templates().relation_aliases)
+    rows = [r for f in sorted(out.glob("data/**/*.parquet")) for r in pq.read_table(f).to_pylist()]
+    for r in rows:
+        q = normalise(r["question"])
+        names = set(kb.names_norm(r["image_entity_id"]))
+        for hop in r["chain"][1:]:
+            names |= set(kb.names_norm(hop["object_id"])) if hop["object_id"] else {normalise(hop["object_name"])}
+        assert not any(contains_phrase(q, n) for n in names), r["question"]
+        ends = qa.resolve(kb, r["image_entity_id"], [(rel, None) for rel in r["relations"]])
+        assert len(ends) == 1
+        assert "picture" in r["question"]
+    by_hops = {}
+    for r in rows:
+        key = (r["visual_hops"], r["requires_crop"], r["image_entity_id"])
+        by_hops.setdefault(key, {})[r["hops"]] = qa.TIER_NAMES.index(r["tier"])
+    assert any(len(v) > 1 for v in by_hops.values())
+    for v in by_hops.values():
+        tiers = [v[h] for h in sorted(v)]
+        assert tiers == sorted(tiers)
+
+
+def test_schema_images_and_rerun_identity(demo, tmp_path):
+    manifest, out = demo
+    for f in out.glob("data/**/*.parquet"):
+        assert pq.read_schema(f).equals(arrow_schema(QARow), check_metadata=False)
+    assert pq.read_schema(next(out.glob("images/*.parquet"))).equals(arrow_schema(ImageRecord), check_metadata=False)
+    used = {i for (i,) in sql(out, "SELECT DISTINCT image_id FROM rows")}
+    stored = sql(out, "SELECT image_id, width, height, format FROM images")
+    assert {i for i, *_ in stored} == used and len(stored) == len(used)  # each used image once, no other
+    again, out2 = run(out.parent, "again")  # same input files (origins name them)
+
+    def digests(d):
+        return {str(p.relative_to(d)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(d.glob("[dri]*/**/*.parquet"))}
+
+    assert digests(out) == digests(out2)
+
+
+def test_missing_kb_and_bad_templates_fail_before_running(tmp_path):
+    inputs, sets = imagemining.build_demo_input(tmp_path / "in")
+    with pytest.raises(ConfigError, match="kb.path"):
+        run_dag(SPEC, inputs, str(tmp_path / "o1"), resolve_config(SPEC, None, [], None))
+    with pytest.raises(Exception, match="no such file"):
+        run_dag(SPEC, inputs, str(tmp_path / "o2"), resolve_config(SPEC, None, ["kb.path=/nonexistent/kb.jsonl"], None))
+    with pytest.raises(ConfigError, match="no language"):
+        run_dag(SPEC, inputs, str(tmp_path / "o3"), resolve_config(SPEC, None, sets + ["qa.language=xx"], None))
+    assert not (tmp_path / "o1").exists()
+
+
+def _paraphrase(server, body, n_seen):
+    text = body["messages"][0]["content"]
+    question = text.rsplit("Question: ", 1)[-1]
+    if "taxon" in question:
+        return 500, {"error": "overloaded"}, None
+    if "coin" in question:  # a paraphrase that names the coin's creator: must be refused
+        reply = question.replace("the creator of", "Charles E. Barber, the creator of")
+    else:
+        reply = "Tell me: " + question.replace("in this picture", "shown in the photo")
+    return 200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]}, None
+
+
+def test_rewriter_output_is_filtered_again_and_failures_fall_back(chat_server, tmp_path):
+    server = chat_server(_paraphrase)
+    sets = (f"rewriter.base_url={server.base_url}", "rewriter.model=fake", "rewriter.max_retries=1",
+            "rewriter.backoff_s=0.01", "rewriter.api_key_env=null")
+    manifest, out = run(tmp_path, "rw", sets)
+    rows = sql(out, "SELECT question, template_question, rewritten FROM rows")
+    rewritten = [r for r in rows if r[2]]
+    assert rewritten and all(q.startswith("Tell me: ") and "photo" in q for q, _, _ in rewritten), [q for q, _, _ in rewritten if not q.startswith("Tell")]
+    assert all(q == t for q, t, rw in rows if not rw)
+    assert not any("Barber" in q for q, _, _ in rows)
+    rw = manifest.extra["rewriter"]
+    assert rw["in"] == manifest.stages["filter"].outputs
+    assert rw["out"] >= len(rewritten)  # dedup may drop a rewritten question
+    assert rw["fallback_filtered"] >= 1 and rw["filtered.name_leak"] >= 1
+    assert rw["fallback_error"] == 1  # the taxon question: 500 twice, then the template is kept
+    assert rw["in"] == rw["out"] + rw["fallback_error"] + rw["fallback_filtered"]
+    assert any("rewriter failed" in n for n in manifest.notes)
+
+
+def test_unreachable_rewriter_keeps_every_template_question(tmp_path):
+    sets = ("rewriter.base_url=http://127.0.0.1:9", "rewriter.model=fake", "rewriter.max_retries=2",
+            "rewriter.backoff_s=0.01", "rewriter.timeout_s=2", "rewriter.api_key_env=null")
+    manifest, out = run(tmp_path, "down", sets)
+    rw = manifest.extra["rewriter"]
+    assert rw["in"] == rw["fallback_error"] > 0 and rw["out"] == 0
+    assert manifest.kept > 0
+    assert all(not r and q == t for q, t, r in sql(out, "SELECT question, template_question, rewritten FROM rows"))

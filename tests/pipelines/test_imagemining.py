@@ -1,0 +1,134 @@
+"""imagemining pipeline parts: image-row parsing (a table of bad rows), mining one image, and the
+composite in a TestPipeline with assert_that on rows, images and rejects."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import apache_beam as beam
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image
+
+from quarry.pipelines import imagemining as pim
+from quarry.pipelines.grade import RowRecord
+from quarry.schemas.common import Reject
+from quarry.schemas.imagemining import ImageMiningConfig
+
+KB = [
+    {"id": "T1", "name": "Eiffel Tower", "type": "tower", "aliases": ["La Tour Eiffel"]},
+    {"id": "T2", "name": "Tokyo Tower", "type": "tower"},
+    {"id": "A1", "name": "Gustave Eiffel", "type": "person"},
+    {"id": "A2", "name": "Tachu Naito", "type": "person"},
+    {"id": "C1", "name": "Dijon", "type": "city"},
+    {"id": "C2", "name": "Kakunodate", "type": "city"},
+    {"subject": "T1", "relation": "architect", "object": "A1"},
+    {"subject": "T2", "relation": "architect", "object": "A2"},
+    {"subject": "A1", "relation": "place_of_birth", "object": "C1"},
+    {"subject": "A2", "relation": "place_of_birth", "object": "C2"},
+    {"subject": "A1", "relation": "date_of_birth", "value": 1832, "value_type": "year"},
+    {"subject": "A2", "relation": "date_of_birth", "value": 1886, "value_type": "year"},
+]
+
+
+def png(w=64, h=48) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (w, h), (200, 30, 30)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def kb_path(tmp_path) -> str:
+    p = tmp_path / "kb.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in KB))
+    return str(p)
+
+
+@pytest.mark.parametrize("row,reason", [
+    ({"entities": ["T1"]}, "missing_image"),
+    ({"image": "nope.png"}, "missing_image"),
+    ({"image": 12}, "missing_image"),
+    ({"image": b"x" * 100}, "file_too_large"),
+    ({"image": b"png", "entities": "T1"}, "invalid_entities"),
+    ({"image": b"png", "entities": [{"box": [0, 0, 5, 5]}]}, "invalid_entities"),
+    ({"image": b"png", "entities": [{"id": "T1", "box": [5, 5, 1, 1]}]}, "invalid_entities"),
+    ({"image": b"png", "entities": [{"id": "T1", "box": "left"}]}, "invalid_entities"),
+    ({"image": b"png", "entities": [{"id": "T1", "box": [1, 2, 30, 40]}, "T2", {"name": "Tokyo Tower"}],
+      "ocr_text": ["EIFFEL", "1889"], "domain": "places", "id": 7}, None),
+    ({"image": {"bytes": b"png", "path": "x.png"}, "caption": "a tower"}, None),
+])
+def test_parse_image_row(tmp_path, row, reason):
+    got = pim.parse_image_row(RowRecord(str(tmp_path / "rows.jsonl"), "line:3", row), "src", 50)
+    if reason is None:
+        assert isinstance(got, pim.ImageInput)
+        assert got.image_bytes == b"png"
+        if "id" in row:
+            assert got.origin.key == "line:3:7" and got.domain == "places"
+            assert got.entities == (("T1", None, (1.0, 2.0, 30.0, 40.0)), ("T2", None, None), (None, "Tokyo Tower", None))
+            assert dict(got.texts)["ocr_text"] == "EIFFEL\n1889"
+    else:
+        assert isinstance(got, Reject) and got.stage == "read" and got.reason == reason, got
+
+
+def test_unreadable_line_is_a_read_reject():
+    got = pim.parse_image_row(RowRecord("f.jsonl", "line:2", None, "invalid_json", "bad"), "src", 50)
+    assert (got.stage, got.reason, got.origin.key) == ("read", "invalid_json", "line:2")
+
+
+def image(entities=(), texts=(), sid="s1") -> pim.ImageMeta:
+    from quarry.schemas.common import Origin
+
+    inp = pim.ImageInput(sid, "src", Origin(file="f", key=sid), b"", tuple(entities), tuple(texts))
+    return pim.ImageMeta(inp, "img-" + sid, 640, 480)
+
+
+def test_mine_image_links_walks_filters_and_counts(kb_path):
+    cfg = ImageMiningConfig.model_validate({"kb": {"path": kb_path}})
+    miner = pim.Miner(kb_path, None, "en", 2, True, 3)
+    out = list(pim.mine_image(miner, image([("T1", None, None)]), cfg))
+    rows = [o for o in out if isinstance(o, pim.Mined)]
+    events = [o for o in out if isinstance(o, str)]
+    assert {r.row.question for r in rows} == {"Where was the architect of the tower in this picture born?",
+                                             "When was the architect of the tower in this picture born?"}
+    assert events.count("filter.in") == events.count("discover.out") == 2 and events.count("filter.out") == 2
+    r = next(m.row for m in rows if m.row.answer == "Dijon")
+    assert (r.hops, r.visual_hops, r.tier, r.category, r.domain) == (2, 1, "medium", "spatio-temporal", "places")
+    assert [h.object_name for h in r.chain] == ["Eiffel Tower", "Gustave Eiffel", "Dijon"]
+    # linked from OCR text (normalised), and the answer readable in it: trivial
+    out = list(pim.mine_image(miner, image(texts=[("ocr_text", "LA TOUR EIFFEL  1832")], sid="s2"), cfg))
+    rejects = [o for o in out if isinstance(o, Reject)]
+    assert [(x.stage, x.reason) for x in rejects] == [("filter", "trivial")]
+    assert [m.row.link_method for m in out if isinstance(m, pim.Mined)] == ["normalised:ocr_text"]
+    # entities absent from the KB; nothing to link
+    assert [(o.stage, o.reason) for o in pim.mine_image(miner, image([("Q0", None, None)], sid="s3"), cfg)
+            if isinstance(o, Reject)] == [("link", "unknown_entity")]
+    assert [(o.stage, o.reason) for o in pim.mine_image(miner, image(texts=[("caption", "a dog")], sid="s4"), cfg)
+            if isinstance(o, Reject)] == [("link", "no_entities")]
+    # a person: no templated 2-hop path from them
+    assert [(o.stage, o.reason) for o in pim.mine_image(miner, image([("A1", None, None)], sid="s5"), cfg)
+            if isinstance(o, Reject)] == [("discover", "no_path")]
+
+
+def test_composite_in_a_test_pipeline(kb_path, tmp_path):
+    from quarry.schemas.common import Origin
+
+    cfg = ImageMiningConfig.model_validate({"kb": {"path": kb_path}})
+    good = png()
+    inputs = [
+        pim.ImageInput("a", "src", Origin(file="f", key="a"), good, (("T1", None, None),), ()),
+        pim.ImageInput("b", "src", Origin(file="f", key="b"), good, (("T2", None, None),), ()),
+        pim.ImageInput("c", "src", Origin(file="f", key="c"), b"\x89PNG broken", (("T1", None, None),), ()),
+    ]
+    with TestPipeline() as p:
+        out = p | beam.Create(inputs) | pim.ImageMiningPipeline(cfg, kb_path, str(tmp_path))
+        assert_that(out.rows | "Answers" >> beam.Map(lambda r: (r.parent_id, r.answer)),
+                    equal_to([("a", "Dijon"), ("a", "1832"), ("b", "Kakunodate"), ("b", "1886")]), label="rows")
+        assert_that(out.images | "Ids" >> beam.Map(lambda r: (r.width, r.height)), equal_to([(64, 48)]),
+                    label="one image, stored once")
+        assert_that(out.rejected | "Reasons" >> beam.Map(lambda r: (r.sample_id, r.stage, r.reason)),
+                    equal_to([("c", "decode", "corrupt_image")]), label="rejects")
+    counts = {f.stem: json.loads(f.read_text())["count"] for f in Path(tmp_path, "_stats").glob("*.json")}
+    assert counts["decode.in"] == 3 and counts["decode.out"] == 2 and counts["filter.out"] == 4
