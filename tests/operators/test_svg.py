@@ -105,6 +105,23 @@ def test_svgz_within_the_cap_is_read():
     assert "<rect" in p.text
 
 
+def test_external_dtd_subsets_are_never_loaded(tmp_path):
+    dtd = tmp_path / "evil.dtd"
+    dtd.write_text('<!ENTITY leak "LEAKED">')
+    doc = (f'<?xml version="1.0"?><!DOCTYPE svg SYSTEM "{dtd.as_uri()}"><svg {NS} viewBox="0 0 9 9">'
+           '<text x="1" y="5">&leak;</text></svg>').encode()
+    out = prepare_svg(doc)
+    assert isinstance(out, Rejection) or "LEAKED" not in out.text  # an undefined entity, never the file's value
+    garbage = tmp_path / "garbage.dtd"
+    garbage.write_text("this is not a DTD at all <<<")
+    public = ('<?xml version="1.0"?><!DOCTYPE svg PUBLIC "-//W3C//DTD SVG 1.1//EN" '
+              '"http://www.w3.org/Graphics/SVG/1.1/DTD/svg11.dtd">').encode()
+    for head in (public, f'<!DOCTYPE svg SYSTEM "{garbage.as_uri()}">'.encode()):
+        # Common real-world DOCTYPEs parse (the subset is neither fetched nor read) and are dropped.
+        p = ok(head + svg('<rect width="3" height="3"/>'))
+        assert "DOCTYPE" not in p.text and "<rect" in p.text
+
+
 def test_xxe_never_reads_the_file():
     out = prepare_svg(XXE)
     assert isinstance(out, Rejection)

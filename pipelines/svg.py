@@ -1,0 +1,451 @@
+"""The svg recipe (GLM-5V-Turbo §4: SVG code <-> image pairs) wired as Beam steps.
+
+    ReadSvg -> Prepare (inflate, safe parse, sanitise, normalise, measure)
+            -> ExactDuplicates (normalised text) -> Render (resvg, blank check, pHash)
+            -> NearDuplicates (pHash, the caption DAG's SplitDuplicates) -> Rows (one per task)
+
+Inputs: `.svg` / `.svgz` files (a directory is read recursively), tar shards
+of them (members named `*.svg` / `*.svgz`; other members are ignored), and
+Parquet or JSONL with an SVG text column (`svg`, or `reader.svg_column`).
+A record that cannot be read is a `read` reject; an input that cannot be read
+at all fails before the pipeline starts (`plan_svg_inputs`).
+
+What travels through shuffles: the exact-duplicate step groups the normalised
+text (a few KB per icon) by its hash; the near-duplicate step and the shard
+writer carry the PNG (each row holds its own image bytes, DESIGN.md).
+Rendering runs in-process: resvg is memory-safe Rust whose panics surface as
+exceptions, and every input is bounded before it reaches the renderer
+(bytes, inflated bytes, elements, elements after `<use>` expansion, length).
+"""
+
+from __future__ import annotations
+
+import posixpath
+import tarfile
+from dataclasses import dataclass
+from typing import IO, Any, Iterator, NamedTuple, Optional, Union
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+
+from quarry.operators.base import Rejection
+from quarry.operators.ids import content_id, digest
+from quarry.operators.phash import to_hex
+from quarry.operators.svg import NormaliseOptions, PreparedSvg, SvgLimits, prepare_svg, tier_of
+from quarry.operators.svg_render import Rendered, RenderOptions, render
+from quarry.pipelines.dedup import DedupKey, SplitDuplicates
+from quarry.pipelines.read import (
+    InputError,
+    ReadFiles,
+    clean_source,
+    file_kind,
+    jsonl_objects,
+    match_inputs,
+    read_limited,
+)
+from quarry.pipelines.stats import CountTo, Progress
+from quarry.schemas.common import ImageCell, Origin, Reject
+from quarry.schemas.svg import SvgConfig, SvgReaderConfig, SvgRecord, SvgRow
+
+SVG_SUFFIXES = (".svg", ".svgz")
+SVG_COLUMNS = ("svg", "svg_code", "code", "text")
+META_FIELDS = ("source", "url", "URL", "license", "LICENSE")
+EXACT_DUPLICATE = "exact_duplicate"
+
+
+# --- planning and reading ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SvgInput:
+    path: str
+    kind: str  # "svg" | "tar" | "parquet" | "jsonl"
+    column: Optional[str] = None  # Parquet/JSONL field holding the SVG text
+
+
+def svg_file_kind(path: str) -> Optional[str]:
+    if path.lower().endswith(SVG_SUFFIXES):
+        return "svg"
+    kind = file_kind(path)
+    return kind if kind in ("tar", "parquet", "jsonl") else None
+
+
+def plan_svg_inputs(patterns: list[str], cfg: SvgReaderConfig) -> list[SvgInput]:
+    """Expand patterns to typed inputs; InputError for what cannot be read at all (before the run)."""
+    files: list[SvgInput] = []
+    for pattern in patterns:
+        paths = match_inputs(pattern)
+        if not paths:
+            raise InputError(f"input {pattern}: no files match")
+        typed = [(p, svg_file_kind(p)) for p in paths]
+        readable = [(p, k) for p, k in typed if k]
+        if not readable:
+            raise InputError(f"input {pattern}: none of the {len(paths)} matching files is .svg, .svgz, a tar, "
+                             "Parquet or JSONL")
+        for path, kind in readable:
+            if kind == "parquet":
+                try:
+                    with FileSystems.open(path) as fh:
+                        names = pq.ParquetFile(fh).schema_arrow.names
+                except (OSError, ValueError) as e:
+                    raise InputError(f"input {path}: not a readable Parquet file ({e})") from None
+                column = _pick_svg_column(names, cfg.svg_column, path)
+                files.append(SvgInput(path, kind, column))
+            elif kind == "jsonl":
+                files.append(SvgInput(path, kind, cfg.svg_column))
+            else:
+                files.append(SvgInput(path, kind))
+    return files
+
+
+def _pick_svg_column(names: list[str], wanted: Optional[str], path: str) -> str:
+    if wanted:
+        if wanted not in names:
+            raise InputError(f"input {path}: no column {wanted!r}; columns are {names}")
+        return wanted
+    for c in SVG_COLUMNS:
+        if c in names:
+            return c
+    raise InputError(f"input {path}: no SVG column (looked for {', '.join(SVG_COLUMNS)}); columns are {names}. "
+                     "Name it with --set reader.svg_column=COLUMN")
+
+
+class _Records:
+    """Builds records and read rejects for one input file."""
+
+    def __init__(self, path: str, default_source: str):
+        self.path = path
+        self.name = posixpath.basename(path)
+        self.default_source = default_source
+
+    def reject(self, key: str, reason: str, detail: str, source: Optional[str] = None) -> Reject:
+        return Reject(sample_id=content_id("reject", self.name, key), source=clean_source(source or self.default_source),
+                      stage="read", reason=reason, detail=detail[:500], origin=Origin(file=self.path, key=key))
+
+    def record(self, key: str, data: bytes, meta: dict[str, Any]) -> SvgRecord:
+        source = meta.get("source") if isinstance(meta.get("source"), str) else None
+        return SvgRecord(
+            # Content plus position, as the caption reader does: stable across reruns,
+            # and two identical inputs stay two records (exact dedup then keeps one).
+            sample_id=content_id(digest(data), self.name, key),
+            source=clean_source(source or self.default_source),
+            origin=Origin(file=self.path, key=key),
+            data=data,
+            gzipped=data[:2] == b"\x1f\x8b",
+            url=_text(meta.get("url") or meta.get("URL")),
+            license=_text(meta.get("license") or meta.get("LICENSE")),
+        )
+
+
+def _text(v: Any) -> Optional[str]:
+    return v if isinstance(v, str) and v else None
+
+
+def _svg_value(v: Any) -> Optional[bytes]:
+    if isinstance(v, str):
+        return v.encode("utf-8")
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v)
+    return None
+
+
+def read_svg_tar(fh: IO[bytes], rec: _Records, cfg: SvgReaderConfig) -> Iterator[Union[SvgRecord, Reject]]:
+    try:
+        with tarfile.open(fileobj=fh, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile() or not member.name.lower().endswith(SVG_SUFFIXES):
+                    continue
+                if posixpath.basename(member.name).startswith("."):
+                    continue
+                if member.size > cfg.max_bytes:
+                    yield rec.reject(member.name, "file_too_large",
+                                     f"{member.size} bytes > reader.max_bytes={cfg.max_bytes}")
+                    continue
+                data = tar.extractfile(member)
+                yield rec.record(member.name, data.read() if data is not None else b"", {})
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        yield rec.reject("#unreadable", "unreadable_tar", f"{type(e).__name__}: {e}")
+
+
+def read_svg_parquet(fh: IO[bytes], rec: _Records, f: SvgInput,
+                     cfg: SvgReaderConfig) -> Iterator[Union[SvgRecord, Reject]]:
+    pf = pq.ParquetFile(fh)
+    extra = [c for c in META_FIELDS if c in pf.schema_arrow.names and c != f.column]
+    row = 0
+    for batch in pf.iter_batches(batch_size=256, columns=[f.column] + extra):
+        for values in batch.to_pylist():
+            key = f"row:{row}"
+            row += 1
+            meta = {k: values.get(k) for k in extra}
+            data = _svg_value(values.get(f.column))
+            if data is None:
+                yield rec.reject(key, "missing_svg", f"column {f.column!r} holds "
+                                 f"{type(values.get(f.column)).__name__}", _text(meta.get("source")))
+            elif len(data) > cfg.max_bytes:
+                yield rec.reject(key, "file_too_large", f"{len(data)} bytes > reader.max_bytes={cfg.max_bytes}",
+                                 _text(meta.get("source")))
+            else:
+                yield rec.record(key, data, meta)
+
+
+def read_svg_jsonl(fh: IO[bytes], rec: _Records, f: SvgInput,
+                   cfg: SvgReaderConfig) -> Iterator[Union[SvgRecord, Reject]]:
+    fields = (f.column,) if f.column else SVG_COLUMNS
+    for lineno, obj in jsonl_objects(fh):
+        key = f"line:{lineno}"
+        if isinstance(obj, str):
+            yield rec.reject(key, "invalid_json", obj)
+            continue
+        if isinstance(obj.get("id") or obj.get("key"), (str, int)):
+            key = f"{key}:{obj.get('id') or obj.get('key')}"
+        data = next((_svg_value(obj[k]) for k in fields if _svg_value(obj.get(k)) is not None), None)
+        if data is None:
+            yield rec.reject(key, "missing_svg", f"no SVG text field ({', '.join(fields)})", _text(obj.get("source")))
+        elif len(data) > cfg.max_bytes:
+            yield rec.reject(key, "file_too_large", f"{len(data)} bytes > reader.max_bytes={cfg.max_bytes}",
+                             _text(obj.get("source")))
+        else:
+            yield rec.record(key, data, obj)
+
+
+def read_svg_input(f: SvgInput, default_source: str, cfg: SvgReaderConfig) -> Iterator[Union[SvgRecord, Reject]]:
+    """Every record of one input, as `SvgRecord`s or read rejects."""
+    rec = _Records(f.path, default_source)
+    if f.kind == "svg":
+        data = read_limited(f.path, cfg.max_bytes)
+        if isinstance(data, str):
+            reason = "file_too_large" if "larger" in data else "unreadable_file"
+            yield rec.reject(rec.name, reason, data.replace("reader.max_image_bytes", "reader.max_bytes"))
+        else:
+            yield rec.record(rec.name, data, {})
+        return
+    try:
+        # Tars and tables may be gzipped (.tar.gz, .jsonl.gz): Beam inflates them by suffix.
+        fh = FileSystems.open(f.path)
+    except (BeamIOError, OSError) as e:
+        yield rec.reject("", "unreadable_file", str(e))
+        return
+    with fh:
+        if f.kind == "tar":
+            yield from read_svg_tar(fh, rec, cfg)
+        elif f.kind == "jsonl":
+            yield from read_svg_jsonl(fh, rec, f, cfg)
+        elif f.kind == "parquet":
+            try:
+                yield from read_svg_parquet(fh, rec, f, cfg)
+            except (OSError, ValueError) as e:
+                yield rec.reject("#unreadable", "unreadable_file", f"{type(e).__name__}: {e}")
+        else:  # pragma: no cover - plan_svg_inputs only makes the kinds above
+            raise ValueError(f"unknown input kind {f.kind}")
+
+
+class _ReadSvgFile(beam.DoFn):
+    REJECTED = "rejected"
+
+    def __init__(self, default_source: str, cfg: SvgReaderConfig):
+        self.default_source = default_source
+        self.cfg = cfg
+        self.records = beam.metrics.Metrics.counter("read", "svg_records")
+        self.rejects = beam.metrics.Metrics.counter("read", "rejected")
+
+    def process(self, f: SvgInput):
+        for rec in read_svg_input(f, self.default_source, self.cfg):
+            if isinstance(rec, Reject):
+                self.rejects.inc()
+                yield beam.pvalue.TaggedOutput(self.REJECTED, rec)
+            else:
+                self.records.inc()
+                yield rec
+
+
+class ReadSvg(beam.PTransform):
+    """Planned inputs -> `(records: PCollection[SvgRecord], rejected: PCollection[Reject])`."""
+
+    def __init__(self, files: list[SvgInput], default_source: str, cfg: SvgReaderConfig):
+        super().__init__()
+        self.files = files
+        self.default_source = clean_source(default_source)
+        self.cfg = cfg
+
+    def expand(self, pbegin):
+        out = pbegin | ReadFiles(self.files, _ReadSvgFile(self.default_source, self.cfg), _ReadSvgFile.REJECTED)
+        return out.main, out[_ReadSvgFile.REJECTED]
+
+
+# --- the recipe -----------------------------------------------------------------------------------
+
+
+class Outputs(NamedTuple):
+    rows: Any  # PCollection[SvgRow]
+    rejected: Any  # PCollection[Reject]
+
+
+@dataclass
+class Candidate:
+    """A record that passed `prepare` (raw bytes dropped), and its render once made."""
+
+    sample_id: str
+    source: str
+    origin: Origin
+    url: Optional[str]
+    license: Optional[str]
+    svg: PreparedSvg
+    rendered: Optional[Rendered] = None
+
+
+def to_reject(c: Union[Candidate, SvgRecord], stage: str, verdict: Rejection) -> Reject:
+    return Reject(sample_id=c.sample_id, source=c.source, stage=stage, reason=verdict.reason,
+                  detail=verdict.detail[:500], origin=c.origin)
+
+
+def _origin_order(c: Candidate) -> tuple[str, str, str]:
+    return (c.origin.file, c.origin.key, c.sample_id)
+
+
+def limits_of(cfg: SvgConfig) -> SvgLimits:
+    return SvgLimits(max_inflated_bytes=cfg.reader.max_inflated_bytes, max_elements=cfg.limits.max_elements,
+                     max_expanded_elements=cfg.limits.max_expanded_elements, max_chars=cfg.limits.max_chars)
+
+
+def normalise_of(cfg: SvgConfig) -> NormaliseOptions:
+    n = cfg.normalise
+    return NormaliseOptions(precision=n.precision, rename_ids=n.rename_ids, keep_title=n.keep_title)
+
+
+def render_of(cfg: SvgConfig) -> RenderOptions:
+    r = cfg.render
+    return RenderOptions(size=r.size, background=r.background, blank_max_std=r.blank_max_std,
+                         max_aspect_ratio=r.max_aspect_ratio, font_family=r.font_family,
+                         serif_family=r.serif_family, monospace_family=r.monospace_family)
+
+
+class _PrepareFn(beam.DoFn):
+    REJECTED = "rejected"
+
+    def __init__(self, cfg: SvgConfig):
+        self.limits = limits_of(cfg)
+        self.opts = normalise_of(cfg)
+        self.removed = beam.metrics.Metrics.counter("prepare", "sanitised_records")
+
+    def process(self, rec: SvgRecord):
+        prepared = prepare_svg(rec.data, self.limits, self.opts)
+        if isinstance(prepared, Rejection):
+            yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(rec, "prepare", prepared))
+            return
+        if prepared.removed:
+            self.removed.inc()
+        yield Candidate(rec.sample_id, rec.source, rec.origin, rec.url, rec.license, prepared)
+
+
+def _keep_first(element):
+    """(text digest, candidates) -> the first by origin; the rest are exact duplicates of it."""
+    _key, group = element
+    ordered = sorted(group, key=_origin_order)
+    yield ordered[0]
+    for c in ordered[1:]:
+        yield beam.pvalue.TaggedOutput("rejected", to_reject(c, "dedup", Rejection(
+            EXACT_DUPLICATE, f"kept={ordered[0].sample_id} (same SVG after normalising)")))
+
+
+class _RenderFn(beam.DoFn):
+    REJECTED = "rejected"
+
+    def __init__(self, cfg: SvgConfig):
+        self.opts = render_of(cfg)
+
+    def process(self, c: Candidate):
+        out = render(c.svg, self.opts)
+        if isinstance(out, Rejection):
+            yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(c, "render", out))
+            return
+        c = Candidate(c.sample_id, c.source, c.origin, c.url, c.license, c.svg, out)  # elements are immutable
+        yield c
+
+
+def dedup_key(c: Candidate) -> DedupKey:
+    return DedupKey(c.sample_id, c.rendered.phash, c.rendered.width, c.rendered.height)
+
+
+def to_rows(c: Candidate, tasks: list[str], char_bounds: list[int], command_bounds: list[int]) -> Iterator[SvgRow]:
+    s, r = c.svg, c.rendered
+    tier = tier_of(s, char_bounds, command_bounds)
+    for task in tasks:
+        yield SvgRow(
+            sample_id=content_id(s.digest, task), source=c.source, tier=tier, task=task, origin=c.origin,
+            url=c.url, license=c.license, parent_id=c.sample_id, pair_id=s.digest, svg=s.text,
+            image=ImageCell(bytes=r.png), width=r.width, height=r.height, image_format="png", svg_chars=s.chars,
+            input_bytes=s.input_bytes, element_count=s.element_count, path_count=s.path_count,
+            path_commands=s.path_commands, viewbox_derived=s.viewbox_derived, removed=list(s.removed),
+            phash=to_hex(r.phash),
+        )
+
+
+class SvgPipeline(beam.PTransform):
+    """PCollection[SvgRecord] -> Outputs(rows=SvgRow, rejected=Reject).
+
+    With `output_dir`, per-stage counts go to `_stats/` for the manifest:
+    `prepare`, `exact_dedup`, `render`, `near_dedup` (inputs/outputs) and
+    `rows` (pairs in, task rows out).
+    """
+
+    def __init__(self, cfg: SvgConfig, output_dir: Optional[str] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.output_dir = output_dir
+
+    def _count(self, pcoll, name: str) -> None:
+        if self.output_dir is not None:
+            pcoll | f"Count[{name}]" >> CountTo(self.output_dir, name)
+
+    def expand(self, records):
+        cfg = self.cfg
+        rejected = []
+        prepared = (
+            records
+            | "ProgressPrepare" >> Progress("prepare")
+            | "Prepare" >> beam.ParDo(_PrepareFn(cfg)).with_outputs(_PrepareFn.REJECTED, main="kept")
+        )
+        rejected.append(prepared[_PrepareFn.REJECTED])
+        candidates = prepared.kept
+        self._count(records, "prepare.in")
+        self._count(candidates, "prepare.out")
+
+        if cfg.dedup.exact:
+            self._count(candidates, "exact_dedup.in")
+            exact = (
+                candidates
+                | "KeyByText" >> beam.Map(lambda c: (c.svg.digest, c))
+                | "GroupByText" >> beam.GroupByKey()
+                | "KeepFirst" >> beam.FlatMap(_keep_first).with_outputs("rejected", main="kept")
+            )
+            rejected.append(exact.rejected)
+            candidates = exact.kept
+            self._count(candidates, "exact_dedup.out")
+
+        self._count(candidates, "render.in")
+        rendered = (
+            candidates
+            | "ProgressRender" >> Progress("render")
+            | "Render" >> beam.ParDo(_RenderFn(cfg)).with_outputs(_RenderFn.REJECTED, main="kept")
+        )
+        rejected.append(rendered[_RenderFn.REJECTED])
+        candidates = rendered.kept
+        self._count(candidates, "render.out")
+
+        if cfg.dedup.near:
+            self._count(candidates, "near_dedup.in")
+            near = candidates | "NearDedup" >> SplitDuplicates(cfg.dedup.max_hamming, dedup_key,
+                                                               order_key=_origin_order)
+            rejected.append(near.rejected | "NearDedupRejects" >> beam.MapTuple(
+                lambda c, verdict: to_reject(c, "dedup", verdict)))
+            candidates = near.kept
+            self._count(candidates, "near_dedup.out")
+
+        self._count(candidates, "rows.in")
+        rows = candidates | "ToRows" >> beam.FlatMap(to_rows, list(cfg.tasks), list(cfg.tiers.chars),
+                                                     list(cfg.tiers.path_commands))
+        self._count(rows, "rows.out")
+        all_rejected = rejected | "AllRejects" >> beam.Flatten()
+        return Outputs(rows, all_rejected)
