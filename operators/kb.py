@@ -34,6 +34,7 @@ import unicodedata
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import IO, Optional, Union
 
 import ahocorasick
@@ -76,7 +77,15 @@ class Literal:
     unit: Optional[str] = None
 
     def key(self) -> str:
+        return self._key
+
+    @cached_property
+    def _key(self) -> str:
         return f"literal:{self.type}:{normalise(self.value)}:{self.unit or ''}"
+
+    @cached_property
+    def names_norm(self) -> tuple[str, ...]:
+        return tuple(n for n in dict.fromkeys((normalise(self.value), normalise(self.text()))) if n)
 
     def text(self) -> str:
         return f"{self.value} {self.unit}" if self.unit else self.value
@@ -291,7 +300,7 @@ class KnowledgeBase:
 
     def object_names_norm(self, obj: Object) -> tuple[str, ...]:
         if isinstance(obj, Literal):
-            return tuple(n for n in {normalise(obj.value), normalise(obj.text())} if n)
+            return obj.names_norm
         return self.names_norm(obj)
 
     def stats(self) -> dict[str, int]:

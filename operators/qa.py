@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import importlib.resources
 import json
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path as FilePath
@@ -44,7 +45,7 @@ import yaml
 from rapidfuzz import fuzz
 
 from quarry.operators.base import Rejection
-from quarry.operators.ids import content_id, seeded_uniform
+from quarry.operators.ids import content_id
 from quarry.operators.kb import KnowledgeBase, Literal, Object, contains_phrase, normalise
 
 TRIVIAL = "trivial"
@@ -58,7 +59,7 @@ CATEGORIES = ("recognition", "spatio-temporal", "event", "text-based", "visual s
 DOMAINS = ("social", "entertainment", "products", "places", "rich text", "nature", "science")
 _DEFAULT_TEMPLATES = "data/imagemining/templates.yaml"
 _MAX_RESOLVE = 256  # objects followed per hop when resolving a chain from a candidate
-_WALK_BUDGET = 64  # paths enumerated per wanted path before the walk stops
+_WALK_BUDGET = 8  # paths enumerated per wanted path before the walk stops
 
 
 # --------------------------------------------------------------------------- templates
@@ -207,13 +208,20 @@ def _sort_key(o: Object) -> str:
     return o.key() if isinstance(o, Literal) else f"entity:{o}"
 
 
+def _rank(seed: str, key: str) -> int:
+    """A stable pseudo-random rank (CRC-32: cheap, the same in every process and run)."""
+    return zlib.crc32(f"{seed}\x1f{key}".encode())
+
+
 def walk_paths(kb: KnowledgeBase, start: str, templates: Templates, min_hops: int, max_hops: int,
                max_degree: int, max_paths: int, seed: str) -> list[Path]:
     """Candidate paths from `start`, at most `max_paths`, picked by a hash of (seed, path).
 
-    Deterministic: relations and objects are visited in sorted order and the
-    pick depends only on the seed and the path. The walk enumerates at most
-    `max_paths * 64` paths (dense KBs stay bounded).
+    Deterministic: at every entity the relations are visited in an order
+    seeded by (seed, relation), a multi-valued relation's object is its
+    smallest, and the pick depends only on the seed and the paths. The walk
+    enumerates at most `max_paths * 8` paths, so a dense KB stays bounded and
+    the pick still mixes branches and hop counts.
     """
     if start not in kb.entities:
         return []
@@ -224,17 +232,18 @@ def walk_paths(kb: KnowledgeBase, start: str, templates: Templates, min_hops: in
         subject, hops, seen = stack.pop()
         stype = kb.entities[subject].type
         children = []
-        for relation in sorted(kb.relations(subject)):
+        rels = kb.relations(subject)
+        for relation in sorted(rels, key=lambda r: _rank(seed, r)):
             if templates.relation(relation, stype) is None:
                 continue
-            objs = kb.objects(subject, relation)
+            objs = rels[relation]
             if not objs:
                 continue
-            obj = min(objs, key=_sort_key)
+            multi = len(objs) > 1
+            obj = min(objs, key=_sort_key) if multi else objs[0]
             if isinstance(obj, str) and obj in seen:
                 continue  # a cycle back to an entity already on the path
             path_hops = hops + ((subject, relation, obj),)
-            multi = len(objs) > 1
             if len(path_hops) >= min_hops:
                 found.append(Path(start, path_hops, len(path_hops) - 1 if multi else None))
                 budget -= 1
@@ -242,8 +251,10 @@ def walk_paths(kb: KnowledgeBase, start: str, templates: Templates, min_hops: in
                     and kb.degree.get(obj, 0) <= max_degree):
                 children.append((obj, path_hops, seen | {obj}))
         stack.extend(reversed(children))
-    found.sort(key=lambda p: seeded_uniform(seed, p.key()))
-    return found[:max_paths]
+    if len(found) > max_paths:
+        found.sort(key=lambda p: (_rank(seed, p.key()), p.key()))
+        found = found[:max_paths]
+    return found
 
 
 def resolve(kb: KnowledgeBase, start: str, chain: Sequence[tuple[str, Optional[str]]]) -> set[str]:

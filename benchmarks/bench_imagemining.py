@@ -1,0 +1,292 @@
+"""imagemining throughput, KB loading and memory, next to a bare loop of the same operators.
+
+    .venv/bin/python benchmarks/bench_imagemining.py [--entities 100000] [--facts-per-entity 10]
+                                                      [--images 5000] [--workers 2]
+
+Builds (once, cached under benchmarks/_work) a synthetic knowledge base
+(default 100k entities of 8 types and ~1M facts: functional relations, a
+multi-valued one, literals, cycles through capitals, a few hubs) and image
+rows that show one or two KB entities (with boxes) on the shipped demo photos.
+Then reports, in one run:
+
+1. KB loading: seconds and resident memory of `load_kb` (one process);
+2. QA rows/s of the DAG (DirectRunner multi_processing, N workers, in a
+   subprocess, start-up and KB loading included) next to QA rows/s of a bare
+   `multiprocessing.Pool(N)` running the same operators (parse, decode, link,
+   walk, question, filters, tags, near-duplicates; KB loaded once per worker)
+   and writing the rows to one Parquet file, and the ratio;
+3. peak resident memory of the DAG's process tree.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+WORK = Path(__file__).resolve().parent / "_work" / "imagemining"
+PHOTOS = ("grace_hopper.jpg", "astronaut.jpg", "rocket.jpg", "coffee.jpg", "horse.jpg", "camera.jpg", "coins.jpg")
+
+# type -> (share of entities, [(relation, object type or literal type, functional)])
+SCHEMA = {
+    "landmark": (0.30, [("located_in", "city", True), ("architect", "person", True), ("named_after", "person", True),
+                        ("opened_in", "year", True), ("height", "quantity", True), ("part_of", "landmark", True),
+                        ("award_received", "award", False), ("creator", "person", True), ("inception", "year", True),
+                        ("significant_event", "event", True)]),
+    "person": (0.30, [("place_of_birth", "city", True), ("place_of_death", "city", True),
+                      ("employer", "organization", True), ("educated_at", "organization", True),
+                      ("date_of_birth", "year", True), ("spouse", "person", True), ("member_of", "organization", False),
+                      ("award_received", "award", False), ("country", "country", True), ("participant_in", "event", True)]),
+    "city": (0.20, [("country", "country", True), ("located_in", "region", True), ("population", "quantity", True),
+                    ("named_after", "person", True), ("inception", "year", True), ("headquarters", "organization", False),
+                    ("part_of", "region", True), ("elevation", "quantity", True), ("continent", "continent", True),
+                    ("significant_event", "event", True)]),
+    "organization": (0.10, [("headquarters", "city", True), ("founded_by", "person", True),
+                            ("inception", "year", True), ("country", "country", True), ("member_of", "organization", False),
+                            ("named_after", "person", True), ("part_of", "organization", True),
+                            ("award_received", "award", False), ("located_in", "city", True),
+                            ("participant_in", "event", True)]),
+    "region": (0.04, [("country", "country", True), ("capital", "city", True), ("population", "quantity", True)]),
+    "event": (0.05, [("located_in", "city", True), ("inception", "year", True), ("participant_in", "event", True)]),
+    "award": (0.008, [("founded_by", "person", True), ("inception", "year", True)]),
+    "country": (0.002, [("capital", "city", True), ("continent", "continent", True),
+                        ("official_language", "language", True)]),
+}
+FIXED = {"continent": 7, "language": 50}
+
+
+def make_kb(path: Path, n_entities: int, facts_per_entity: int, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    ids: dict[str, list[str]] = {}
+    with open(path, "w") as fh:
+        for t, n in FIXED.items():
+            ids[t] = [f"{t}{i}" for i in range(n)]
+        for t, (share, _) in SCHEMA.items():
+            ids[t] = [f"{t}{i}" for i in range(max(2, int(n_entities * share)))]
+        for t, members in ids.items():
+            for eid in members:
+                fh.write(json.dumps({"id": eid, "name": f"{t.title()} {rng.randrange(10**9)} {eid[len(t):]}",
+                                     "aliases": [f"{t[:3].upper()}-{eid[len(t):]}"], "type": t}) + "\n")
+        # a few hubs: cities that hundreds of things are in
+        hubs = ids["city"][:20]
+        for t, (_, rels) in SCHEMA.items():
+            rels = rels[:facts_per_entity]
+            for eid in ids[t]:
+                for rel, otype, functional in rels:
+                    for k in range(1 if functional else rng.randint(1, 3)):
+                        if otype in ("year", "quantity"):
+                            fh.write(json.dumps({"subject": eid, "relation": rel, "value": rng.randint(1000, 2020),
+                                                 "value_type": otype}) + "\n")
+                        else:
+                            pool = hubs if otype == "city" and rng.random() < 0.3 else ids[otype]
+                            obj = pool[(rng.randrange(len(pool)) + k) % len(pool)]
+                            if obj != eid:
+                                fh.write(json.dumps({"subject": eid, "relation": rel, "object": obj}) + "\n")
+
+
+def make_images(folder: Path, n: int, n_entities: int, seed: int = 1) -> Path:
+    from importlib import resources
+
+    rng = random.Random(seed)
+    data = resources.files("quarry.dags") / "demo_data"
+    for p in PHOTOS:
+        shutil.copyfile(str(data / p), folder / p)
+    landmarks = max(2, int(n_entities * SCHEMA["landmark"][0]))
+    persons = max(2, int(n_entities * SCHEMA["person"][0]))
+    path = folder / "images.jsonl"
+    with open(path, "w") as fh:
+        for i in range(n):
+            ents = [{"id": f"landmark{rng.randrange(landmarks)}", "box": [10, 10, 10 + rng.randint(40, 300), 200]}]
+            if rng.random() < 0.3:
+                ents.append({"id": f"person{rng.randrange(persons)}", "box": [200, 50, 300, 250]})
+            fh.write(json.dumps({"id": i, "image": rng.choice(PHOTOS), "entities": ents, "source": "bench"}) + "\n")
+    return path
+
+
+def prepare(entities: int, facts_per_entity: int, images: int) -> tuple[Path, Path]:
+    folder = WORK / f"kb{entities}-f{facts_per_entity}-im{images}"
+    kb, rows = folder / "kb.jsonl", folder / "images.jsonl"
+    if not (kb.exists() and rows.exists()):
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        t0 = time.perf_counter()
+        make_kb(kb, entities, facts_per_entity)
+        make_images(folder, images, entities)
+        print(f"  built input in {time.perf_counter() - t0:.1f}s", flush=True)
+    return kb, rows
+
+
+# --- the bare loop --------------------------------------------------------------------------
+
+_STATE: dict = {}
+
+
+def _init(kb_path: str) -> None:
+    from quarry.pipelines.imagemining import Miner
+    from quarry.schemas.imagemining import ImageMiningConfig
+
+    cfg = ImageMiningConfig.model_validate({"kb": {"path": kb_path}})
+    _STATE["cfg"] = cfg
+    _STATE["miner"] = Miner(kb_path, None, "en", cfg.qa.min_hops, cfg.qa.check_ocr, cfg.link.min_chars)
+
+
+def _bare_chunk(chunk: list[tuple[str, str, dict]]) -> list[tuple[str, str, dict]]:
+    """Parse, decode, mine a chunk of rows: (dedup key, question, row dict) of the kept questions."""
+    from quarry.operators.decode import decode_image
+    from quarry.operators.ids import digest
+    from quarry.pipelines.grade import RowRecord
+    from quarry.pipelines.imagemining import ImageInput, ImageMeta, Mined, mine_image, parse_image_row
+
+    cfg, miner = _STATE["cfg"], _STATE["miner"]
+    out = []
+    for file, key, row in chunk:
+        inp = parse_image_row(RowRecord(file, key, row), "bench", cfg.reader.max_image_bytes)
+        if not isinstance(inp, ImageInput):
+            continue
+        decoded = decode_image(inp.image_bytes, cfg.decode)
+        if not hasattr(decoded, "width"):
+            continue
+        meta = ImageMeta(inp, digest(inp.image_bytes), decoded.width, decoded.height)
+        for o in mine_image(miner, meta, cfg):
+            if isinstance(o, Mined):
+                out.append((o.dedup_key(cfg.dedup.scope), o.row.sample_id, o.row.question, o.row.model_dump()))
+    return out
+
+
+def bare_loop(kb_path: Path, rows_path: Path, workers: int, out: Path) -> tuple[int, float]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from quarry.operators.qa import near_duplicates
+    from quarry.schemas.arrow import arrow_schema
+    from quarry.schemas.imagemining import QARow
+
+    t0 = time.perf_counter()
+    lines = [(str(rows_path), f"line:{i}", json.loads(s)) for i, s in enumerate(rows_path.read_text().splitlines(), 1)]
+    chunks = [lines[i:i + 64] for i in range(0, len(lines), 64)]
+    groups: dict[str, list] = {}
+    with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(str(kb_path),)) as pool:
+        for result in pool.imap_unordered(_bare_chunk, chunks):
+            for key, sid, question, row in result:
+                groups.setdefault(key, []).append((sid, question, row))
+    kept = []
+    for items in groups.values():
+        dropped = near_duplicates([(s, q) for s, q, _ in items], 90.0)
+        kept.extend(r for s, _, r in items if s not in dropped)
+    out.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(kept, schema=arrow_schema(QARow)), out / "bare.parquet")
+    return len(kept), time.perf_counter() - t0
+
+
+# --- the DAG in a subprocess ----------------------------------------------------------------
+
+def _tree_rss(proc: psutil.Process) -> int:
+    total = 0
+    try:
+        procs = [proc] + proc.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def child(kb: str, rows: str, out: str, workers: int) -> None:
+    from quarry.dags import imagemining
+    from quarry.dags.runner import resolve_config, run_dag
+
+    cfg = resolve_config(imagemining.SPEC, None, [f"kb.path={kb}"], "bench")
+    beam_args = ([f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"] if workers > 1 else [])
+    m = run_dag(imagemining.SPEC, [rows], out, cfg, overwrite=True, beam_args=beam_args)
+    print("MANIFEST " + json.dumps({"kept": m.kept, "rejected": m.rejected, "stages": {
+        k: v.model_dump() for k, v in m.stages.items()}, "kb": m.extra.get("kb")}))
+
+
+def run_dag(kb: Path, rows: Path, out: Path, workers: int) -> tuple[float, int, dict]:
+    cmd = [sys.executable, __file__, "--child", str(kb), str(rows), str(out), str(workers)]
+    peak = 0
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "QUARRY_PROGRESS": "0"})
+    watched = psutil.Process(proc.pid)
+    done = threading.Event()
+
+    def sample():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, _tree_rss(watched))
+            time.sleep(0.1)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    output, _ = proc.communicate()
+    done.set()
+    sampler.join()
+    elapsed = time.perf_counter() - t0
+    line = next((ln for ln in output.splitlines() if ln.startswith("MANIFEST ")), None)
+    if proc.returncode != 0 or line is None:
+        raise SystemExit(f"DAG failed:\n{output[-4000:]}")
+    return elapsed, peak, json.loads(line[len("MANIFEST "):])
+
+
+def main() -> None:
+    if len(sys.argv) == 6 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        return
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--entities", type=int, default=100_000)
+    ap.add_argument("--facts-per-entity", type=int, default=10, help="relations per entity type at most (default 10)")
+    ap.add_argument("--images", type=int, default=5_000)
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args()
+
+    print(f"input: {args.entities} entities, <= {args.facts_per_entity} relations each, {args.images} image rows "
+          f"(cached under {WORK})", flush=True)
+    kb, rows = prepare(args.entities, args.facts_per_entity, args.images)
+
+    from quarry.operators.kb import load_kb
+
+    proc = psutil.Process()
+    rss0 = proc.memory_info().rss
+    t0 = time.perf_counter()
+    loaded = load_kb(str(kb))
+    load_s = time.perf_counter() - t0
+    stats = loaded.stats()
+    print(f"\nKB load: {stats['entities']} entities, {stats['facts']} facts ({stats['multi_valued_pairs']} multi-valued "
+          f"pairs) in {load_s:.1f}s, +{(proc.memory_info().rss - rss0) / 2**20:.0f} MiB resident", flush=True)
+    t0 = time.perf_counter()
+    loaded.linker  # noqa: B018 - builds the Aho-Corasick automata
+    print(f"entity linker (Aho-Corasick over names and aliases): built in {time.perf_counter() - t0:.1f}s, "
+          f"{proc.memory_info().rss / 2**20:.0f} MiB resident in all", flush=True)
+    del loaded
+
+    n_bare, bare_s = bare_loop(kb, rows, args.workers, WORK / "bare-out")
+    dag_s, peak, manifest = run_dag(kb, rows, WORK / "dag-out", args.workers)
+    n_dag = manifest["kept"]
+    print(f"\nthroughput ({args.images} image rows, whole runs: start-up and KB loading per worker included), "
+          f"{args.workers} processes")
+    print(f"  bare Pool({args.workers}) same operators + Parquet: {n_bare} QA rows in {bare_s:.1f}s = "
+          f"{n_bare / bare_s:.0f} rows/s ({args.images / bare_s:.0f} images/s)")
+    print(f"  DAG multi_processing x{args.workers}:              {n_dag} QA rows in {dag_s:.1f}s = "
+          f"{n_dag / dag_s:.0f} rows/s ({args.images / dag_s:.0f} images/s)")
+    print(f"  ratio DAG / bare: {bare_s / dag_s:.2f}")
+    print(f"  DAG stages: " + ", ".join(f"{k} {v['inputs']}->{v['outputs']}" for k, v in sorted(manifest['stages'].items())))
+    print(f"  DAG rejects: {json.dumps(manifest['rejected'])}")
+    print(f"peak RSS of the DAG's process tree: {peak / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
