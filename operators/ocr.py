@@ -65,11 +65,19 @@ class OcrLine:
         return OcrLine(self.text, self.score, q)
 
 
-def fit_for_ocr(image: Image.Image, max_side: int) -> tuple[np.ndarray, float]:
-    """RGB array no longer than `max_side`, and the scale (array px / original px, <= 1)."""
+def ocr_scale(width: int, height: int, max_side: int, min_short_side: int = 0, max_upscale: float = 1.0) -> float:
+    """Scale for OCR: long side within `max_side`; small pictures up towards `min_short_side` (<= max_upscale)."""
+    down = max_side / max(width, height)
+    up = min(max_upscale, min_short_side / min(width, height)) if min_short_side else 1.0
+    return min(down, max(1.0, up))
+
+
+def fit_for_ocr(image: Image.Image, max_side: int, min_short_side: int = 0,
+                max_upscale: float = 1.0) -> tuple[np.ndarray, float]:
+    """RGB array sized by `ocr_scale`, and that scale (array px / original px)."""
     w, h = image.size
-    scale = min(1.0, max_side / max(w, h))
-    if scale < 1.0:
+    scale = ocr_scale(w, h, max_side, min_short_side, max_upscale)
+    if scale != 1.0:
         image = image.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.Resampling.LANCZOS)
     arr = np.asarray(image.convert("RGB"), dtype=np.uint8)
     return arr, scale
@@ -130,7 +138,7 @@ class RapidOcrEngine(OcrEngine):
         p: dict[str, Any] = {
             "Global.log_level": "error",
             "Global.use_cls": cfg.use_angle_cls,
-            "Global.max_side_len": max(cfg.max_side, 2000),
+            "Global.max_side_len": max(cfg.max_side, cfg.det_limit_side_len),
             "Global.text_score": 0.3,  # low floor: the DAG's own text filter decides what is valid
             "Det.limit_side_len": cfg.det_limit_side_len,
             "Det.limit_type": cfg.det_limit_type,

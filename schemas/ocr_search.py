@@ -55,12 +55,19 @@ class OcrEngineConfig(Section):
     use_angle_cls: bool = Field(True, description="run the 0/180 degree text-line classifier (upside-down text)")
     device: str = Field("cpu", description="cpu | gpu | gpu:N (rapidocr needs onnxruntime-gpu for gpu)")
     threads: int = Field(0, ge=0, description="CPU threads per engine (0 = the runtime's default)")
-    det_limit_side_len: int = Field(736, ge=32, description="detector resize target (PP-OCR's default 736)")
-    det_limit_type: Literal["min", "max"] = Field(
-        "min", description="min (PP-OCR's default): short side at least det_limit_side_len, which upscales small "
-                           "pictures and reads small text better; max: long side at most (about 2x faster)")
     max_side: int = Field(
-        2048, ge=64, description="images with a longer side are downscaled to it before OCR (boxes are mapped back)")
+        2048, ge=64, description="pictures are scaled so their long side is at most this before OCR (boxes are "
+                                 "mapped back); huge pictures are downscaled, never read whole")
+    min_short_side: int = Field(
+        736, ge=0, description="smaller pictures are upscaled towards this short side (PP-OCR's det size: "
+                               "small text reads better), by at most max_upscale and within max_side")
+    max_upscale: float = Field(2.0, ge=1.0)
+    det_limit_side_len: int = Field(
+        2048, ge=32, description="the detector's own resize limit; with det_limit_type=max and the default "
+                                 "max_side it changes nothing (the picture was sized above)")
+    det_limit_type: Literal["min", "max"] = Field(
+        "max", description="max: long side at most det_limit_side_len; min (rapidocr's default, 736): short side "
+                           "at least, which blows long banners up to tens of megapixels")
     min_batch_size: int = Field(1, ge=1)
     max_batch_size: int = Field(8, ge=1)
 
@@ -88,8 +95,9 @@ class SearchTaskConfig(Section):
     model_input_side: int = Field(
         672, ge=64, description="long side of the image as the trained model sees it (text height is measured there)")
     readable_px: float = Field(
-        20.0, ge=1.0, description="text lines (detector box height) shorter than this at model_input_side are too "
-                                  "small to read: they get a task (PP-OCR boxes are ~1.5x the font size + 4 px)")
+        24.0, ge=1.0, description="lines (detector box height) shorter than this at model_input_side are too small "
+                                  "to read and get a task; PP-OCR boxes are ~1.5x the font size + 4 px, so 24 is "
+                                  "~13 px text, about one 14 px ViT patch")
     margin: float = Field(0.5, ge=0.0, description="crop margin on each side, in entity text heights")
     upscale_to_px: int = Field(48, ge=8, description="the crop is upscaled so its lines are this tall (x1 at least)")
     max_upscale: float = Field(6.0, ge=1.0)

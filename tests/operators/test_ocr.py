@@ -15,9 +15,16 @@ from quarry.schemas.ocr_search import OcrEngineConfig
 DEMO = Path(__file__).resolve().parents[2] / "dags" / "demo_data"
 
 
+CFG = OcrEngineConfig(threads=1)  # one thread per engine: CI runs two test workers on 2 cores
+
+
 @pytest.fixture(scope="module")
 def engine():
-    return make_engine(OcrEngineConfig()).load()
+    return make_engine(CFG).load()
+
+
+def pixels(im: Image.Image) -> np.ndarray:
+    return fit_for_ocr(im, CFG.max_side, CFG.min_short_side, CFG.max_upscale)[0]
 
 
 def test_line_geometry():
@@ -28,17 +35,25 @@ def test_line_geometry():
     assert ln.scaled(2.0, 5, 7).quad == (25, 47, 225, 47, 225, 107, 25, 107)
 
 
-def test_fit_for_ocr_downscales_long_pictures_only():
-    arr, scale = fit_for_ocr(Image.new("RGB", (6000, 300)), 2048)
+def test_fit_for_ocr_downscales_huge_and_upscales_small_pictures_within_bounds():
+    arr, scale = fit_for_ocr(Image.new("RGB", (6000, 300)), 2048, 736, 2.0)
     assert arr.shape == (102, 2048, 3) and scale == pytest.approx(2048 / 6000)
     arr, scale = fit_for_ocr(Image.new("L", (300, 200)), 2048)
     assert arr.shape == (200, 300, 3) and scale == 1.0 and arr.dtype == np.uint8
+    arr, scale = fit_for_ocr(Image.new("RGB", (480, 360)), 2048, 736, 2.0)
+    assert scale == 2.0 and arr.shape == (720, 960, 3)  # capped by max_upscale
+    arr, scale = fit_for_ocr(Image.new("RGB", (1500, 600)), 2048, 736, 2.0)
+    assert scale == pytest.approx(736 / 600)
+    arr, scale = fit_for_ocr(Image.new("RGB", (1900, 300)), 2048, 736, 2.0)
+    assert scale == pytest.approx(2048 / 1900)  # capped by max_side
 
 
 def test_rapidocr_reads_poster_text_exactly_in_place(engine):
     with Image.open(DEMO / "coffee.jpg") as bg:
         synth = poster(bg, "ocr-test", size=(480, 360), title_size=36, label_sizes=(16,))
-    lines = engine.read(np.asarray(synth.image))
+    arr = pixels(synth.image)
+    scale = arr.shape[1] / synth.image.width
+    lines = [ln.scaled(1 / scale) for ln in engine.read(arr)]
     by_text = {ln.text.replace(" ", ""): ln for ln in lines}
     for truth in synth.texts:
         got = by_text.get(truth.text.replace(" ", ""))
@@ -52,7 +67,7 @@ def test_rapidocr_reads_poster_text_exactly_in_place(engine):
 def test_rapidocr_reads_upside_down_text(engine):
     with Image.open(DEMO / "grass.jpg") as bg:
         synth = poster(bg, "upside", size=(360, 240), title_size=32, label_sizes=())
-    lines = engine.read(np.asarray(rotated(synth.image, 180)))
+    lines = engine.read(pixels(rotated(synth.image, 180)))
     assert [ln.text for ln in lines] == [synth.texts[0].text]
 
 

@@ -37,7 +37,7 @@ def rapid_engine():
     from quarry.operators.ocr import make_engine
     from quarry.schemas.ocr_search import OcrEngineConfig
 
-    return make_engine(OcrEngineConfig()).load()
+    return make_engine(OcrEngineConfig(threads=1)).load()
 
 
 def line(text: str, x0: float, y0: float, x1: float, y1: float) -> OcrLine:

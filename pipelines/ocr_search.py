@@ -1,0 +1,492 @@
+"""The ocr_search recipe (GLM-4.5V §3.1 OCR data, GLM-5V-Turbo §3.3 OCR Search) as Beam steps.
+
+    ReadImages -> Prepare (decode, bomb/corrupt rejects, downscale to ocr.max_side)
+               -> RunOcr (RunInference, one engine per worker)
+               -> Layout (valid lines, reading order, entities, tiers; `ocr` rows; crops of small entities)
+               -> RunOcr on the upscaled crops -> Verify (re-read or `crop_unreadable`; `ocr_search` rows)
+
+Counts for the manifest (`_stats/`): `read`; `decode.in/out` (images that
+decoded); `ocr.in/out` (decoded images / images with at least one valid
+line, one `ocr` row each); `tasks.in/out` (crops planned / crops that
+re-read, one `ocr_search` row each). So `read + read rejects == inputs`,
+`decode.in == decode.out + decode rejects`, `ocr.in == ocr.out + ocr rejects`,
+`tasks.in == tasks.out + verify rejects`, and rows == `ocr.out + tasks.out`.
+
+Inputs are pictures without captions: folders of image files (a `stem.json`
+beside one may give source/url/license), WebDataset tars (any image member;
+`.json` metadata), Parquet with an image column, JSONL lines naming image
+files. Unlike the caption reader, a missing caption is no reason to reject.
+"""
+
+from __future__ import annotations
+
+import json
+import posixpath
+import tarfile
+from dataclasses import dataclass, field
+from typing import IO, Any, Iterator, NamedTuple, Optional, Union
+
+import apache_beam as beam
+import numpy as np
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+
+from quarry.operators.base import Rejection
+from quarry.operators.decode import decode_image
+from quarry.operators.ids import content_id, digest
+from quarry.operators.ocr import OcrLine, fit_for_ocr
+from quarry.operators.ocr_layout import build_layout, valid_lines
+from quarry.operators.ocr_tasks import (
+    encode_crop,
+    image_tier,
+    input_height,
+    make_crop,
+    plan_tasks,
+    question_for,
+    region_name,
+    rel_area,
+    tier_for,
+    to_1000,
+    trajectory,
+    verify_crop,
+)
+from quarry.pipelines.ocr import OcrResult, RunOcr
+from quarry.pipelines.read import (
+    IMAGE_COLUMNS,
+    IMAGE_EXTS,
+    IMAGE_PATH_FIELDS,
+    InputError,
+    InputFile,
+    ReadFiles,
+    beside,
+    clean_source,
+    file_kind,
+    jsonl_objects,
+    match_inputs,
+    read_limited,
+)
+from quarry.pipelines.stats import CountTo, Progress
+from quarry.schemas.common import ImageCell, ImageRecord, ImageText, Origin, Reject
+from quarry.schemas.config import ReaderConfig
+from quarry.schemas.ocr_search import (
+    TASK_OCR,
+    TASK_SEARCH,
+    EntityCell,
+    OcrLineCell,
+    OcrSearchConfig,
+    OcrSearchRow,
+    ToolCall,
+)
+
+MIN_SIDE = 8  # pictures narrower than this hold no readable text and trip the detector's resizing
+REJECTED, IMAGES, CROPS = "rejected", "images", "crops"
+
+
+# --- reading pictures (no captions needed) -------------------------------------------------
+
+
+def plan_ocr_inputs(patterns: list[str], cfg: ReaderConfig) -> list[InputFile]:
+    """Typed input files; InputError for what cannot be read at all (Parquet without an image column)."""
+    files: list[InputFile] = []
+    for pattern in patterns:
+        paths = match_inputs(pattern)
+        if not paths:
+            raise InputError(f"input {pattern}: no files match")
+        readable = [(p, file_kind(p)) for p in paths if file_kind(p)]
+        if not readable:
+            raise InputError(f"input {pattern}: none of the {len(paths)} matching files is a tar, Parquet, "
+                             "JSONL or image file")
+        for path, kind in readable:
+            if kind != "parquet":
+                files.append(InputFile(path, kind))
+                continue
+            try:
+                with FileSystems.open(path) as fh:
+                    names = pq.ParquetFile(fh).schema_arrow.names
+            except (BeamIOError, OSError, ValueError) as e:
+                raise InputError(f"input {path}: not a readable Parquet file ({e})") from None
+            column = cfg.image_column or next((c for c in IMAGE_COLUMNS if c in names), None)
+            if column not in names:
+                raise InputError(f"input {path}: no image column (looked for {cfg.image_column or IMAGE_COLUMNS}); "
+                                 f"columns are {names}. Name it with --set reader.image_column=COLUMN")
+            files.append(InputFile(path, kind, image_column=column))
+    return files
+
+
+class _Records:
+    """Makes samples and read rejects for one input file."""
+
+    def __init__(self, path: str, default_source: str, cfg: ReaderConfig):
+        self.path, self.name, self.default_source, self.cfg = path, posixpath.basename(path), default_source, cfg
+
+    def source(self, meta: dict[str, Any]) -> str:
+        s = meta.get("source")
+        return clean_source(s if isinstance(s, str) and s else self.default_source)
+
+    def reject(self, key: str, reason: str, detail: str, meta: Optional[dict[str, Any]] = None) -> Reject:
+        return Reject(sample_id=content_id("reject", self.name, key), source=self.source(meta or {}), stage="read",
+                      reason=reason, detail=detail[:500], origin=Origin(file=self.path, key=key))
+
+    def sample(self, key: str, image: bytes, meta: dict[str, Any]) -> Union[ImageText, Reject]:
+        if len(image) > self.cfg.max_image_bytes:
+            return self.reject(key, "file_too_large", f"{len(image)} bytes > reader.max_image_bytes", meta)
+        text = meta.get("caption") or meta.get("text")
+        url, lic = meta.get("url"), meta.get("license")
+        return ImageText(sample_id=content_id(digest(image), self.name, key), source=self.source(meta),
+                         origin=Origin(file=self.path, key=key), image_bytes=image,
+                         caption=text if isinstance(text, str) else "",
+                         url=url if isinstance(url, str) and url else None,
+                         license=lic if isinstance(lic, str) and lic else None)
+
+
+def _meta(raw: Optional[bytes]) -> Union[dict[str, Any], str]:
+    if not raw:
+        return {}
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        return f"metadata is not JSON ({e})"
+    return meta if isinstance(meta, dict) else "metadata JSON is not an object"
+
+
+def _read_tar(fh: IO[bytes], rec: _Records) -> Iterator[Union[ImageText, Reject]]:
+    key: Optional[str] = None
+    members: dict[str, bytes] = {}
+
+    def flush() -> Iterator[Union[ImageText, Reject]]:
+        if key is None:
+            return
+        meta = _meta(members.get("json"))
+        if isinstance(meta, str):
+            yield rec.reject(key, "invalid_metadata", meta)
+            return
+        ext = next((e for e in IMAGE_EXTS if e in members), None)
+        if ext is None:
+            yield rec.reject(key, "missing_image", f"members: {sorted(members)}", meta)
+        elif members[ext] is None:
+            yield rec.reject(key, "file_too_large", "image member > reader.max_image_bytes", meta)
+        else:
+            yield rec.sample(key, members[ext], meta)
+
+    try:
+        with tarfile.open(fileobj=fh, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile() or posixpath.basename(member.name).startswith("."):
+                    continue
+                folder, base = posixpath.split(member.name)
+                stem, _, ext = base.partition(".")
+                stem = f"{folder}/{stem}" if folder else stem
+                if stem != key:
+                    yield from flush()
+                    key, members = stem, {}
+                if member.size > rec.cfg.max_image_bytes:
+                    members[ext.lower()] = None  # type: ignore[assignment]
+                    continue
+                data = tar.extractfile(member)
+                members[ext.lower()] = data.read() if data is not None else b""
+            yield from flush()
+            key = None
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        yield rec.reject(f"{key}#unreadable" if key else "#unreadable", "unreadable_tar", f"{type(e).__name__}: {e}")
+
+
+def _read_parquet(fh: IO[bytes], rec: _Records, column: str) -> Iterator[Union[ImageText, Reject]]:
+    pf = pq.ParquetFile(fh)
+    extra = [c for c in ("source", "url", "license", "caption", "text") if c in pf.schema_arrow.names and c != column]
+    row = 0
+    for batch in pf.iter_batches(batch_size=64, columns=[column, *extra]):
+        for values in batch.to_pylist():
+            key = f"row:{row}"
+            row += 1
+            image = values.get(column)
+            if isinstance(image, dict):  # Hugging Face Image struct {bytes, path}
+                image = image.get("bytes")
+            meta = {k: values.get(k) for k in extra}
+            if not isinstance(image, (bytes, bytearray)) or not image:
+                yield rec.reject(key, "missing_image", f"column {column!r} holds {type(image).__name__}", meta)
+            else:
+                yield rec.sample(key, bytes(image), meta)
+
+
+def _read_jsonl(fh: IO[bytes], rec: _Records) -> Iterator[Union[ImageText, Reject]]:
+    for lineno, obj in jsonl_objects(fh):
+        key = f"line:{lineno}"
+        if isinstance(obj, str):
+            yield rec.reject(key, "invalid_json", obj)
+            continue
+        rel = next((obj[k] for k in IMAGE_PATH_FIELDS if isinstance(obj.get(k), str)), None)
+        if rel is None:
+            yield rec.reject(key, "missing_image", f"no image path field ({', '.join(IMAGE_PATH_FIELDS)})", obj)
+            continue
+        data = read_limited(beside(rel, rec.path), rec.cfg.max_image_bytes)
+        if isinstance(data, str):
+            yield rec.reject(key, "missing_image" if "cannot read" in data else "file_too_large", data, obj)
+        else:
+            yield rec.sample(key, data, obj)
+
+
+def read_ocr_file(f: InputFile, default_source: str, cfg: ReaderConfig) -> Iterator[Union[ImageText, Reject]]:
+    """Every picture of one input file, as samples (caption optional) or read rejects."""
+    rec = _Records(f.path, default_source, cfg)
+    if f.kind == "image":
+        data = read_limited(f.path, cfg.max_image_bytes)
+        if isinstance(data, str):
+            yield rec.reject(rec.name, "file_too_large" if "larger" in data else "missing_image", data)
+            return
+        stem = f.path.rsplit(".", 1)[0]
+        raw = read_limited(stem + ".json", 1 << 20) if FileSystems.exists(stem + ".json") else None
+        meta = _meta(raw if isinstance(raw, bytes) else None)
+        if isinstance(meta, str):
+            yield rec.reject(rec.name, "invalid_metadata", meta)
+            return
+        yield rec.sample(rec.name, data, meta)
+        return
+    try:
+        fh = FileSystems.open(f.path)
+    except (BeamIOError, OSError) as e:
+        yield rec.reject("", "unreadable_file", str(e))
+        return
+    with fh:
+        if f.kind == "tar":
+            yield from _read_tar(fh, rec)
+        elif f.kind == "jsonl":
+            yield from _read_jsonl(fh, rec)
+        else:
+            try:
+                yield from _read_parquet(fh, rec, f.image_column or "image")
+            except (OSError, ValueError) as e:
+                yield rec.reject("#unreadable", "unreadable_file", f"{type(e).__name__}: {e}")
+
+
+class _ReadOcrFile(beam.DoFn):
+    def __init__(self, default_source: str, cfg: ReaderConfig):
+        self.default_source, self.cfg = default_source, cfg
+
+    def process(self, f: InputFile):
+        for rec in read_ocr_file(f, self.default_source, self.cfg):
+            yield beam.pvalue.TaggedOutput(REJECTED, rec) if isinstance(rec, Reject) else rec
+
+
+class ReadImages(beam.PTransform):
+    """Planned input files -> (samples, rejected); one file per worker, streaming."""
+
+    def __init__(self, files: list[InputFile], default_source: str, cfg: ReaderConfig):
+        super().__init__()
+        self.files, self.default_source, self.cfg = files, clean_source(default_source), cfg
+
+    def expand(self, pbegin):
+        out = pbegin | ReadFiles(self.files, _ReadOcrFile(self.default_source, self.cfg), REJECTED)
+        return out.main, out[REJECTED]
+
+
+# --- the OCR steps ---------------------------------------------------------------------------
+
+
+@dataclass
+class OcrItem:
+    """A decoded picture on its way through OCR (`pixels`: RGB, long side <= ocr.max_side)."""
+
+    sample_id: str
+    source: str
+    origin: Origin
+    url: Optional[str]
+    license: Optional[str]
+    image_bytes: bytes
+    width: int
+    height: int
+    image_format: str
+    scale: float  # pixels / original
+    pixels: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True)
+class CropItem:
+    """A planned crop-then-search task waiting for its re-read."""
+
+    sample_id: str
+    parent: OcrSearchRow  # the `ocr` row of the picture (for its shared columns)
+    entity_text: str
+    entity_kind: str
+    entity_box_1000: list[int]
+    entity_box_in_crop: tuple[float, float, float, float]
+    crop_box_1000: list[int]
+    crop_bytes: bytes
+    crop_scale: float
+    question: str
+    tier: str
+    rel_area: float
+    input_height: float
+
+
+def _reject(sample_id: str, source: str, origin: Origin, stage: str, verdict: Rejection) -> Reject:
+    return Reject(sample_id=sample_id, source=source, stage=stage, reason=verdict.reason, detail=verdict.detail,
+                  origin=origin)
+
+
+class _Prepare(beam.DoFn):
+    """Decode under the pixel limit (bombs rejected by header) and downscale for the engine."""
+
+    def __init__(self, cfg: OcrSearchConfig):
+        self.cfg = cfg
+
+    def process(self, s: ImageText):
+        decoded = decode_image(s.image_bytes, self.cfg.decode)
+        if isinstance(decoded, Rejection):
+            yield beam.pvalue.TaggedOutput(REJECTED, _reject(s.sample_id, s.source, s.origin, "decode", decoded))
+            return
+        if min(decoded.width, decoded.height) < MIN_SIDE:
+            yield beam.pvalue.TaggedOutput(REJECTED, _reject(s.sample_id, s.source, s.origin, "decode", Rejection(
+                "image_too_small", f"{decoded.width}x{decoded.height}: a side under {MIN_SIDE} px")))
+            return
+        o = self.cfg.ocr
+        pixels, scale = fit_for_ocr(decoded.image, o.max_side, o.min_short_side, o.max_upscale)
+        item = OcrItem(s.sample_id, s.source, s.origin, s.url, s.license, s.image_bytes, decoded.width,
+                       decoded.height, decoded.format, scale, pixels)
+        yield item, pixels
+
+
+def _line_cell(line: OcrLine, w: int, h: int) -> OcrLineCell:
+    box = line.box
+    ibox = [int(np.floor(box[0])), int(np.floor(box[1])), int(np.ceil(box[2])), int(np.ceil(box[3]))]
+    return OcrLineCell(text=line.text, score=round(line.score, 5), quad=list(line.quad), box=ibox,
+                       box_1000=to_1000(box, w, h))
+
+
+class _Layout(beam.DoFn):
+    """OCR lines -> the `ocr` row, the shared image, and crops of the small entities."""
+
+    def __init__(self, cfg: OcrSearchConfig, engine_label: str):
+        self.cfg = cfg
+        self.engine_label = engine_label
+
+    def process(self, element):
+        item, result = element
+        cfg = self.cfg
+        if result.error is not None:
+            yield beam.pvalue.TaggedOutput(REJECTED, _reject(item.sample_id, item.source, item.origin, "ocr",
+                                                             Rejection("ocr_failed", result.error)))
+            return
+        w, h = item.width, item.height
+        lines = valid_lines([ln.scaled(1.0 / item.scale) for ln in result.lines], cfg.text)
+        if not lines:
+            seen = len(result.lines)
+            yield beam.pvalue.TaggedOutput(REJECTED, _reject(item.sample_id, item.source, item.origin, "ocr", Rejection(
+                "no_text", f"{seen} line(s) read, none valid (score >= {cfg.text.min_score}, "
+                           f"height >= {cfg.text.min_height_px} px)" if seen else "no text detected")))
+            return
+        layout = build_layout(lines, cfg.entities)
+        entities, sizes = [], []
+        for e in layout.entities:
+            h_in = input_height(e.height, w, h, cfg.tasks.model_input_side)
+            area = rel_area(e.box, w, h)
+            sizes.append((area, h_in))
+            entities.append(EntityCell(
+                text=e.text, kind=e.kind, box=[int(v) for v in e.box], box_1000=to_1000(e.box, w, h),
+                lines=list(e.lines), text_height_px=round(e.height, 2), input_height_px=round(h_in, 2),
+                rel_area=round(area, 6), small=h_in < cfg.tasks.readable_px, tier=tier_for(area, h_in, cfg.tiers)))
+        image_id = digest(item.image_bytes)
+        row = OcrSearchRow(
+            sample_id=item.sample_id, source=item.source, tier=image_tier(sizes, cfg.tiers), task=TASK_OCR,
+            origin=item.origin, url=item.url, license=item.license, image_id=image_id, width=w, height=h,
+            image_format=item.image_format, engine=self.engine_label, text=layout.transcription,
+            lines=[_line_cell(ln, w, h) for ln in layout.lines], entities=entities)
+        yield row
+        yield beam.pvalue.TaggedOutput(IMAGES, ImageRecord(image_id=image_id, image=ImageCell(bytes=item.image_bytes),
+                                                           width=w, height=h, format=item.image_format))
+        if not cfg.tasks.enabled:
+            return
+        for plan in plan_tasks(layout, w, h, cfg.tasks):
+            e = plan.entity
+            crop, scale = make_crop(item.pixels, item.scale, plan.crop_box, e.height, cfg.tasks)
+            x0, y0 = plan.crop_box[0], plan.crop_box[1]
+            in_crop = ((e.box[0] - x0) * scale, (e.box[1] - y0) * scale, (e.box[2] - x0) * scale,
+                       (e.box[3] - y0) * scale)
+            task_id = content_id(TASK_SEARCH, item.sample_id, str(plan.entity_index), e.text)
+            crop_1000 = to_1000(plan.crop_box, w, h)
+            yield beam.pvalue.TaggedOutput(CROPS, (CropItem(
+                sample_id=task_id, parent=row, entity_text=e.text, entity_kind=e.kind,
+                entity_box_1000=to_1000(e.box, w, h), entity_box_in_crop=in_crop, crop_box_1000=crop_1000,
+                crop_bytes=encode_crop(crop, cfg.tasks.crop_format), crop_scale=round(scale, 4),
+                question=question_for(e.kind, region_name(e.box, w, h), task_id),
+                tier=tier_for(plan.area, plan.input_height, cfg.tiers), rel_area=plan.area,
+                input_height=plan.input_height), crop))
+
+
+class _Verify(beam.DoFn):
+    """Re-read crop -> an `ocr_search` row, or `crop_unreadable`."""
+
+    def __init__(self, cfg: OcrSearchConfig):
+        self.cfg = cfg
+
+    def process(self, element):
+        c, result = element
+        p = c.parent
+        if result.error is not None:
+            verdict = Rejection("crop_unreadable", f"OCR failed on the crop: {result.error}")
+        else:
+            verdict = verify_crop(c.entity_text, c.entity_box_in_crop, result.lines, self.cfg.tasks.min_similarity)
+        if isinstance(verdict, Rejection):
+            yield beam.pvalue.TaggedOutput(REJECTED, _reject(c.sample_id, p.source, p.origin, "verify", verdict))
+            return
+        yield OcrSearchRow(
+            sample_id=c.sample_id, source=p.source, tier=c.tier, task=TASK_SEARCH, origin=p.origin, url=p.url,
+            license=p.license, parent_id=p.sample_id, image_id=p.image_id, width=p.width, height=p.height,
+            image_format=p.image_format, engine=p.engine, text=c.entity_text, question=c.question,
+            answer=c.entity_text, query=verdict.query, entity_kind=c.entity_kind, entity_box_1000=c.entity_box_1000,
+            crop_box_1000=c.crop_box_1000, crop=ImageCell(bytes=c.crop_bytes), crop_scale=c.crop_scale,
+            crop_similarity=round(verdict.similarity, 4), rel_area=round(c.rel_area, 6),
+            input_height_px=round(c.input_height, 2),
+            trajectory=[ToolCall(name=n, arguments=a) for n, a in trajectory(c.crop_box_1000, verdict.query)])
+
+
+class Outputs(NamedTuple):
+    rows: Any  # PCollection[OcrSearchRow] (both tasks)
+    images: Any  # PCollection[ImageRecord]
+    rejected: Any  # PCollection[Reject]
+
+
+class OcrSearchPipeline(beam.PTransform):
+    """PCollection[ImageText] -> Outputs(rows, images, rejected); counts to `output_dir/_stats`."""
+
+    def __init__(self, cfg: OcrSearchConfig, engine_label: str, output_dir: Optional[str] = None,
+                 ocr_transform: Optional[beam.PTransform] = None, crop_ocr_transform: Optional[beam.PTransform] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.engine_label = engine_label
+        self.output_dir = output_dir
+        self.ocr = ocr_transform or RunOcr(cfg.ocr)
+        self.crop_ocr = crop_ocr_transform or RunOcr(cfg.ocr)
+
+    def _count(self, pcoll, name: str) -> None:
+        if self.output_dir is not None:
+            pcoll | f"Count[{name}]" >> CountTo(self.output_dir, name)
+
+    def expand(self, samples):
+        cfg = self.cfg
+        prepared = (
+            samples
+            | "ProgressDecode" >> Progress("decode")
+            | "Prepare" >> beam.ParDo(_Prepare(cfg)).with_outputs(REJECTED, main="items")
+        )
+        read = (
+            prepared.items
+            | "Ocr" >> self.ocr
+            | "ProgressOcr" >> Progress("ocr")
+            | "Layout" >> beam.ParDo(_Layout(cfg, self.engine_label)).with_outputs(REJECTED, IMAGES, CROPS,
+                                                                                  main="rows")
+        )
+        verified = (
+            read[CROPS]
+            | "CropOcr" >> self.crop_ocr
+            | "Verify" >> beam.ParDo(_Verify(cfg)).with_outputs(REJECTED, main="rows")
+        )
+        self._count(samples, "decode.in")
+        self._count(prepared.items, "decode.out")
+        self._count(prepared.items, "ocr.in")
+        self._count(read.rows, "ocr.out")
+        self._count(read[CROPS], "tasks.in")
+        self._count(verified.rows, "tasks.out")
+        rows = (read.rows, verified.rows) | "AllRows" >> beam.Flatten()
+        rejected = (prepared[REJECTED], read[REJECTED], verified[REJECTED]) | "AllRejects" >> beam.Flatten()
+        return Outputs(rows, read[IMAGES], rejected)

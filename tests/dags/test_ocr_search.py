@@ -1,0 +1,187 @@
+"""ocr_search end to end through run_dag: bad inputs, manifest accounting, recall on known words, stable ids."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image, ImageDraw
+
+from quarry.dags.ocr_search import SPEC, build_demo_input
+from quarry.dags.runner import resolve_config, run_dag
+from quarry.operators.ocr_synth import box_contains, draw_text, poster, rotated
+from quarry.operators.ocr_tasks import similarity
+from quarry.schemas.arrow import arrow_schema
+from quarry.schemas.common import TIERS
+from quarry.schemas.ocr_search import OcrSearchRow
+
+DEMO = Path(__file__).resolve().parents[2] / "dags" / "demo_data"
+SETS = ["ocr.threads=1"]  # one thread per engine: CI runs two test workers on 2 cores
+LABEL_SIZES = (9, 12, 26)
+
+
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height (a decompression bomb's calling card), no real pixels."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+
+
+def _strokes_cjk(size: tuple[int, int] = (240, 120)) -> Image.Image:
+    """Chinese numerals 一 二 三 drawn as strokes (no CJK font is installed): non-Latin script input."""
+    im = Image.new("RGB", size, (255, 255, 255))
+    d = ImageDraw.Draw(im)
+    for k, bars in enumerate((1, 2, 3)):
+        x = 20 + k * 70
+        for b in range(bars):
+            y = 60 if bars == 1 else 35 + b * (50 // (bars - 1))
+            d.rectangle((x, y, x + 50, y + 6), fill=(0, 0, 0))
+    return im
+
+
+def make_inputs(folder: Path) -> dict:
+    folder.mkdir(parents=True)
+    with Image.open(DEMO / "coffee.jpg") as bg:
+        synth = poster(bg, "dag-test", size=(480, 360), title_size=34, label_sizes=LABEL_SIZES)
+    synth.image.save(folder / "poster.png")
+    with Image.open(DEMO / "rocket.jpg") as photo:
+        photo.convert("RGB").resize((160, 120)).save(folder / "photo.jpg", quality=90)
+    jpeg = io.BytesIO()
+    synth.image.save(jpeg, format="JPEG")
+    (folder / "truncated.jpg").write_bytes(jpeg.getvalue()[:600])
+    (folder / "bomb.png").write_bytes(_png_header(100_000, 100_000))
+    Image.new("RGB", (4, 4)).save(folder / "tiny.png")
+    banner = Image.new("RGB", (5000, 160), (255, 255, 255))  # downscaled to ocr.max_side, never read whole
+    draw_text(banner, (80, 50), "Harbor Festival", 48, plate=None)
+    draw_text(banner, (4300, 50), "Gate 12", 48, plate=None)
+    banner.save(folder / "banner.png")
+    with Image.open(DEMO / "grass.jpg") as bg:
+        rotated(poster(bg, "turned", size=(360, 240), title_size=30, label_sizes=()).image, 90).save(folder / "turned.png")
+    _strokes_cjk().save(folder / "cjk.png")
+    (folder / "README.txt").write_text("not an input")
+    return {"poster": synth}
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ocr_dag")
+    truth = make_inputs(root / "in")
+    cfg = resolve_config(SPEC, None, SETS, "posters")
+    manifest = run_dag(SPEC, [str(root / "in")], str(root / "out"), cfg)
+    return root, manifest, truth
+
+
+def rows(out: Path, where: str = "true") -> list[dict]:
+    q = f"select * from read_parquet('{out}/data/**/*.parquet', hive_partitioning=true) where {where} order by sample_id"
+    return duckdb.sql(q).to_df().to_dict("records")
+
+
+@pytest.mark.slow
+def test_manifest_adds_up_per_stage_and_bad_inputs_are_rejects(run):
+    root, m, _ = run
+    assert m.dag == "ocr_search" and not m.one_to_one
+    assert m.inputs == 8  # README.txt is not an input
+    reasons = {(stage, reason): n for stage, rs in m.rejected.items() for reason, n in rs.items()}
+    assert reasons[("decode", "corrupt_image")] == 1
+    assert reasons[("decode", "image_too_large")] == 1
+    assert reasons[("decode", "image_too_small")] == 1
+    assert reasons[("ocr", "no_text")] >= 1  # the photo; the stroke-drawn numerals may join it
+    s = m.stages
+    assert s["decode"].inputs == m.inputs - sum(m.rejected.get("read", {}).values())
+    assert s["decode"].inputs == s["decode"].outputs + sum(m.rejected["decode"].values())
+    assert s["ocr"].inputs == s["decode"].outputs
+    assert s["ocr"].inputs == s["ocr"].outputs + sum(m.rejected["ocr"].values())
+    assert s["tasks"].inputs == s["tasks"].outputs + sum(m.rejected.get("verify", {}).values())
+    assert m.kept == s["ocr"].outputs + s["tasks"].outputs
+    assert m.extra["ocr"]["engine"] == "rapidocr" and m.extra["ocr"]["models"]["det"].startswith("PP-OCR")
+    rejects = duckdb.sql(f"select origin.key as k, reason from read_parquet('{root}/out/rejects/*.parquet')").fetchall()
+    by_key = dict(rejects)
+    assert by_key["truncated.jpg"] == "corrupt_image" and by_key["bomb.png"] == "image_too_large"
+    assert by_key["tiny.png"] == "image_too_small" and by_key["photo.jpg"] == "no_text"
+
+
+@pytest.mark.slow
+def test_schema_images_and_the_huge_and_turned_pictures(run):
+    root, m, _ = run
+    out = root / "out"
+    for path in (out / "data").rglob("*.parquet"):
+        assert pq.read_schema(path).remove_metadata() == arrow_schema(OcrSearchRow).remove_metadata()
+    ocr_rows = {r["origin"]["key"]: r for r in rows(out, "task = 'ocr'")}
+    assert {"poster.png", "banner.png", "turned.png"} <= set(ocr_rows)
+    banner = ocr_rows["banner.png"]
+    assert "HarborFestival" in banner["text"].replace(" ", "") and "Gate12" in banner["text"].replace(" ", "")
+    assert banner["width"] == 5000 and banner["lines"][0]["box"][2] < 1000  # boxes in original pixels
+    assert ocr_rows["turned.png"]["text"]  # text turned by 90 degrees is still read
+    images = duckdb.sql(f"select image_id, width from read_parquet('{out}/images/*.parquet')").fetchall()
+    assert sorted(i for i, _ in images) == sorted(r["image_id"] for r in ocr_rows.values())
+    assert m.rows_by_partition and all(k.startswith("source=posters/") for k in m.rows_by_partition)
+
+
+@pytest.mark.slow
+def test_small_words_are_found_by_crops_and_land_in_harder_tiers(run):
+    root, _, truth = run
+    synth = truth["poster"]
+    poster_rows = rows(root / "out", "origin.key = 'poster.png'")
+    ocr_row = next(r for r in poster_rows if r["task"] == "ocr")
+    tasks = [r for r in poster_rows if r["task"] == "ocr_search"]
+    w, h = ocr_row["width"], ocr_row["height"]
+    found, tiers = 0, {}
+    labels = [t for t in synth.texts if t.kind == "label"]
+    for t in labels:
+        for r in tasks:
+            x0, y0, x1, y1 = r["crop_box_1000"]
+            crop = (x0 * w / 1000, y0 * h / 1000, x1 * w / 1000, y1 * h / 1000)
+            if box_contains(crop, t.box, slack=1) and similarity(r["answer"], t.text) >= 0.8:
+                found += 1
+                tiers[t.size] = r["tier"]
+                assert json.loads(r["trajectory"][0]["arguments"]) == {"bbox": list(r["crop_box_1000"])}
+                assert r["trajectory"][1]["name"] == "search" and r["query"]
+                assert r["crop_similarity"] >= 0.8 and r["parent_id"] == ocr_row["sample_id"]
+                Image.open(io.BytesIO(r["crop"]["bytes"])).verify()
+    small = [t for t in labels if t.size < 20]
+    assert found >= len(small)  # every small word got a verified crop-then-search task
+    entity_tiers = {}  # every drawn word is an entity; small words are flagged small
+    for t in synth.texts:
+        match = [e for e in ocr_row["entities"] if similarity(e["text"], t.text) >= 0.8]
+        assert match, (t.text, [e["text"] for e in ocr_row["entities"]])
+        entity_tiers[t.size] = TIERS.index(match[0]["tier"])
+        assert match[0]["small"] == (t.size < 20)
+    sizes = sorted(entity_tiers)
+    assert [entity_tiers[s] for s in sizes] == sorted((entity_tiers[s] for s in sizes), reverse=True)
+
+
+@pytest.mark.slow
+def test_rerun_gives_the_same_ids_and_rows(run, tmp_path):
+    root, _, _ = run
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "poster.png").write_bytes((root / "in" / "poster.png").read_bytes())
+    cfg = resolve_config(SPEC, None, SETS, "posters")
+    run_dag(SPEC, [str(tmp_path / "in")], str(tmp_path / "out"), cfg)
+    drop = ("origin",)  # the file path differs between the two runs
+    again = [{k: v for k, v in r.items() if k not in drop} for r in rows(tmp_path / "out")]
+    first = [{k: v for k, v in r.items() if k not in drop} for r in rows(root / "out", "origin.key = 'poster.png'")]
+    assert [r["sample_id"] for r in again] == [r["sample_id"] for r in first]
+    assert json.dumps(again, default=_plain, sort_keys=True) == json.dumps(first, default=_plain, sort_keys=True)
+
+
+def _plain(v):
+    return v.tolist() if hasattr(v, "tolist") else v.hex() if isinstance(v, bytes) else str(v)
+
+
+def test_demo_input_is_deterministic(tmp_path):
+    pats_a, sets = build_demo_input(tmp_path / "a")
+    build_demo_input(tmp_path / "b")
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert files == ["chart.png", "no_text.jpg", "poster_0.png", "poster_1.png"]
+    for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert pats_a == [str(tmp_path / "a")] and resolve_config(SPEC, None, sets, None).source == "demo_posters"
