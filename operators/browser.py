@@ -1,0 +1,519 @@
+"""Render pages with Playwright driving Chromium: screenshot + visible elements.
+
+`BrowserRenderer` owns one browser per process, driven by Playwright's async
+API on a background event-loop thread, so a synchronous caller (a Beam DoFn)
+hands it a batch of pages and many render at once (`render.pages_in_flight`).
+Each page gets a fresh context (no cookies, storage or cache shared between
+pages), is navigated under `render.timeout_s` (load, then settle), and its
+elements are extracted and screenshot under `render.extract_timeout_s`.
+
+Bad pages are verdicts, not exceptions: `render_timeout` (never loads or
+settles, or a script that never yields), `render_crash` (the renderer or
+the browser died; the browser is relaunched for the next page),
+`http_error`, `not_html`, `blocked_address` / `blocked_redirect`
+(the address guard), `navigation_error`.
+
+Safety: every request goes through a route handler that asks
+`operators.netguard.AddressGuard` first. Chromium follows redirects without
+showing them to route handlers, so the handler fetches with redirects off
+and follows them itself, checking each hop (a redirect to a blocked address
+never leaves). Downloads are refused (`accept_downloads=False`), popups
+closed, dialogs dismissed, no permission granted, service workers blocked;
+http(s) pages cannot read `file:` URLs (Chromium's own rule, and the guard).
+
+`HtmlFolderServer` serves folders of saved `.html` files on loopback so
+their relative assets load; its origin is the page's own origin, so the
+guard lets those requests through and still blocks other loopback ports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import mimetypes
+import posixpath
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Callable, Optional, Union
+from urllib.parse import unquote, urljoin, urlsplit
+
+from quarry.operators.base import Rejection
+from quarry.operators.dom import EXTRACT_JS, LISTENER_PROBE_JS, PageElements, parse_elements
+from quarry.operators.netguard import AddressGuard, Resolver, input_url_verdict, origin_of, system_resolver
+
+CHROMIUM_ARGS = (
+    "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+    "--disable-dev-shm-usage", "--mute-audio", "--disable-features=Translate,MediaRouter",
+)
+HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+
+class BrowserLaunchError(RuntimeError):
+    """The browser cannot start at all: a setup problem, not a bad page."""
+
+
+@dataclass(frozen=True)
+class PageJob:
+    """One page to render. `own_origin` overrides the origin derived from `url` (served folders)."""
+
+    url: str
+    width: int = 1280
+    height: int = 720
+    device_scale_factor: float = 1.0
+    is_mobile: bool = False
+    allow_private: bool = False  # may `url` itself be on a private address
+
+
+@dataclass
+class RenderedPage:
+    png: bytes
+    width: int  # screenshot pixels
+    height: int
+    elements: PageElements
+    final_url: str
+    status: int
+
+
+@dataclass
+class RenderResult:
+    page: Optional[RenderedPage]
+    rejection: Optional[Rejection]
+    blocked: list[tuple[str, str]] = field(default_factory=list)  # (reason, url) refused by the guard
+    elapsed_s: float = 0.0
+
+
+@dataclass(frozen=True)
+class RendererSettings:
+    executable_path: Optional[str] = "/usr/bin/chromium"
+    timeout_s: float = 30.0
+    extract_timeout_s: float = 10.0
+    settle: str = "networkidle"
+    pages_in_flight: int = 4
+    max_elements: int = 400
+    max_nodes: int = 20_000
+    min_side_px: float = 2.0
+    max_redirects: int = 5
+    max_response_bytes: int = 20 * 1024 * 1024
+
+
+def _is_crash(err: BaseException) -> bool:
+    text = str(err)
+    return any(s in text for s in ("Target crashed", "has been closed", "Browser closed", "crashed",
+                                   "Connection closed", "browser has disconnected"))
+
+
+_HEAD = re.compile(rb"<head(\s[^>]*)?>", re.IGNORECASE)
+
+
+def _with_base(html: bytes, base: str) -> bytes:
+    """Add `<base href>` so relative links of a page served after a redirect resolve against its final URL."""
+    if re.search(rb"<base\s", html[:8192], re.IGNORECASE):
+        return html
+    tag = b'<base href="' + base.replace('"', "%22").encode() + b'">'
+    m = _HEAD.search(html[:8192])
+    if m:
+        return html[: m.end()] + tag + html[m.end():]
+    return tag + html
+
+
+class _PageState:
+    def __init__(self, guard: AddressGuard):
+        self.guard = guard
+        self.blocked: list[tuple[str, str]] = []
+        self.nav_blocked: Optional[tuple[str, str]] = None  # the main document (or its redirect) refused
+        self.too_large = False
+        self.main_frame = None  # the page's main frame, once the page exists
+
+
+class BrowserRenderer:
+    """One browser, many pages in flight. Thread-safe `render_many`; call `close()` when done."""
+
+    def __init__(self, settings: RendererSettings, resolver: Resolver = system_resolver):
+        self.s = settings
+        self.resolver = resolver
+        self._loop: Optional[asyncio.AbstractEventLoop] = None
+        self._thread: Optional[threading.Thread] = None
+        self._pw = None
+        self._browser = None
+        self._sem: Optional[asyncio.Semaphore] = None
+        self._launch_lock: Optional[asyncio.Lock] = None
+        self.launches = 0
+        self._start_lock = threading.Lock()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> "BrowserRenderer":
+        with self._start_lock:
+            if self._loop is not None:
+                return self
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="quarry-browser", daemon=True)
+            thread.start()
+            self._loop, self._thread = loop, thread
+            try:
+                self._call(self._start(), 120)
+            except BaseException:
+                self.close()
+                raise
+        return self
+
+    def _call(self, coro, timeout: Optional[float]):
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    async def _start(self) -> None:
+        from playwright.async_api import async_playwright
+
+        self._sem = asyncio.Semaphore(self.s.pages_in_flight)
+        self._launch_lock = asyncio.Lock()
+        self._pw = await async_playwright().start()
+        await self._ensure_browser()
+
+    async def _ensure_browser(self):
+        async with self._launch_lock:
+            if self._browser is not None and self._browser.is_connected():
+                return self._browser
+            if self._browser is not None:
+                try:
+                    await asyncio.wait_for(self._browser.close(), 5)
+                except Exception:  # noqa: BLE001 - a dead browser may fail to close in many ways
+                    pass
+            try:
+                self._browser = await self._pw.chromium.launch(
+                    executable_path=self.s.executable_path, args=list(CHROMIUM_ARGS), headless=True,
+                    timeout=60_000)
+            except Exception as e:  # playwright.Error: missing binary, bad flags
+                hint = ("set render.executable_path to a Chromium binary (Debian: apt-get install chromium)"
+                        if self.s.executable_path else "run `playwright install chromium` or set render.executable_path")
+                raise BrowserLaunchError(f"cannot launch Chromium ({self.s.executable_path or 'Playwright bundled'}): "
+                                         f"{str(e).splitlines()[0]}; {hint}") from None
+            self.launches += 1
+            return self._browser
+
+    def close(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+
+        async def shutdown():
+            try:
+                if self._browser is not None:
+                    await asyncio.wait_for(self._browser.close(), 10)
+            except Exception:  # noqa: BLE001 - closing a crashed browser
+                pass
+            try:
+                if self._pw is not None:
+                    await asyncio.wait_for(self._pw.stop(), 10)
+            except Exception:  # noqa: BLE001
+                pass
+
+        try:
+            asyncio.run_coroutine_threadsafe(shutdown(), loop).result(30)
+        except Exception:  # noqa: BLE001 - best effort at shutdown
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)
+        self._loop = self._thread = self._browser = self._pw = None
+
+    # --- rendering ------------------------------------------------------------------------
+
+    def render_many(self, jobs: list[PageJob]) -> list[RenderResult]:
+        """Render jobs concurrently (at most `pages_in_flight` at once); results in job order."""
+        if self._loop is None:
+            self.start()
+        per_page = self.s.timeout_s + self.s.extract_timeout_s + 30
+        waves = -(-len(jobs) // self.s.pages_in_flight)
+        return self._call(self._render_all(jobs), per_page * max(1, waves) + 60)
+
+    def render(self, job: PageJob) -> RenderResult:
+        return self.render_many([job])[0]
+
+    async def _render_all(self, jobs: list[PageJob]) -> list[RenderResult]:
+        return list(await asyncio.gather(*(self._render_one(j) for j in jobs)))
+
+    async def _render_one(self, job: PageJob) -> RenderResult:
+        async with self._sem:
+            t0 = time.monotonic()
+            verdict = input_url_verdict(job.url, job.allow_private, self.resolver)
+            if not verdict.allowed:
+                return RenderResult(None, Rejection("blocked_address", f"{verdict.reason}: {verdict.detail}"),
+                                    [(verdict.reason or "", job.url)])
+            state = _PageState(AddressGuard(origin_of(job.url), self.resolver))
+            result = await self._render_guarded(job, state)
+            result.blocked = state.blocked
+            result.elapsed_s = round(time.monotonic() - t0, 3)
+            return result
+
+    async def _render_guarded(self, job: PageJob, state: _PageState) -> RenderResult:
+        try:
+            browser = await self._ensure_browser()
+            ctx = await browser.new_context(
+                viewport={"width": job.width, "height": job.height}, device_scale_factor=job.device_scale_factor,
+                is_mobile=job.is_mobile, has_touch=job.is_mobile, accept_downloads=False, service_workers="block",
+                permissions=[], java_script_enabled=True, ignore_https_errors=False)
+        except BrowserLaunchError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the browser died between pages: relaunch next time
+            return RenderResult(None, Rejection("render_crash", f"new context: {str(e).splitlines()[0][:300]}"))
+        try:
+            await ctx.add_init_script(LISTENER_PROBE_JS)
+            await ctx.route("**/*", lambda route: self._route(route, state))
+            page = await ctx.new_page()
+            state.main_frame = page.main_frame
+            ctx.on("page", lambda p: p is not page and asyncio.ensure_future(_close_quietly(p)))
+            page.on("dialog", lambda d: asyncio.ensure_future(_dismiss_quietly(d)))
+            crashed = asyncio.get_running_loop().create_future()
+            page.on("crash", lambda _p: crashed.done() or crashed.set_result(True))
+            work = asyncio.ensure_future(self._load_and_extract(page, job, state))
+            limit = self.s.timeout_s + self.s.extract_timeout_s + 5
+            done, _ = await asyncio.wait([work, crashed], timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+            if work in done:
+                return work.result()
+            work.cancel()
+            work.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieve, never log
+            if crashed in done:
+                return RenderResult(None, Rejection("render_crash", "the page's renderer process died"))
+            return RenderResult(None, Rejection("render_timeout", f"no result within {limit:.0f} s"))
+        except Exception as e:  # noqa: BLE001 - a browser that died mid-page
+            if _is_crash(e):
+                return RenderResult(None, Rejection("render_crash", str(e).splitlines()[0][:300]))
+            raise
+        finally:
+            try:
+                await asyncio.wait_for(ctx.close(), 10)
+            except Exception:  # noqa: BLE001 - context of a dead browser; relaunch it
+                await self._kill_browser()
+
+    async def _kill_browser(self) -> None:
+        b, self._browser = self._browser, None
+        if b is not None:
+            try:
+                await asyncio.wait_for(b.close(), 5)
+            except Exception:  # noqa: BLE001
+                pass
+
+    async def _load_and_extract(self, page, job: PageJob, state: _PageState) -> RenderResult:
+        from playwright.async_api import Error as PlaywrightError
+        from playwright.async_api import TimeoutError as PlaywrightTimeout
+
+        t0 = time.monotonic()
+        budget_ms = self.s.timeout_s * 1000
+        try:
+            response = await page.goto(job.url, wait_until="load", timeout=budget_ms)
+        except PlaywrightTimeout:
+            return RenderResult(None, Rejection("render_timeout", f"not loaded within render.timeout_s={self.s.timeout_s}"))
+        except PlaywrightError as e:
+            if state.nav_blocked is not None:
+                reason, url = state.nav_blocked
+                return RenderResult(None, Rejection("blocked_redirect", f"{reason}: {url}"[:500]))
+            if _is_crash(e):
+                return RenderResult(None, Rejection("render_crash", str(e).splitlines()[0][:300]))
+            if state.too_large:
+                return RenderResult(None, Rejection("response_too_large", f"> {self.s.max_response_bytes} bytes"))
+            return RenderResult(None, Rejection("navigation_error", str(e).splitlines()[0][:300]))
+        if response is None:
+            return RenderResult(None, Rejection("navigation_error", "no response for the main document"))
+        if response.status >= 400:
+            return RenderResult(None, Rejection("http_error", f"HTTP {response.status}"))
+        ctype = (await response.header_value("content-type") or "").split(";")[0].strip().lower()
+        if not job.url.startswith("file:") and ctype not in HTML_TYPES:
+            return RenderResult(None, Rejection("not_html", f"content-type {ctype or '(none)'}"))
+        if self.s.settle == "networkidle":
+            left = budget_ms - (time.monotonic() - t0) * 1000
+            try:
+                if left <= 0:
+                    raise PlaywrightTimeout("no time left")
+                await page.wait_for_load_state("networkidle", timeout=left)
+            except PlaywrightTimeout:
+                return RenderResult(None, Rejection(
+                    "render_timeout", f"network not idle within render.timeout_s={self.s.timeout_s}"))
+        opts = {"minSide": self.s.min_side_px, "maxElements": self.s.max_elements, "maxNodes": self.s.max_nodes}
+        try:
+            raw = await asyncio.wait_for(page.evaluate(EXTRACT_JS, opts), self.s.extract_timeout_s)
+            png = await page.screenshot(type="png", animations="disabled", caret="hide",
+                                        timeout=self.s.extract_timeout_s * 1000)
+        except (asyncio.TimeoutError, PlaywrightTimeout):
+            return RenderResult(None, Rejection(
+                "render_timeout", f"extraction/screenshot not done within render.extract_timeout_s={self.s.extract_timeout_s}"))
+        elements = parse_elements(raw, job.device_scale_factor, self.s.min_side_px)
+        width, height = _png_size(png)
+        return RenderResult(RenderedPage(png, width, height, elements, page.url, response.status), None)
+
+    async def _route(self, route, state: _PageState) -> None:
+        from playwright.async_api import Error as PlaywrightError
+
+        request = route.request
+        url = request.url
+        is_main = False
+        if request.is_navigation_request():
+            try:
+                is_main = request.frame is state.main_frame
+            except PlaywrightError:  # a popup's first request: its frame does not exist yet
+                is_main = False
+        verdict = state.guard.check(url)
+        if not verdict.allowed:
+            state.blocked.append((verdict.reason or "", url[:500]))
+            if is_main:
+                state.nav_blocked = (verdict.reason or "", url)
+            await _abort_quietly(route)
+            return
+        if not url.startswith(("http://", "https://")):
+            await route.continue_()
+            return
+        try:
+            response = await route.fetch(max_redirects=0, timeout=self.s.timeout_s * 1000)
+            current, hops = url, 0
+            while 300 <= response.status < 400 and response.headers.get("location"):
+                target = urljoin(current, response.headers["location"])
+                hop = state.guard.check(target)
+                if not hop.allowed or hops >= self.s.max_redirects:
+                    reason = hop.reason if not hop.allowed else "too_many_redirects"
+                    state.blocked.append((reason or "", target[:500]))
+                    if is_main:
+                        state.nav_blocked = (reason or "", target)
+                    await _abort_quietly(route)
+                    return
+                hops += 1
+                current = target
+                response = await route.fetch(url=target, max_redirects=0, timeout=self.s.timeout_s * 1000)
+            body = await response.body()
+            if len(body) > self.s.max_response_bytes:
+                state.too_large = state.too_large or is_main
+                await _abort_quietly(route)
+                return
+            ctype = response.headers.get("content-type", "")
+            if hops and request.is_navigation_request() and ctype.startswith("text/html"):
+                body = _with_base(body, current)
+            await route.fulfill(response=response, body=body)
+        except PlaywrightError:
+            await _abort_quietly(route)
+
+
+async def _abort_quietly(route) -> None:
+    try:
+        await route.abort("blockedbyclient")
+    except Exception:  # noqa: BLE001 - the page is already gone
+        pass
+
+
+async def _close_quietly(page) -> None:
+    try:
+        await page.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+async def _dismiss_quietly(dialog) -> None:
+    try:
+        await dialog.dismiss()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    if png[:8] != b"\x89PNG\r\n\x1a\n" or len(png) < 24:
+        raise ValueError("screenshot is not a PNG")
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
+# --- serving folders of saved pages on loopback ---------------------------------------------
+
+
+class HtmlFolderServer:
+    """Serves registered folders at `http://127.0.0.1:PORT/<token>/<relative path>`.
+
+    `read(root, relpath) -> bytes | None` reads a file (None: missing). Paths
+    that climb out of a root are 404. Only GET/HEAD; loopback only.
+    """
+
+    def __init__(self, read: Callable[[str, str], Optional[bytes]], max_bytes: int = 20 * 1024 * 1024):
+        self.read = read
+        self.max_bytes = max_bytes
+        self.roots: dict[str, str] = {}
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_HEAD(self):
+                self._serve(body=False)
+
+            def do_GET(self):
+                self._serve(body=True)
+
+            def _serve(self, body: bool):
+                server.requests += 1
+                data, ctype = server.lookup(self.path)
+                if data is None:
+                    self.send_error(404)
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                if body:
+                    try:
+                        self.wfile.write(data)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, name="quarry-html-server", daemon=True)
+        self.thread.start()
+
+    def url_for(self, root: str, relpath: str) -> str:
+        token = hashlib.blake2b(root.encode(), digest_size=6).hexdigest()
+        self.roots[token] = root
+        quoted = "/".join(_quote(p) for p in relpath.split("/"))
+        return f"http://127.0.0.1:{self.port}/{token}/{quoted}"
+
+    def lookup(self, path: str) -> tuple[Optional[bytes], str]:
+        clean = unquote(urlsplit(path).path).lstrip("/")
+        token, _, rel = clean.partition("/")
+        root = self.roots.get(token)
+        if root is None or not rel:
+            return None, ""
+        norm = posixpath.normpath(rel)
+        if norm.startswith("../") or norm == ".." or norm.startswith("/"):
+            return None, ""
+        data = self.read(root, norm)
+        if data is None or len(data) > self.max_bytes:
+            return None, ""
+        ctype = mimetypes.guess_type(norm)[0] or "application/octet-stream"
+        if ctype.startswith("text/") or ctype in ("application/javascript", "image/svg+xml"):
+            ctype += "; charset=utf-8" if ctype == "text/html" and b"charset" not in data[:1024].lower() else ""
+        return data, ctype
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def _quote(part: str) -> str:
+    from urllib.parse import quote
+
+    return quote(part, safe="")
+
+
+def local_read(root: str, relpath: str) -> Optional[bytes]:
+    """`HtmlFolderServer` reader for local folders."""
+    import os
+
+    path = os.path.join(root, relpath)
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+RenderOutcome = Union[RenderedPage, Rejection]

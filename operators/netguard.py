@@ -1,0 +1,165 @@
+"""Which requests a rendered page may send: address classification and DNS resolution.
+
+A page may load from public addresses and from its own origin. Anything
+else that resolves to loopback, private (RFC 1918, unique-local IPv6, CGNAT),
+link-local, cloud-metadata, multicast, reserved or unspecified addresses is
+refused before it is sent (SSRF: a crawled page must not reach the crawler's
+own network or the cloud metadata service). Only `http`, `https`, `data` and
+`blob` URLs are allowed; `file:` only inside the page's own folder when the
+page itself is a local file.
+
+`check_url` resolves names with `getaddrinfo` and refuses a host if ANY of its
+addresses is not public (a name that maps to both a public and a private
+address is refused). A name that does not resolve is refused too: the
+request could not succeed, and refusing it costs nothing. The check cannot
+stop DNS rebinding (an answer that changes between this resolution and the
+browser's own); a forward proxy that connects to the checked address would.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from dataclasses import dataclass
+from typing import Callable, Optional, Union
+from urllib.parse import urlsplit
+
+IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
+
+# Cloud metadata endpoints: AWS/GCP/Azure/OpenStack 169.254.169.254 (link-local
+# anyway), AWS IPv6 fd00:ec2::254, Alibaba 100.100.100.200 (CGNAT range),
+# Oracle 192.0.0.192.
+METADATA = frozenset(ipaddress.ip_address(a) for a in (
+    "169.254.169.254", "fd00:ec2::254", "100.100.100.200", "192.0.0.192", "169.254.170.2"))
+_CGNAT = ipaddress.ip_network("100.64.0.0/10")
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def classify(addr: Union[str, IPAddress]) -> Optional[str]:
+    """None for a public address, else why not: metadata, loopback, private, link_local, ..."""
+    ip = ipaddress.ip_address(addr) if isinstance(addr, str) else addr
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:127.0.0.1 is 127.0.0.1
+            return classify(ip.ipv4_mapped)
+        if ip.sixtofour is not None:
+            return classify(ip.sixtofour)
+    if ip in METADATA:
+        return "metadata"
+    if ip.is_unspecified:
+        return "unspecified"
+    if ip.is_loopback:
+        return "loopback"
+    if ip.is_link_local:
+        return "link_local"
+    if ip.is_multicast:
+        return "multicast"
+    if ip.is_reserved:
+        return "reserved"
+    if (isinstance(ip, ipaddress.IPv4Address) and ip in _CGNAT) or ip.is_private:
+        return "private"  # RFC 1918, unique-local, CGNAT, and the special-purpose ranges Python counts as private
+    if not ip.is_global:
+        return "reserved"
+    return None
+
+
+def system_resolver(host: str, port: int) -> list[str]:
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({info[4][0].split("%", 1)[0] for info in infos})
+
+
+def origin_of(url: str) -> str:
+    """scheme://host:port (ports made explicit), or `file://<folder>/` for a local file."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        folder = parts.path.rsplit("/", 1)[0] + "/"
+        return f"file://{folder}"
+    port = parts.port or {"http": 80, "https": 443}.get(scheme, 0)
+    return f"{scheme}://{(parts.hostname or '').lower()}:{port}"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """`reason` is None when the request may go."""
+
+    reason: Optional[str]
+    detail: str = ""
+
+    @property
+    def allowed(self) -> bool:
+        return self.reason is None
+
+
+ALLOW = Verdict(None)
+
+
+class AddressGuard:
+    """Decides per request URL; caches resolutions (one guard per page)."""
+
+    def __init__(self, page_origin: Optional[str], resolver: Resolver = system_resolver):
+        self.page_origin = page_origin
+        self.resolver = resolver
+        self._cache: dict[tuple[str, int], Verdict] = {}
+
+    def check(self, url: str) -> Verdict:
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme in ("data", "blob", "about"):
+            return ALLOW
+        if scheme == "file":
+            if self.page_origin and self.page_origin.startswith("file://") and origin_of(url).startswith(
+                    self.page_origin) and ".." not in parts.path.split("/"):
+                return ALLOW
+            return Verdict("file_access", "file: URLs outside the page's own folder")
+        if scheme not in ("http", "https"):
+            return Verdict("scheme", f"scheme {scheme or '(none)'} is not fetched")
+        if self.page_origin is not None and origin_of(url) == self.page_origin:
+            return ALLOW
+        host = parts.hostname
+        if not host:
+            return Verdict("no_host", url[:200])
+        try:
+            port = parts.port or (443 if scheme == "https" else 80)
+        except ValueError:
+            return Verdict("bad_port", url[:200])
+        key = (host.lower(), port)
+        if key not in self._cache:
+            self._cache[key] = self._resolve_and_classify(host, port)
+        return self._cache[key]
+
+    def _resolve_and_classify(self, host: str, port: int) -> Verdict:
+        try:
+            literal = ipaddress.ip_address(host.strip("[]"))
+        except ValueError:
+            literal = None
+        if literal is not None:
+            addrs = [str(literal)]
+        else:
+            try:
+                addrs = self.resolver(host, port)
+            except (OSError, UnicodeError) as e:
+                return Verdict("unresolvable", f"{host}: {e}")
+            if not addrs:
+                return Verdict("unresolvable", host)
+        for a in addrs:
+            try:
+                reason = classify(a)
+            except ValueError:
+                return Verdict("unresolvable", f"{host} -> {a!r}")
+            if reason is not None:
+                return Verdict(reason, f"{host} -> {a}")
+        return ALLOW
+
+
+def input_url_verdict(url: str, allow_private: bool, resolver: Resolver = system_resolver) -> Verdict:
+    """May an input URL be navigated to at all? (Its own later requests go through AddressGuard.)"""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        return ALLOW
+    if scheme not in ("http", "https"):
+        return Verdict("scheme", f"input URLs are http(s) or file, got {scheme or '(none)'}")
+    if allow_private:
+        return ALLOW if parts.hostname else Verdict("no_host", url[:200])
+    return AddressGuard(None, resolver).check(url)

@@ -1,0 +1,157 @@
+"""The gui DAG: its config sections, the page input record, and its output row.
+
+GLM-4.5V §3 (GUI grounding: Playwright renders pages, every visible DOM
+element with its rendered box; boxes [x1, y1, x2, y2] normalised to 0-1000)
+and the GUI task hierarchy of GLM-5V-Turbo §4 (element perception, grounding,
+single-step action).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+import pyarrow as pa
+from pydantic import Field, field_validator
+
+from quarry.schemas.arrow import ArrowType
+from quarry.schemas.common import Origin, Row, Sample
+from quarry.schemas.config import DagConfig, Section
+
+TASKS = ("element_perception", "grounding", "action")
+
+
+class Viewport(Section):
+    """One browser window size a page is rendered at."""
+
+    name: str = Field("desktop", pattern=r"^[A-Za-z0-9_\-]+$", description="tag carried to rows (`viewport`)")
+    width: int = Field(1280, ge=64, le=4096)
+    height: int = Field(720, ge=64, le=4096)
+    device_scale_factor: float = Field(1.0, gt=0, le=4)
+    is_mobile: bool = Field(False, description="mobile meta-viewport handling and touch events")
+
+
+class RenderConfig(Section):
+    width: int = Field(1280, ge=64, le=4096, description="viewport width in CSS pixels")
+    height: int = Field(720, ge=64, le=4096, description="viewport height in CSS pixels")
+    device_scale_factor: float = Field(1.0, gt=0, le=4, description="screenshot pixels per CSS pixel")
+    extra_viewports: list[Viewport] = Field(
+        default_factory=list,
+        description="more viewports per URL, e.g. [{name: mobile, width: 390, height: 844, device_scale_factor: 2, "
+                    "is_mobile: true}]; the main one is named `desktop`")
+    timeout_s: float = Field(30.0, gt=0, le=600, description="navigation + settle (load, then network idle) per page")
+    extract_timeout_s: float = Field(10.0, gt=0, le=600, description="element extraction + screenshot per page")
+    settle: Literal["load", "networkidle"] = Field(
+        "networkidle", description="what `settled` means: the load event, or also 500 ms without network traffic")
+    executable_path: Optional[str] = Field(
+        "/usr/bin/chromium", description="Chromium binary; null = Playwright's own browser (`playwright install chromium`)")
+    pages_in_flight: int = Field(4, ge=1, le=64, description="pages rendered concurrently per worker process")
+    batch_pages: int = Field(16, ge=1, le=1024, description="pages a worker takes at once (>= pages_in_flight)")
+    max_elements: int = Field(400, ge=1, description="visible elements kept per page at most (DOM order)")
+    max_nodes: int = Field(20_000, ge=1, description="DOM nodes inspected per page at most (huge DOMs are capped)")
+    min_side_px: float = Field(2.0, ge=0, description="elements whose clipped box is thinner than this (CSS px) are dropped")
+    allow_private_inputs: bool = Field(
+        False, description="render input URLs on loopback/private hosts (subresources of other private origins stay blocked)")
+    max_redirects: int = Field(5, ge=0, le=20)
+    max_response_bytes: int = Field(20 * 1024 * 1024, ge=1024, description="larger responses are aborted")
+
+    def viewports(self) -> list[Viewport]:
+        main = Viewport(name="desktop", width=self.width, height=self.height,
+                        device_scale_factor=self.device_scale_factor)
+        return [main] + list(self.extra_viewports)
+
+    @field_validator("extra_viewports")
+    @classmethod
+    def _unique_names(cls, v: list[Viewport]) -> list[Viewport]:
+        names = ["desktop"] + [x.name for x in v]
+        if len(set(names)) != len(names):
+            raise ValueError(f"viewport names must be unique (the main one is `desktop`): {names}")
+        return v
+
+
+class TasksConfig(Section):
+    kinds: list[Literal["element_perception", "grounding", "action"]] = Field(
+        default_factory=lambda: list(TASKS), description="task kinds to emit")
+    max_per_page: int = Field(200, ge=1, description="rows per page and task kind at most (id-seeded sample)")
+    scroll: bool = Field(True, description="emit one scroll action on pages taller than the viewport")
+
+
+class TierConfig(Section):
+    """Tier = area level + crowding bonus, capped at very_hard (see dags/gui.py)."""
+
+    area_fractions: list[float] = Field(
+        default_factory=lambda: [0.02, 0.005, 0.001, 0.0002],
+        description="target area / screenshot area at or above these: level 0,1,2,3; below the last: 4")
+    crowd_counts: list[int] = Field(
+        default_factory=lambda: [5, 20],
+        description="other visible elements of the same role: below the first +0, below the second +1, else +2")
+
+    @field_validator("area_fractions")
+    @classmethod
+    def _four_descending(cls, v: list[float]) -> list[float]:
+        if len(v) != 4 or v != sorted(v, reverse=True):
+            raise ValueError("give 4 descending area fractions")
+        return v
+
+    @field_validator("crowd_counts")
+    @classmethod
+    def _two_ascending(cls, v: list[int]) -> list[int]:
+        if len(v) != 2 or v != sorted(v):
+            raise ValueError("give 2 ascending counts")
+        return v
+
+
+class GuiInputConfig(Section):
+    url_column: str = Field("url", description="Parquet/JSONL column holding the page URL")
+    html_suffixes: list[str] = Field(default_factory=lambda: [".html", ".htm"],
+                                     description="files served from a directory input")
+
+
+class GuiConfig(DagConfig):
+    input: GuiInputConfig = GuiInputConfig()
+    render: RenderConfig = RenderConfig()
+    tasks: TasksConfig = TasksConfig()
+    tiers: TierConfig = TierConfig()
+
+
+class PageInput(Row):
+    """One page to render at one viewport, as the reader yields it.
+
+    `kind="url"`: `url` is fetched as given. `kind="html"`: `url` is the file's
+    path relative to `root`, served by the worker's loopback server.
+    """
+
+    page_id: str
+    source: str
+    origin: Origin
+    kind: Literal["url", "html"]
+    url: str
+    root: Optional[str] = None
+    viewport: Viewport
+
+
+class GuiRow(Sample):
+    """One GUI task on one screenshot; the screenshot is `DIR/images` row `image_id`."""
+
+    image_id: str
+    width: Annotated[int, ArrowType(pa.int32())] = Field(description="screenshot width in pixels")
+    height: Annotated[int, ArrowType(pa.int32())]
+    viewport: str
+    page_url: str = Field(description="the URL as given, or the html file's path relative to the input folder")
+    final_url: str = Field(description="the URL the page ended at (after redirects); loopback for served html")
+    prompt: str
+    answer: str = Field(description="`<|begin_of_box|>...<|end_of_box|>` around boxes and actions")
+    expression: Optional[str] = Field(None, description="the referring expression (grounding, action)")
+    expression_kind: Optional[str] = Field(None, description="name | positional | role")
+    action: Optional[str] = Field(None, description="click(x,y) | type(x,y,\"text\") | scroll(x,y,\"down\")")
+    element_tag: Optional[str] = None
+    element_role: Optional[str] = None
+    element_name: Optional[str] = None
+    element_interactive: Optional[bool] = None
+    element_path: Optional[str] = None
+    box: Optional[list[int]] = Field(None, description="[x1, y1, x2, y2] normalised to 0-1000")
+    box_px: Optional[list[float]] = Field(None, description="[x1, y1, x2, y2] in screenshot pixels")
+    area_fraction: Annotated[Optional[float], ArrowType(pa.float32())] = None
+    similar_elements: Optional[int] = Field(None, description="other visible elements with the target's role")
+    page_elements: int = Field(description="visible elements found on the page")
+    elements_capped: bool = Field(description="the page hit render.max_elements or render.max_nodes")
+    blocked_requests: int = Field(0, description="requests the address guard refused on this page")

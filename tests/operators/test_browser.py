@@ -1,0 +1,240 @@
+"""The renderer on hostile and broken pages (real Chromium): SSRF guard, timeouts, crashes, caps."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from quarry.operators.browser import BrowserRenderer, PageJob, RendererSettings
+
+
+class Site:
+    """A loopback HTTP server answering from a table path -> (status, content type, body, headers)."""
+
+    def __init__(self, routes=None):
+        self.routes = routes or {}
+        self.hits: list[str] = []
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                site.hits.append(self.path)
+                status, ctype, body, headers = site.routes.get(self.path.split("?")[0],
+                                                               (404, "text/plain", b"missing", {}))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    self.wfile.write(body)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+            do_POST = do_GET
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def html(self, path, body, status=200, headers=None):
+        self.routes[path] = (status, "text/html", body.encode(), headers or {})
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def sites():
+    page, victim = Site(), Site()
+    page.html("/hang.html", "<html><body><p>hang</p><script>for(;;){}</script></body></html>")
+    yield page, victim
+    page.close()
+    victim.close()
+
+
+@pytest.fixture(scope="module")
+def renderer():
+    r = BrowserRenderer(RendererSettings(timeout_s=3, extract_timeout_s=2, settle="networkidle",
+                                         pages_in_flight=4, max_elements=50)).start()
+    yield r
+    r.close()
+
+
+def job(url, **kw):
+    return PageJob(url, 800, 600, allow_private=True, **kw)
+
+
+def test_unsafe_requests_never_reach_their_targets(sites, renderer):
+    page, victim = sites
+    v = victim.base
+    page.routes["/redirect-away.png"] = (302, "text/plain", b"", {"Location": f"{v}/via-redirect"})
+    page.html("/ssrf.html", f"""<html><body><h1>Hello</h1>
+      <img src="{v}/img.png" alt="x"><img src="/redirect-away.png" alt="y">
+      <img src="http://169.254.169.254/latest/meta-data/" alt="z">
+      <link rel="stylesheet" href="{v}/style.css"><iframe src="{v}/frame.html"></iframe>
+      <script>fetch("{v}/fetch").catch(() => {{}}); fetch("file:///etc/passwd").catch(() => {{}});
+              navigator.sendBeacon("{v}/beacon", "x");</script></body></html>""")
+    result = renderer.render(job(page.base + "/ssrf.html"))
+    time.sleep(0.3)
+    assert victim.hits == []
+    assert result.rejection is None and result.page is not None  # the page itself renders
+    reasons = [r for r, _ in result.blocked]
+    assert reasons.count("loopback") >= 5 and "metadata" in reasons
+    assert any(u.endswith("/via-redirect") for _, u in result.blocked)
+
+
+def test_same_origin_assets_load(sites, renderer):
+    page, _ = sites
+    page.routes["/logo.svg"] = (200, "image/svg+xml",
+                                b'<svg xmlns="http://www.w3.org/2000/svg" width="40" height="40"/>', {})
+    page.html("/own.html", '<html><body><img src="/logo.svg" alt="Logo" width="40" height="40"></body></html>')
+    result = renderer.render(job(page.base + "/own.html"))
+    assert result.blocked == [] and "/logo.svg" in page.hits
+    assert [e.name for e in result.page.elements.elements] == ["Logo"]
+
+
+def test_redirect_of_the_page_to_a_blocked_address_is_a_reject(sites, renderer):
+    page, victim = sites
+    page.routes["/go"] = (302, "text/plain", b"", {"Location": f"{victim.base}/admin"})
+    result = renderer.render(job(page.base + "/go"))
+    assert result.rejection.reason == "blocked_redirect"
+    assert victim.hits == []
+
+
+def test_private_input_urls_are_refused_unless_allowed(sites, renderer):
+    page, _ = sites
+    result = renderer.render(PageJob(page.base + "/own.html", allow_private=False))
+    assert result.rejection.reason == "blocked_address"
+
+
+def test_http_errors_and_non_html(sites, renderer):
+    page, _ = sites
+    page.routes["/pic.png"] = (200, "image/png", b"\x89PNG\r\n\x1a\n" + b"\0" * 32, {})
+    page.html("/broken", "<h1>oops</h1>", status=503)
+    missing, down, image = renderer.render_many([job(page.base + "/nothing-here"), job(page.base + "/broken"),
+                                                 job(page.base + "/pic.png")])
+    assert (missing.rejection.reason, missing.rejection.detail) == ("http_error", "HTTP 404")
+    assert down.rejection.detail == "HTTP 503"
+    assert image.rejection.reason == "not_html"
+
+
+def test_pages_that_never_settle_time_out_in_bounded_time(sites, renderer):
+    page, _ = sites
+    page.html("/loop.html", "<html><body><p>spin</p><script>for(;;){}</script></body></html>")
+    page.html("/late-loop.html", "<html><body><p>spin later</p><script>setTimeout(()=>{for(;;){}},1)</script></body></html>")
+    page.html("/chatty.html", "<html><body><p>poll</p><script>setInterval(()=>fetch('/own.html?'+Math.random()),100)"
+                              "</script></body></html>")
+    page.html("/fine.html", "<html><body><button>Fine</button></body></html>")
+    t0 = time.monotonic()
+    results = renderer.render_many([job(page.base + p) for p in ("/loop.html", "/late-loop.html", "/chatty.html",
+                                                                  "/fine.html")])
+    elapsed = time.monotonic() - t0
+    assert [r.rejection.reason if r.rejection else "ok" for r in results] == \
+        ["render_timeout", "render_timeout", "render_timeout", "ok"]
+    assert elapsed < 3 + 2 + 5  # navigation budget + extraction budget + slack, all four in parallel
+    assert renderer.render(job(page.base + "/fine.html")).page is not None  # the worker goes on
+
+
+def test_dialogs_and_popups_do_not_block(sites, renderer):
+    page, _ = sites
+    page.html("/rude.html", "<html><body><button>Still here</button><script>alert('hi'); confirm('sure?');"
+                            "window.open('/own.html');</script></body></html>")
+    result = renderer.render(job(page.base + "/rude.html"))
+    assert [e.name for e in result.page.elements.elements] == ["Still here"]
+
+
+def test_huge_dom_is_capped_and_keeps_the_screenshot(sites, renderer):
+    page, _ = sites
+    buttons = "".join(f"<button>b{i}</button>" for i in range(3000))
+    page.html("/huge.html", f"<html><body>{buttons}</body></html>")
+    result = renderer.render(job(page.base + "/huge.html"))
+    assert result.page.elements.capped and len(result.page.elements.elements) == 50
+    assert result.page.png[:4] == b"\x89PNG" and result.page.width == 800
+
+
+def _our_chromium(kind: str) -> list[int]:
+    """Chromium processes below this test process: kind "renderer" or "browser" (the main process)."""
+    me, out = os.getpid(), []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            raw = open(f"/proc/{d}/cmdline", "rb").read()
+        except OSError:
+            continue
+        # Chromium's child processes rewrite their argv into one space-separated string.
+        argv0 = raw.split(b" ")[0].split(b"\0")[0]
+        if b"chrom" not in argv0 or b"crashpad" in argv0:
+            continue
+        if (kind == "renderer") != (b"--type=renderer" in raw) or (kind == "browser" and b"--type=" in raw):
+            continue
+        pid = int(d)
+        while pid > 1:
+            try:
+                pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                break
+            if pid == me:
+                out.append(int(d))
+                break
+    return out
+
+
+def _kill_once_requested(kind: str, site: Site, path: str) -> threading.Thread:
+    """Kill our Chromium processes of `kind` shortly after `site` served `path` (the page is then running)."""
+    seen = site.hits.count(path)
+
+    def kill():
+        deadline = time.monotonic() + 15
+        while site.hits.count(path) == seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        for pid in _our_chromium(kind):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+    t = threading.Thread(target=kill)
+    t.start()
+    return t
+
+
+def test_renderer_crash_is_a_reject_and_the_next_page_renders(sites):
+    page, _ = sites
+    r = BrowserRenderer(RendererSettings(timeout_s=20, extract_timeout_s=5)).start()
+    try:
+        killer = _kill_once_requested("renderer", page, "/hang.html")
+        t0 = time.monotonic()
+        result = r.render(job(page.base + "/hang.html"))
+        killer.join()
+        assert result.rejection.reason == "render_crash" and time.monotonic() - t0 < 10
+        assert r.render(job(page.base + "/fine.html")).page is not None
+    finally:
+        r.close()
+
+
+def test_browser_crash_is_a_reject_and_the_browser_restarts(sites):
+    page, _ = sites
+    r = BrowserRenderer(RendererSettings(timeout_s=20, extract_timeout_s=5)).start()
+    try:
+        killer = _kill_once_requested("browser", page, "/hang.html")
+        result = r.render(job(page.base + "/hang.html"))
+        killer.join()
+        assert result.rejection.reason == "render_crash"
+        after = r.render(job(page.base + "/fine.html"))
+        assert after.page is not None and r.launches == 2
+    finally:
+        r.close()

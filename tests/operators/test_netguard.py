@@ -1,0 +1,96 @@
+"""The address guard: which requests a rendered page may send."""
+
+from __future__ import annotations
+
+import pytest
+
+from quarry.operators.netguard import AddressGuard, classify, input_url_verdict, origin_of
+
+
+@pytest.mark.parametrize("addr, expected", [
+    ("8.8.8.8", None),
+    ("93.184.216.34", None),
+    ("2606:4700:4700::1111", None),
+    ("127.0.0.1", "loopback"),
+    ("127.8.9.10", "loopback"),
+    ("::1", "loopback"),
+    ("::ffff:127.0.0.1", "loopback"),
+    ("10.1.2.3", "private"),
+    ("172.16.0.1", "private"),
+    ("192.168.1.1", "private"),
+    ("fd12:3456::1", "private"),
+    ("100.64.0.1", "private"),
+    ("169.254.169.254", "metadata"),
+    ("fd00:ec2::254", "metadata"),
+    ("100.100.100.200", "metadata"),
+    ("169.254.1.1", "link_local"),
+    ("fe80::1", "link_local"),
+    ("0.0.0.0", "unspecified"),
+    ("::", "unspecified"),
+    ("224.0.0.1", "multicast"),
+    ("240.0.0.1", "reserved"),
+    ("192.0.2.1", "private")  # documentation range: Python counts it private,
+])
+def test_classify(addr, expected):
+    assert classify(addr) == expected
+
+
+def fake_dns(table):
+    calls = []
+
+    def resolve(host, port):
+        calls.append(host)
+        if host not in table:
+            raise OSError("Name or service not known")
+        return table[host]
+
+    resolve.calls = calls
+    return resolve
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("https://public.example/a.png", None),
+    ("https://internal.example/a.png", "private"),
+    ("https://mixed.example/", "loopback"),  # any non-public answer refuses the host
+    ("http://nowhere.example/", "unresolvable"),
+    ("http://169.254.169.254/latest/meta-data/", "metadata"),
+    ("http://[::1]:8080/", "loopback"),
+    ("http://127.0.0.1:9999/x", "loopback"),  # loopback, another port: not the page's origin
+    ("http://127.0.0.1:8000/same-origin.css", None),
+    ("file:///etc/passwd", "file_access"),
+    ("ftp://public.example/x", "scheme"),
+    ("ws://public.example/socket", "scheme"),
+    ("data:image/png;base64,AAAA", None),
+])
+def test_guard_checks_every_request(url, reason):
+    dns = fake_dns({"public.example": ["93.184.216.34"], "internal.example": ["10.0.0.7"],
+                    "mixed.example": ["93.184.216.34", "127.0.0.1"]})
+    guard = AddressGuard(origin_of("http://127.0.0.1:8000/page.html"), dns)
+    assert guard.check(url).reason == reason
+
+
+def test_guard_caches_resolution_per_host_and_port():
+    dns = fake_dns({"public.example": ["93.184.216.34"]})
+    guard = AddressGuard("https://site.example:443", dns)
+    for path in ("a", "b", "c"):
+        assert guard.check(f"https://public.example/{path}").allowed
+    assert dns.calls == ["public.example"]
+
+
+def test_real_resolver_classifies_localhost():
+    assert AddressGuard("https://site.example:443").check("http://localhost:1234/").reason == "loopback"
+
+
+def test_file_pages_may_read_only_their_own_folder():
+    guard = AddressGuard(origin_of("file:///data/pages/a.html"))
+    assert guard.check("file:///data/pages/img/logo.png").allowed
+    assert guard.check("file:///etc/passwd").reason == "file_access"
+    assert guard.check("file:///data/other/x.css").reason == "file_access"
+
+
+def test_input_urls():
+    dns = fake_dns({"public.example": ["93.184.216.34"]})
+    assert input_url_verdict("https://public.example/", False, dns).allowed
+    assert input_url_verdict("http://127.0.0.1:5000/", False, dns).reason == "loopback"
+    assert input_url_verdict("http://127.0.0.1:5000/", True, dns).allowed
+    assert input_url_verdict("javascript:alert(1)", True, dns).reason == "scheme"
