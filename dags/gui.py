@@ -1,0 +1,132 @@
+"""`quarry run gui`: GUI grounding tasks from real web pages rendered by Playwright + Chromium.
+
+GLM-4.5V §3 (render pages, keep every visible DOM element with its rendered
+box, boxes on a 0-1000 grid) and the GUI task hierarchy of GLM-5V-Turbo §4:
+`element_perception` (box -> what it is and says), `grounding`
+(expression -> box) and single-step `action` (instruction -> click / type /
+scroll) rows, one screenshot per page stored once in `DIR/images`.
+
+Inputs: a URL list (`.txt`, one `http(s)://` or `file://` URL per line, `#`
+comments), a Parquet/JSONL table with a `url` column (`input.url_column`), or
+a folder of saved `.html` pages (served to the browser from loopback by each
+worker, so relative assets load). One input is one page at one viewport
+(`render.extra_viewports` adds more per page).
+
+Tier rule (`operators/gui_tasks.py`): area level from the target's share of
+the screenshot (>= 2% level 0, >= 0.5% 1, >= 0.1% 2, >= 0.02% 3, else 4;
+`tiers.area_fractions`) plus a crowding bonus from the number of other visible
+elements with the same role (< 5: +0, < 20: +1, else +2; `tiers.crowd_counts`),
+capped at very_hard; tiers in order very_easy, easy, medium, hard, very_hard.
+Scroll actions are very_easy.
+
+Accounting: many rows come from one page, so `one_to_one` is false; every
+page ends as rows or exactly one reject, and `extra.pages` says so
+(`pages.inputs == pages.with_rows + rejected_total`). Stages count pages
+(`render`, `tasks`) and rows (`tasks.out`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import apache_beam as beam
+
+from quarry.dags.runner import BuildInfo, DagSpec
+from quarry.pipelines.gui import GuiPipeline, ReadPages, SumTo, plan_gui_inputs
+from quarry.pipelines.stats import CountTo, read_counts
+from quarry.pipelines.write import WriteImages, WriteRejects, WriteShards
+from quarry.schemas.config import ConfigError
+from quarry.schemas.gui import GuiConfig, GuiRow
+
+DEMO_DATA = Path(__file__).parent / "demo_data" / "gui"
+
+
+def plan(patterns: list[str], cfg: GuiConfig):
+    if cfg.render.executable_path and not os.path.exists(cfg.render.executable_path):
+        raise ConfigError(f"render.executable_path: {cfg.render.executable_path} does not exist; install Chromium "
+                          "(Debian: apt-get install chromium) or set render.executable_path=null to use "
+                          "Playwright's own browser (`playwright install chromium`)")
+    if cfg.render.batch_pages < cfg.render.pages_in_flight:
+        raise ConfigError("render.batch_pages must be >= render.pages_in_flight (a worker renders at most one batch at once)")
+    return plan_gui_inputs(patterns, cfg)
+
+
+def build(pipeline: beam.Pipeline, cfg: GuiConfig, files, output: str) -> BuildInfo:
+    pages, read_rejected = pipeline | "Read" >> ReadPages(files, cfg.source or "unknown", cfg)
+    pages | "CountRead" >> CountTo(output, "read")
+    out = pages | "Gui" >> GuiPipeline(cfg, output)
+    out.rows | "Write" >> WriteShards(output, "gui", GuiRow, cfg.shards)
+    out.images | "WriteImages" >> WriteImages(output, cfg.shards)
+    out.blocked | "CountBlocked" >> SumTo(output, "requests_blocked")
+    (
+        (read_rejected, out.rejected)
+        | "AllRejects" >> beam.Flatten()
+        | "WriteRejects" >> WriteRejects(output, cfg.shards)
+    )
+    r = cfg.render
+    info = BuildInfo(extra={
+        "browser": r.executable_path or "playwright-bundled chromium",
+        "viewports": [v.model_dump() for v in r.viewports()],
+        "timeout_s": r.timeout_s,
+        "pages_in_flight": r.pages_in_flight,
+        "tasks": list(cfg.tasks.kinds),
+        "input_files": len(files),
+    })
+    if not cfg.source:
+        info.notes.append("no --source given: pages without a `source` field are tagged source=unknown")
+    if any(f.kind == "html" for f in files):
+        info.notes.append("saved pages were served from a loopback HTTP server per worker; their rows' page_url is "
+                          "the path relative to the input folder")
+    return info
+
+
+def finish(output: str, cfg: GuiConfig, info: BuildInfo) -> None:
+    counts = read_counts(output)
+    from quarry.dags.runner import reject_counts
+
+    rejected = sum(n for reasons in reject_counts(output).values() for n in reasons.values())
+    pages_in = counts.get("read", 0) + sum(reject_counts(output).get("read", {}).values())
+    with_rows = counts.get("images.out", 0)
+    info.extra["pages"] = {
+        "inputs": pages_in, "rendered": counts.get("render.out", 0), "with_rows": with_rows,
+        "rejected": rejected, "balanced": pages_in == with_rows + rejected,
+    }
+    info.extra["requests_blocked"] = counts.get("requests_blocked", 0)
+
+
+SPEC = DagSpec(
+    name="gui",
+    summary="GUI grounding: Playwright renders pages; visible elements with boxes -> perception, grounding, action tasks",
+    stages=(
+        ("read", "URL lists, Parquet/JSONL url tables, or folders of saved .html pages -> one page per viewport"),
+        ("render", "Chromium via Playwright: fresh context per page, pages in flight, address guard on every request, "
+                   "screenshot + visible elements (box, role, name, interactive, DOM path)"),
+        ("tasks", "element_perception, grounding (name or positional expressions, ambiguous ones dropped), "
+                  "action (click/type/scroll); tier from area and crowding"),
+        ("write", "task rows by source and tier; screenshots once in DIR/images"),
+    ),
+    config_model=GuiConfig,
+    plan=plan,
+    build=build,
+    one_to_one=False,
+    finish=finish,
+)
+
+
+def build_demo_input(folder: Path) -> tuple[list[str], list[str]]:
+    """Copy the shipped demo site (3 pages + assets, 1 page that never settles) into `folder`.
+
+    Shows: elements found on real layouts (hidden, transparent, off-screen and
+    covered ones left out), positional expressions for the three identical
+    "Add to cart" buttons, a blocked request to the cloud metadata address,
+    and `render_timeout` for the page whose script never yields.
+    """
+    site = Path(folder) / "gui-site"
+    if site.exists():
+        shutil.rmtree(site)
+    shutil.copytree(DEMO_DATA, site)
+    sets = ["source=demo_site", "render.timeout_s=5", "render.extract_timeout_s=3", "render.settle=load",
+            "render.pages_in_flight=4", "render.batch_pages=8"]
+    return [str(site)], sets

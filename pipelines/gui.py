@@ -1,0 +1,446 @@
+"""The gui recipe (GLM-4.5V GUI grounding, GLM-5V-Turbo GUI hierarchy) wired as Beam steps.
+
+    input files -> ReadPages (one PageInput per URL and viewport)
+                -> BatchElements -> RenderPages (Playwright: screenshot + visible elements)
+                -> MakeTasks (GuiRow per task, ImageRecord per screenshot)
+
+One input is one page at one viewport; it ends as task rows or one reject
+(`read`, `render`, `tasks`). Many rows come from one page, so the manifest
+also counts pages into and out of each stage. The screenshot travels with
+the page record only between fused steps (render -> tasks) and is written
+once to `DIR/images`; rows carry its `image_id`.
+
+Browsers are per worker process: the first `RenderPages` instance of a
+process starts Chromium (and, for folders of saved pages, a loopback HTTP
+server); the others in that process share it; the last teardown closes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass
+from typing import Any, Iterator, NamedTuple, Optional, Union
+from urllib.parse import urlsplit
+
+import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+
+from quarry.operators.base import Rejection
+from quarry.operators.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, RenderResult
+from quarry.operators.gui_tasks import TaskSettings, page_tasks, task_id
+from quarry.operators.ids import content_id, digest
+from quarry.pipelines.read import InputError, clean_source, jsonl_objects, match_inputs
+from quarry.pipelines.stats import CountTo, Progress
+from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
+from quarry.schemas.gui import GuiConfig, GuiRow, PageInput, RenderConfig, Viewport
+
+URL_LIST_SUFFIXES = (".txt", ".urls", ".lst")
+TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
+MAX_URL_CHARS = 4096
+MAX_HTML_BYTES = 20 * 1024 * 1024
+
+
+class Outputs(NamedTuple):
+    rows: Any  # PCollection[GuiRow]
+    images: Any  # PCollection[ImageRecord]
+    rejected: Any  # PCollection[Reject]
+    blocked: Any  # PCollection[int]: guard refusals per rendered page
+
+
+@dataclass(frozen=True)
+class GuiInputFile:
+    path: str
+    kind: str  # "urls" | "table" | "html"
+    root: Optional[str] = None  # html: the folder served as the site root
+
+
+def _kind(path: str, html_suffixes: tuple[str, ...]) -> Optional[str]:
+    low = path.lower()
+    if low.endswith(URL_LIST_SUFFIXES):
+        return "urls"
+    if low.endswith(TABLE_SUFFIXES):
+        return "table"
+    if low.endswith(html_suffixes):
+        return "html"
+    return None
+
+
+def plan_gui_inputs(patterns: list[str], cfg: GuiConfig) -> list[GuiInputFile]:
+    """URL lists, URL tables, or folders of saved pages -> typed input files; InputError for the unreadable."""
+    suffixes = tuple(s.lower() for s in cfg.input.html_suffixes)
+    out: list[GuiInputFile] = []
+    for pattern in patterns:
+        paths = match_inputs(pattern)
+        if not paths:
+            raise InputError(f"input {pattern}: no files match")
+        is_dir = "://" not in pattern and os.path.isdir(pattern)
+        typed = [(p, _kind(p, suffixes)) for p in paths]
+        readable = [(p, k) for p, k in typed if k]
+        if not readable:
+            raise InputError(f"input {pattern}: none of the {len(paths)} matching files is a URL list "
+                             f"({', '.join(URL_LIST_SUFFIXES)}), a Parquet/JSONL table with a "
+                             f"{cfg.input.url_column!r} column, or a saved page ({', '.join(suffixes)})")
+        for path, kind in readable:
+            if kind == "table" and path.lower().endswith(".parquet"):
+                try:
+                    with FileSystems.open(path) as fh:
+                        names = pq.ParquetFile(fh).schema_arrow.names
+                except (BeamIOError, OSError, ValueError) as e:
+                    raise InputError(f"input {path}: not a readable Parquet file ({e})") from None
+                if cfg.input.url_column not in names:
+                    raise InputError(f"input {path}: no {cfg.input.url_column!r} column (columns are {names}); "
+                                     "name it with --set input.url_column=COLUMN")
+            root = None
+            if kind == "html":
+                if "://" in path:
+                    raise InputError(f"input {path}: saved pages are served from local folders only")
+                root = os.path.abspath(pattern if is_dir else os.path.dirname(path))
+            out.append(GuiInputFile(path, kind, root))
+    return out
+
+
+# --- reading: plain generators, no Beam ---------------------------------------------------
+
+
+def url_problem(url: str) -> Optional[str]:
+    """Why a URL cannot be a page input, or None."""
+    if len(url) > MAX_URL_CHARS:
+        return f"URL longer than {MAX_URL_CHARS} characters"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as e:
+        return f"unparsable URL ({e})"
+    if parts.scheme.lower() not in ("http", "https", "file"):
+        return f"scheme {parts.scheme or '(none)'!r}: inputs are http(s):// or file:// URLs"
+    if parts.scheme.lower() != "file" and not parts.hostname:
+        return "no host"
+    if any(c in url for c in "\r\n\t ") or not url.isprintable():
+        return "URL holds whitespace or control characters"
+    return None
+
+
+def _page_inputs(source: str, origin: Origin, kind: str, url: str, identity: str, viewports: list[Viewport],
+                 root: Optional[str] = None) -> list[PageInput]:
+    return [PageInput(page_id=content_id("gui-page", identity, vp.model_dump_json()), source=source, origin=origin,
+                      kind=kind, url=url, root=root, viewport=vp) for vp in viewports]
+
+
+def _reject(path: str, key: str, source: str, reason: str, detail: str) -> Reject:
+    return Reject(sample_id=content_id("reject", os.path.basename(path), key), source=source, stage="read",
+                  reason=reason, detail=detail[:500], origin=Origin(file=path, key=key))
+
+
+def read_gui_file(f: GuiInputFile, source: str, cfg: GuiConfig) -> Iterator[Union[PageInput, Reject]]:
+    """Every page input (per viewport) of one input file, or read rejects."""
+    viewports = cfg.render.viewports()
+    if f.kind == "html":
+        rel = os.path.relpath(f.path, f.root).replace(os.sep, "/")
+        try:
+            with FileSystems.open(f.path, compression_type="uncompressed") as fh:
+                data = fh.read(MAX_HTML_BYTES + 1)
+        except (BeamIOError, OSError) as e:
+            yield _reject(f.path, rel, source, "unreadable_file", str(e))
+            return
+        if len(data) > MAX_HTML_BYTES:
+            yield _reject(f.path, rel, source, "file_too_large", f"> {MAX_HTML_BYTES} bytes")
+            return
+        yield from _page_inputs(source, Origin(file=f.path, key=rel), "html", rel, f"html:{rel}:{digest(data)}",
+                                viewports, f.root)
+        return
+    try:
+        fh = FileSystems.open(f.path)
+    except (BeamIOError, OSError) as e:
+        yield _reject(f.path, "", source, "unreadable_file", str(e))
+        return
+    with fh:
+        if f.kind == "urls":
+            for lineno, raw in enumerate(iter(fh.readline, b""), start=1):
+                line = raw.decode("utf-8", errors="replace").strip()
+                if not line or line.startswith("#"):
+                    continue
+                yield from _url_record(f.path, f"line:{lineno}", source, line, viewports)
+        elif f.path.lower().endswith(".parquet"):
+            try:
+                pf = pq.ParquetFile(fh)
+                cols = [c for c in (cfg.input.url_column, "source") if c in pf.schema_arrow.names]
+                row = 0
+                for batch in pf.iter_batches(batch_size=1024, columns=cols):
+                    for rec in batch.to_pylist():
+                        yield from _table_record(f.path, f"row:{row}", source, rec, cfg, viewports)
+                        row += 1
+            except (OSError, ValueError) as e:
+                yield _reject(f.path, "#unreadable", source, "unreadable_file", f"{type(e).__name__}: {e}")
+        else:
+            for lineno, rec in jsonl_objects(fh):
+                if isinstance(rec, str):
+                    yield _reject(f.path, f"line:{lineno}", source, "invalid_json", rec)
+                    continue
+                yield from _table_record(f.path, f"line:{lineno}", source, rec, cfg, viewports)
+
+
+def _table_record(path: str, key: str, source: str, rec: dict, cfg: GuiConfig, viewports: list[Viewport]):
+    own = rec.get("source")
+    src = clean_source(own) if isinstance(own, str) and own else source
+    url = rec.get(cfg.input.url_column)
+    if not isinstance(url, str) or not url.strip():
+        yield _reject(path, key, src, "missing_url", f"field {cfg.input.url_column!r} holds {type(url).__name__}")
+        return
+    yield from _url_record(path, key, src, url.strip(), viewports)
+
+
+def _url_record(path: str, key: str, source: str, url: str, viewports: list[Viewport]):
+    problem = url_problem(url)
+    if problem:
+        yield _reject(path, key, source, "invalid_url", f"{problem}: {url[:200]!r}")
+        return
+    yield from _page_inputs(source, Origin(file=path, key=key), "url", url, f"url:{url}", viewports)
+
+
+class _ReadPages(beam.DoFn):
+    REJECTED = "rejected"
+
+    def __init__(self, source: str, cfg: GuiConfig):
+        self.source = source
+        self.cfg = cfg
+
+    def process(self, f: GuiInputFile):
+        for rec in read_gui_file(f, self.source, self.cfg):
+            if isinstance(rec, Reject):
+                yield beam.pvalue.TaggedOutput(self.REJECTED, rec)
+            else:
+                yield rec
+
+
+class ReadPages(beam.PTransform):
+    """Planned input files -> (pages, rejected)."""
+
+    def __init__(self, files: list[GuiInputFile], source: str, cfg: GuiConfig):
+        super().__init__()
+        self.files = files
+        self.source = clean_source(source)
+        self.cfg = cfg
+
+    def expand(self, pbegin):
+        out = (
+            pbegin
+            | "ListFiles" >> beam.Create(self.files)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadPages" >> beam.ParDo(_ReadPages(self.source, self.cfg)).with_outputs(_ReadPages.REJECTED,
+                                                                                       main="pages")
+        )
+        return out.pages, out[_ReadPages.REJECTED]
+
+
+# --- rendering ------------------------------------------------------------------------------
+
+
+def renderer_settings(r: RenderConfig) -> RendererSettings:
+    return RendererSettings(
+        executable_path=r.executable_path, timeout_s=r.timeout_s, extract_timeout_s=r.extract_timeout_s,
+        settle=r.settle, pages_in_flight=r.pages_in_flight, max_elements=r.max_elements, max_nodes=r.max_nodes,
+        min_side_px=r.min_side_px, max_redirects=r.max_redirects, max_response_bytes=r.max_response_bytes)
+
+
+def _local_or_fs_read(root: str, relpath: str) -> Optional[bytes]:
+    path = FileSystems.join(root, relpath)
+    try:
+        with FileSystems.open(path, compression_type="uncompressed") as fh:
+            data = fh.read(MAX_HTML_BYTES + 1)
+    except (BeamIOError, OSError):
+        return None
+    return data if len(data) <= MAX_HTML_BYTES else None
+
+
+class _Worker:
+    """The browser and the folder server of one worker process, shared by its DoFn instances."""
+
+    _lock = threading.Lock()
+    _pool: dict[RendererSettings, "_Worker"] = {}
+
+    def __init__(self, settings: RendererSettings):
+        self.settings = settings
+        self.renderer = BrowserRenderer(settings).start()
+        self.server = HtmlFolderServer(_local_or_fs_read)
+        self.users = 0
+
+    @classmethod
+    def acquire(cls, settings: RendererSettings) -> "_Worker":
+        with cls._lock:
+            w = cls._pool.get(settings)
+            if w is None:
+                w = cls._pool[settings] = cls(settings)
+            w.users += 1
+            return w
+
+    def release(self) -> None:
+        with self._lock:
+            self.users -= 1
+            if self.users > 0:
+                return
+            self._pool.pop(self.settings, None)
+        self.renderer.close()
+        self.server.close()
+
+
+def page_job(p: PageInput, server: HtmlFolderServer, allow_private: bool) -> PageJob:
+    vp = p.viewport
+    if p.kind == "html":
+        return PageJob(server.url_for(p.root or "", p.url), vp.width, vp.height, vp.device_scale_factor,
+                       vp.is_mobile, allow_private=True)  # our own loopback server
+    return PageJob(p.url, vp.width, vp.height, vp.device_scale_factor, vp.is_mobile, allow_private=allow_private)
+
+
+def page_reject(p: PageInput, stage: str, verdict: Rejection) -> Reject:
+    return Reject(sample_id=p.page_id, source=p.source, stage=stage, reason=verdict.reason,
+                  detail=verdict.detail[:500], origin=p.origin)
+
+
+class _RenderPages(beam.DoFn):
+    """A batch of PageInputs -> (PageInput, RenderResult) rendered concurrently; failures -> render rejects."""
+
+    REJECTED = "rejected"
+    BLOCKED = "blocked"
+
+    def __init__(self, cfg: RenderConfig):
+        self.cfg = cfg
+        self.rendered = beam.metrics.Metrics.counter("gui", "pages_rendered")
+        self.failed = beam.metrics.Metrics.counter("gui", "pages_rejected")
+        self.blocked = beam.metrics.Metrics.counter("gui", "requests_blocked")
+        self.restarts = beam.metrics.Metrics.counter("gui", "browser_launches")
+
+    def setup(self):
+        self.worker = _Worker.acquire(renderer_settings(self.cfg))
+
+    def teardown(self):
+        worker, self.worker = getattr(self, "worker", None), None
+        if worker is not None:
+            worker.release()
+
+    def process(self, batch: list[PageInput]):
+        jobs = [page_job(p, self.worker.server, self.cfg.allow_private_inputs) for p in batch]
+        launches = self.worker.renderer.launches
+        results = self.worker.renderer.render_many(jobs)
+        self.restarts.inc(self.worker.renderer.launches - launches)
+        for p, res in zip(batch, results):
+            self.blocked.inc(len(res.blocked))
+            yield beam.pvalue.TaggedOutput(self.BLOCKED, len(res.blocked))
+            if res.page is None:
+                self.failed.inc()
+                yield beam.pvalue.TaggedOutput(self.REJECTED, page_reject(p, "render", res.rejection))
+            else:
+                self.rendered.inc()
+                yield (p, res)
+
+
+# --- tasks ----------------------------------------------------------------------------------
+
+
+def task_settings(cfg: GuiConfig) -> TaskSettings:
+    return TaskSettings(kinds=tuple(cfg.tasks.kinds), max_per_page=cfg.tasks.max_per_page, scroll=cfg.tasks.scroll,
+                        area_fractions=tuple(cfg.tiers.area_fractions), crowd_counts=tuple(cfg.tiers.crowd_counts))
+
+
+def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings) -> tuple[list[GuiRow], Optional[ImageRecord]]:
+    page = res.page
+    assert page is not None
+    elements = page.elements
+    tasks = page_tasks(p.page_id, elements.elements, elements.scrollable, settings)
+    if not tasks:
+        return [], None
+    image_id = digest(page.png)
+    page_url = p.url
+    rows = []
+    for t in tasks:
+        e = t.element
+        rows.append(GuiRow(
+            sample_id=task_id(p.page_id, t), source=p.source, tier=t.tier, task=t.task, origin=p.origin,
+            url=p.url if p.kind == "url" else None, parent_id=p.page_id, image_id=image_id, width=page.width,
+            height=page.height, viewport=p.viewport.name, page_url=page_url, final_url=page.final_url,
+            prompt=t.prompt, answer=t.answer, expression=t.expression, expression_kind=t.expression_kind,
+            action=t.action, element_tag=e.tag if e else None, element_role=e.role if e else None,
+            element_name=e.name if e else None, element_interactive=e.interactive if e else None,
+            element_path=e.path if e else None, box=list(e.box) if e else None,
+            box_px=list(e.box_px) if e else None, area_fraction=t.area_fraction, similar_elements=t.similar,
+            page_elements=len(elements.elements), elements_capped=elements.capped, blocked_requests=len(res.blocked),
+        ))
+    image = ImageRecord(image_id=image_id, image=ImageCell(bytes=page.png), width=page.width, height=page.height,
+                        format="png")
+    return rows, image
+
+
+class _MakeTasks(beam.DoFn):
+    REJECTED = "rejected"
+    IMAGES = "images"
+
+    def __init__(self, settings: TaskSettings):
+        self.settings = settings
+
+    def process(self, element):
+        p, res = element
+        rows, image = page_rows(p, res, self.settings)
+        if not rows:
+            n = len(res.page.elements.elements)
+            reason = "no_elements" if n == 0 else "no_tasks"
+            yield beam.pvalue.TaggedOutput(self.REJECTED, page_reject(p, "tasks", Rejection(
+                reason, f"{n} visible elements, none usable for {', '.join(self.settings.kinds)}")))
+            return
+        yield beam.pvalue.TaggedOutput(self.IMAGES, image)
+        yield from rows
+
+
+class GuiPipeline(beam.PTransform):
+    """PCollection[PageInput] -> Outputs(rows, images, rejected, blocked); page counts to `DIR/_stats`."""
+
+    def __init__(self, cfg: GuiConfig, output_dir: Optional[str] = None):
+        super().__init__()
+        self.cfg = cfg
+        self.output_dir = output_dir
+
+    def _count(self, pcoll, name: str) -> None:
+        if self.output_dir is not None:
+            pcoll | f"Count[{name}]" >> CountTo(self.output_dir, name)
+
+    def expand(self, pages):
+        r = self.cfg.render
+        batch = max(r.batch_pages, r.pages_in_flight)
+        rendered = (
+            pages
+            | "ProgressRender" >> Progress("render")
+            | "BatchPages" >> beam.BatchElements(min_batch_size=batch, max_batch_size=batch)
+            | "RenderPages" >> beam.ParDo(_RenderPages(r)).with_outputs(
+                _RenderPages.REJECTED, _RenderPages.BLOCKED, main="pages")
+        )
+        tasks = rendered.pages | "MakeTasks" >> beam.ParDo(_MakeTasks(task_settings(self.cfg))).with_outputs(
+            _MakeTasks.REJECTED, _MakeTasks.IMAGES, main="rows")
+        self._count(pages, "render.in")
+        self._count(rendered.pages, "render.out")
+        self._count(rendered.pages, "tasks.in")
+        self._count(tasks.rows, "tasks.out")
+        self._count(tasks[_MakeTasks.IMAGES], "images.out")
+        rejected = ((rendered[_RenderPages.REJECTED], tasks[_MakeTasks.REJECTED])
+                    | "GuiRejects" >> beam.Flatten())
+        return Outputs(tasks.rows, tasks[_MakeTasks.IMAGES], rejected, rendered[_RenderPages.BLOCKED])
+
+
+class SumTo(beam.PTransform):
+    """Sum a PCollection of ints into `DIR/_stats/<name>.json` (same format as CountTo)."""
+
+    def __init__(self, output_dir: str, name: str):
+        super().__init__()
+        self.output_dir = output_dir
+        self.name = name
+
+    def expand(self, pcoll):
+        path = FileSystems.join(self.output_dir, "_stats", f"{self.name}.json")
+        name = self.name
+
+        def write(n: int) -> None:
+            with FileSystems.create(path) as fh:
+                fh.write(json.dumps({"name": name, "count": n}, sort_keys=True).encode())
+
+        return pcoll | "Sum" >> beam.CombineGlobally(sum) | "WriteSum" >> beam.Map(write)

@@ -1,0 +1,146 @@
+"""The gui DAG end to end (real Beam, real Chromium, real Parquet): the demo site and a URL list
+with broken and hostile pages; the manifest adds up per page, reruns give the same ids."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import duckdb
+import pyarrow.parquet as pq
+import pytest
+
+from quarry.dags.gui import SPEC, build_demo_input
+from quarry.dags.runner import resolve_config, run_dag
+from quarry.schemas.arrow import arrow_schema
+from quarry.schemas.common import TIERS, ImageRecord
+from quarry.schemas.gui import GuiRow
+
+pytestmark = pytest.mark.slow
+
+
+def run(inputs, out, sets):
+    cfg = resolve_config(SPEC, None, sets, None)
+    return run_dag(SPEC, inputs, str(out), cfg)
+
+
+def sql(out: Path, query: str):
+    con = duckdb.connect()
+    con.execute(f"CREATE VIEW rows AS SELECT * FROM read_parquet('{out}/data/**/*.parquet', hive_partitioning=true)")
+    con.execute(f"CREATE VIEW rejects AS SELECT * FROM read_parquet('{out}/rejects/*.parquet')")
+    con.execute(f"CREATE VIEW images AS SELECT * FROM read_parquet('{out}/images/*.parquet')")
+    return con.sql(query).fetchall()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("gui-demo")
+    inputs, sets = build_demo_input(folder)
+    manifest = run(inputs, folder / "out", sets)
+    return folder, inputs, sets, manifest
+
+
+def test_demo_manifest_accounts_for_every_page(demo):
+    folder, _, _, m = demo
+    pages = m.extra["pages"]
+    assert pages == {"inputs": 4, "rendered": 3, "with_rows": 3, "rejected": 1, "balanced": True}
+    assert m.rejected == {"render": {"render_timeout": 1}}
+    assert m.stages["render"].inputs == 4 and m.stages["render"].outputs == 3
+    assert m.stages["tasks"].outputs == m.kept > 30
+    assert m.extra["requests_blocked"] >= 1  # the metadata-service image on shop.html
+    assert json.loads((folder / "out" / "manifest.json").read_text())["one_to_one"] is False
+    assert sql(folder / "out", "SELECT origin.key, stage, reason FROM rejects") == [
+        ("slow.html", "render", "render_timeout")]
+
+
+def test_demo_rows_schema_images_and_tiers(demo):
+    out = demo[0] / "out"
+    for f in (out / "data").rglob("*.parquet"):
+        assert pq.read_schema(f).remove_metadata().equals(arrow_schema(GuiRow).remove_metadata())
+    for f in (out / "images").rglob("*.parquet"):
+        assert pq.read_schema(f).remove_metadata().equals(arrow_schema(ImageRecord).remove_metadata())
+    assert sql(out, "SELECT count(*) FROM rows WHERE image_id NOT IN (SELECT image_id FROM images)") == [(0,)]
+    assert sql(out, "SELECT count(*), count(DISTINCT image_id) FROM images") == [(3, 3)]
+    assert sql(out, "SELECT min(width), max(height) FROM images") == [(1280, 720)]
+    tiers = {t for (t,) in sql(out, "SELECT DISTINCT tier FROM rows")}
+    assert tiers <= set(TIERS) and len(tiers) >= 3
+    assert {t for (t,) in sql(out, "SELECT DISTINCT task FROM rows")} == {"element_perception", "grounding", "action"}
+    bad = sql(out, "SELECT count(*) FROM rows WHERE box IS NOT NULL AND (box[1] > box[3] OR box[2] > box[4] "
+                   "OR box[1] < 0 OR box[4] > 1000)")
+    assert bad == [(0,)]
+
+
+def test_demo_hidden_elements_never_appear_and_duplicates_are_disambiguated(demo):
+    out = demo[0] / "out"
+    names = " | ".join(n or "" for (n,) in sql(out, "SELECT DISTINCT element_name FROM rows"))
+    for hidden in ("invisible", "Off-screen", "Close dialog", "hidden under the cookie banner", "Below the fold",
+                   "Tiers</h2>"):
+        assert hidden not in names
+    carts = sorted(e for (e,) in sql(out, "SELECT expression FROM rows WHERE task='grounding' "
+                                         "AND element_name='Add to cart'"))
+    assert len(carts) == 3 and len(set(carts)) == 3 and all("Add to cart\" button " in c for c in carts)
+    actions = dict(sql(out, "SELECT expression, action FROM rows WHERE task='action' AND page_url='login.html'"))
+    assert actions['the "Sign in" button'].startswith("click(")
+    assert actions['the "Email address" text field'].startswith("type(")
+
+
+def test_demo_rerun_gives_the_same_ids(demo, tmp_path):
+    folder, inputs, sets, m = demo
+    again = run(inputs, tmp_path / "again", sets)
+    assert again.kept == m.kept
+    q = "SELECT sample_id, image_id, answer FROM rows ORDER BY sample_id"
+    assert sql(tmp_path / "again", q) == sql(folder / "out", q)
+
+
+class Site:
+    def __init__(self):
+        self.routes: dict[str, tuple[int, str, bytes, dict]] = {}
+        self.hits: list[str] = []
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                site.hits.append(self.path)
+                status, ctype, body, headers = site.routes.get(self.path, (404, "text/html", b"<h1>404</h1>", {}))
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                for k, v in headers.items():
+                    self.send_header(k, v)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_url_list_with_broken_and_hostile_pages(tmp_path):
+    site, victim = Site(), Site()
+    try:
+        site.routes["/good.html"] = (200, "text/html", (
+            f'<html><body><h1>Welcome</h1><a href="/next">Next page</a><img src="{victim.base}/pixel.gif" alt="">'
+            f'<script>fetch("{victim.base}/exfiltrate")</script></body></html>').encode(), {})
+        site.routes["/data.json"] = (200, "application/json", b"{}", {})
+        site.routes["/moved"] = (301, "text/html", b"", {"Location": f"{victim.base}/internal"})
+        (tmp_path / "urls.txt").write_text("\n".join([
+            f"{site.base}/good.html", f"{site.base}/gone.html", f"{site.base}/data.json", f"{site.base}/moved",
+            "mailto:someone@example.org"]) + "\n")
+        m = run([str(tmp_path / "urls.txt")], tmp_path / "out",
+                ["render.allow_private_inputs=true", "render.timeout_s=5", "source=crawl"])
+        assert victim.hits == []
+        assert m.rejected == {"read": {"invalid_url": 1}, "render": {"http_error": 1, "not_html": 1,
+                                                                     "blocked_redirect": 1}}
+        assert m.extra["pages"] == {"inputs": 5, "rendered": 1, "with_rows": 1, "rejected": 4, "balanced": True}
+        assert m.extra["requests_blocked"] >= 3
+        rows = sql(tmp_path / "out", "SELECT DISTINCT source, page_url, blocked_requests FROM rows")
+        assert rows == [("crawl", f"{site.base}/good.html", 2)]
+    finally:
+        site.httpd.shutdown()
+        victim.httpd.shutdown()
