@@ -15,6 +15,7 @@ from quarry.dags.runner import BuildInfo, DagSpec
 from quarry.operators.clip import ClipLoadError, ClipScorer
 from quarry.operators.concepts import VocabularyError, load_vocabulary
 from quarry.pipelines.caption import CaptionPipeline, WriteFromSource
+from quarry.pipelines.decontam import plan_benchmarks
 from quarry.pipelines.read import ReadImageText, plan_inputs
 from quarry.pipelines.stats import CountTo
 from quarry.pipelines.write import WriteRejects
@@ -33,6 +34,8 @@ def plan(patterns: list[str], cfg: CaptionConfig):
         load_vocabulary(cfg.balance.vocabulary)  # tiers need it even with balancing off; fail early
     except VocabularyError as e:
         raise ConfigError(f"balance.vocabulary: {e}") from None
+    if cfg.decontam.enabled:
+        plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     files = plan_inputs(patterns, cfg.reader)
     if cfg.clip.enabled:
         try:

@@ -63,9 +63,11 @@ from quarry.pipelines.grade import (
     MultipleChoiceToFillIn,
     ReadRollouts,
     ReadSamples,
+    decontam_probe,
     plan_tables,
     read_summary,
 )
+from quarry.pipelines.decontam import plan_benchmarks
 from quarry.pipelines.stats import CountTo
 from quarry.pipelines.write import WriteRejects, WriteShards
 from quarry.schemas.config import ConfigError
@@ -98,6 +100,8 @@ def plan(patterns: list[str], cfg: GradeConfig) -> GradePlan:
             judge_verifier_from(cfg.judge.verifier_mapping())
         except (ValueError, OSError) as e:
             raise ConfigError(f"judge: {e}") from None
+    if cfg.decontam.enabled:
+        plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     samples = plan_tables(patterns, SAMPLE_COLUMNS, "samples")
     rollouts = plan_tables(cfg.rollout_patterns(), ROLLOUT_COLUMNS, "rollouts") if cfg.rollout_patterns() else []
     return GradePlan(samples, rollouts)
@@ -107,6 +111,12 @@ def build(pipeline: beam.Pipeline, cfg: GradeConfig, plan: GradePlan, output: st
     samples, read_rejects = pipeline | "ReadSamples" >> ReadSamples(plan.samples, cfg.source or "unknown")
     samples | "CountRead" >> CountTo(output, "read")
     rejects = [read_rejects]
+    if cfg.decontam.enabled:  # --set decontam.bench=PATH: before fill-in conversion rewrites the question
+        from quarry.pipelines.decontam import MaybeDecontaminate
+
+        samples, dc_rejects = samples | "Decontam" >> MaybeDecontaminate(
+            cfg.decontam, output, decontam_probe, dag="grade", flag_fn=lambda s, _matches: s, shards=cfg.shards)
+        rejects.append(dc_rejects)
     if cfg.grade.mc_to_fill_in:
         samples, mc_rejects = samples | "MultipleChoice" >> MultipleChoiceToFillIn()
         rejects.append(mc_rejects)

@@ -10,13 +10,14 @@ import duckdb
 
 
 def connect(run_dir: str) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection with views `shards`, `rejects` and `images` (those that exist)."""
+    """A DuckDB connection with views `shards`, `rejects`, `images` and `contamination` (those that exist)."""
     con = duckdb.connect()
     root = Path(run_dir)
     tables = {
         "shards": (root / "data", "read_parquet('{}', hive_partitioning=true, union_by_name=true)"),
         "rejects": (root / "rejects", "read_parquet('{}', union_by_name=true)"),
         "images": (root / "images", "read_parquet('{}', union_by_name=true)"),
+        "contamination": (root / "contamination", "read_parquet('{}', union_by_name=true)"),
     }
     for name, (folder, reader) in tables.items():
         if any(folder.glob("**/*.parquet")):
@@ -53,14 +54,18 @@ def summary(run_dir: str, samples: int = 3) -> str:
         parts.append(f"inputs={m['inputs']}  kept={m['kept']}  rejected={m['rejected_total']}{balance}")
         parts.extend(f"NOTE: {n}" for n in m.get("notes", []))
     if "shards" in views:
-        parts.append("\nrows by source x tier x task")
+        present = {c[0] for c in con.execute("DESCRIBE shards").fetchall()}
+        # Rows checked by `decontam` keep their own columns: not every table has task (or sample_id).
+        task = ", task" if "task" in present else ""
+        parts.append(f"\nrows by source x tier{' x task' if task else ''}")
         parts.append(str(con.sql(
-            "SELECT source, tier, task, count(*) AS rows FROM shards GROUP BY source, tier, task "
-            "ORDER BY source, list_position(['very_easy','easy','medium','hard','very_hard'], tier), task")))
-        cols = ", ".join(["sample_id", "source", "tier", "task"] + [
+            f"SELECT source, tier{task}, count(*) AS rows FROM shards GROUP BY source, tier{task} "
+            f"ORDER BY source, list_position(['very_easy','easy','medium','hard','very_hard'], tier){task}")))
+        cols = ", ".join([c for c in ("sample_id", "source", "tier", "task") if c in present] + [
             f"left({c}, 60) AS {c}" for c in _text_columns(con)[:2]])
+        order = "sample_id" if "sample_id" in present else "source, tier"
         parts.append(f"\n{samples} sample rows")
-        parts.append(str(con.sql(f"SELECT {cols} FROM shards ORDER BY sample_id LIMIT {int(samples)}")))
+        parts.append(str(con.sql(f"SELECT {cols} FROM shards ORDER BY {order} LIMIT {int(samples)}")))
     else:
         parts.append("\nno shards in data/")
     if "rejects" in views:
@@ -68,6 +73,15 @@ def summary(run_dir: str, samples: int = 3) -> str:
         parts.append(str(con.sql(
             "SELECT stage, reason, count(*) AS rows, any_value(detail) AS example_detail "
             "FROM rejects GROUP BY ALL ORDER BY rows DESC, stage, reason")))
+    if "contamination" in views:
+        parts.append("\ncontamination matches by benchmark x source (DIR/contamination)")
+        parts.append(str(con.sql(
+            "SELECT benchmark, source, count(*) AS matches, count(DISTINCT sample_id) AS rows, "
+            "count(*) FILTER (WHERE reason = 'contaminated_text') AS text, "
+            "count(*) FILTER (WHERE reason = 'contaminated_image') AS image, any_value(action) AS action "
+            "FROM contamination GROUP BY ALL ORDER BY matches DESC, benchmark, source")))
+    elif manifest_path.exists() and "contamination" in json.loads(manifest_path.read_text()).get("extra", {}):
+        parts.append("\ncontamination: no matches")
     return "\n".join(parts)
 
 

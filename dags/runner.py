@@ -103,6 +103,22 @@ def _partition_of(path: str, table_dir: str) -> str:
     return "/".join(p for p in rel.split("/")[:-1])
 
 
+def add_contamination_summary(output: str, info: BuildInfo) -> None:
+    """A run with a decontam stage: matches per benchmark, source and kind, plus the index's stats,
+    into the manifest's `extra["contamination"]`; unreadable benchmark images as a note."""
+    from quarry.pipelines.decontam import contamination_summary  # only runs with the stage pay for it
+
+    summary = contamination_summary(output)
+    if summary is None:
+        return
+    info.extra["contamination"] = summary
+    index = summary["index"]
+    if index.get("images_unreadable") or index.get("rows_unreadable"):
+        info.notes.append(
+            f"decontam: {index.get('images_unreadable', 0)} benchmark image(s) and {index.get('rows_unreadable', 0)} "
+            "benchmark row(s) could not be read and were not indexed (examples in extra.contamination.index)")
+
+
 def build_manifest(spec: DagSpec, cfg: DagConfig, patterns: list[str], output: str, runner: str,
                    started: float, started_at: str, info: BuildInfo) -> Manifest:
     data_dir = FileSystems.join(output, "data")
@@ -171,6 +187,7 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
     result.wait_until_finish()
     if spec.finish is not None:
         spec.finish(output, cfg, info)
+    add_contamination_summary(output, info)
     manifest = build_manifest(spec, cfg, patterns, output, runner, started, started_at, info)
     if manifest.inputs == 0:
         manifest.notes.append("the inputs held no records: nothing was read")

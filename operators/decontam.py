@@ -39,6 +39,7 @@ import itertools
 import json
 import posixpath
 import re
+import string
 import unicodedata
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator, Optional, Union
@@ -47,7 +48,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import regex
 from datatrove.utils.hashes.xxhash import xxhash64
-from datatrove.utils.text import TextNormConfig, simplify_text
+from datatrove.utils.text import PUNCTUATION_TRANS, TextNormConfig, simplify_text
 
 from quarry.operators.base import Rejection
 from quarry.operators.decode import decode_image
@@ -72,8 +73,11 @@ TEXT_NGRAM, TEXT_EXACT, IMAGE_PHASH, IMAGE_EXACT = "text_ngram", "text_exact", "
 _NORM = TextNormConfig(norm_numbers=False)
 _PUNCT_OR_SYMBOL = regex.compile(r"[\p{P}\p{S}]+")
 _SPACES = re.compile(r"\s+")
+_COMBINING = regex.compile(r"\p{Mn}+")
+_ASCII_PUNCT = str.maketrans({c: " " for c in string.punctuation})  # every ASCII punctuation or symbol
 _NO_SPACE_SCRIPTS = r"\p{Han}\p{Hiragana}\p{Katakana}\p{Thai}\p{Lao}\p{Khmer}\p{Myanmar}\p{Tibetan}"
 _TOKEN = regex.compile(rf"[{_NO_SPACE_SCRIPTS}]|[^\s{_NO_SPACE_SCRIPTS}]+")
+_UNSPACED = regex.compile(rf"[{_NO_SPACE_SCRIPTS}]")
 
 PHASH_BANDS = 4
 _BAND_BITS = 64 // PHASH_BANDS
@@ -88,7 +92,24 @@ class BenchmarkError(ValueError):
 
 
 def normalize_text(text: str) -> str:
-    """Case, punctuation, whitespace and Unicode-form folded (see the module docstring)."""
+    """Case, punctuation, whitespace and Unicode-form folded (see the module docstring).
+
+    Gives what `reference_normalize` (NFKC + casefold + datatrove's `simplify_text`
+    without number folding + Unicode punctuation/symbols to spaces) gives, with
+    C-speed steps: an ASCII text is lower-cased and its punctuation translated
+    in one pass; other texts go through the same steps as regex and translate
+    calls instead of datatrove's per-character generator.
+    """
+    if text.isascii():
+        return " ".join(text.lower().translate(_ASCII_PUNCT).split())
+    t = unicodedata.normalize("NFKC", text).casefold().translate(PUNCTUATION_TRANS)
+    t = _COMBINING.sub("", unicodedata.normalize("NFD", t))  # diacritics, as simplify_text strips them
+    t = _PUNCT_OR_SYMBOL.sub(" ", t)
+    return unicodedata.normalize("NFC", " ".join(t.split()))
+
+
+def reference_normalize(text: str) -> str:
+    """The slow, obviously-right form of `normalize_text` (kept for tests and audits)."""
     t = unicodedata.normalize("NFKC", text).casefold()
     t = simplify_text(t, _NORM)
     t = _PUNCT_OR_SYMBOL.sub(" ", t)
@@ -97,12 +118,31 @@ def normalize_text(text: str) -> str:
 
 def tokenize(text: str) -> list[str]:
     """Tokens of a text (normalised here): words, one token per character in unspaced scripts."""
-    return _TOKEN.findall(normalize_text(text))
+    normal = normalize_text(text)
+    return normal.split() if normal.isascii() else _TOKEN.findall(normal)
 
 
 def ngram_hashes(tokens: list[str], n: int) -> list[int]:
     """datatrove's hash (xxhash64 of the space-joined n-gram) of every n-gram; [] when shorter."""
     return [xxhash64(" ".join(tokens[i:i + n])) for i in range(len(tokens) - n + 1)]
+
+
+def text_ngram_hashes(text: str, n: int) -> tuple[list[str], list[int]]:
+    """(tokens, `ngram_hashes(tokens, n)`) of a raw text, faster: where the normalised text is its
+    tokens joined by single spaces (no unspaced script in it), each n-gram is a slice of it."""
+    normal = normalize_text(text)
+    if normal.isascii() or not _UNSPACED.search(normal):
+        tokens = normal.split()
+        if len(tokens) < n:
+            return tokens, []
+        ends, pos = [], -1
+        for tok in tokens:
+            pos += len(tok) + 1
+            ends.append(pos)  # index just past the token
+        starts = [0] + [e + 1 for e in ends[:-1]]
+        return tokens, [xxhash64(normal[starts[i]:ends[i + n - 1]]) for i in range(len(tokens) - n + 1)]
+    tokens = _TOKEN.findall(normal)
+    return tokens, ngram_hashes(tokens, n)
 
 
 def whole_hash(tokens: list[str]) -> int:
@@ -450,11 +490,11 @@ def index_item(part: IndexPart, item: BenchItem, s: IndexSettings) -> None:
         texts += item.options + [item.answer]
     hashes: list[int] = []
     for role, text in enumerate(texts):
-        tokens = tokenize(text) if text else []
+        tokens, text_hashes = text_ngram_hashes(text, s.ngram) if text else ([], [])
         if not tokens:
             continue
-        if len(tokens) >= s.ngram:
-            hashes.extend(ngram_hashes(tokens, s.ngram))
+        if text_hashes:
+            hashes.extend(text_hashes)
             part.stats.texts_indexed += 1
         elif role == 0 and len(tokens) >= s.min_exact_tokens:
             # Only a question is matched whole when short: a short answer ("B", "42") or option is not evidence.
@@ -616,15 +656,16 @@ class DecontamIndex:
         """The first match of one text field (None: clean). Empty text is clean."""
         if not text:
             return None
-        tokens = tokenize(text)
         n = self.settings.ngram
-        if len(tokens) >= n:
-            query = np.array(ngram_hashes(tokens, n), dtype=np.uint64)
+        tokens, hashes = text_ngram_hashes(text, n)
+        if hashes:
+            query = np.array(hashes, dtype=np.uint64)
             found = _lookup(self.ngram_keys, self.ngram_items, query)
             if found:
                 pos, item = min(found)
                 bench, item_id = self._item(item)
                 return Match(field_name, TEXT_NGRAM, bench, item_id, " ".join(tokens[pos:pos + n]))
+            return None  # whole-text hashes are of questions shorter than n: a longer text cannot be one
         if len(tokens) >= self.settings.min_exact_tokens:
             found = _lookup(self.whole_keys, self.whole_items, np.array([whole_hash(tokens)], dtype=np.uint64))
             if found:
@@ -692,5 +733,5 @@ def check_row(index: DecontamIndex, texts: Iterable[tuple[str, str]],
 __all__ = [
     "BenchFile", "BenchItem", "BenchmarkError", "Columns", "DecontamIndex", "ImageKey", "IndexPart",
     "IndexSettings", "IndexStats", "Match", "benchmark_name", "check_row", "hamming", "index_item",
-    "item_from_row", "ngram_hashes", "normalize_text", "resolve_columns", "tokenize", "whole_hash",
+    "item_from_row", "ngram_hashes", "normalize_text", "reference_normalize", "text_ngram_hashes", "resolve_columns", "tokenize", "whole_hash",
 ]

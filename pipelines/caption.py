@@ -113,6 +113,21 @@ def _clip_decide(element, threshold: float, label: str):
         yield beam.pvalue.TaggedOutput("rejected", to_reject(candidate.sample, "clip", verdict))
 
 
+def decontam_probe(c: Candidate):
+    """What the decontam stage checks of a candidate: the caption, and the pHash computed at decode
+    (the original bytes are not carried, so identical images are found by pHash distance 0)."""
+    from quarry.operators.decontam import ImageKey
+    from quarry.pipelines.decontam import Probe
+
+    s = c.sample
+    return Probe(s.sample_id, s.source, s.origin, (("caption", s.caption),), (("image", ImageKey(c.phash)),))
+
+
+def _keep_unflagged(c: Candidate, matches) -> Candidate:
+    """decontam.action=flag: caption rows keep their schema; the matches are in DIR/contamination/."""
+    return c
+
+
 def to_row(c: Candidate, concepts: list[str], rarest: Optional[int], tier: str, image: bytes) -> CaptionRow:
     s = c.sample
     return CaptionRow(
@@ -245,6 +260,14 @@ class CaptionPipeline(beam.PTransform):
             rejected.append(scored.rejected)
             candidates = scored.kept
             self._count(candidates, "clip.out")
+
+        if cfg.decontam.enabled:  # --set decontam.bench=PATH: caption and image against benchmark sets
+            from quarry.pipelines.decontam import MaybeDecontaminate
+
+            candidates, dc_rejected = candidates | "Decontam" >> MaybeDecontaminate(
+                cfg.decontam, self.output_dir, decontam_probe, dag="caption", flag_fn=_keep_unflagged,
+                shards=cfg.shards)
+            rejected.append(dc_rejected)
 
         balanced = candidates | "Balance" >> BalanceConcepts(cfg.balance, self.vocabulary)
         rejected.append(balanced.rejected | "BalanceRejects" >> beam.MapTuple(

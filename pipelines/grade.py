@@ -252,6 +252,17 @@ def parse_sample(rec: RowRecord, default_source: str) -> Union[dict, Reject]:
 _MAX_IMAGE_BYTES = 50 * 1024 * 1024
 
 
+def decontam_probe(sample: dict):
+    """What the decontam stage checks of a parsed sample: question, answer, options and image."""
+    from quarry.pipelines.decontam import Probe
+
+    texts = [("question", sample["question"]), ("answer", sample["answer"])]
+    texts += [(f"options[{i}]", o) for i, o in enumerate(sample.get("options") or []) if isinstance(o, str)]
+    images = (("image", sample["image"]),) if sample.get("image") else ()
+    return Probe(sample["sample_id"], sample["source"], Origin(file=sample["file"], key=sample["key"]),
+                 tuple(texts), images)
+
+
 def _image_bytes(value: Any, table_path: str) -> Union[bytes, str]:
     """Image bytes from a cell: bytes, `{bytes, path}`, or a path (relative to the table); else why not."""
     if isinstance(value, dict):

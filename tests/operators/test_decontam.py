@@ -321,3 +321,26 @@ def test_check_row_reports_every_matching_field(index):
 
 def test_undecodable_training_image_is_a_rejection():
     assert isinstance(ImageKey.of_bytes(b"\x89PNG\r\n garbage"), Rejection)
+
+
+def test_fast_normalisation_equals_the_reference_on_mixed_scripts():
+    from quarry.operators.decontam import reference_normalize
+
+    rng = random.Random(0)
+    alphabet = ("abcXYZ019 ,.;:!?-_'\"()[]{}+=*/\\|@#$%^&~`\t\n" + "ÀÉîõüçñßøåæœ“”‘’—–…«»¿¡·•°±×÷²³¼½€£©™"
+                + "中文日本語ひらがなカタカナ한국어ภาษาไทยελληνικάкириллица　、。，！？：；（）【】「」ＡＢＣ１２３\u0301\u0308ﬁ")
+    for _ in range(3000):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))
+        assert normalize_text(s) == reference_normalize(s), repr(s)
+
+
+@pytest.mark.parametrize("text", [Q1, Q2, Q3_ZH, "Café naïve ü " * 7, "题目 abc " * 9, "short one", ""])
+def test_sliced_ngram_hashes_equal_datatrove_style_joined_hashes(text):
+    from datatrove.utils.hashes.xxhash import xxhash64
+
+    from quarry.operators.decontam import ngram_hashes, text_ngram_hashes
+
+    tokens, hashes = text_ngram_hashes(text, 13)
+    assert tokens == tokenize(text)
+    assert hashes == ngram_hashes(tokens, 13) == [xxhash64(" ".join(tokens[i:i + 13]))
+                                                   for i in range(len(tokens) - 12)]
