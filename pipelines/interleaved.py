@@ -25,7 +25,7 @@ An image shared by documents of several files is written by the first file
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
