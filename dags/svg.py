@@ -119,7 +119,8 @@ def build_demo_input(folder: Path) -> tuple[list[str], list[str]]:
     Shows: clean pairs (with tiers), a script-and-handler SVG cleaned into a
     pair, a duplicate differing only in ids/whitespace/attribute order
     (dedup/exact_duplicate), an entity bomb and an XXE (prepare/unsafe_svg), a
-    `<use>` bomb (unsafe_svg), malformed XML (invalid_svg), an empty drawing
+    `<use>` bomb (unsafe_svg), a filter bomb that would render for minutes
+    (render/render_error once render.timeout_s passes), malformed XML (invalid_svg), an empty drawing
     and an SVG whose only content was a remote image (render/blank_render), a
     huge path (too_long), a gzip bomb (too_large) and Latin-1 bytes (a clean
     pair: the encoding is declared).
@@ -130,7 +131,7 @@ def build_demo_input(folder: Path) -> tuple[list[str], list[str]]:
             shutil.copyfile(f, folder / f.name)
     (folder / "huge-path.svg").write_text(_huge_path_svg())
     (folder / "gzip-bomb.svgz").write_bytes(_gzip_bomb())
-    return [str(folder)], ["render.size=256"]
+    return [str(folder)], ["render.size=256", "render.timeout_s=2"]
 
 
 SPEC = DagSpec(

@@ -13,15 +13,26 @@ resvg-py 0.5). Sanitising removes every such reference first
 (`quarry.operators.svg`); as a second wall, `resources_dir` points at an
 empty private directory, so a relative path that slipped through resolves to
 nothing.
+
+Time and memory: limits on the document (bytes, elements, `<use>` expansion)
+do not bound render time. A 3.6 KB SVG of 50 rects sharing one
+``<feMorphology radius="20">`` filter took resvg 4 minutes at 512 px
+(the radius scales with the render, the cost with its square). So
+`RenderWorker` runs resvg in a child process, one render at a time: a render
+that overruns `timeout_s` has its process killed (and replaced) and is a
+``render_error``; the child's address space is capped (`max_memory_mb`,
+RLIMIT_AS) so an allocation bomb kills only the child, which is replaced too.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import numpy as np
 from PIL import Image
@@ -100,8 +111,109 @@ def pixel_std(img: Image.Image) -> float:
     return float(np.asarray(thumb, dtype=np.float32).std())
 
 
-def render(prepared: PreparedSvg, opts: RenderOptions = RenderOptions()) -> Union[Rendered, Rejection]:
-    """Prepared SVG -> PNG render with its pHash, or `render_error` / `blank_render`."""
+Draw = Callable[[str, int, int, RenderOptions], Union[bytes, Rejection]]
+
+
+def serve(read_fd: int, write_fd: int, max_memory_mb: int) -> None:
+    """The child's loop: (text, width, height, opts) in, PNG bytes or a Rejection out, until EOF."""
+    from multiprocessing.connection import Connection
+
+    import resvg_py  # noqa: F401 - mapped before the cap, so the cap bounds renders, not start-up
+
+    if max_memory_mb > 0:
+        import resource
+
+        limit = max_memory_mb * 1024 * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    while True:
+        try:
+            text, width, height, opts = inbox.recv()
+        except (EOFError, OSError):  # the parent went away
+            return
+        outbox.send(render_png(text, width, height, opts))
+
+
+class RenderWorker:
+    """resvg in a child process with a time limit per render and a memory cap.
+
+    `draw(text, width, height, opts)` has `render_png`'s contract. A render
+    past `timeout_s` kills the child (the next call starts a new one) and
+    returns `render_error`; so does a child that dies mid-render. The child
+    is a plain `python -m quarry.operators.svg_render` talking over its stdin
+    and stdout (not `multiprocessing`, which would re-import the parent's
+    `__main__` and cannot start children from daemonic pool workers); it exits
+    when its parent closes the pipe. One worker serves one thread: a Beam DoFn
+    instance makes its own in `setup`.
+    """
+
+    def __init__(self, timeout_s: float = 10.0, max_memory_mb: int = 2048):
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        self.timeout_s = timeout_s
+        self.max_memory_mb = max_memory_mb
+        self._proc: Optional[subprocess.Popen] = None
+        self._inbox = self._outbox = None
+        self.restarts = 0
+
+    def _start(self) -> None:
+        from multiprocessing.connection import Connection
+
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "quarry.operators.svg_render", str(self.max_memory_mb)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True)
+        self._outbox = Connection(os.dup(self._proc.stdin.fileno()), readable=False)
+        self._inbox = Connection(os.dup(self._proc.stdout.fileno()), writable=False)
+        self._proc.stdin.close()
+        self._proc.stdout.close()
+
+    def _stop(self) -> None:
+        if self._proc is not None:
+            self._outbox.close()
+            self._inbox.close()
+            if self._proc.poll() is None:
+                self._proc.kill()
+            self._proc.wait(5)
+        self._proc = self._inbox = self._outbox = None
+
+    def draw(self, text: str, width: int, height: int, opts: RenderOptions) -> Union[bytes, Rejection]:
+        if self._proc is None or self._proc.poll() is not None:
+            if self._proc is not None:
+                self.restarts += 1
+            self._stop()
+            self._start()
+        try:
+            self._outbox.send((text, width, height, opts))
+            if not self._inbox.poll(self.timeout_s):
+                self._stop()
+                self.restarts += 1
+                return Rejection(RENDER_ERROR, f"render took longer than {self.timeout_s:g} s (render.timeout_s): "
+                                               "the renderer was stopped")
+            return self._inbox.recv()
+        except (EOFError, OSError):  # the child died mid-render (memory cap, crash)
+            code = self._proc.wait(5) if self._proc is not None else None
+            self._stop()
+            self.restarts += 1
+            return Rejection(RENDER_ERROR, f"the renderer process died (exit code {code}; "
+                                           f"render.max_memory_mb={self.max_memory_mb})")
+
+    def close(self) -> None:
+        self._stop()
+
+    def __enter__(self) -> "RenderWorker":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def render(prepared: PreparedSvg, opts: RenderOptions = RenderOptions(),
+           draw: Draw = render_png) -> Union[Rendered, Rejection]:
+    """Prepared SVG -> PNG render with its pHash, or `render_error` / `blank_render`.
+
+    `draw` makes the PNG: `render_png` in this process, or a `RenderWorker`'s
+    `draw` for a time- and memory-bounded child process.
+    """
     if prepared.drawable == 0:
         return Rejection(BLANK, "no drawable element (path, shape, text, image, use)")
     vw, vh = prepared.viewbox[2], prepared.viewbox[3]
@@ -109,7 +221,7 @@ def render(prepared: PreparedSvg, opts: RenderOptions = RenderOptions()) -> Unio
     if aspect > opts.max_aspect_ratio:
         return Rejection(RENDER_ERROR, f"viewBox aspect ratio {aspect:.1f} > render.max_aspect_ratio")
     width, height = render_size(prepared.viewbox, opts.size)
-    png = render_png(prepared.text, width, height, opts)
+    png = draw(prepared.text, width, height, opts)
     if isinstance(png, Rejection):
         return png
     try:
@@ -122,3 +234,9 @@ def render(prepared: PreparedSvg, opts: RenderOptions = RenderOptions()) -> Unio
     if std < opts.blank_max_std:
         return Rejection(BLANK, f"near-uniform render (std {std:.2f} < render.blank_max_std={opts.blank_max_std})")
     return Rendered(png=png, width=img.width, height=img.height, phash=phash64(rgb), std=std)
+
+
+if __name__ == "__main__":  # the RenderWorker child: protocol on duplicated stdin/stdout fds
+    _read, _write = os.dup(0), os.dup(1)
+    os.dup2(2, 1)  # anything printed goes to stderr, never into the protocol
+    serve(_read, _write, int(sys.argv[1]) if len(sys.argv) > 1 else 0)

@@ -34,7 +34,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.ids import content_id, digest
 from quarry.operators.phash import to_hex
 from quarry.operators.svg import NormaliseOptions, PreparedSvg, SvgLimits, prepare_svg, tier_of
-from quarry.operators.svg_render import Rendered, RenderOptions, render
+from quarry.operators.svg_render import Rendered, RenderOptions, RenderWorker, render, render_png
 from quarry.pipelines.dedup import DedupKey, SplitDuplicates
 from quarry.pipelines.read import (
     InputError,
@@ -350,13 +350,27 @@ def _keep_first(element):
 
 
 class _RenderFn(beam.DoFn):
+    """resvg per candidate; with render.isolate, in a child process this DoFn instance owns."""
+
     REJECTED = "rejected"
 
     def __init__(self, cfg: SvgConfig):
         self.opts = render_of(cfg)
+        self.isolate = cfg.render.isolate
+        self.timeout_s = cfg.render.timeout_s
+        self.max_memory_mb = cfg.render.max_memory_mb
+        self.worker: Optional[RenderWorker] = None
+
+    def setup(self):
+        if self.isolate:
+            self.worker = RenderWorker(self.timeout_s, self.max_memory_mb)
+
+    def teardown(self):
+        if self.worker is not None:
+            self.worker.close()  # best effort: the child is a daemon and exits with this process anyway
 
     def process(self, c: Candidate):
-        out = render(c.svg, self.opts)
+        out = render(c.svg, self.opts, self.worker.draw if self.worker is not None else render_png)
         if isinstance(out, Rejection):
             yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(c, "render", out))
             return

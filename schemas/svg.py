@@ -56,6 +56,11 @@ class RenderConfig(Section):
     monospace_family: str = Field("DejaVu Sans Mono", description="font for the generic `monospace` family")
     max_aspect_ratio: float = Field(
         20.0, ge=1.0, description="viewBox long side / short side above this is `render_error` (a line, not a picture)")
+    isolate: bool = Field(True, description="render in a child process with render.timeout_s and render.max_memory_mb "
+                                            "(a 4 KB SVG can take resvg minutes: filters scale with the render)")
+    timeout_s: float = Field(10.0, gt=0, description="a render taking longer is `render_error` (isolate=true)")
+    max_memory_mb: int = Field(2048, ge=0, description="address-space cap of the render process, 0 = none "
+                                                       "(isolate=true)")
 
 
 class SvgDedupConfig(Section):

@@ -32,7 +32,7 @@ EXPECTED = {
     "use-bomb.svg": ("prepare", "unsafe_svg"), "malformed.svg": ("prepare", "invalid_svg"),
     "not-utf8.svg": ("prepare", "invalid_svg"), "empty-drawing.svg": ("render", "blank_render"),
     "remote-image-only.svg": ("render", "blank_render"), "huge-path.svg": ("prepare", "too_long"),
-    "gzip-bomb.svgz": ("prepare", "too_large"),
+    "gzip-bomb.svgz": ("prepare", "too_large"), "filter-bomb.svg": ("render", "render_error"),
     "loopback-refs.svg": None, "loopback-dtd.svg": None, "loopback-entity.svg": ("prepare", "unsafe_svg"),
 }
 

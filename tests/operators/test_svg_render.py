@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from PIL import Image
 from quarry.operators.base import Rejection
 from quarry.operators.phash import hamming
 from quarry.operators.svg import PreparedSvg, prepare_svg
-from quarry.operators.svg_render import Rendered, RenderOptions, render, render_png, render_size
+from quarry.operators.svg_render import Rendered, RenderOptions, RenderWorker, render, render_png, render_size
 
 NS = 'xmlns="http://www.w3.org/2000/svg" xmlns:xlink="http://www.w3.org/1999/xlink"'
 
@@ -164,3 +165,54 @@ def test_demo_pictures_render(tmp_path):
     for name in ("house.svg", "chart.svg", "triangle-geometry.svg", "inkscape-star.svg", "latin1.svg"):
         p = prepare_svg((demo / name).read_bytes())
         assert isinstance(render(p, RenderOptions(size=96)), Rendered), name
+
+
+def filter_bomb(rects: int) -> PreparedSvg:
+    """Small, within every document limit, and slow: morphology radius scales with the render size."""
+    body = '<filter id="m"><feMorphology radius="20"/></filter>' + "".join(
+        f'<rect x="{i % 10}" y="{i % 7}" width="5" height="5" filter="url(#m)"/>' for i in range(rects))
+    return prepared(body, "0 0 20 20")
+
+
+def test_render_worker_renders_like_in_process():
+    p = prepared('<rect x="5" y="0" width="5" height="10" fill="#ff0000"/>')
+    with RenderWorker(timeout_s=20) as worker:
+        a = render(p, RenderOptions(size=48), worker.draw)
+        b = render(p, RenderOptions(size=48), worker.draw)  # the same child serves many renders
+    assert isinstance(a, Rendered) and a.png == b.png == render(p, RenderOptions(size=48)).png
+    assert worker.restarts == 0
+
+
+def test_render_worker_stops_a_slow_render_and_recovers():
+    bomb = filter_bomb(200)  # minutes at 512 px in-process
+    assert len(bomb.text) < 12_000
+    good = prepared('<path d="M1 9L3 1L9 9Z" fill="#222"/>')
+    with RenderWorker(timeout_s=1.0) as worker:
+        assert isinstance(render(good, RenderOptions(size=32), worker.draw), Rendered)  # child started and warm
+        started = time.perf_counter()
+        out = render(bomb, RenderOptions(size=512), worker.draw)
+        assert time.perf_counter() - started < 5
+        assert isinstance(out, Rejection) and out.reason == "render_error" and "render.timeout_s" in out.detail
+        assert isinstance(render(good, RenderOptions(size=32), worker.draw), Rendered)  # a fresh child took over
+        assert worker.restarts == 1
+
+
+def test_render_worker_survives_its_child_dying():
+    good = prepared('<path d="M1 9L3 1L9 9Z" fill="#222"/>')
+    with RenderWorker(timeout_s=20) as worker:
+        assert isinstance(render(good, RenderOptions(size=32), worker.draw), Rendered)
+        worker._proc.kill()  # as the memory cap or a native crash would
+        worker._proc.wait()
+        assert isinstance(render(good, RenderOptions(size=32), worker.draw), Rendered)
+        assert worker.restarts == 1
+
+
+def test_render_worker_memory_cap_is_a_render_error():
+    blurred = prepared('<filter id="b"><feGaussianBlur stdDeviation="2"/></filter>'
+                       '<path d="M1 9L3 1L9 9Z" fill="#222" filter="url(#b)"/>')
+    with RenderWorker(timeout_s=20, max_memory_mb=250) as worker:
+        assert isinstance(render(blurred, RenderOptions(size=64), worker.draw), Rendered)
+        out = render(blurred, RenderOptions(size=4096), worker.draw)  # 64 MiB canvas + filter buffers
+        assert isinstance(out, Rejection) and out.reason == "render_error" and "died" in out.detail
+        assert isinstance(render(blurred, RenderOptions(size=64), worker.draw), Rendered)
+        assert worker.restarts == 1
