@@ -35,7 +35,7 @@ from PIL import Image
 
 from quarry.operators.base import Rejection
 from quarry.operators.ids import content_id, digest
-from quarry.operators.text_quality import cap_text, strip_html
+from quarry.operators.text_quality import cap_text, sanitize_text, strip_html
 from quarry.schemas.interleaved import DensityConfig, DocumentConfig, TierConfig
 
 UNKNOWN_SHAPE = "unknown_shape"
@@ -116,7 +116,7 @@ def detect_shape(rec: dict[str, Any]) -> Optional[str]:
 
 
 def _str_or_none(v: Any) -> Optional[str]:
-    return v if isinstance(v, str) and v else None
+    return sanitize_text(v) if isinstance(v, str) and v else None
 
 
 def _url_of(rec: dict[str, Any]) -> Optional[str]:
@@ -131,7 +131,7 @@ def _url_of(rec: dict[str, Any]) -> Optional[str]:
             except json.JSONDecodeError:
                 continue
         if isinstance(meta, dict) and isinstance(meta.get("url"), str):
-            return meta["url"]
+            return _str_or_none(meta["url"])
     return None
 
 
@@ -186,7 +186,7 @@ def _parse_obelics(rec: dict[str, Any], load: Loader, cfg: DocumentConfig) -> Un
             segments.append(t)
         else:
             url = _str_or_none(urls[pos]) if urls is not None and pos < len(urls) else None
-            url = url or (i if isinstance(i, str) and i.startswith(("http://", "https://")) else None)
+            url = url or (_str_or_none(i) if isinstance(i, str) and i.startswith(("http://", "https://")) else None)
             segments.append(resolve_image(i, load, url))
     return segments
 
@@ -281,7 +281,8 @@ def parse_document(rec: dict[str, Any], file_name: str, key: str, load: Loader,
 
 
 def clean_text(doc: RawDocument, strip: bool) -> CleanText:
-    """HTML fragments -> plain text; text segments left empty are dropped."""
+    """Control characters and lone surrogates out, HTML fragments -> plain text;
+    text segments left empty are dropped."""
     out: list[Union[str, ImageRef]] = []
     texts: list[str] = []
     stripped = 0
@@ -289,9 +290,9 @@ def clean_text(doc: RawDocument, strip: bool) -> CleanText:
         if isinstance(s, ImageRef):
             out.append(s)
             continue
-        text = s
+        text = sanitize_text(s)
         if strip:
-            text, had_html = strip_html(s)
+            text, had_html = strip_html(text)
             stripped += had_html
         text = text.strip()
         if text:

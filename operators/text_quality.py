@@ -46,6 +46,21 @@ _SPACES = re.compile(r"[ \t\r\f\v\u00a0]+")
 _BLANK_LINES = re.compile(r"\n\s*\n+")
 
 
+_CONTROLS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+
+
+def sanitize_text(text: str) -> str:
+    """Text that every later step can hold: C0 control characters (other than tab and
+    newlines) removed, lone UTF-16 surrogates (JSON allows `\\ud800`) replaced by U+FFFD.
+    lxml refuses the first, UTF-8 (Parquet, spaCy) the second."""
+    if _CONTROLS.search(text):
+        text = _CONTROLS.sub("", text)
+    if _SURROGATES.search(text):
+        text = _SURROGATES.sub("\ufffd", text)
+    return text
+
+
 def looks_like_html(text: str) -> bool:
     return ("<" in text or "&" in text) and _MARKUP.search(text) is not None
 

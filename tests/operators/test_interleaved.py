@@ -217,3 +217,12 @@ def test_tiers(words, scores, tier):
         assert share == sum(s >= 0.75 for s in scores) / len(scores)
     else:
         assert per_image is None and share is None
+
+
+def test_control_characters_and_lone_surrogates_are_cleaned():
+    doc = parse({"url": "https://e.org/\ud800", "segments": [{"text": "bad\x00 text\x0b with \ud83d alone"},
+                                                           {"text": "<p>tag\x01</p>"}]})
+    out = clean_text(doc, strip=True)
+    assert out.texts == ["bad text with \ufffd alone", "tag"]
+    assert doc.url == "https://e.org/\ufffd"
+    "\n".join(out.texts).encode("utf-8")

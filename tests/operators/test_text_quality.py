@@ -86,3 +86,21 @@ def test_config_and_pickling():
     tq = TextQuality(TextQualityConfig(filters=["gopher_repetition"])).load()
     clone = pickle.loads(pickle.dumps(tq))
     assert clone._filters is None and clone.check(GOOD) is None  # rebuilt on first use
+
+
+def test_sanitize_and_strip_never_raise_on_random_markup(quality):
+    import random
+    import string
+
+    from quarry.operators.text_quality import sanitize_text
+
+    assert sanitize_text("a\x00b\x0bc\td\ne\ud800f") == "abc\td\ne\ufffdf"
+    rng = random.Random(0)
+    alphabet = string.printable + "\x00\x01\x0b\u200b\u00a0é漢😀<>&;/!-\ud800"
+    for _ in range(300):
+        s = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 200)))
+        s = s.replace("a", "<p>").replace("b", "</p>").replace("c", "<script>").replace("d", "&amp;")
+        out, _ = strip_html(sanitize_text(s))
+        out.encode("utf-8")  # no lone surrogates left
+        verdict = quality.check(out)
+        assert verdict is None or verdict.reason == LOW_QUALITY
