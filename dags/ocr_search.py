@@ -81,9 +81,12 @@ DEMO_BACKGROUNDS = ("coffee.jpg", "chelsea.jpg", "rocket.jpg")
 
 
 def build_demo_input(folder: pathlib.Path) -> tuple[list[str], list[str]]:
-    """Synthetic posters and a chart on the shipped demo photos, plus one picture without text.
+    """Two synthetic posters and a bar chart on the shipped demo photos, plus one photo without text.
 
     Deterministic and offline (Pillow's bundled font, photos from dags/demo_data).
+    The run shows `ocr` rows with lines and entities, `ocr_search` rows for the
+    small words (crop box, upscaled crop, query, crop->search trajectory), a
+    `no_text` reject, and the engine and models in the manifest.
     """
     from PIL import Image
 
@@ -102,5 +105,6 @@ def build_demo_input(folder: pathlib.Path) -> tuple[list[str], list[str]]:
     truth["chart.png"] = [t.__dict__ for t in chart.texts]
     with Image.open(demo / DEMO_BACKGROUNDS[2]) as photo:  # a photo with no text: rejected no_text
         photo.convert("RGB").resize((320, 240)).save(folder / "no_text.jpg", quality=90)
-    (folder.parent / f"{folder.name}_truth.json").write_text(json.dumps(truth, indent=1))
+    # What was drawn where (text, glyph box, font size): not an input (JSON is not an image or JSONL file).
+    (folder / "truth.json").write_text(json.dumps(truth, indent=1))
     return [str(folder)], ["source=demo_posters"]

@@ -97,12 +97,8 @@ _QUESTIONS = {
 def question_for(kind: str, region: str, seed: str) -> str:
     """A question needing the entity's text; the wording is chosen from `seed` (stable across reruns)."""
     variants = _QUESTIONS.get(kind, _QUESTIONS["label"])
-    pick = variants[int(seed_uniform_index(seed, len(variants)))]
-    return pick.format(region=region)
-
-
-def seed_uniform_index(seed: str, n: int) -> int:
-    return min(n - 1, int(seeded_uniform("question", seed) * n))
+    pick = min(len(variants) - 1, int(seeded_uniform("question", seed) * len(variants)))
+    return variants[pick].format(region=region)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ still fails comes back as `OcrResult(error=...)`, a reject downstream.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -51,6 +52,26 @@ def _engine_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
+_ENGINES: dict[str, OcrEngine] = {}
+_ENGINES_LOCK = threading.Lock()
+
+
+def shared_engine(cfg: OcrEngineConfig) -> OcrEngine:
+    """One loaded engine per process and config.
+
+    Each RunInference step holds its model in its own `shared.Shared` handle, so
+    the picture OCR and the crop re-read would load the same models twice per
+    worker; this cache makes them share one engine (onnxruntime and Paddle
+    predictors take concurrent calls).
+    """
+    key = cfg.model_dump_json()
+    with _ENGINES_LOCK:
+        engine = _ENGINES.get(key)
+        if engine is None:
+            engine = _ENGINES[key] = make_engine(cfg).load()
+        return engine
+
+
 @dataclass(frozen=True)
 class OcrResult:
     lines: tuple[OcrLine, ...] = ()
@@ -67,7 +88,7 @@ class OcrModelHandler(ModelHandler[np.ndarray, OcrResult, OcrEngine]):
         self._accelerator = accelerator
 
     def load_model(self) -> OcrEngine:
-        return make_engine(self._cfg).load()
+        return shared_engine(self._cfg)
 
     def run_inference(self, batch: Sequence[np.ndarray], model: OcrEngine,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[OcrResult]:

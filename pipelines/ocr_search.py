@@ -476,17 +476,21 @@ class OcrSearchPipeline(beam.PTransform):
             | "Layout" >> beam.ParDo(_Layout(cfg, self.engine_label)).with_outputs(REJECTED, IMAGES, CROPS,
                                                                                   main="rows")
         )
-        verified = (
-            read[CROPS]
-            | "CropOcr" >> self.crop_ocr
-            | "Verify" >> beam.ParDo(_Verify(cfg)).with_outputs(REJECTED, main="rows")
-        )
         self._count(samples, "decode.in")
         self._count(prepared.items, "decode.out")
         self._count(prepared.items, "ocr.in")
         self._count(read.rows, "ocr.out")
-        self._count(read[CROPS], "tasks.in")
-        self._count(verified.rows, "tasks.out")
-        rows = (read.rows, verified.rows) | "AllRows" >> beam.Flatten()
-        rejected = (prepared[REJECTED], read[REJECTED], verified[REJECTED]) | "AllRejects" >> beam.Flatten()
-        return Outputs(rows, read[IMAGES], rejected)
+        rows, rejected = [read.rows], [prepared[REJECTED], read[REJECTED]]
+        if cfg.tasks.enabled:  # no crop step (and no second engine handle) without tasks
+            verified = (
+                read[CROPS]
+                | "CropOcr" >> self.crop_ocr
+                | "Verify" >> beam.ParDo(_Verify(cfg)).with_outputs(REJECTED, main="rows")
+            )
+            self._count(read[CROPS], "tasks.in")
+            self._count(verified.rows, "tasks.out")
+            rows.append(verified.rows)
+            rejected.append(verified[REJECTED])
+        all_rows = rows | "AllRows" >> beam.Flatten()
+        all_rejected = rejected | "AllRejects" >> beam.Flatten()
+        return Outputs(all_rows, read[IMAGES], all_rejected)

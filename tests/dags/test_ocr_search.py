@@ -103,10 +103,14 @@ def test_manifest_adds_up_per_stage_and_bad_inputs_are_rejects(run):
     assert s["tasks"].inputs == s["tasks"].outputs + sum(m.rejected.get("verify", {}).values())
     assert m.kept == s["ocr"].outputs + s["tasks"].outputs
     assert m.extra["ocr"]["engine"] == "rapidocr" and m.extra["ocr"]["models"]["det"].startswith("PP-OCR")
-    rejects = duckdb.sql(f"select origin.key as k, reason from read_parquet('{root}/out/rejects/*.parquet')").fetchall()
+    rejects = duckdb.sql(f"select origin.key as k, reason from read_parquet('{root}/out/rejects/*.parquet') "
+                         "where stage != 'verify'").fetchall()  # verify rejects are tasks, not pictures
     by_key = dict(rejects)
     assert by_key["truncated.jpg"] == "corrupt_image" and by_key["bomb.png"] == "image_too_large"
     assert by_key["tiny.png"] == "image_too_small" and by_key["photo.jpg"] == "no_text"
+    kept = {r["origin"]["key"] for r in rows(root / "out", "task = 'ocr'")}
+    assert ("cjk.png" in kept) != ("cjk.png" in by_key)  # non-Latin strokes: a row or a reject, exactly once
+    assert len(kept) + sum(1 for _ in by_key) == m.inputs
 
 
 @pytest.mark.slow
@@ -181,7 +185,7 @@ def test_demo_input_is_deterministic(tmp_path):
     pats_a, sets = build_demo_input(tmp_path / "a")
     build_demo_input(tmp_path / "b")
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files == ["chart.png", "no_text.jpg", "poster_0.png", "poster_1.png"]
+    assert files == ["chart.png", "no_text.jpg", "poster_0.png", "poster_1.png", "truth.json"]
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert pats_a == [str(tmp_path / "a")] and resolve_config(SPEC, None, sets, None).source == "demo_posters"
