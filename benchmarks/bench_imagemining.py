@@ -285,6 +285,8 @@ def main() -> None:
     print(f"  ratio DAG / bare: {bare_s / dag_s:.2f}")
     print(f"  DAG stages: " + ", ".join(f"{k} {v['inputs']}->{v['outputs']}" for k, v in sorted(manifest['stages'].items())))
     print(f"  DAG rejects: {json.dumps(manifest['rejected'])}")
+    kb_stats = manifest.get("kb") or {}
+    print(f"  (KB load inside one DAG worker: {kb_stats.get('load_s')}s; every worker process loads it once)")
     print(f"peak RSS of the DAG's process tree: {peak / 2**20:.0f} MiB")
 
 

@@ -105,8 +105,8 @@ def test_question_names_no_entity_and_nests_relations(kb, templates):
     c, _ = cand(kb, templates, "B1", [("B1", "architect", "A1"), ("A1", "place_of_birth", "C1")])
     assert c.question == "Where was the architect of the bridge in this picture born?"
     c, _ = cand(kb, templates, "B1", [("B1", "located_in", "C1"), ("C1", "located_in", "S1"), ("S1", "country", "K1")])
-    assert c.question == ("Which country is the state in which the city in which the bridge in this picture "
-                          "is located is located in?")
+    assert c.question == ("In which country is the state in which the city in which the bridge in this picture "
+                          "is located is located?")
 
 
 def test_position_tells_same_type_entities_apart(kb, templates):
