@@ -65,8 +65,7 @@ class RewriterSection(ClientSection):
     """Paraphrases template questions through an OpenAI-compatible endpoint; off unless set."""
 
     batch_size: int = Field(16, ge=1, description="questions sent per batch (concurrently, max_concurrency at once)")
-    prompt: Optional[str] = Field(None, description="prompt file with {question} (default: the shipped one)")
-    send_image: bool = Field(False, description="attach the image to the request (vision models)")
+    prompt: Optional[str] = Field(None, description="prompt file with {question} (default: the built-in one)")
 
 
 class ImageMiningConfig(DagConfig):

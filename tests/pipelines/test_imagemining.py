@@ -132,3 +132,26 @@ def test_composite_in_a_test_pipeline(kb_path, tmp_path):
                     equal_to([("c", "decode", "corrupt_image")]), label="rejects")
     counts = {f.stem: json.loads(f.read_text())["count"] for f in Path(tmp_path, "_stats").glob("*.json")}
     assert counts["decode.in"] == 3 and counts["decode.out"] == 2 and counts["filter.out"] == 4
+
+
+def test_parquet_rows_with_image_structs_and_entity_lists(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from quarry.pipelines.grade import TableFile, read_rows
+
+    table = pa.table({
+        "image": [{"bytes": png(), "path": None}, {"bytes": None, "path": None}],
+        "entities": [[{"id": "T1", "box": [1.0, 2.0, 30.0, 40.0]}, {"id": None, "box": None}], []],
+        "caption": ["Eiffel Tower at night", None],
+    })
+    path = tmp_path / "rows.parquet"
+    pq.write_table(table, path)
+    got = [pim.parse_image_row(rec, "src", 1 << 20) for rec in read_rows(TableFile(str(path), "parquet"))]
+    assert isinstance(got[0], Reject) and got[0].reason == "invalid_entities"  # an entity with neither id nor name
+    assert isinstance(got[1], Reject) and got[1].reason == "missing_image"
+    table = table.set_column(1, "entities", pa.array([[{"id": "T1", "box": [1.0, 2.0, 30.0, 40.0]}], []]))
+    pq.write_table(table, path)
+    first = pim.parse_image_row(next(read_rows(TableFile(str(path), "parquet"))), "src", 1 << 20)
+    assert first.entities == (("T1", None, (1.0, 2.0, 30.0, 40.0)),) and first.origin.key == "row:0"
+    assert dict(first.texts) == {"caption": "Eiffel Tower at night"}
