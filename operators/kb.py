@@ -11,8 +11,10 @@ an entity or a fact (`kind` may say which; otherwise a line with `subject` and
     {"subject": "Q1", "relation": "length", "value": 2737, "value_type": "quantity", "unit": "metre",
      "source_url": "https://..."}
 
-`object` is an entity id; `value` a literal (with an optional `value_type` and
-`unit`). Lines may come in any order (a fact may name an entity defined
+`object` is an entity id, or a literal: a text that is no entity id, a number,
+or `{"value": ..., "type": ..., "unit": ...}`; `value` (with an optional
+`value_type` and `unit`) is a literal too. An `object` shaped like a Wikidata
+id (Q42) that the KB lacks is a dangling reference (`unknown_object`). Lines may come in any order (a fact may name an entity defined
 later). A line that is not JSON, lacks a field, repeats an entity id or names
 an unknown entity is skipped and recorded as a `KbIssue` (line number, reason
 code, detail): the KB still loads. Facts are directed; a (subject, relation)
@@ -54,6 +56,9 @@ MAX_NAME_CHARS = 300
 MAX_ALIASES = 64
 
 _PUNCT = re.compile(r"[\W_]+", re.UNICODE)
+# An `object` text shaped like an entity id (Wikidata Q42/P31/L7, or an ID with digits only) that is
+# not in the KB is a dangling reference, not a literal.
+_ID_LIKE = re.compile(r"^(?:[QPL]\d+|\d+)$")
 
 # Reason codes for KB lines that are skipped.
 INVALID_JSON = "invalid_json"
@@ -189,7 +194,7 @@ class KnowledgeBase:
                     kb._issue(lineno, MISSING_FIELD, "a fact needs a subject and a relation")
                     continue
                 obj = rec.get("object")
-                if subject in kb.entities and (obj is None or obj in kb.entities):
+                if subject in kb.entities and (not isinstance(obj, str) or obj in kb.entities):
                     kb._add_fact(lineno, subject, relation, rec)
                 else:  # checked once every entity is known (lines may come in any order)
                     pending.append((lineno, subject, relation, rec))
@@ -228,19 +233,27 @@ class KnowledgeBase:
             self._issue(lineno, UNKNOWN_SUBJECT, f"subject {subject} is not an entity of the KB")
             return
         obj: Object
-        if "object" in rec and rec["object"] is not None:
-            oid = _text(rec["object"])
-            if oid is None or oid not in self.entities:
-                self._issue(lineno, UNKNOWN_OBJECT, f"object {rec['object']!r} is not an entity of the KB "
-                                                    "(use `value` for a literal)")
-                return
-            obj = oid
+        raw = rec.get("object")
+        if isinstance(raw, str) and raw.strip() in self.entities:
+            obj = sys.intern(raw.strip())
+        elif isinstance(raw, str) and _ID_LIKE.match(raw.strip()):
+            self._issue(lineno, UNKNOWN_OBJECT, f"object {raw!r} looks like an entity id but is not an entity of "
+                                                "the KB (give a literal as `value`)")
+            return
         else:
-            value = _literal_value(rec.get("value"))
+            # a literal: `value` (+ `value_type`, `unit`), an `object` that is a {value, type, unit}
+            # object, a number, or a text that is no entity id
+            spec = raw if isinstance(raw, dict) else {"value": raw, "type": rec.get("value_type"), "unit": rec.get("unit")}
+            if raw is None:
+                spec = {"value": rec.get("value"), "type": rec.get("value_type"), "unit": rec.get("unit")}
+            value = _literal_value(spec.get("value"))
             if value is None:
-                self._issue(lineno, MISSING_FIELD, "a fact needs an `object` (entity id) or a `value` (literal)")
+                self._issue(lineno, MISSING_FIELD, "a fact needs an `object` (entity id or literal) or a `value`")
                 return
-            lit = Literal(value, _text(rec.get("value_type")) or "string", _text(rec.get("unit")))
+            vtype = _text(spec.get("type") or spec.get("value_type"))
+            if vtype is None:
+                vtype = "quantity" if isinstance(spec.get("value"), (int, float)) else "string"
+            lit = Literal(value, vtype, _text(spec.get("unit")))
             obj = self._literals.setdefault(lit, lit)  # one object per distinct literal (memory)
         objects = self.facts.setdefault(subject, {}).setdefault(relation, [])
         if obj in objects:

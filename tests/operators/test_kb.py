@@ -29,7 +29,7 @@ KB_LINES = lines(
     {"subject": "B1", "relation": "length", "value": 2737.0, "value_type": "quantity", "unit": "metre"},
     {"subject": "B1", "relation": "located_in", "object": "C1"},
     {"subject": "X9", "relation": "located_in", "object": "C1"},
-    {"subject": "B1", "relation": "located_in", "object": "NOPE"},
+    {"subject": "B1", "relation": "located_in", "object": "Q404"},  # a dangling id
     {"subject": "B1", "relation": "twin"},
     {"name": "no id"},
     {"subject": "C1", "relation": "sister_city", "object": "C2"},
@@ -107,3 +107,20 @@ def test_rename_relations_merges_wikidata_ids():
     assert kb.relations("A") == {"located_in": ["B"]} and kb.objects("B", "located_in") == ["A"]
     assert kb.fact_count == 2 and kb.degree["A"] == 2 and kb.degree["B"] == 2
     assert kb.subjects_with("t", "located_in") == ["A", "B"] and kb.subjects_with("t", "P131") == []
+
+
+def test_literal_objects_in_every_spelling():
+    kb = KnowledgeBase.from_lines(lines(
+        {"id": "A", "name": "Alpha", "type": "t"},
+        {"subject": "A", "relation": "motto", "object": "Per aspera ad astra"},
+        {"subject": "A", "relation": "height", "object": {"value": 324, "type": "quantity", "unit": "metre"}},
+        {"subject": "A", "relation": "floors", "object": 81},
+        {"subject": "A", "relation": "opened_in", "value": "1889", "value_type": "year"},
+        {"subject": "A", "relation": "architect", "object": "Q12345"},  # a dangling id, not a literal
+        {"subject": "A", "relation": "empty", "object": {"unit": "m"}},
+    ))
+    assert kb.objects("A", "motto") == [Literal("Per aspera ad astra", "string")]
+    assert kb.objects("A", "height") == [Literal("324", "quantity", "metre")]
+    assert kb.objects("A", "floors") == [Literal("81", "quantity")]
+    assert kb.objects("A", "opened_in") == [Literal("1889", "year")]
+    assert sorted((i.line, i.reason) for i in kb.issues) == [(6, kbm.UNKNOWN_OBJECT), (7, kbm.MISSING_FIELD)]
