@@ -221,7 +221,10 @@ class KnowledgeBase:
         images = rec.get("images") or rec.get("image") or []
         if isinstance(images, str):
             images = [images]
-        etype = _text(rec.get("type")) or "entity"
+        etype = rec.get("type")
+        if isinstance(etype, list):  # several types (Wikidata instance-of): the first is the question's noun
+            etype = next((t for t in etype if isinstance(t, str) and t.strip()), None)
+        etype = _text(etype) or "entity"
         self.entities[eid] = Entity(
             id=eid, name=name, type=etype, aliases=clean_aliases,
             description=_text(rec.get("description")) or "",

@@ -94,8 +94,9 @@ def parse_image_row(rec: RowRecord, default_source: str, max_image_bytes: int) -
     """A JSONL/Parquet image row -> ImageInput, or a Reject at stage `read`.
 
     Fields: `image` (a path relative to the file, bytes, or `{bytes, path}`),
-    `entities` (a list of `{"id": KB id}` or `{"name": ...}`, each with an
-    optional pixel `box` [x0, y0, x1, y1]; a bare string is an id),
+    `entities` (a list of `{"id": KB id}` (or `kb_id`, `entity_id`, `qid`) or
+    `{"name": ...}`, each with an optional `box` [x0, y0, x1, y1] in pixels, or
+    relative to the image when every coordinate is <= 1; a bare string is an id),
     `caption`, `alt`, `ocr_text` (str or a list of lines), `domain`, `source`,
     `url`, `license`, `id`.
     """
@@ -138,7 +139,7 @@ def parse_image_row(rec: RowRecord, default_source: str, max_image_bytes: int) -
             e = {"id": e}
         if not isinstance(e, dict):
             return bad("invalid_entities", f"entity {e!r} is not an object")
-        eid = e.get("id") or e.get("kb_id")
+        eid = next((e[k] for k in ("id", "kb_id", "entity_id", "qid") if e.get(k) is not None), None)
         ename = e.get("name")
         box = _box(e.get("box"))
         if isinstance(box, str):
@@ -223,6 +224,8 @@ def link_entities(miner: Miner, image: ImageMeta, cfg: ImageMiningConfig
     unknown = 0
     ambiguous: list[str] = []
     for eid, ename, box in image.input.entities:
+        if box is not None and max(box) <= 1.0:  # a box relative to the image: to pixels
+            box = (box[0] * image.width, box[1] * image.height, box[2] * image.width, box[3] * image.height)
         if eid is not None:
             if eid in kb.entities:
                 out.setdefault(eid, qa.ImageEntity(eid, box, "id"))

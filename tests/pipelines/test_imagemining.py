@@ -155,3 +155,15 @@ def test_parquet_rows_with_image_structs_and_entity_lists(tmp_path):
     first = pim.parse_image_row(next(read_rows(TableFile(str(path), "parquet"))), "src", 1 << 20)
     assert first.entities == (("T1", None, (1.0, 2.0, 30.0, 40.0)),) and first.origin.key == "row:0"
     assert dict(first.texts) == {"caption": "Eiffel Tower at night"}
+
+
+def test_relative_boxes_and_other_id_keys(kb_path):
+    cfg = ImageMiningConfig.model_validate({"kb": {"path": kb_path}})
+    miner = pim.Miner(kb_path, None, "en", 2, True, 3)
+    rec = RowRecord("f.jsonl", "line:1", {"image": b"png", "entities": [{"qid": "T1", "box": [0.0, 0.0, 0.5, 0.5]}]})
+    parsed = pim.parse_image_row(rec, "src", 50)
+    meta = pim.ImageMeta(parsed, "img", 640, 480)
+    entities, unknown, _ = pim.link_entities(miner, meta, cfg)
+    assert unknown == 0 and entities[0].box == (0.0, 0.0, 320.0, 240.0)
+    rows = [o.row for o in pim.mine_image(miner, meta, cfg) if isinstance(o, pim.Mined)]
+    assert rows and not any(r.requires_crop for r in rows) and all(r.box_share == pytest.approx(0.25) for r in rows)
