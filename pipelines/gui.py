@@ -291,7 +291,7 @@ def page_job(p: PageInput, server: HtmlFolderServer, allow_private: bool) -> Pag
     vp = p.viewport
     if p.kind == "html":
         return PageJob(server.url_for(p.root or "", p.url), vp.width, vp.height, vp.device_scale_factor,
-                       vp.is_mobile, allow_private=True)  # our own loopback server
+                       vp.is_mobile, allow_private=True, trusted_origin=True)  # our own loopback server
     return PageJob(p.url, vp.width, vp.height, vp.device_scale_factor, vp.is_mobile, allow_private=allow_private)
 
 

@@ -34,15 +34,17 @@ def sql(out: Path, query: str):
     return con.sql(query).fetchall()
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("gui-demo")
-    inputs, sets = build_demo_input(folder)
-    manifest = run(inputs, folder / "out", sets)
-    return folder, inputs, sets, manifest
+def test_demo_end_to_end(tmp_path):
+    """One test, so parallel test workers do not each run the demo (a run is several seconds)."""
+    inputs, sets = build_demo_input(tmp_path)
+    demo = (tmp_path, inputs, sets, run(inputs, tmp_path / "out", sets))
+    check_manifest_accounts_for_every_page(demo)
+    check_rows_schema_images_and_tiers(demo)
+    check_hidden_elements_never_appear_and_duplicates_are_disambiguated(demo)
+    check_rerun_gives_the_same_ids(demo, tmp_path / "rerun")
 
 
-def test_demo_manifest_accounts_for_every_page(demo):
+def check_manifest_accounts_for_every_page(demo):
     folder, _, _, m = demo
     pages = m.extra["pages"]
     assert pages == {"inputs": 4, "rendered": 3, "with_rows": 3, "rejected": 1, "balanced": True}
@@ -55,7 +57,7 @@ def test_demo_manifest_accounts_for_every_page(demo):
         ("slow.html", "render", "render_timeout")]
 
 
-def test_demo_rows_schema_images_and_tiers(demo):
+def check_rows_schema_images_and_tiers(demo):
     out = demo[0] / "out"
     for f in (out / "data").rglob("*.parquet"):
         assert pq.read_schema(f).remove_metadata().equals(arrow_schema(GuiRow).remove_metadata())
@@ -72,7 +74,7 @@ def test_demo_rows_schema_images_and_tiers(demo):
     assert bad == [(0,)]
 
 
-def test_demo_hidden_elements_never_appear_and_duplicates_are_disambiguated(demo):
+def check_hidden_elements_never_appear_and_duplicates_are_disambiguated(demo):
     out = demo[0] / "out"
     names = " | ".join(n or "" for (n,) in sql(out, "SELECT DISTINCT element_name FROM rows"))
     for hidden in ("invisible", "Off-screen", "Close dialog", "hidden under the cookie banner", "Below the fold",
@@ -86,7 +88,7 @@ def test_demo_hidden_elements_never_appear_and_duplicates_are_disambiguated(demo
     assert actions['the "Email address" text field'].startswith("type(")
 
 
-def test_demo_rerun_gives_the_same_ids(demo, tmp_path):
+def check_rerun_gives_the_same_ids(demo, tmp_path):
     folder, inputs, sets, m = demo
     again = run(inputs, tmp_path / "again", sets)
     assert again.kept == m.kept

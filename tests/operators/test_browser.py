@@ -238,3 +238,43 @@ def test_browser_crash_is_a_reject_and_the_browser_restarts(sites):
         assert after.page is not None and r.launches == 2
     finally:
         r.close()
+
+
+def test_downloads_are_refused(sites, renderer):
+    page, _ = sites
+    page.routes["/report.bin"] = (200, "application/octet-stream", b"\0" * 64,
+                                  {"Content-Disposition": "attachment; filename=report.bin"})
+    result = renderer.render(job(page.base + "/report.bin"))
+    assert result.page is None and result.rejection.reason in ("navigation_error", "not_html")
+
+
+def test_file_pages_load_their_folder_but_no_other_local_file(tmp_path, renderer):
+    (tmp_path / "logo.svg").write_bytes(b'<svg xmlns="http://www.w3.org/2000/svg" width="30" height="30"/>')
+    (tmp_path / "page.html").write_text(
+        '<html><body><img src="logo.svg" alt="Local logo" width="30" height="30">'
+        '<iframe src="file:///etc/hostname"></iframe><img src="file:///etc/passwd" alt="x"></body></html>')
+    result = renderer.render(PageJob((tmp_path / "page.html").as_uri(), 800, 600))
+    assert result.rejection is None
+    assert "Local logo" in [e.name for e in result.page.elements.elements]
+    assert ("file_access", "file:///etc/passwd") in result.blocked
+
+
+def test_served_folders_reach_their_own_server_only(tmp_path, sites, renderer):
+    from quarry.operators.browser import HtmlFolderServer, local_read
+
+    _, victim = sites
+    (tmp_path / "style.css").write_text("h1 { color: red }")
+    (tmp_path / "page.html").write_text(
+        f'<html><head><link rel="stylesheet" href="style.css"></head><body><h1>Served</h1>'
+        f'<img src="{victim.base}/from-served.png" alt="x"><script>fetch("{victim.base}/from-served")</script>'
+        f'</body></html>')
+    server = HtmlFolderServer(local_read)
+    try:
+        result = renderer.render(PageJob(server.url_for(str(tmp_path), "page.html"), 800, 600, allow_private=True,
+                                         trusted_origin=True))
+    finally:
+        server.close()
+    time.sleep(0.2)
+    assert result.rejection is None and server.requests == 2  # the page and its stylesheet
+    assert [r for r, _ in result.blocked] == ["loopback", "loopback"]
+    assert not [h for h in victim.hits if "from-served" in h]

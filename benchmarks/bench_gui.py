@@ -1,0 +1,156 @@
+"""gui DAG throughput and memory, next to a plain one-page-at-a-time sync Playwright loop.
+
+    .venv/bin/python benchmarks/bench_gui.py [--n 60] [--workers 1] [--in-flight 4]
+
+Corpus: real HTML documentation pages from Debian's `python3-doc` package
+(/usr/share/doc/python3.11/html, installed by scripts/apt-packages.txt): the
+first N pages of `library/` in name order, copied with their `_static`
+assets into benchmarks/_work/gui-corpus. Both sides render the same pages
+served from loopback, at 1280x720, with the same work per page: navigate,
+wait for load + network idle, extract the visible elements (the same
+in-page script), take the PNG screenshot.
+
+Reports, in one run:
+1. pages/s of a bare sync Playwright loop (one browser, a fresh context per
+   page, one page at a time);
+2. pages/s of `quarry run gui` (DirectRunner, whole DAG: read, render, tasks,
+   Parquet shards, images, rejects, manifest) with `render.pages_in_flight`
+   = --in-flight, and with 1 page in flight; the ratio to the loop (target >= 2x);
+3. peak resident memory of the process tree (Python + Playwright driver +
+   Chromium processes) for each run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from quarry.dags.gui import SPEC
+from quarry.dags.runner import resolve_config, run_dag
+from quarry.operators.browser import CHROMIUM_ARGS, HtmlFolderServer, local_read
+from quarry.operators.dom import EXTRACT_JS, LISTENER_PROBE_JS
+
+# Installed by scripts/apt-packages.txt (python3-doc); used only by this benchmark.
+DOCS = Path("/usr/share/doc/python3.11/html")
+WORK = Path(__file__).resolve().parent / "_work"
+
+
+def make_corpus(n: int) -> Path:
+    folder = WORK / f"gui-corpus-{n}"
+    if folder.exists():
+        return folder
+    if not DOCS.exists():
+        sys.exit(f"{DOCS} is missing: apt-get install python3-doc (scripts/apt-packages.txt)")
+    pages = sorted((DOCS / "library").glob("*.html"))[:n]
+    (folder / "library").mkdir(parents=True)
+    for p in pages:
+        shutil.copy(p, folder / "library" / p.name)
+    shutil.copytree(DOCS / "_static", folder / "_static", symlinks=False)
+    return folder
+
+
+class PeakRss:
+    """Peak summed RSS of this process and all its descendants, sampled every 50 ms."""
+
+    def __init__(self):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        me = psutil.Process()
+        while not self._stop.is_set():
+            total = 0
+            for p in [me] + me.children(recursive=True):
+                try:
+                    total += p.memory_info().rss
+                except psutil.Error:
+                    pass
+            self.peak = max(self.peak, total)
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def plain_loop(corpus: Path, pages: list[str]) -> tuple[float, int]:
+    """The baseline: sync Playwright, one page at a time, same work per page as the DAG."""
+    from playwright.sync_api import sync_playwright
+
+    server = HtmlFolderServer(local_read)
+    ok = 0
+    t0 = time.monotonic()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=list(CHROMIUM_ARGS))
+        for rel in pages:
+            ctx = browser.new_context(viewport={"width": 1280, "height": 720})
+            ctx.add_init_script(LISTENER_PROBE_JS)
+            page = ctx.new_page()
+            try:
+                page.goto(server.url_for(str(corpus), rel), wait_until="load", timeout=30_000)
+                page.wait_for_load_state("networkidle", timeout=30_000)
+                page.evaluate(EXTRACT_JS, {"minSide": 2.0, "maxElements": 400, "maxNodes": 20_000})
+                page.screenshot(type="png", animations="disabled", caret="hide")
+                ok += 1
+            finally:
+                ctx.close()
+        browser.close()
+    server.close()
+    return time.monotonic() - t0, ok
+
+
+def dag_run(corpus: Path, out: Path, in_flight: int, workers: int) -> tuple[float, dict]:
+    sets = ["source=python_docs", f"render.pages_in_flight={in_flight}", f"render.batch_pages={max(8, 4 * in_flight)}"]
+    cfg = resolve_config(SPEC, None, sets, None)
+    beam_args = [f"--direct_num_workers={workers}"]
+    if workers > 1:
+        beam_args.append("--direct_running_mode=multi_processing")
+    t0 = time.monotonic()
+    m = run_dag(SPEC, [str(corpus / "library")], str(out), cfg, overwrite=True, beam_args=beam_args)
+    return time.monotonic() - t0, {"kept_rows": m.kept, "pages": m.extra["pages"], "rejected": m.rejected}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=60, help="pages")
+    ap.add_argument("--workers", type=int, default=1, help="Beam DirectRunner workers (processes when > 1)")
+    ap.add_argument("--in-flight", type=int, default=4)
+    args = ap.parse_args(argv)
+    corpus = make_corpus(args.n)
+    pages = sorted(str(p.relative_to(corpus / "library")) for p in (corpus / "library").glob("*.html"))
+    print(f"corpus: {len(pages)} python3-doc pages; cpus={psutil.cpu_count()} "
+          f"load={psutil.getloadavg()[0]:.1f}", flush=True)
+
+    with PeakRss() as mem:
+        base_s, ok = plain_loop(corpus / "library", pages)
+    base_rate = ok / base_s
+    print(f"plain sync loop:        {ok} pages in {base_s:6.1f} s = {base_rate:5.2f} pages/s, "
+          f"peak RSS {mem.peak / 2**20:6.0f} MiB", flush=True)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for in_flight in (args.in_flight, 1):
+            with PeakRss() as mem:
+                wall, facts = dag_run(corpus, Path(tmp) / f"out-{in_flight}", in_flight, args.workers)
+            done = facts["pages"]["with_rows"]
+            rate = facts["pages"]["inputs"] / wall
+            print(f"DAG, {in_flight} in flight, {args.workers} worker(s): {facts['pages']['inputs']} pages "
+                  f"({done} with rows, {facts['kept_rows']} task rows) in {wall:6.1f} s = {rate:5.2f} pages/s "
+                  f"= {rate / base_rate:4.2f}x the loop, peak RSS {mem.peak / 2**20:6.0f} MiB; rejected {facts['rejected']}",
+                  flush=True)
+    print(f"load after: {psutil.getloadavg()[0]:.1f}")
+
+
+if __name__ == "__main__":
+    main()
