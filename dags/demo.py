@@ -246,5 +246,29 @@ def run_demo(output: str, overwrite: bool = False) -> int:
     print(f"\nquarry demo: grade DAG on {samples} with {rollouts} (2 models, 4 rollouts each)", flush=True)
     graded = run_dag(spec, [str(samples)], str(out / "grade"), cfg, overwrite=overwrite)
     print(summary(str(out / "grade")))
+    ok = bool(manifest.balanced and graded.balanced)
+    for name in EXTRA_DEMOS:
+        ok = _run_module_demo(name, out, overwrite) and ok
     print(f"\ntry: quarry inspect {out / 'caption'} --sql \"SELECT tier, count(*) FROM shards GROUP BY tier\"")
-    return 0 if manifest.balanced and graded.balanced else 1
+    return 0 if ok else 1
+
+
+# DAGs whose module provides `build_demo_input(folder) -> (input patterns, --set overrides)`.
+EXTRA_DEMOS = ("gui", "ocr_search", "svg", "imagemining", "interleaved", "decontam")
+
+
+def _run_module_demo(name: str, out: Path, overwrite: bool) -> bool:
+    """Run DAG `name` on the demo input its module builds; True when its manifest adds up."""
+    import importlib
+
+    from quarry.dags.inspect import summary
+    from quarry.dags.registry import DAGS
+    from quarry.dags.runner import resolve_config, run_dag
+
+    spec = DAGS[name]
+    patterns, sets = importlib.import_module(f"quarry.dags.{name}").build_demo_input(out / "inputs" / name)
+    cfg = resolve_config(spec, None, sets, f"demo-{name}")
+    print(f"\nquarry demo: {name} DAG on {', '.join(patterns)}", flush=True)
+    manifest = run_dag(spec, patterns, str(out / name), cfg, overwrite=overwrite)
+    print(summary(str(out / name)))
+    return manifest.balanced is not False

@@ -24,11 +24,22 @@ os.environ.setdefault("TORCH_HOME", os.path.join(_HOME, ".cache", "torch"))
 
 @pytest.fixture(scope="session")
 def demo_dir(tmp_path_factory) -> Path:
-    """One `quarry demo` run per test session, shared by the DAG, CLI and notebook tests."""
+    """One `quarry demo` run per test session, shared by the DAG, CLI and notebook tests.
+
+    Under pytest-xdist every worker has its own session; the lock and the
+    shared base folder make the first worker run the demo and the others wait
+    for it (the demo runs all eight DAGs, about a minute on 2 cores).
+    """
+    from filelock import FileLock
+
     from quarry.dags.cli import main
 
-    out = tmp_path_factory.mktemp("demo")
-    assert main(["demo", "--output", str(out)]) == 0
+    root = tmp_path_factory.getbasetemp().parent  # shared by all xdist workers of this run
+    out, done = root / "demo", root / "demo.done"
+    with FileLock(str(root / "demo.lock")):
+        if not done.exists():
+            assert main(["demo", "--output", str(out), "--overwrite"]) == 0
+            done.touch()
     return out
 
 
