@@ -77,11 +77,11 @@ SPEC = DagSpec(
 )
 
 
-DEMO_BACKGROUNDS = ("coffee.jpg", "chelsea.jpg", "rocket.jpg")
+DEMO_BACKGROUNDS = ("coffee.jpg", "rocket.jpg")
 
 
 def build_demo_input(folder: pathlib.Path) -> tuple[list[str], list[str]]:
-    """Two synthetic posters and a bar chart on the shipped demo photos, plus one photo without text.
+    """A synthetic poster on a shipped demo photo, a bar chart, and one photo without text.
 
     Deterministic and offline (Pillow's bundled font, photos from dags/demo_data).
     The run shows `ocr` rows with lines and entities, `ocr_search` rows for the
@@ -95,15 +95,14 @@ def build_demo_input(folder: pathlib.Path) -> tuple[list[str], list[str]]:
     demo = pathlib.Path(__file__).parent / "demo_data"
     folder.mkdir(parents=True, exist_ok=True)
     truth = {}
-    for i, name in enumerate(DEMO_BACKGROUNDS[:2]):
-        with Image.open(demo / name) as bg:
-            synth = poster(bg, f"demo-{i}", label_sizes=(9, 12, 16, 22))
-        synth.image.save(folder / f"poster_{i}.png")
-        truth[f"poster_{i}.png"] = [t.__dict__ for t in synth.texts]
+    with Image.open(demo / DEMO_BACKGROUNDS[0]) as bg:
+        synth = poster(bg, "demo-0", label_sizes=(9, 12, 16, 22))
+    synth.image.save(folder / "poster.png")
+    truth["poster.png"] = [t.__dict__ for t in synth.texts]
     chart = bar_chart("demo-chart", bars=3)
     chart.image.save(folder / "chart.png")
     truth["chart.png"] = [t.__dict__ for t in chart.texts]
-    with Image.open(demo / DEMO_BACKGROUNDS[2]) as photo:  # a photo with no text: rejected no_text
+    with Image.open(demo / DEMO_BACKGROUNDS[1]) as photo:  # a photo with no text: rejected no_text
         photo.convert("RGB").resize((320, 240)).save(folder / "no_text.jpg", quality=90)
     # What was drawn where (text, glyph box, font size): not an input (JSON is not an image or JSONL file).
     (folder / "truth.json").write_text(json.dumps(truth, indent=1))

@@ -51,7 +51,7 @@ from quarry.operators.ocr_tasks import (
     trajectory,
     verify_crop,
 )
-from quarry.pipelines.ocr import OcrResult, RunOcr
+from quarry.pipelines.ocr import RunOcr
 from quarry.pipelines.read import (
     IMAGE_COLUMNS,
     IMAGE_EXTS,
@@ -433,7 +433,7 @@ class _Verify(beam.DoFn):
             sample_id=c.sample_id, source=p.source, tier=c.tier, task=TASK_SEARCH, origin=p.origin, url=p.url,
             license=p.license, parent_id=p.sample_id, image_id=p.image_id, width=p.width, height=p.height,
             image_format=p.image_format, engine=p.engine, text=c.entity_text, question=c.question,
-            answer=c.entity_text, query=verdict.query, entity_kind=c.entity_kind, entity_box_1000=c.entity_box_1000,
+            answer=verdict.query, query=verdict.query,  # the upscaled re-read is the sharper reading entity_kind=c.entity_kind, entity_box_1000=c.entity_box_1000,
             crop_box_1000=c.crop_box_1000, crop=ImageCell(bytes=c.crop_bytes), crop_scale=c.crop_scale,
             crop_similarity=round(verdict.similarity, 4), rel_area=round(c.rel_area, 6),
             input_height_px=round(c.input_height, 2),

@@ -7,7 +7,7 @@ Two tasks share one row model (so one Hive table reads with one schema):
   confidence) and the entities the lines group into.
 - `ocr_search`: one row per small entity whose crop re-reads: the question,
   the crop box (0-1000), the upscaled crop, the search query (OCR of the crop),
-  the answer (the entity text: the answer is in the image) and the trajectory
+  the answer (the text in the image, as the crop reads it) and the trajectory
   `crop(bbox)` then `search(query)`.
 
 The picture itself is stored once in `DIR/images/` (rows carry `image_id`);
@@ -174,11 +174,13 @@ class OcrSearchRow(Sample):
     height: Annotated[int, ArrowType(pa.int32())]
     image_format: str
     engine: str = Field(description="engine/det model/rec model that read the text")
-    text: str = Field(description="ocr: full transcription in reading order; ocr_search: the entity's text")
+    text: str = Field(description="ocr: full transcription in reading order; ocr_search: the entity's text as the "
+                                  "whole-picture OCR read it")
     lines: list[OcrLineCell] = Field(default_factory=list, description="ocr: every valid line, reading order")
     entities: list[EntityCell] = Field(default_factory=list, description="ocr: entities, reading order")
     question: Optional[str] = None
-    answer: Optional[str] = Field(None, description="ocr_search: the entity text (the answer is in the image)")
+    answer: Optional[str] = Field(
+        None, description="ocr_search: the text in the image, as the upscaled crop reads it (verified against `text`)")
     query: Optional[str] = Field(None, description="ocr_search: OCR of the upscaled crop, the search query")
     entity_kind: Optional[str] = None
     entity_box_1000: Optional[list[int]] = None

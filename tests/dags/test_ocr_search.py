@@ -185,7 +185,7 @@ def test_demo_input_is_deterministic(tmp_path):
     pats_a, sets = build_demo_input(tmp_path / "a")
     build_demo_input(tmp_path / "b")
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
-    assert files == ["chart.png", "no_text.jpg", "poster_0.png", "poster_1.png", "truth.json"]
+    assert files == ["chart.png", "no_text.jpg", "poster.png", "truth.json"]
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert pats_a == [str(tmp_path / "a")] and resolve_config(SPEC, None, sets, None).source == "demo_posters"
