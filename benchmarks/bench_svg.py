@@ -4,7 +4,7 @@
 
 Input: `--n` real SVG files sampled (seeded) from Debian's papirus-icon-theme
 (regular files only, no symlinks; every size folder and the symbolic set),
-packed as tar shards of 500 under benchmarks/_work/. Reported:
+packed as tar shards of 100 under benchmarks/_work/. Reported:
 
 1. renders/s of the svg DAG (DirectRunner, multi_processing, N workers, whole
    run: start-up, read, prepare, exact dedup, render, pHash dedup, Parquet
@@ -40,8 +40,8 @@ WORK = Path(__file__).resolve().parent / "_work"
 PAPIRUS = Path("/usr/share/icons/Papirus")
 
 
-def make_input(n: int, seed: int = 0, per_shard: int = 500) -> Path:
-    folder = WORK / f"svg-in-{n}-{seed}"
+def make_input(n: int, seed: int = 0, per_shard: int = 100) -> Path:
+    folder = WORK / f"svg-in-{n}-{seed}-{per_shard}"
     if folder.exists() and len(list(folder.glob("*.tar"))) == -(-n // per_shard):
         return folder
     if not PAPIRUS.is_dir():

@@ -26,6 +26,7 @@ RLIMIT_AS) so an allocation bomb kills only the child, which is replaced too.
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
 import subprocess
@@ -45,6 +46,7 @@ RENDER_ERROR = "render_error"
 BLANK = "blank_render"
 
 _EMPTY_DIR: Optional[str] = None
+START_TIMEOUT_S = 120.0  # a cold interpreter on a loaded machine; only a broken install takes this long
 
 
 def _empty_dir() -> str:
@@ -52,7 +54,15 @@ def _empty_dir() -> str:
     global _EMPTY_DIR
     if _EMPTY_DIR is None or not os.path.isdir(_EMPTY_DIR):
         _EMPTY_DIR = tempfile.mkdtemp(prefix="quarry-svg-empty-")
+        atexit.register(_remove_empty_dir, _EMPTY_DIR)
     return _EMPTY_DIR
+
+
+def _remove_empty_dir(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
 
 
 @dataclass(frozen=True)
@@ -126,6 +136,7 @@ def serve(read_fd: int, write_fd: int, max_memory_mb: int) -> None:
         limit = max_memory_mb * 1024 * 1024
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     inbox, outbox = Connection(read_fd, writable=False), Connection(write_fd, readable=False)
+    outbox.send("ready")  # start-up (imports) is not charged to the first render's time limit
     while True:
         try:
             text, width, height, opts = inbox.recv()
@@ -166,6 +177,8 @@ class RenderWorker:
         self._inbox = Connection(os.dup(self._proc.stdout.fileno()), writable=False)
         self._proc.stdin.close()
         self._proc.stdout.close()
+        if not self._inbox.poll(START_TIMEOUT_S) or self._inbox.recv() != "ready":
+            raise OSError(f"the render process did not start within {START_TIMEOUT_S} s")
 
     def _stop(self) -> None:
         if self._proc is not None:
@@ -177,12 +190,12 @@ class RenderWorker:
         self._proc = self._inbox = self._outbox = None
 
     def draw(self, text: str, width: int, height: int, opts: RenderOptions) -> Union[bytes, Rejection]:
-        if self._proc is None or self._proc.poll() is not None:
-            if self._proc is not None:
-                self.restarts += 1
-            self._stop()
-            self._start()
         try:
+            if self._proc is None or self._proc.poll() is not None:
+                if self._proc is not None:
+                    self.restarts += 1
+                self._stop()
+                self._start()
             self._outbox.send((text, width, height, opts))
             if not self._inbox.poll(self.timeout_s):
                 self._stop()
@@ -190,8 +203,13 @@ class RenderWorker:
                 return Rejection(RENDER_ERROR, f"render took longer than {self.timeout_s:g} s (render.timeout_s): "
                                                "the renderer was stopped")
             return self._inbox.recv()
-        except (EOFError, OSError):  # the child died mid-render (memory cap, crash)
-            code = self._proc.wait(5) if self._proc is not None else None
+        except (EOFError, OSError):  # the child died mid-render (memory cap, crash) or never started
+            if self._proc is not None:
+                try:
+                    self._proc.wait(2)
+                except subprocess.TimeoutExpired:
+                    pass
+            code = self._proc.poll() if self._proc is not None else None
             self._stop()
             self.restarts += 1
             return Rejection(RENDER_ERROR, f"the renderer process died (exit code {code}; "

@@ -340,13 +340,22 @@ class _PrepareFn(beam.DoFn):
 
 
 def _keep_first(element):
-    """(text digest, candidates) -> the first by origin; the rest are exact duplicates of it."""
+    """(text digest, candidates) -> the first by origin; the rest are exact duplicates of it.
+
+    Two passes over the grouped iterable instead of a sort: only the current
+    best is held, so a text repeated a million times in a crawl does not have to
+    fit in one worker (runners page large groups in).
+    """
     _key, group = element
-    ordered = sorted(group, key=_origin_order)
-    yield ordered[0]
-    for c in ordered[1:]:
-        yield beam.pvalue.TaggedOutput("rejected", to_reject(c, "dedup", Rejection(
-            EXACT_DUPLICATE, f"kept={ordered[0].sample_id} (same SVG after normalising)")))
+    best = min(_origin_order(c) for c in group)
+    kept = False
+    for c in group:
+        if not kept and _origin_order(c) == best:
+            kept = True
+            yield c
+        else:
+            yield beam.pvalue.TaggedOutput("rejected", to_reject(c, "dedup", Rejection(
+                EXACT_DUPLICATE, f"kept={best[2]} (same SVG after normalising)")))
 
 
 class _RenderFn(beam.DoFn):

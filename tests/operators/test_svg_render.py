@@ -191,7 +191,7 @@ def test_render_worker_stops_a_slow_render_and_recovers():
         assert isinstance(render(good, RenderOptions(size=32), worker.draw), Rendered)  # child started and warm
         started = time.perf_counter()
         out = render(bomb, RenderOptions(size=512), worker.draw)
-        assert time.perf_counter() - started < 5
+        assert time.perf_counter() - started < 15  # the limit plus a kill, even on a loaded machine
         assert isinstance(out, Rejection) and out.reason == "render_error" and "render.timeout_s" in out.detail
         assert isinstance(render(good, RenderOptions(size=32), worker.draw), Rendered)  # a fresh child took over
         assert worker.restarts == 1
