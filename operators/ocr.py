@@ -193,6 +193,21 @@ class RapidOcrEngine(OcrEngine):
         out["runtime"] = "onnxruntime"
         return out
 
+    def rec_model_path(self) -> Path:
+        if self.cfg.rec_model:
+            return Path(self.cfg.rec_model)
+        stem = self.models()["rec"]
+        return next(p for p in sorted((_rapidocr_root() / "models").glob("*.onnx")) if p.name.startswith(stem))
+
+    def charset(self) -> str:
+        """The characters the recogniser can output (`ocr.rec_keys`, or the ONNX model's own dictionary)."""
+        if self.cfg.rec_keys:
+            return "".join(Path(self.cfg.rec_keys).read_text(encoding="utf-8").split("\n"))
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(self.rec_model_path()), providers=["CPUExecutionProvider"])
+        return "".join(session.get_modelmeta().custom_metadata_map.get("character", "").split("\n"))
+
     def load(self) -> "RapidOcrEngine":
         if self._model is None:
             self.preflight()

@@ -78,6 +78,16 @@ def test_rapidocr_engine_reports_models():
     assert make_engine(OcrEngineConfig()).label().startswith("rapidocr/PP-OCR")
 
 
+def test_rapidocr_models_cover_chinese_and_english():
+    """Non-Latin scripts: the shipped recogniser's dictionary holds CJK as well as Latin characters.
+
+    (No CJK font is installed here to draw Chinese test pictures; see the DAG test for non-Latin input.)
+    """
+    chars = set(make_engine(CFG).charset())
+    assert len(chars) > 5000
+    assert set("中文路口東京") <= chars and set("AZaz09%") <= chars
+
+
 def test_rapidocr_missing_model_file_is_a_clear_error(tmp_path):
     with pytest.raises(OcrLoadError, match="ocr.det_model: no file"):
         make_engine(OcrEngineConfig(det_model=str(tmp_path / "nope.onnx"))).preflight()
