@@ -45,6 +45,7 @@ whitespace between elements, one namespace declaration).
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import zlib
@@ -217,12 +218,27 @@ def _squash(value: str) -> str:
     return _CONTROL.sub("", value).lower()
 
 
+_RASTER_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a", b"RIFF")
+
+
 def is_safe_reference(value: str) -> bool:
-    """Local `#fragment` or a raster data URI; everything else could fetch or read."""
+    """Local `#fragment`, or a base64 raster data URI whose bytes really start as PNG, JPEG, GIF or WebP.
+
+    The magic check keeps an SVG (which could reference files in turn) from
+    riding in under an image/png label, whatever the renderer sniffs.
+    """
     v = value.strip()
     if v.startswith("#"):
         return True
-    return bool(RASTER_DATA_URI.match(_squash(v)))
+    squashed = _squash(v)
+    if not RASTER_DATA_URI.match(squashed) or ";base64," not in squashed[:64]:
+        return False
+    payload = _CONTROL.sub("", v.split(",", 1)[1])[:16]
+    try:
+        head = base64.b64decode(payload[: len(payload) // 4 * 4], validate=False)
+    except ValueError:
+        return False
+    return head.startswith(_RASTER_MAGIC)
 
 
 def sanitise_css(text: str) -> tuple[str, list[str]]:

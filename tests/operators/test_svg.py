@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import gzip
 import os
 import random
@@ -81,6 +82,7 @@ def use_bomb(levels: int, fanout: int) -> bytes:
     ("truncated gzip", gzip.compress(svg('<rect width="1" height="1"/>'))[:-12], "invalid_svg"),
     ("too many elements", svg('<rect width="1" height="1"/>' * 30), "too_long"),
     ("huge path", svg('<path d="M0 0' + " L1.5 2.25" * 5_000 + '"/>'), "too_long"),
+    ("deep nesting", svg("<g>" * 5_000 + "</g>" * 5_000), "invalid_svg"),  # libxml2's depth cap (no huge_tree)
 ])
 def test_bad_inputs_get_their_reason(name, data, reason):
     limits = SvgLimits(max_elements=25) if name == "too many elements" else SvgLimits()
@@ -139,7 +141,8 @@ def test_sanitiser_removes_scripts_handlers_and_external_references():
         '<image xlink:href="/etc/hostname" width="5" height="5"/>'
         '<image href="http://127.0.0.1:9/p.png" width="5" height="5"/>'
         '<image href="data:image/svg+xml;base64,PHN2Zy8+" width="5" height="5"/>'
-        '<image href="data:image/png;base64,iVBORw0KGgo=" width="5" height="5"/>'
+        f'<image href="data:image/png;base64,{PNG_B64}" width="5" height="5"/>'
+        '<xi:include xmlns:xi="http://www.w3.org/2001/XInclude" href="file:///etc/passwd" parse="text"/>'
         '<use href="other.svg#icon"/><use href="#keep"/>'
         '<filter id="f"><feImage href="https://example.org/x.png"/></filter>'
         '<rect id="keep" width="2" height="2" fill="url(http://127.0.0.1:9/#g)" stroke="red"'
@@ -163,14 +166,22 @@ def test_sanitiser_removes_scripts_handlers_and_external_references():
     assert "<circle" in p.text and 'stroke="red"' in p.text  # the drawing stays
     for code in ("script", "foreignObject", "attr:onclick", "attr:onload", "href:javascript", "href:external",
                  "element:image", "element:use", "element:feImage", "url:external", "css:import", "css:escaped",
-                 "animation:xlink:href", "animation:onclick", "animation:fill"):
+                 "animation:xlink:href", "animation:onclick", "animation:fill", "element:include"):
         assert code in p.removed, (code, p.removed)
     assert audit(etree.fromstring(p.text.encode())) is None
 
 
+PNG_B64 = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\0" * 16).decode()
+JPEG_B64 = base64.b64encode(b"\xff\xd8\xff\xe0" + b"\0" * 16).decode()
+SVG_AS_PNG = base64.b64encode(b'<svg xmlns="http://www.w3.org/2000/svg"><image href="/etc/x.png"/></svg>').decode()
+
+
 @pytest.mark.parametrize("value, safe", [
-    ("#a", True), ("  #frag", True), ("data:image/png;base64,AAA", True), ("DATA:image/JPEG;base64,AA", True),
-    ("data:image/webp,xx", True), ("data:image/svg+xml,<svg/>", False), ("data:text/html,<script>", False),
+    ("#a", True), ("  #frag", True), (f"data:image/png;base64,{PNG_B64}", True),
+    (f"DATA:image/JPEG;base64,{JPEG_B64}", True), (f"data:image/png;base64,{PNG_B64[:12]}\n{PNG_B64[12:]}", True),
+    (f"data:image/png;base64,{SVG_AS_PNG}", False), (f"data:image/jpeg;base64,{PNG_B64[:2]}", False),
+    ("data:image/webp,xx", False), ("data:image/png;base64,AAA", False),
+    ("data:image/svg+xml,<svg/>", False), ("data:text/html,<script>", False),
     ("file:///etc/passwd", False), ("/etc/passwd", False), ("icon.png", False), ("http://127.0.0.1/x", False),
     ("//host/x", False), ("javascript:alert(1)", False), ("", False),
 ])
