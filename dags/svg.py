@@ -44,6 +44,10 @@ def plan(patterns: list[str], cfg: SvgConfig):
         import resvg_py  # noqa: F401 - the renderer; fail before reading anything
     except ImportError as e:
         raise ConfigError(f"render: resvg-py is not installed ({e}); install quarry's dependencies") from None
+    if cfg.decontam.enabled:
+        from quarry.pipelines.decontam import plan_benchmarks
+
+        plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     return plan_svg_inputs(patterns, cfg.reader)
 
 
@@ -143,6 +147,7 @@ SPEC = DagSpec(
         ("exact_dedup", "one record per normalised SVG text"),
         ("render", "resvg PNG at render.size on the long side, blank/near-uniform renders dropped, pHash"),
         ("near_dedup", "64-bit pHash near-duplicates of the renders (the caption DAG's SplitDuplicates)"),
+        ("decontam", "optional (--set decontam.bench=PATH): renders and visible text against benchmark sets"),
         ("rows", "one row per task (svg_to_image, image_to_svg) per pair, tier from length and path complexity"),
         ("write", "Parquet shards by source and tier, PNG bytes in the row"),
     ),

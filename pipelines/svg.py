@@ -33,7 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from quarry.operators.base import Rejection
 from quarry.operators.ids import content_id, digest
 from quarry.operators.phash import to_hex
-from quarry.operators.svg import NormaliseOptions, PreparedSvg, SvgLimits, prepare_svg, tier_of
+from quarry.operators.svg import SVG_NS, NormaliseOptions, PreparedSvg, SvgLimits, prepare_svg, tier_of
 from quarry.operators.svg_render import Rendered, RenderOptions, RenderWorker, render, render_png
 from quarry.pipelines.dedup import DedupKey, SplitDuplicates
 from quarry.pipelines.read import (
@@ -391,6 +391,30 @@ def dedup_key(c: Candidate) -> DedupKey:
     return DedupKey(c.sample_id, c.rendered.phash, c.rendered.width, c.rendered.height)
 
 
+def visible_text(svg_text: str) -> str:
+    """The text a render shows: the content of <text>/<tspan>/<textPath> of the canonical SVG."""
+    from lxml import etree
+
+    root = etree.fromstring(svg_text.encode())
+    parts = [t.strip() for el in root.iter(f"{{{SVG_NS}}}text") for t in el.itertext() if t.strip()]
+    return " ".join(parts)
+
+
+def decontam_probe(c: Candidate):
+    """What the decontam stage checks of a pair: the render (pHash + bytes digest) and its visible text."""
+    from quarry.operators.decontam import ImageKey, digest64
+    from quarry.pipelines.decontam import Probe
+
+    text = visible_text(c.svg.text)
+    return Probe(c.sample_id, c.source, c.origin, (("svg_text", text),) if text else (),
+                 (("image", ImageKey(c.rendered.phash, digest64(c.rendered.png))),))
+
+
+def _keep_unflagged(c: Candidate, matches) -> Candidate:
+    """decontam.action=flag: svg rows keep their schema; the matches are in DIR/contamination/."""
+    return c
+
+
 def to_rows(c: Candidate, tasks: list[str], char_bounds: list[int], command_bounds: list[int]) -> Iterator[SvgRow]:
     s, r = c.svg, c.rendered
     tier = tier_of(s, char_bounds, command_bounds)
@@ -465,6 +489,14 @@ class SvgPipeline(beam.PTransform):
                 lambda c, verdict: to_reject(c, "dedup", verdict)))
             candidates = near.kept
             self._count(candidates, "near_dedup.out")
+
+        if cfg.decontam.enabled:  # --set decontam.bench=PATH: renders and visible text against benchmark sets
+            from quarry.pipelines.decontam import MaybeDecontaminate
+
+            candidates, dc_rejected = candidates | "Decontam" >> MaybeDecontaminate(
+                cfg.decontam, self.output_dir, decontam_probe, dag="svg", flag_fn=_keep_unflagged,
+                shards=cfg.shards)
+            rejected.append(dc_rejected)
 
         self._count(candidates, "rows.in")
         rows = candidates | "ToRows" >> beam.FlatMap(to_rows, list(cfg.tasks), list(cfg.tiers.chars),

@@ -197,3 +197,29 @@ def test_config_is_strict():
         resolve_config(SPEC, None, ["reader.image_column=x"], None)
     cfg = resolve_config(SPEC, None, ["render.size=128", "tasks=[image_to_svg]"], "web")
     assert cfg.render.size == 128 and cfg.tasks == ["image_to_svg"] and cfg.source == "web"
+
+
+@pytest.mark.slow
+def test_decontam_drops_pairs_whose_render_is_a_benchmark_image(tmp_path):
+    import pyarrow as pa
+
+    from quarry.operators.svg import prepare_svg
+    from quarry.operators.svg_render import RenderOptions, render
+
+    demo = Path(__file__).resolve().parents[2] / "dags" / "demo_data" / "svg"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in ("chart.svg", "triangle-geometry.svg", "inkscape-star.svg"):
+        (folder / name).write_bytes((demo / name).read_bytes())
+    # The benchmark holds the chart as a picture at another size (pHash is scale-invariant).
+    chart = render(prepare_svg((demo / "chart.svg").read_bytes()), RenderOptions(size=400))
+    (tmp_path / "bench").mkdir()
+    pq.write_table(pa.table({"question": ["Which quarter had the highest sales in the bar chart?"],
+                             "answer": ["Q4"], "image": [chart.png]}), tmp_path / "bench" / "chartqa.parquet")
+    m = run([str(folder)], tmp_path / "out", ["render.size=128", f"decontam.bench={tmp_path / 'bench'}"])
+    assert m.rejected == {"decontam": {"contaminated_image": 1}}
+    assert m.extra["pairs"] == 2 and m.extra["pairs_balanced"]
+    assert m.extra["contamination"]["by_benchmark"] == {"chartqa": 1}
+    kept = {k for (k,) in duckdb.connect().sql(
+        f"SELECT DISTINCT origin.key FROM read_parquet('{tmp_path}/out/data/**/*.parquet')").fetchall()}
+    assert kept == {"triangle-geometry.svg", "inkscape-star.svg"}

@@ -153,3 +153,13 @@ def test_rows_carry_the_pair_and_its_measurements():
             return row.sample_id
 
         assert_that(out.rows | beam.Map(check) | beam.combiners.Count.Globally(), equal_to([1]))
+
+
+def test_visible_text_is_what_the_render_shows():
+    from quarry.operators.svg import prepare_svg
+    from quarry.pipelines.svg import visible_text
+
+    p = prepare_svg(svg('<style>.a{fill:red}</style><text x="1" y="5">Q1 <tspan>sales</tspan></text>'
+                        '<text x="1" y="9">2024</text><rect width="1" height="1"/>'))
+    assert visible_text(p.text) == "Q1 sales 2024"
+    assert visible_text(prepare_svg(svg('<rect width="1" height="1"/>')).text) == ""
