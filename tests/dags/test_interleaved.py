@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from importlib import resources
 from pathlib import Path
 
 import duckdb
@@ -128,8 +129,7 @@ def test_bad_inputs_become_rejects_or_valid_rows(tmp_path):
     """Parquet (OBELICS) and JSONL (MMC4) inputs: unequal lists, out-of-range positions, missing
     images, HTML in text, 10 MB of text; relevance at threshold 1.0 drops every image."""
     pics = demo_images()
-    art = json.loads((Path(__file__).resolve().parents[2] / "dags" / "demo_data" / "interleaved" /
-                      "articles.json").read_text())
+    art = json.loads(resources.files("quarry.dags").joinpath("demo_data", "interleaved", "articles.json").read_text())
     (tmp_path / "img").mkdir()
     (tmp_path / "img" / "cat.jpg").write_bytes(pics["chelsea.jpg"])
     pq.write_table(pa.table({
