@@ -4,6 +4,7 @@
     quarry run DAG --input PATH_OR_GLOB --output DIR [--source NAME] [--config FILE.yaml]
                [--set key=value ...] [--overwrite] [-- BEAM_OPTIONS...]
     quarry inspect DIR [--sql QUERY]
+    quarry decontam --bench BENCH --input PATH_OR_GLOB --output DIR [--action drop|flag] [--set ...] [-- BEAM...]
     quarry demo --output DIR
 """
 
@@ -24,6 +25,8 @@ examples:
   quarry run caption --input data.parquet --output out/c -- \\
       --direct_num_workers=2 --direct_running_mode=multi_processing
   quarry inspect out/caption --sql "SELECT tier, count(*) FROM shards GROUP BY tier"
+  quarry decontam --bench 'benchmarks/*.parquet' --input out/caption --output out/clean
+  quarry run grade --input s.jsonl --output out/g --set rollouts=r.jsonl --set decontam.bench=bench/
 
 Everything after `--` goes to Beam unchanged (--runner=DataflowRunner, --project, ...).
 Config keys: `quarry run DAG --show-config` prints every key with its default.
@@ -57,6 +60,21 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("dir", help="run directory")
     ins.add_argument("--sql", help="a query over the views `shards`, `rejects` (and `images`)")
     ins.add_argument("--limit", type=int, default=100, help="rows to print for --sql (default 100)")
+
+    dc = sub.add_parser("decontam", help="check rows (a run's shards, Parquet or JSONL) against benchmark sets; "
+                                         "the same as `quarry run decontam --set decontam.bench=...`")
+    dc.add_argument("--bench", "-b", action="append", default=[], required=True, metavar="PATH_OR_GLOB",
+                    help="benchmark Parquet/JSONL files, folders or globs; repeatable")
+    dc.add_argument("--input", "-i", action="append", default=[], metavar="PATH_OR_GLOB",
+                    help="a quarry run directory (its data/ shards), Parquet or JSONL; repeatable")
+    dc.add_argument("--output", "-o", required=True, metavar="DIR")
+    dc.add_argument("--action", choices=("drop", "flag"), help="drop (default): contaminated rows become rejects; "
+                                                                "flag: kept with contamination columns")
+    dc.add_argument("--source", help="source tag for rows without a `source` column")
+    dc.add_argument("--config", "-c", metavar="FILE.yaml")
+    dc.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="e.g. --set decontam.max_hamming=6 --set decontam.columns.mmmu.question=prompt")
+    dc.add_argument("--overwrite", action="store_true")
 
     demo = sub.add_parser("demo", help="run the DAGs on the sample data shipped with quarry (offline)")
     demo.add_argument("--output", "-o", required=True, metavar="DIR")
@@ -129,6 +147,29 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_decontam(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from quarry.dags import decontam
+    from quarry.dags.runner import UsageError, resolve_config, run_dag
+    from quarry.pipelines.read import InputError
+
+    sets = [f"decontam.bench={','.join(args.bench)}"] + (
+        [f"decontam.action={args.action}"] if args.action else []) + args.sets
+    try:
+        cfg = resolve_config(decontam.SPEC, args.config, sets, args.source)
+        t0 = time.monotonic()
+        manifest = run_dag(decontam.SPEC, args.input, args.output, cfg, overwrite=args.overwrite, beam_args=beam_args)
+    except (ConfigError, InputError, UsageError) as e:
+        return _fail(str(e))
+    found = manifest.extra.get("contamination", {})
+    print(f"decontam: inputs={manifest.inputs} kept={manifest.kept} rejected={manifest.rejected_total} "
+          f"contaminated rows={found.get('rows_contaminated', 0)} in {time.monotonic() - t0:.1f}s -> {args.output}")
+    for bench, n in found.get("by_benchmark", {}).items():
+        print(f"    {bench}: {n} match(es)")
+    for note in manifest.notes:
+        print(f"NOTE: {note}")
+    return 1 if manifest.balanced is False else 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from quarry.dags.demo import run_demo
     from quarry.dags.runner import UsageError
@@ -151,6 +192,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return cmd_inspect(args)
     if args.command == "demo":
         return cmd_demo(args)
+    if args.command == "decontam":
+        return cmd_decontam(args, beam_args)
     _parser().print_help()
     return 0
 

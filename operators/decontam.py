@@ -34,6 +34,7 @@ looks a whole row up with one `searchsorted` per table.
 
 from __future__ import annotations
 
+import array
 import io
 import itertools
 import json
@@ -445,8 +446,9 @@ class IndexPart:
     """
 
     items: list[tuple[str, str]] = field(default_factory=list)  # (benchmark, item_id)
-    ngram: list[np.ndarray] = field(default_factory=list)  # pairs of (hashes uint64, item int64) arrays
-    ngram_items: list[np.ndarray] = field(default_factory=list)
+    # Flat typed arrays (not one numpy array per item): they pickle as one buffer between Beam workers.
+    ngram: array.array = field(default_factory=lambda: array.array("Q"))  # n-gram hashes
+    ngram_items: array.array = field(default_factory=lambda: array.array("q"))  # the item of each
     whole: list[int] = field(default_factory=list)
     whole_items: list[int] = field(default_factory=list)
     phash: list[int] = field(default_factory=list)
@@ -459,7 +461,9 @@ class IndexPart:
         offset = len(self.items)
         self.items.extend(other.items)
         self.ngram.extend(other.ngram)
-        self.ngram_items.extend(a + offset for a in other.ngram_items)
+        if other.ngram_items:
+            shifted = np.frombuffer(other.ngram_items, dtype=np.int64) + offset
+            self.ngram_items.frombytes(shifted.astype(np.int64).tobytes())
         self.whole.extend(other.whole)
         self.whole_items.extend(i + offset for i in other.whole_items)
         self.phash.extend(other.phash)
@@ -505,8 +509,8 @@ def index_item(part: IndexPart, item: BenchItem, s: IndexSettings) -> None:
             part.stats.texts_too_short += 1
     if hashes:
         arr = np.unique(np.array(hashes, dtype=np.uint64))
-        part.ngram.append(arr)
-        part.ngram_items.append(np.full(len(arr), idx, dtype=np.int64))
+        part.ngram.frombytes(arr.tobytes())
+        part.ngram_items.frombytes(np.full(len(arr), idx, dtype=np.int64).tobytes())
     for label, data in item.images:
         key = data if isinstance(data, Rejection) else ImageKey.of_bytes(data, s.max_pixels)
         if isinstance(key, Rejection):
@@ -572,12 +576,19 @@ class DecontamIndex:
         self.image_items = image_items
         self.image_labels = image_labels
         self.stats = stats
-        self._bands: list[tuple[np.ndarray, np.ndarray]] = []
+        # One sorted table of (band << 16 | band value) for the four bands: a query's 4 x 137 probes
+        # are one searchsorted call.
         self._probes = _flip_masks(_BAND_BITS, settings.max_hamming // PHASH_BANDS)
-        for b in range(PHASH_BANDS):
-            shift = np.uint64(_BAND_BITS * (PHASH_BANDS - 1 - b))
-            vals = (phash >> shift) & np.uint64(_BAND_MASK)
-            self._bands.append(_sorted_table(vals, np.arange(len(phash), dtype=np.int64)))
+        band_keys = [((phash >> np.uint64(_BAND_BITS * (PHASH_BANDS - 1 - b))) & np.uint64(_BAND_MASK))
+                     | np.uint64(b << _BAND_BITS) for b in range(PHASH_BANDS)]
+        self._band_keys, self._band_images = _sorted_table(
+            np.concatenate(band_keys) if len(phash) else np.zeros(0, np.uint64),
+            np.tile(np.arange(len(phash), dtype=np.int64), PHASH_BANDS))
+        self._band_tags = (np.arange(PHASH_BANDS, dtype=np.uint64) << np.uint64(_BAND_BITS))[:, None]
+        # CSR offsets: the images of table key k are _band_images[_band_offsets[k]:_band_offsets[k + 1]],
+        # so a probe is two array reads, not a binary search (4 x 65,537 int64: 2 MiB).
+        self._band_offsets = np.searchsorted(
+            self._band_keys, np.arange(PHASH_BANDS * (1 << _BAND_BITS) + 1, dtype=np.uint64)).astype(np.int64)
 
     # -- building --
 
@@ -586,17 +597,18 @@ class DecontamIndex:
         """Sort everything by (benchmark, item id), so the index (and which item a match names) does
         not depend on the order in which workers contributed their parts."""
         order = sorted(range(len(part.items)), key=part.items.__getitem__)
-        rank = np.empty(len(order), dtype=np.int64)
-        rank[order] = np.arange(len(order), dtype=np.int64)
+        rank = np.empty(len(order), dtype=np.int32)  # item numbers as int32: 2**31 items is beyond any benchmark suite
+        rank[order] = np.arange(len(order), dtype=np.int32)
         items = [part.items[i] for i in order]
         benchmarks = sorted({b for b, _ in items})
         bench_no = {b: i for i, b in enumerate(benchmarks)}
         item_bench = np.array([bench_no[b] for b, _ in items], dtype=np.int32)
         item_ids = [i for _, i in items]
         if part.ngram:
-            ng_keys, ng_items = _sorted_table(np.concatenate(part.ngram), rank[np.concatenate(part.ngram_items)])
+            ng_keys, ng_items = _sorted_table(np.frombuffer(part.ngram, dtype=np.uint64).copy(),
+                                              rank[np.frombuffer(part.ngram_items, dtype=np.int64)])
         else:
-            ng_keys, ng_items = np.zeros(0, np.uint64), np.zeros(0, np.int64)
+            ng_keys, ng_items = np.zeros(0, np.uint64), np.zeros(0, np.int32)
         wh_keys, wh_items = _sorted_table(np.array(part.whole, dtype=np.uint64),
                                           rank[np.array(part.whole_items, dtype=np.int64)])
         img_items = rank[np.array(part.image_items, dtype=np.int64)]
@@ -643,7 +655,8 @@ class DecontamIndex:
     def nbytes(self) -> int:
         """Memory held by the arrays and the item names (approximate)."""
         arrays = (self.item_bench, self.ngram_keys, self.ngram_items, self.whole_keys, self.whole_items, self.phash,
-                  self.digest_keys, self.digest_images, self.image_items, *(a for pair in self._bands for a in pair))
+                  self.digest_keys, self.digest_images, self.image_items, self._band_keys, self._band_images,
+                  self._band_offsets)
         names = sum(len(x) + 49 for x in self.item_ids) + sum(len(x) + 49 for x in self.image_labels)
         return int(sum(a.nbytes for a in arrays) + names + 8 * (len(self.item_ids) + len(self.image_labels)))
 
@@ -674,18 +687,22 @@ class DecontamIndex:
         return None
 
     def phash_candidates(self, h: int) -> np.ndarray:
-        """Image numbers whose pHash shares a band with `h` up to the probe radius (a superset of all within max_hamming)."""
+        """Image numbers whose pHash agrees with `h` on some band up to the probe radius
+        (a superset of every image within max_hamming: see the module docstring)."""
         if len(self.phash) == 0:
             return np.zeros(0, np.int64)
-        out = []
-        for b, value in enumerate(band_values(h)):
-            keys, images = self._bands[b]
-            probes = np.unique(np.uint64(value) ^ self._probes)
-            lo = np.searchsorted(keys, probes, side="left")
-            hi = np.searchsorted(keys, probes, side="right")
-            for a, z in zip(lo[hi > lo].tolist(), hi[hi > lo].tolist()):
-                out.append(images[a:z])
-        return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
+        values = np.array(band_values(h), dtype=np.uint64)[:, None]
+        probes = ((values ^ self._probes[None, :]) | self._band_tags).ravel().astype(np.int64)  # all distinct
+        lo = self._band_offsets[probes]
+        counts = self._band_offsets[probes + 1] - lo
+        hit = counts > 0
+        if not hit.any():
+            return np.zeros(0, np.int64)
+        lo, counts = lo[hit], counts[hit]
+        # every position in the hit ranges, without a Python loop
+        starts = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
+        positions = starts + np.arange(int(counts.sum()))
+        return self._band_images[positions]  # an image sharing several bands comes back more than once
 
     def check_image(self, field_name: str, key: ImageKey) -> Optional[Match]:
         """Identical bytes, else the nearest benchmark image within max_hamming (None: clean)."""

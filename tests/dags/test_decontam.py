@@ -138,10 +138,21 @@ def test_flag_mode_keeps_rows_with_columns_and_rerun_is_identical(done_when, tmp
 
 
 def test_quarry_run_dir_and_jsonl_inputs_with_bad_lines(tmp_path):
+    from quarry.dags.cli import main
+    from quarry.dags.inspect import summary
+
     inputs, sets = decontam.build_demo_input(tmp_path / "demo")
     cfg = resolve_config(SPEC, None, sets, None)
-    first = run_dag(SPEC, inputs, str(tmp_path / "run1"), cfg)
-    assert first.kept == 4 and first.rejected == {"decontam": {"contaminated_text": 3, "contaminated_image": 1}}
+    bench = sets[0].split("=", 1)[1]
+    # `quarry decontam` is `quarry run decontam` with --bench as decontam.bench.
+    assert main(["decontam", "--bench", bench, "--input", inputs[0], "--output", str(tmp_path / "run1")]) == 0
+    first = json.loads((tmp_path / "run1" / "manifest.json").read_text())
+    assert first["kept"] == 4 and first["rejected"] == {"decontam": {"contaminated_text": 3, "contaminated_image": 1}}
+    assert first["extra"]["contamination"]["by_source"] == {"k12": 2, "webqa": 2}
+    text = summary(str(tmp_path / "run1"))
+    assert "contamination matches by benchmark x source" in text and "demobench" in text
+    assert main(["decontam", "--bench", str(tmp_path / "none*.parquet"), "--input", inputs[0],
+                 "--output", str(tmp_path / "never")]) == 2
     # A quarry run directory as input means its data/ shards (not its rejects or contamination tables).
     again = run_dag(SPEC, [str(tmp_path / "run1")], str(tmp_path / "run2"), cfg)
     assert again.inputs == 4 and again.kept == 4 and again.rejected_total == 0
