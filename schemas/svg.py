@@ -31,7 +31,7 @@ class SvgReaderConfig(Section):
 
 
 class SvgLimitsConfig(Section):
-    max_elements: int = Field(20_000, ge=1, description="more XML elements is `too_complex` (before rendering)")
+    max_elements: int = Field(20_000, ge=1, description="more XML elements is `too_long` (checked right after parsing)")
     max_expanded_elements: int = Field(
         100_000, ge=1, description="elements after expanding every <use> (nested <use> fan-out is an SVG bomb)")
     max_chars: int = Field(32_000, ge=1, description="normalised SVG longer than this (characters) is `too_long`")
