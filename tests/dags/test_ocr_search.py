@@ -71,13 +71,17 @@ def make_inputs(folder: Path) -> dict:
     return {"poster": synth}
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ocr_dag")
-    truth = make_inputs(root / "in")
+@pytest.mark.slow
+def test_end_to_end(tmp_path):
+    """One run checked several ways (one test, so `pytest -n 2` runs the pipeline once, not once per worker)."""
+    truth = make_inputs(tmp_path / "in")
     cfg = resolve_config(SPEC, None, SETS, "posters")
-    manifest = run_dag(SPEC, [str(root / "in")], str(root / "out"), cfg)
-    return root, manifest, truth
+    manifest = run_dag(SPEC, [str(tmp_path / "in")], str(tmp_path / "out"), cfg)
+    run = (tmp_path, manifest, truth)
+    check_manifest_adds_up_per_stage_and_bad_inputs_are_rejects(run)
+    check_schema_images_and_the_huge_and_turned_pictures(run)
+    check_small_words_are_found_by_crops_and_land_in_harder_tiers(run)
+    check_rerun_gives_the_same_ids_and_rows(run, tmp_path / "rerun")
 
 
 def rows(out: Path, where: str = "true") -> list[dict]:
@@ -85,8 +89,7 @@ def rows(out: Path, where: str = "true") -> list[dict]:
     return duckdb.sql(q).to_df().to_dict("records")
 
 
-@pytest.mark.slow
-def test_manifest_adds_up_per_stage_and_bad_inputs_are_rejects(run):
+def check_manifest_adds_up_per_stage_and_bad_inputs_are_rejects(run):
     root, m, _ = run
     assert m.dag == "ocr_search" and not m.one_to_one
     assert m.inputs == 8  # README.txt is not an input
@@ -113,8 +116,7 @@ def test_manifest_adds_up_per_stage_and_bad_inputs_are_rejects(run):
     assert len(kept) + sum(1 for _ in by_key) == m.inputs
 
 
-@pytest.mark.slow
-def test_schema_images_and_the_huge_and_turned_pictures(run):
+def check_schema_images_and_the_huge_and_turned_pictures(run):
     root, m, _ = run
     out = root / "out"
     for path in (out / "data").rglob("*.parquet"):
@@ -130,8 +132,7 @@ def test_schema_images_and_the_huge_and_turned_pictures(run):
     assert m.rows_by_partition and all(k.startswith("source=posters/") for k in m.rows_by_partition)
 
 
-@pytest.mark.slow
-def test_small_words_are_found_by_crops_and_land_in_harder_tiers(run):
+def check_small_words_are_found_by_crops_and_land_in_harder_tiers(run):
     root, _, truth = run
     synth = truth["poster"]
     poster_rows = rows(root / "out", "origin.key = 'poster.png'")
@@ -163,10 +164,9 @@ def test_small_words_are_found_by_crops_and_land_in_harder_tiers(run):
     assert [entity_tiers[s] for s in sizes] == sorted((entity_tiers[s] for s in sizes), reverse=True)
 
 
-@pytest.mark.slow
-def test_rerun_gives_the_same_ids_and_rows(run, tmp_path):
+def check_rerun_gives_the_same_ids_and_rows(run, tmp_path):
     root, _, _ = run
-    (tmp_path / "in").mkdir()
+    (tmp_path / "in").mkdir(parents=True)
     (tmp_path / "in" / "poster.png").write_bytes((root / "in" / "poster.png").read_bytes())
     cfg = resolve_config(SPEC, None, SETS, "posters")
     run_dag(SPEC, [str(tmp_path / "in")], str(tmp_path / "out"), cfg)
