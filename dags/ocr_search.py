@@ -106,4 +106,4 @@ def build_demo_input(folder: pathlib.Path) -> tuple[list[str], list[str]]:
         photo.convert("RGB").resize((320, 240)).save(folder / "no_text.jpg", quality=90)
     # What was drawn where (text, glyph box, font size): not an input (JSON is not an image or JSONL file).
     (folder / "truth.json").write_text(json.dumps(truth, indent=1))
-    return [str(folder)], ["source=demo_posters"]
+    return [str(folder)], []

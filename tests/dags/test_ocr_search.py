@@ -188,4 +188,6 @@ def test_demo_input_is_deterministic(tmp_path):
     assert files == ["chart.png", "no_text.jpg", "poster.png", "truth.json"]
     for name in files:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
-    assert pats_a == [str(tmp_path / "a")] and resolve_config(SPEC, None, sets, None).source == "demo_posters"
+    assert pats_a == [str(tmp_path / "a")] and sets == []
+    truth = json.loads((tmp_path / "a" / "truth.json").read_text())
+    assert sorted(truth) == ["chart.png", "poster.png"] and all(t["box"] and t["size"] for t in truth["poster.png"])
