@@ -62,6 +62,10 @@ DEMO_SETS = [
 
 def plan(patterns: list[str], cfg: InterleavedConfig):
     files = plan_documents(patterns)
+    if cfg.decontam.enabled:
+        from quarry.pipelines.decontam import plan_benchmarks
+
+        plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     try:
         from quarry.operators.ads import AdDetector
 
@@ -117,6 +121,7 @@ SPEC = DagSpec(
         ("checks", "per image: Pillow decode, zxing-cpp QR/barcodes, IAB/ad-URL/tail ad rules, size heuristics"),
         ("relevance", "open_clip cosine of each image with its neighbouring paragraphs via RunInference"),
         ("assemble", "documents left without images dropped unless keep_text_only; knowledge-density tier"),
+        ("decontam", "optional (--set decontam.bench=PATH): text segments and kept images against benchmark sets"),
         ("write", "document shards by source and tier + DIR/images, bytes read again from the inputs"),
     ),
     config_model=InterleavedConfig,

@@ -410,6 +410,25 @@ def _finish_joined(element, cfg: InterleavedConfig):
     yield _route(finish(states[0], scores, cfg))
 
 
+def decontam_probe(row: InterleavedRow):
+    """What the optional decontam stage (`--set decontam.bench=PATH`) checks of a kept document:
+    each text segment, and each kept image by its pHash and content digest (the bytes are not
+    carried; `image_id` is the blake2b digest the index's `digest64` takes the first 8 bytes of)."""
+    from quarry.operators.decontam import ImageKey
+    from quarry.operators.phash import from_hex
+    from quarry.pipelines.decontam import Probe
+
+    texts = tuple((f"segments[{i}].text", s.text) for i, s in enumerate(row.segments) if s.kind == "text" and s.text)
+    images = tuple((f"images[{i.index}]", ImageKey(from_hex(i.phash), int(i.image_id[:16], 16)))
+                   for i in row.images if i.kept and i.phash and i.image_id)
+    return Probe(row.sample_id, row.source, row.origin, texts, images)
+
+
+def _unchanged(row: InterleavedRow, matches) -> InterleavedRow:
+    """decontam.action=flag: rows keep their schema; the matches are in DIR/contamination/."""
+    return row
+
+
 def _route(result):
     if isinstance(result, Reject):
         return beam.pvalue.TaggedOutput("rejected", result)
@@ -460,21 +479,30 @@ class InterleavedPipeline(beam.PTransform):
         else:
             finished = states | "Finish" >> beam.Map(lambda s: _route(finish(s, {}, cfg))).with_outputs(
                 "rejected", main="kept")
-        kept = finished.kept | "ProgressKept" >> Progress("kept")
-        self._count(kept, "assemble.out")
-        all_images = finished.kept | "ImagesOfRows" >> beam.FlatMap(lambda r: r.images)
+        kept = finished.kept
+        rejected_parts = [checked[_CheckDocuments.REJECTED], finished.rejected]
+        if cfg.decontam.enabled:  # --set decontam.bench=PATH: texts and kept images against benchmark sets
+            from quarry.pipelines.decontam import MaybeDecontaminate
+
+            kept, dc_rejected = kept | "Decontam" >> MaybeDecontaminate(
+                cfg.decontam, self.output_dir, decontam_probe, dag="interleaved", flag_fn=_unchanged,
+                shards=cfg.shards)
+            rejected_parts.append(dc_rejected)
+        kept = kept | "ProgressKept" >> Progress("kept")
+        self._count(finished.kept, "assemble.out")
+        all_images = kept | "ImagesOfRows" >> beam.FlatMap(lambda r: r.images)
         self._count(all_images, "images.in")
         self._count(all_images | "KeptImages" >> beam.Filter(lambda i: i.kept), "images.out")
         if self.output_dir is not None:
             (
-                (finished.kept | "ImageReasons" >> beam.FlatMap(
+                (kept | "ImageReasons" >> beam.FlatMap(
                     lambda r: [f"{i.stage}/{i.reason}" for i in r.images if not i.kept]))
                 | "CountImageReasons" >> beam.combiners.Count.PerElement()
                 | "ToDict" >> beam.combiners.ToDict()
                 | "WriteImageReasons" >> beam.Map(_write_json, FileSystems.join(self.output_dir, "_stats",
                                                                                  IMAGE_REASONS_FILE))
             )
-        rejected = (checked[_CheckDocuments.REJECTED], finished.rejected) | "AllRejects" >> beam.Flatten()
+        rejected = rejected_parts | "AllRejects" >> beam.Flatten()
         return Outputs(kept, rejected)
 
 

@@ -173,3 +173,23 @@ def test_bad_inputs_become_rejects_or_valid_rows(tmp_path):
                        ("line:3:mmc4-missing", 0, ["missing_image"]), ("row:0", 0, ["image_irrelevant"])]
     assert not list((tmp_path / "strict" / "images").glob("*.parquet"))  # no image kept, none stored
     assert m.kept == 3 and m.balanced
+
+
+def test_optional_decontam_stage_drops_documents_that_quote_a_benchmark(demo, tmp_path):
+    """--set decontam.bench=PATH: a benchmark question copied into an article's text, and a
+    benchmark image reused in another article, make those two documents `decontam` rejects."""
+    folder, inputs, sets, _ = demo
+    art = json.loads(resources.files("quarry.dags").joinpath("demo_data", "interleaved", "articles.json").read_text())
+    sentence = art["space"][1].split(". ")[0]  # >= 13 tokens, quoted verbatim in the space article
+    bench = tmp_path / "bench" / "TinyVQA.parquet"
+    bench.parent.mkdir()
+    pq.write_table(pa.table({"id": ["q1", "q2"], "question": [sentence + "?", "What colour is the mug on the table?"],
+                             "answer": ["yes", "white"],
+                             "image": [None, demo_images()["coffee.jpg"]]}), bench)
+    m = run(inputs, tmp_path / "out", sets + [f"decontam.bench={bench.parent}"])
+    con = tables(tmp_path / "out")
+    got = {k: (s, r) for k, s, r in con.sql("SELECT origin.key, stage, reason FROM rejects").fetchall()}
+    assert got["line:1:space"] == ("decontam", "contaminated_text")
+    assert got["line:2:coffee"] == ("decontam", "contaminated_image")
+    assert m.balanced and m.kept == sum(v is None for v in DEMO_EXPECTED.values()) - 2
+    assert m.extra["contamination"]["by_benchmark"] == {"TinyVQA": 2}
