@@ -273,6 +273,8 @@ class _CheckDocuments(beam.DoFn):
     def __init__(self, cfg: InterleavedConfig, default_source: str):
         self.cfg = cfg
         self.default_source = default_source
+        self.images_checked = beam.metrics.Metrics.counter("interleaved", "images_checked")
+        self.images_kept = beam.metrics.Metrics.counter("interleaved", "images_kept_by_checks")
 
     def setup(self):
         cfg = self.cfg
@@ -308,6 +310,9 @@ class _CheckDocuments(beam.DoFn):
                 segments.append(("text", seg))
                 continue
             info, thumb = self._check_image(seg, index, tails[index])
+            self.images_checked.inc()
+            if info.kept:
+                self.images_kept.inc()
             images.append(info)
             segments.append(("image", index))
             if info.kept and thumb is not None:
@@ -477,7 +482,7 @@ class InterleavedPipeline(beam.PTransform):
                 | "Finish" >> beam.FlatMap(_finish_joined, cfg).with_outputs("rejected", main="kept")
             )
         else:
-            finished = states | "Finish" >> beam.Map(lambda s: _route(finish(s, {}, cfg))).with_outputs(
+            finished = states | "Finish" >> beam.FlatMap(lambda s: [_route(finish(s, {}, cfg))]).with_outputs(
                 "rejected", main="kept")
         kept = finished.kept
         rejected_parts = [checked[_CheckDocuments.REJECTED], finished.rejected]

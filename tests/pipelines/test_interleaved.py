@@ -171,3 +171,14 @@ def test_composite_in_test_pipeline():
         assert_that(out.rejected | beam.Map(lambda r: (r.origin.key, r.stage, r.reason)),
                     equal_to([("album", "density", "image_dense"), ("ads-only", "assemble", "no_images_left")]),
                     label="rejected")
+
+
+def test_composite_without_relevance_or_text_filters():
+    docs = [_doc("two-photos", ["short text", PHOTO, "more", PHOTO]), _doc("no-image", ["only text"])]
+    cfg = cfg_with("relevance.enabled=false", "text.enabled=false", "density.enabled=false")
+    with TestPipeline() as p:
+        out = p | beam.Create(docs) | InterleavedPipeline(cfg, "web")
+        assert_that(out.kept | "Keys" >> beam.Map(lambda r: (r.origin.key, r.n_images, r.images[0].clip_score)),
+                    equal_to([("two-photos", 2, None)]), label="kept")
+        assert_that(out.rejected | beam.Map(lambda r: (r.origin.key, r.reason, r.detail)),
+                    equal_to([("no-image", "no_images_left", "the document has no images")]), label="rejected")
