@@ -15,8 +15,9 @@ rows are the inputs: each is read (`read` rejects), decoded (`decode`
 rejects), linked (`link` rejects: unknown_entity, no_entities) and walked
 (`discover` rejects: no_path). Each candidate question then ends as a row or
 a reject (`filter`: trivial, ambiguous_answer, name_leak, text_shortcut;
-`dedup`: near_duplicate). Stage counts (`manifest.stages`) give inputs and
-outputs of each step. Skipped KB lines are rejects at stage `kb`.
+`dedup`: near_duplicate; `decontam`, with --set decontam.bench=PATH: the
+question or answer overlaps a benchmark). Stage counts (`manifest.stages`)
+give inputs and outputs of each step. Skipped KB lines are rejects at stage `kb`.
 """
 
 from __future__ import annotations
@@ -71,6 +72,10 @@ def plan(patterns: list[str], cfg: ImageMiningConfig):
             load_rewrite_prompt(cfg.rewriter.prompt)
         except (OSError, ValueError) as e:
             raise ConfigError(f"rewriter.prompt: {e}") from None
+    if cfg.decontam.enabled:
+        from quarry.pipelines.decontam import plan_benchmarks
+
+        plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     try:
         _check_kb(cfg.kb.path)
     except KbError as e:
@@ -137,6 +142,7 @@ SPEC = DagSpec(
         ("filter", "templated question; trivial, ambiguous_answer, name_leak, text_shortcut; tags and tier"),
         ("rewrite", "optional paraphrase via an OpenAI-compatible endpoint, filtered again; template on failure"),
         ("dedup", "near-duplicate questions for the same answer (rapidfuzz)"),
+        ("decontam", "optional (--set decontam.bench=PATH): questions and answers against benchmark sets"),
         ("write", "Parquet shards by source and tier; each image once in DIR/images"),
     ),
     config_model=ImageMiningConfig,

@@ -1,7 +1,7 @@
 """The ImageMining recipe (GLM-5V-Turbo §3.3, Visual Jump) wired as Beam steps.
 
     ReadImageRows -> Decode -> Mine (link, discover, question, filter, tag, tier; KB side input)
-        -> [Rewrite] -> NearDuplicates -> WriteShards (QARow)
+        -> [Rewrite] -> NearDuplicates -> [Decontam] -> WriteShards (QARow)
     Decode's images joined with the kept rows' image ids -> WriteImages (each image once)
     KB path -> KbIssues (skipped KB lines as rejects at stage `kb`, KB stats)
 
@@ -537,6 +537,14 @@ class ImageMiningPipeline(beam.PTransform):
             rejected.append(deduped.rejected)
         else:
             rows = questions | "Rows" >> beam.Map(lambda m: m.row)
+        after_dedup = rows
+        if cfg.decontam.enabled:  # --set decontam.bench=PATH: questions and answers against benchmark sets
+            from quarry.pipelines.decontam import FieldProbe, MaybeDecontaminate
+
+            rows, dc_rejected = rows | "Decontam" >> MaybeDecontaminate(
+                cfg.decontam, self.output_dir, FieldProbe(text=("question", "answer")), dag="imagemining",
+                flag_fn=lambda row, _matches: row, shards=cfg.shards)
+            rejected.append(dc_rejected)
         kb_rejected = kb | "KbIssues" >> beam.FlatMap(kb_rejects, self.handle, cfg, self.output_dir)
         rejected.append(kb_rejected)
         used = rows | "UsedImageIds" >> beam.Map(lambda r: (r.image_id, None))
@@ -550,7 +558,7 @@ class ImageMiningPipeline(beam.PTransform):
             decoded.images_meta | "CountDecodeOut" >> CountTo(self.output_dir, "decode.out")
             if cfg.dedup.enabled:
                 questions | "CountDedupIn" >> CountTo(self.output_dir, "dedup.in")
-                rows | "CountDedupOut" >> CountTo(self.output_dir, "dedup.out")
+                after_dedup | "CountDedupOut" >> CountTo(self.output_dir, "dedup.out")
             names = tuple(n for n in EVENTS if not n.startswith("dedup")
                           and (cfg.rewriter is not None or not n.startswith("rewrite")))
             (tuple(events) | "AllEvents" >> beam.Flatten() | "CountEvents" >> CountEvents(self.output_dir, names))

@@ -172,3 +172,16 @@ def test_unreachable_rewriter_keeps_every_template_question(tmp_path):
     assert rw["in"] == rw["fallback_error"] > 0 and rw["out"] == 0
     assert manifest.kept > 0
     assert all(not r and q == t for q, t, r in sql(out, "SELECT question, template_question, rewritten FROM rows"))
+
+
+def test_questions_overlapping_a_benchmark_are_dropped(tmp_path):
+    bench = tmp_path / "imagemining_bench.jsonl"
+    bench.write_text(json.dumps({"id": "b1", "question": "Where was the creator of the coin at the left of this "
+                                                         "picture born?", "answer": "London"}) + "\n")
+    manifest, out = run(tmp_path, "dc", (f"decontam.bench={bench}",))
+    # the question itself, and "When was the creator of the coin at the left ..." (a shared 13-gram)
+    assert manifest.rejected["decontam"] == {"contaminated_text": 2}
+    st = manifest.stages
+    assert st["decontam"].inputs == st["dedup"].outputs and st["decontam"].outputs == manifest.kept
+    assert st["decontam"].inputs - st["decontam"].outputs == 2
+    assert not sql(out, "SELECT 1 FROM rows WHERE question LIKE 'Where was the creator of the coin at the left%'")
