@@ -1,6 +1,6 @@
 """gui DAG throughput and memory, next to a plain one-page-at-a-time sync Playwright loop.
 
-    .venv/bin/python benchmarks/bench_gui.py [--n 60] [--workers 1] [--in-flight 4]
+    .venv/bin/python benchmarks/bench_gui.py [--n 60] [--workers 1] [--in-flight 4 8]
 
 Corpus: real HTML documentation pages from Debian's `python3-doc` package
 (/usr/share/doc/python3.11/html, installed by scripts/apt-packages.txt): the
@@ -15,7 +15,7 @@ Reports, in one run:
    page, one page at a time);
 2. pages/s of `quarry run gui` (DirectRunner, whole DAG: read, render, tasks,
    Parquet shards, images, rejects, manifest) with `render.pages_in_flight`
-   = --in-flight, and with 1 page in flight; the ratio to the loop (target >= 2x);
+   = each --in-flight value (default 4 and 8) and 1; the ratio to the loop (target >= 2x);
 3. peak resident memory of the process tree (Python + Playwright driver +
    Chromium processes) for each run.
 """
@@ -118,7 +118,7 @@ def dag_run(corpus: Path, out: Path, in_flight: int, workers: int) -> tuple[floa
     if workers > 1:
         beam_args.append("--direct_running_mode=multi_processing")
     t0 = time.monotonic()
-    m = run_dag(SPEC, [str(corpus / "library")], str(out), cfg, overwrite=True, beam_args=beam_args)
+    m = run_dag(SPEC, [str(corpus)], str(out), cfg, overwrite=True, beam_args=beam_args)
     return time.monotonic() - t0, {"kept_rows": m.kept, "pages": m.extra["pages"], "rejected": m.rejected}
 
 
@@ -126,21 +126,21 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=60, help="pages")
     ap.add_argument("--workers", type=int, default=1, help="Beam DirectRunner workers (processes when > 1)")
-    ap.add_argument("--in-flight", type=int, default=4)
+    ap.add_argument("--in-flight", type=int, nargs="+", default=[4, 8], help="pages in flight per worker (1 is always run)")
     args = ap.parse_args(argv)
     corpus = make_corpus(args.n)
-    pages = sorted(str(p.relative_to(corpus / "library")) for p in (corpus / "library").glob("*.html"))
+    pages = sorted(str(p.relative_to(corpus)) for p in (corpus / "library").glob("*.html"))
     print(f"corpus: {len(pages)} python3-doc pages; cpus={psutil.cpu_count()} "
           f"load={psutil.getloadavg()[0]:.1f}", flush=True)
 
     with PeakRss() as mem:
-        base_s, ok = plain_loop(corpus / "library", pages)
+        base_s, ok = plain_loop(corpus, pages)
     base_rate = ok / base_s
     print(f"plain sync loop:        {ok} pages in {base_s:6.1f} s = {base_rate:5.2f} pages/s, "
           f"peak RSS {mem.peak / 2**20:6.0f} MiB", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp:
-        for in_flight in (args.in_flight, 1):
+        for in_flight in sorted(set(args.in_flight) | {1}, reverse=True):
             with PeakRss() as mem:
                 wall, facts = dag_run(corpus, Path(tmp) / f"out-{in_flight}", in_flight, args.workers)
             done = facts["pages"]["with_rows"]

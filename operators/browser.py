@@ -29,7 +29,6 @@ guard lets those requests through and still blocks other loopback ports.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import mimetypes
 import posixpath
 import re
@@ -435,62 +434,68 @@ def _png_size(png: bytes) -> tuple[int, int]:
 
 
 class HtmlFolderServer:
-    """Serves registered folders at `http://127.0.0.1:PORT/<token>/<relative path>`.
+    """Serves registered folders on loopback, one port per folder: `http://127.0.0.1:PORT/<relative path>`.
 
-    `read(root, relpath) -> bytes | None` reads a file (None: missing). Paths
-    that climb out of a root are 404. Only GET/HEAD; loopback only.
+    One port per folder keeps root-relative links (`/_static/site.css`) and
+    `../` links inside the folder working. `read(root, relpath) -> bytes | None`
+    reads a file (None: missing). Paths that climb out of a root are 404.
+    Only GET/HEAD; loopback only.
     """
 
     def __init__(self, read: Callable[[str, str], Optional[bytes]], max_bytes: int = 20 * 1024 * 1024):
         self.read = read
         self.max_bytes = max_bytes
-        self.roots: dict[str, str] = {}
         self.requests = 0
-        server = self
+        self._servers: dict[str, tuple[ThreadingHTTPServer, str]] = {}
+        self._lock = threading.Lock()
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    def _server_for(self, root: str) -> str:
+        with self._lock:
+            if root in self._servers:
+                return self._servers[root][1]
+            server = self
 
-            def do_HEAD(self):
-                self._serve(body=False)
+            class Handler(BaseHTTPRequestHandler):
+                def log_message(self, *args):
+                    pass
 
-            def do_GET(self):
-                self._serve(body=True)
+                def do_HEAD(self):
+                    self._serve(body=False)
 
-            def _serve(self, body: bool):
-                server.requests += 1
-                data, ctype = server.lookup(self.path)
-                if data is None:
-                    self.send_error(404)
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                if body:
-                    try:
-                        self.wfile.write(data)
-                    except (BrokenPipeError, ConnectionResetError):
-                        pass
+                def do_GET(self):
+                    self._serve(body=True)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="quarry-html-server", daemon=True)
-        self.thread.start()
+                def _serve(self, body: bool):
+                    server.requests += 1
+                    data, ctype = server.lookup(root, self.path)
+                    if data is None:
+                        self.send_error(404)
+                        return
+                    self.send_response(200)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.send_header("Cache-Control", "max-age=3600")
+                    self.end_headers()
+                    if body:
+                        try:
+                            self.wfile.write(data)
+                        except (BrokenPipeError, ConnectionResetError):
+                            pass
+
+            httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+            httpd.daemon_threads = True
+            threading.Thread(target=httpd.serve_forever, name="quarry-html-server", daemon=True).start()
+            base = f"http://127.0.0.1:{httpd.server_address[1]}"
+            self._servers[root] = (httpd, base)
+            return base
 
     def url_for(self, root: str, relpath: str) -> str:
-        token = hashlib.blake2b(root.encode(), digest_size=6).hexdigest()
-        self.roots[token] = root
         quoted = "/".join(_quote(p) for p in relpath.split("/"))
-        return f"http://127.0.0.1:{self.port}/{token}/{quoted}"
+        return f"{self._server_for(root)}/{quoted}"
 
-    def lookup(self, path: str) -> tuple[Optional[bytes], str]:
-        clean = unquote(urlsplit(path).path).lstrip("/")
-        token, _, rel = clean.partition("/")
-        root = self.roots.get(token)
-        if root is None or not rel:
+    def lookup(self, root: str, path: str) -> tuple[Optional[bytes], str]:
+        rel = unquote(urlsplit(path).path).lstrip("/")
+        if not rel:
             return None, ""
         norm = posixpath.normpath(rel)
         if norm.startswith("../") or norm == ".." or norm.startswith("/"):
@@ -499,13 +504,16 @@ class HtmlFolderServer:
         if data is None or len(data) > self.max_bytes:
             return None, ""
         ctype = mimetypes.guess_type(norm)[0] or "application/octet-stream"
-        if ctype.startswith("text/") or ctype in ("application/javascript", "image/svg+xml"):
-            ctype += "; charset=utf-8" if ctype == "text/html" and b"charset" not in data[:1024].lower() else ""
+        if ctype == "text/html" and b"charset" not in data[:1024].lower():
+            ctype += "; charset=utf-8"
         return data, ctype
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        with self._lock:
+            servers, self._servers = list(self._servers.values()), {}
+        for httpd, _ in servers:
+            httpd.shutdown()
+            httpd.server_close()
 
 
 def _quote(part: str) -> str:
