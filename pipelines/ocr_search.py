@@ -10,7 +10,8 @@ decoded); `ocr.in/out` (decoded images / images with at least one valid
 line, one `ocr` row each); `tasks.in/out` (crops planned / crops that
 re-read, one `ocr_search` row each). So `read + read rejects == inputs`,
 `decode.in == decode.out + decode rejects`, `ocr.in == ocr.out + ocr rejects`,
-`tasks.in == tasks.out + verify rejects`, and rows == `ocr.out + tasks.out`.
+`tasks.in == tasks.out + verify rejects` (tasks.* only when tasks.enabled), and
+rows == `ocr.out + tasks.out`.
 
 Inputs are pictures without captions: folders of image files (a `stem.json`
 beside one may give source/url/license), WebDataset tars (any image member;
