@@ -79,13 +79,31 @@ def test_rapidocr_engine_reports_models():
 
 
 def test_rapidocr_models_cover_chinese_and_english():
-    """Non-Latin scripts: the shipped recogniser's dictionary holds CJK as well as Latin characters.
-
-    (No CJK font is installed here to draw Chinese test pictures; see the DAG test for non-Latin input.)
-    """
+    """Non-Latin scripts: the shipped recogniser's dictionary holds CJK as well as Latin characters."""
     chars = set(make_engine(CFG).charset())
     assert len(chars) > 5000
     assert set("中文路口東京") <= chars and set("AZaz09%") <= chars
+
+
+# A CJK font from Debian's fonts-wqy-microhei (scripts/apt-packages.txt) to draw real Chinese text.
+CJK_FONT = Path("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc")
+
+
+@pytest.mark.skipif(not CJK_FONT.exists(), reason="fonts-wqy-microhei is not installed (scripts/setup.sh installs it)")
+def test_rapidocr_reads_chinese_and_english_on_one_poster(engine):
+    from PIL import ImageDraw, ImageFont
+
+    with Image.open(DEMO / "brick.jpg") as bg:
+        im = bg.convert("RGB").resize((640, 360))
+    draw = ImageDraw.Draw(im)
+    texts = [("北京欢迎你", (40, 40), 48), ("人民路 88 号", (40, 140), 36), ("Open 9:00", (40, 240), 36)]
+    for text, xy, size in texts:
+        font = ImageFont.truetype(str(CJK_FONT), size)
+        x0, y0, x1, y1 = draw.textbbox(xy, text, font=font)
+        draw.rectangle((x0 - 8, y0 - 8, x1 + 8, y1 + 8), fill="white")
+        draw.text(xy, text, font=font, fill="black")
+    read = [ln.text.replace(" ", "") for ln in engine.read(pixels(im))]
+    assert read == [t.replace(" ", "") for t, _, _ in texts]
 
 
 def test_rapidocr_missing_model_file_is_a_clear_error(tmp_path):
