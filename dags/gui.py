@@ -34,6 +34,7 @@ from pathlib import Path
 import apache_beam as beam
 
 from quarry.dags.runner import BuildInfo, DagSpec
+from quarry.pipelines.decontam import FieldProbe, MaybeDecontaminate, plan_benchmarks
 from quarry.pipelines.gui import GuiPipeline, ReadPages, SumTo, plan_gui_inputs
 from quarry.pipelines.stats import CountTo, read_counts
 from quarry.pipelines.write import WriteImages, WriteRejects, WriteShards
@@ -50,6 +51,8 @@ def plan(patterns: list[str], cfg: GuiConfig):
                           "Playwright's own browser (`playwright install chromium`)")
     if cfg.render.batch_pages < cfg.render.pages_in_flight:
         raise ConfigError("render.batch_pages must be >= render.pages_in_flight (a worker renders at most one batch at once)")
+    if cfg.decontam.enabled:
+        plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     return plan_gui_inputs(patterns, cfg)
 
 
@@ -57,11 +60,14 @@ def build(pipeline: beam.Pipeline, cfg: GuiConfig, files, output: str) -> BuildI
     pages, read_rejected = pipeline | "Read" >> ReadPages(files, cfg.source or "unknown", cfg)
     pages | "CountRead" >> CountTo(output, "read")
     out = pages | "Gui" >> GuiPipeline(cfg, output)
-    out.rows | "Write" >> WriteShards(output, "gui", GuiRow, cfg.shards)
+    # --set decontam.bench=PATH: task text (prompt, expression, element name) against benchmark questions
+    rows, dc_rejected = out.rows | "Decontam" >> MaybeDecontaminate(
+        cfg.decontam, output, FieldProbe(text=("prompt", "expression", "element_name")), dag="gui", shards=cfg.shards)
+    rows | "Write" >> WriteShards(output, "gui", GuiRow, cfg.shards)
     out.images | "WriteImages" >> WriteImages(output, cfg.shards)
     out.blocked | "CountBlocked" >> SumTo(output, "requests_blocked")
     (
-        (read_rejected, out.rejected)
+        (read_rejected, out.rejected, dc_rejected)
         | "AllRejects" >> beam.Flatten()
         | "WriteRejects" >> WriteRejects(output, cfg.shards)
     )
@@ -105,6 +111,7 @@ SPEC = DagSpec(
                    "screenshot + visible elements (box, role, name, interactive, DOM path)"),
         ("tasks", "element_perception, grounding (name or positional expressions, ambiguous ones dropped), "
                   "action (click/type/scroll); tier from area and crowding"),
+        ("decontam", "optional (--set decontam.bench=PATH): prompt, expression and element name against benchmark sets"),
         ("write", "task rows by source and tier; screenshots once in DIR/images"),
     ),
     config_model=GuiConfig,

@@ -27,6 +27,7 @@ import apache_beam as beam
 
 from quarry.dags.runner import BuildInfo, DagSpec
 from quarry.operators.ocr import OcrLoadError, describe, make_engine
+from quarry.pipelines.decontam import FieldProbe, MaybeDecontaminate, plan_benchmarks
 from quarry.pipelines.ocr_search import OcrSearchPipeline, ReadImages, plan_ocr_inputs
 from quarry.pipelines.stats import CountTo
 from quarry.pipelines.write import WriteImages, WriteRejects, WriteShards
@@ -39,6 +40,8 @@ def plan(patterns: list[str], cfg: OcrSearchConfig):
         make_engine(cfg.ocr).preflight()  # a missing engine or model stops the run before any data is read
     except OcrLoadError as e:
         raise ConfigError(f"ocr: {e}") from None
+    if cfg.decontam.enabled:
+        plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     return plan_ocr_inputs(patterns, cfg.reader)
 
 
@@ -47,9 +50,13 @@ def build(pipeline: beam.Pipeline, cfg: OcrSearchConfig, files, output: str) -> 
     samples, read_rejected = pipeline | "Read" >> ReadImages(files, cfg.source or "unknown", cfg.reader)
     samples | "CountRead" >> CountTo(output, "read")
     out = samples | "OcrSearch" >> OcrSearchPipeline(cfg, engine.label(), output)
-    out.rows | "WriteRows" >> WriteShards(output, "ocr_search", OcrSearchRow, cfg.shards)
+    # --set decontam.bench=PATH: the text read, question, answer and crop against benchmark sets
+    rows, dc_rejected = out.rows | "Decontam" >> MaybeDecontaminate(
+        cfg.decontam, output, FieldProbe(text=("text", "question", "answer"), image=("crop",)), dag="ocr_search",
+        shards=cfg.shards)
+    rows | "WriteRows" >> WriteShards(output, "ocr_search", OcrSearchRow, cfg.shards)
     out.images | "WriteImages" >> WriteImages(output, cfg.shards)
-    (read_rejected, out.rejected) | "AllRejects" >> beam.Flatten() | "WriteRejects" >> WriteRejects(output, cfg.shards)
+    (read_rejected, out.rejected, dc_rejected) | "AllRejects" >> beam.Flatten() | "WriteRejects" >> WriteRejects(output, cfg.shards)
     info = BuildInfo(extra={"ocr": describe(cfg.ocr)})
     if not cfg.source:
         info.notes.append("no --source given: records without a `source` field are tagged source=unknown")
@@ -68,6 +75,7 @@ SPEC = DagSpec(
         ("layout", "reading order, entities by proximity/alignment/height, kinds, ViCrop tiers"),
         ("tasks", "small entities -> crop box with margin, upscaled crop, question, crop()->search() trajectory"),
         ("verify", "OCR the upscaled crop again; edit similarity < tasks.min_similarity is crop_unreadable"),
+        ("decontam", "optional (--set decontam.bench=PATH): text read, question, answer and crop against benchmark sets"),
         ("write", "rows by source and tier; pictures once in DIR/images"),
     ),
     config_model=OcrSearchConfig,

@@ -51,6 +51,14 @@ CHROMIUM_ARGS = (
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
+
+PAINTED_JS = """() => Promise.all([
+    document.fonts ? document.fonts.ready : null,
+    // only images already loaded: a lazy image below the fold never loads, its decode() never settles
+    ...Array.from(document.images, (img) => (img.complete ? img.decode().catch(() => null) : null)),
+]).then(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))))"""
+
+
 class BrowserLaunchError(RuntimeError):
     """The browser cannot start at all: a setup problem, not a bad page."""
 
@@ -342,6 +350,10 @@ class BrowserRenderer:
                     "render_timeout", f"network not idle within render.timeout_s={self.s.timeout_s}"))
         opts = {"minSide": self.s.min_side_px, "maxElements": self.s.max_elements, "maxNodes": self.s.max_nodes}
         try:
+            # Fonts loaded, images decoded and two frames painted before measuring and taking the
+            # screenshot: under CPU load `load` can fire before decoded images reach the screen, and
+            # the same page then gives a different PNG (and image_id) on a rerun.
+            await asyncio.wait_for(page.evaluate(PAINTED_JS), self.s.extract_timeout_s)
             raw = await asyncio.wait_for(page.evaluate(EXTRACT_JS, opts), self.s.extract_timeout_s)
             png = await page.screenshot(type="png", animations="disabled", caret="hide",
                                         timeout=self.s.extract_timeout_s * 1000)

@@ -146,3 +146,18 @@ def test_url_list_with_broken_and_hostile_pages(tmp_path):
     finally:
         site.httpd.shutdown()
         victim.httpd.shutdown()
+
+
+@pytest.mark.slow
+def test_decontam_drops_tasks_whose_text_is_a_benchmark_question(tmp_path):
+    inputs, sets = build_demo_input(tmp_path)
+    site = Path(inputs[0])
+    for page in ("docs.html", "login.html", "slow.html"):  # one page is enough
+        (site / page).unlink()
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "webqa.jsonl").write_text(json.dumps({"id": "w1", "question": "Add to cart"}) + "\n")
+    m = run(inputs, tmp_path / "out", sets + [f"decontam.bench={tmp_path / 'bench'}"])
+    dropped = m.rejected["decontam"]["contaminated_text"]
+    assert dropped >= 3 and m.extra["contamination"]["by_benchmark"] == {"webqa": dropped}
+    assert sql(tmp_path / "out", "SELECT count(*) FROM rows WHERE element_name = 'Add to cart'") == [(0,)]
+    assert m.kept > 10  # the rest of the page's tasks stay

@@ -191,3 +191,20 @@ def test_demo_input_is_deterministic(tmp_path):
     assert pats_a == [str(tmp_path / "a")] and sets == []
     truth = json.loads((tmp_path / "a" / "truth.json").read_text())
     assert sorted(truth) == ["chart.png", "poster.png"] and all(t["box"] and t["size"] for t in truth["poster.png"])
+
+
+@pytest.mark.slow
+def test_decontam_drops_rows_whose_text_a_benchmark_question_holds(tmp_path):
+    inputs, _ = build_demo_input(tmp_path / "in")
+    for name in ("chart.png", "no_text.jpg"):  # the poster alone
+        (tmp_path / "in" / name).unlink()
+    title = json.loads((tmp_path / "in" / "truth.json").read_text())["poster.png"][0]["text"]  # 44 px: read exactly
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "posterqa.jsonl").write_text(
+        json.dumps({"id": "p1", "question": f"Which festival poster announces {title} in bold?"}) + "\n")
+    n = len(title.split())  # n-grams as long as the title, so the transcription shares one with the question
+    cfg = resolve_config(SPEC, None, SETS + [f"decontam.bench={tmp_path / 'bench'}", f"decontam.ngram={n}"], "posters")
+    m = run_dag(SPEC, inputs, str(tmp_path / "out"), cfg)
+    assert m.rejected["decontam"] == {"contaminated_text": 1}  # the `ocr` row holding the title
+    assert m.extra["contamination"]["by_benchmark"] == {"posterqa": 1}
+    assert [r["task"] for r in rows(tmp_path / "out")] and all(r["task"] == "ocr_search" for r in rows(tmp_path / "out"))

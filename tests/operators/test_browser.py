@@ -59,6 +59,8 @@ class Site:
 def sites():
     page, victim = Site(), Site()
     page.html("/hang.html", "<html><body><p>hang</p><script>for(;;){}</script></body></html>")
+    # used by several tests: registered here, since pytest-xdist may run any one of them alone
+    page.html("/fine.html", "<html><body><button>Fine</button></body></html>")
     yield page, victim
     page.close()
     victim.close()
@@ -136,7 +138,6 @@ def test_pages_that_never_settle_time_out_in_bounded_time(sites, renderer):
     page.html("/late-loop.html", "<html><body><p>spin later</p><script>setTimeout(()=>{for(;;){}},1)</script></body></html>")
     page.html("/chatty.html", "<html><body><p>poll</p><script>setInterval(()=>fetch('/own.html?'+Math.random()),100)"
                               "</script></body></html>")
-    page.html("/fine.html", "<html><body><button>Fine</button></body></html>")
     t0 = time.monotonic()
     results = renderer.render_many([job(page.base + p) for p in ("/loop.html", "/late-loop.html", "/chatty.html",
                                                                   "/fine.html")])
