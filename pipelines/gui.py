@@ -17,6 +17,7 @@ server); the others in that process share it; the last teardown closes it.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -33,7 +34,8 @@ from quarry.operators.base import Rejection
 from quarry.operators.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, RenderResult
 from quarry.operators.gui_tasks import TaskSettings, page_tasks, task_id
 from quarry.operators.ids import content_id, digest
-from quarry.pipelines.read import InputError, clean_source, jsonl_objects, match_inputs
+from quarry.pipelines.read import (InputError, ReadEachFile, ReadFiles, clean_source, jsonl_objects,
+                                   match_inputs)
 from quarry.pipelines.stats import CountTo, Progress
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
 from quarry.schemas.gui import GuiConfig, GuiRow, PageInput, RenderConfig, Viewport
@@ -201,21 +203,6 @@ def _url_record(path: str, key: str, source: str, url: str, viewports: list[View
     yield from _page_inputs(source, Origin(file=path, key=key), "url", url, f"url:{url}", viewports)
 
 
-class _ReadPages(beam.DoFn):
-    REJECTED = "rejected"
-
-    def __init__(self, source: str, cfg: GuiConfig):
-        self.source = source
-        self.cfg = cfg
-
-    def process(self, f: GuiInputFile):
-        for rec in read_gui_file(f, self.source, self.cfg):
-            if isinstance(rec, Reject):
-                yield beam.pvalue.TaggedOutput(self.REJECTED, rec)
-            else:
-                yield rec
-
-
 class ReadPages(beam.PTransform):
     """Planned input files -> (pages, rejected)."""
 
@@ -226,14 +213,9 @@ class ReadPages(beam.PTransform):
         self.cfg = cfg
 
     def expand(self, pbegin):
-        out = (
-            pbegin
-            | "ListFiles" >> beam.Create(self.files)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadPages" >> beam.ParDo(_ReadPages(self.source, self.cfg)).with_outputs(_ReadPages.REJECTED,
-                                                                                       main="pages")
-        )
-        return out.pages, out[_ReadPages.REJECTED]
+        reader = ReadEachFile(functools.partial(read_gui_file, source=self.source, cfg=self.cfg))
+        out = pbegin | ReadFiles(self.files, reader, ReadEachFile.REJECTED)
+        return out.main, out[ReadEachFile.REJECTED]
 
 
 # --- rendering ------------------------------------------------------------------------------

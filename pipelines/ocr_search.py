@@ -21,6 +21,7 @@ files. Unlike the caption reader, a missing caption is no reason to reject.
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import tarfile
@@ -59,6 +60,7 @@ from quarry.pipelines.read import (
     IMAGE_PATH_FIELDS,
     InputError,
     InputFile,
+    ReadEachFile,
     ReadFiles,
     beside,
     clean_source,
@@ -260,15 +262,6 @@ def read_ocr_file(f: InputFile, default_source: str, cfg: ReaderConfig) -> Itera
                 yield rec.reject("#unreadable", "unreadable_file", f"{type(e).__name__}: {e}")
 
 
-class _ReadOcrFile(beam.DoFn):
-    def __init__(self, default_source: str, cfg: ReaderConfig):
-        self.default_source, self.cfg = default_source, cfg
-
-    def process(self, f: InputFile):
-        for rec in read_ocr_file(f, self.default_source, self.cfg):
-            yield beam.pvalue.TaggedOutput(REJECTED, rec) if isinstance(rec, Reject) else rec
-
-
 class ReadImages(beam.PTransform):
     """Planned input files -> (samples, rejected); one file per worker, streaming."""
 
@@ -277,8 +270,9 @@ class ReadImages(beam.PTransform):
         self.files, self.default_source, self.cfg = files, clean_source(default_source), cfg
 
     def expand(self, pbegin):
-        out = pbegin | ReadFiles(self.files, _ReadOcrFile(self.default_source, self.cfg), REJECTED)
-        return out.main, out[REJECTED]
+        reader = ReadEachFile(functools.partial(read_ocr_file, default_source=self.default_source, cfg=self.cfg))
+        out = pbegin | ReadFiles(self.files, reader, ReadEachFile.REJECTED)
+        return out.main, out[ReadEachFile.REJECTED]
 
 
 # --- the OCR steps ---------------------------------------------------------------------------

@@ -15,12 +15,13 @@ Beam supports them. A record that cannot be read becomes a `Reject` at stage
 
 from __future__ import annotations
 
+import functools
 import json
 import posixpath
 import re
 import tarfile
 from dataclasses import dataclass
-from typing import IO, Any, Iterator, NamedTuple, Optional, Union
+from typing import IO, Any, Callable, Iterable, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -409,17 +410,21 @@ def read_file(f: InputFile, default_source: str, cfg: ReaderConfig) -> Iterator[
             raise ValueError(f"unknown input kind {f.kind}")
 
 
-class _ReadFile(beam.DoFn):
+class ReadEachFile(beam.DoFn):
+    """One planned input file -> what `read(file)` yields: records on the main output, `Reject`s on REJECTED.
+
+    `read` is a module-level function, or a `functools.partial` of one, so the DoFn pickles to workers.
+    """
+
     REJECTED = "rejected"
 
-    def __init__(self, default_source: str, cfg: ReaderConfig):
-        self.default_source = default_source
-        self.cfg = cfg
+    def __init__(self, read: Callable[[Any], Iterable[Any]]):
+        self.read = read
         self.records = beam.metrics.Metrics.counter("read", "records")
         self.rejects = beam.metrics.Metrics.counter("read", "rejected")
 
-    def process(self, f: InputFile):
-        for rec in read_file(f, self.default_source, self.cfg):
+    def process(self, f):
+        for rec in self.read(f):
             if isinstance(rec, Reject):
                 self.rejects.inc()
                 yield beam.pvalue.TaggedOutput(self.REJECTED, rec)
@@ -442,8 +447,9 @@ class ReadImageText(beam.PTransform):
         self.cfg = cfg
 
     def expand(self, pbegin):
-        out = pbegin | ReadFiles(self.files, _ReadFile(self.default_source, self.cfg), _ReadFile.REJECTED)
-        return Read(out.main, out[_ReadFile.REJECTED])
+        reader = ReadEachFile(functools.partial(read_file, default_source=self.default_source, cfg=self.cfg))
+        out = pbegin | ReadFiles(self.files, reader, ReadEachFile.REJECTED)
+        return Read(out.main, out[ReadEachFile.REJECTED])
 
 
 class ReadFiles(beam.PTransform):

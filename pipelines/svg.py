@@ -20,6 +20,7 @@ exceptions, and every input is bounded before it reaches the renderer
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import tarfile
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ from quarry.operators.svg_render import Rendered, RenderOptions, RenderWorker, r
 from quarry.pipelines.dedup import DedupKey, SplitDuplicates
 from quarry.pipelines.read import (
     InputError,
+    ReadEachFile,
     ReadFiles,
     clean_source,
     file_kind,
@@ -241,25 +243,6 @@ def read_svg_input(f: SvgInput, default_source: str, cfg: SvgReaderConfig) -> It
             raise ValueError(f"unknown input kind {f.kind}")
 
 
-class _ReadSvgFile(beam.DoFn):
-    REJECTED = "rejected"
-
-    def __init__(self, default_source: str, cfg: SvgReaderConfig):
-        self.default_source = default_source
-        self.cfg = cfg
-        self.records = beam.metrics.Metrics.counter("read", "svg_records")
-        self.rejects = beam.metrics.Metrics.counter("read", "rejected")
-
-    def process(self, f: SvgInput):
-        for rec in read_svg_input(f, self.default_source, self.cfg):
-            if isinstance(rec, Reject):
-                self.rejects.inc()
-                yield beam.pvalue.TaggedOutput(self.REJECTED, rec)
-            else:
-                self.records.inc()
-                yield rec
-
-
 class ReadSvg(beam.PTransform):
     """Planned inputs -> `(records: PCollection[SvgRecord], rejected: PCollection[Reject])`."""
 
@@ -270,8 +253,9 @@ class ReadSvg(beam.PTransform):
         self.cfg = cfg
 
     def expand(self, pbegin):
-        out = pbegin | ReadFiles(self.files, _ReadSvgFile(self.default_source, self.cfg), _ReadSvgFile.REJECTED)
-        return out.main, out[_ReadSvgFile.REJECTED]
+        reader = ReadEachFile(functools.partial(read_svg_input, default_source=self.default_source, cfg=self.cfg))
+        out = pbegin | ReadFiles(self.files, reader, ReadEachFile.REJECTED)
+        return out.main, out[ReadEachFile.REJECTED]
 
 
 # --- the recipe -----------------------------------------------------------------------------------
