@@ -29,9 +29,9 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Optional, Union
+from typing import Any, Iterator, NamedTuple, Union
 
 import apache_beam as beam
 import pyarrow as pa
@@ -41,10 +41,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from quarry.dags.runner import BuildInfo, DagSpec
 from quarry.operators.base import Rejection
-from quarry.operators.decontam import BenchFile, ImageKey, Match, file_columns
+from quarry.operators.decontam import BenchFile, ImageKey, Match
 from quarry.operators.ids import content_id
+from quarry.operators.tables import first_objects, table_rows
 from quarry.pipelines.decontam import Decontaminate, Probe, match_summary, plan_benchmarks
-from quarry.pipelines.read import InputError, beside, clean_source, file_kind, match_inputs, read_limited
+from quarry.pipelines.read import InputError, beside, clean_source, match_inputs, read_limited, table_kind
 from quarry.pipelines.stats import CountTo
 from quarry.pipelines.write import StreamingShard, shard_path
 from quarry.schemas.arrow import arrow_schema
@@ -98,19 +99,11 @@ def _auto_fields(path: str, kind: str) -> tuple[list[str], list[str], list[str]]
                     and not f.name.endswith("_id")]
             image = [f.name for f in schema if _is_image_type(f.type)]
             return names, text, image
-        names = file_columns(fh, kind)
-    with FileSystems.open(path) as fh:
-        first: dict[str, Any] = {}
-        for i, raw in enumerate(iter(fh.readline, b"")):
-            if i >= 100:
-                break
-            try:
-                rec = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue
-            if isinstance(rec, dict):
-                for k, v in rec.items():
-                    first.setdefault(k, v)
+        first: dict[str, Any] = {}  # each column's first value, over the first 100 lines
+        for rec in first_objects(fh):
+            for k, v in rec.items():
+                first.setdefault(k, v)
+    names = list(first)
     text = [k for k, v in first.items() if k not in SKIP_TEXT and not k.endswith("_id") and k not in IMAGE_PATH_FIELDS
             and (isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(x, str) for x in v)))]
     image = [k for k in IMAGE_PATH_FIELDS if k in first]
@@ -135,8 +128,7 @@ def plan(patterns: list[str], cfg: DecontamConfig) -> DecontamPlan:
         paths = _input_paths(pattern)
         if not paths:
             raise InputError(f"input {pattern}: no files match")
-        typed = [(p, "jsonl" if p.lower().endswith(".json") else file_kind(p)) for p in paths]
-        typed = [(p, k) for p, k in typed if k in ("parquet", "jsonl")]
+        typed = [(p, table_kind(p)) for p in paths if table_kind(p)]
         if not typed:
             raise InputError(f"input {pattern}: none of the {len(paths)} matching files is Parquet or JSONL")
         for path, kind in typed:
@@ -173,23 +165,7 @@ class RowRef(NamedTuple):
 def _rows(f: TableIn) -> Iterator[tuple[str, Union[dict, str]]]:
     """(key, row or why it is unreadable); raises OSError/ValueError for a corrupt Parquet file."""
     with FileSystems.open(f.path) as fh:
-        if f.kind == "parquet":
-            row = 0
-            for batch in pq.ParquetFile(fh).iter_batches(batch_size=256):
-                for rec in batch.to_pylist():
-                    yield f"row:{row}", rec
-                    row += 1
-            return
-        for lineno, raw in enumerate(iter(fh.readline, b""), start=1):
-            text = raw.decode("utf-8", errors="replace")
-            if not text.strip():
-                continue
-            try:
-                rec = json.loads(text)
-            except json.JSONDecodeError as e:
-                yield f"line:{lineno}", f"{e.msg} at column {e.colno}"
-                continue
-            yield f"line:{lineno}", rec if isinstance(rec, dict) else "line is not a JSON object"
+        yield from table_rows(fh, f.kind, batch_size=256)
 
 
 def _sample_id(row: dict, f: TableIn, key: str) -> str:

@@ -55,6 +55,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.decode import decode_image
 from quarry.operators.ids import digest
 from quarry.operators.phash import phash64, hamming
+from quarry.operators.tables import first_objects, table_rows
 from quarry.schemas.caption import DecodeConfig
 
 CONTAMINATED_TEXT = "contaminated_text"
@@ -367,26 +368,9 @@ def item_from_row(row: dict, f: BenchFile, key: str, read_bytes: ReadBytes, limi
 
 def read_benchmark_rows(fh: IO[bytes], f: BenchFile) -> Iterator[tuple[str, Union[dict, str]]]:
     """(key, row or why the row is unreadable) of one benchmark file, streamed."""
-    if f.kind == "parquet":
-        pf = pq.ParquetFile(fh)
-        c = f.columns
-        wanted = [x for x in (c.question, c.options, c.answer, c.id, *c.images) if x]
-        row = 0
-        for batch in pf.iter_batches(batch_size=256, columns=list(dict.fromkeys(wanted))):
-            for rec in batch.to_pylist():
-                yield f"row:{row}", rec
-                row += 1
-        return
-    for lineno, raw in enumerate(iter(fh.readline, b""), start=1):
-        text = raw.decode("utf-8", errors="replace")
-        if not text.strip():
-            continue
-        try:
-            rec = json.loads(text)
-        except json.JSONDecodeError as e:
-            yield f"line:{lineno}", f"{e.msg} at column {e.colno}"
-            continue
-        yield f"line:{lineno}", rec if isinstance(rec, dict) else "line is not a JSON object"
+    c = f.columns
+    wanted = [x for x in (c.question, c.options, c.answer, c.id, *c.images) if x]
+    yield from table_rows(fh, f.kind, wanted, batch_size=256)
 
 
 def file_columns(fh: IO[bytes], kind: str) -> list[str]:
@@ -394,15 +378,8 @@ def file_columns(fh: IO[bytes], kind: str) -> list[str]:
     if kind == "parquet":
         return pq.ParquetFile(fh).schema_arrow.names
     names: dict[str, None] = {}
-    for i, raw in enumerate(iter(fh.readline, b"")):
-        if i >= 100:
-            break
-        try:
-            rec = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue
-        if isinstance(rec, dict):
-            names.update(dict.fromkeys(rec))
+    for rec in first_objects(fh):
+        names.update(dict.fromkeys(rec))
     return list(names)
 
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Callable, Iterable, NamedTuple, Optional, Union
+from typing import Any, Callable, NamedTuple, Optional, Union
 
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError
@@ -57,7 +57,7 @@ from quarry.operators.decontam import (
     resolve_columns,
 )
 from quarry.operators.ids import content_id
-from quarry.pipelines.read import InputError, file_kind, match_inputs, read_limited
+from quarry.pipelines.read import InputError, match_inputs, read_limited, table_kind
 from quarry.pipelines.stats import CountTo, _write_json
 from quarry.pipelines.write import WriteParquetTable
 from quarry.schemas.common import ImageCell, Origin, Reject
@@ -82,8 +82,7 @@ def plan_benchmarks(section: DecontamSection) -> list[BenchFile]:
             raise ConfigError(f"decontam.bench: {e}") from None
         if not paths:
             raise ConfigError(f"decontam.bench {pattern}: no files match")
-        tables = [(p, "jsonl" if p.lower().endswith(".json") else file_kind(p)) for p in paths]
-        tables = [(p, k) for p, k in tables if k in ("parquet", "jsonl")]
+        tables = [(p, table_kind(p)) for p in paths if table_kind(p)]
         if not tables:
             raise ConfigError(f"decontam.bench {pattern}: none of the {len(paths)} matching files is Parquet or JSONL")
         for path, kind in tables:

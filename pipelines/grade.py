@@ -30,7 +30,7 @@ import json
 import logging
 import posixpath
 from dataclasses import dataclass
-from typing import IO, Any, Iterator, NamedTuple, Optional, Union
+from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -42,6 +42,7 @@ from quarry.operators.ids import content_id
 from quarry.operators.judge import JUDGE_ERROR, judge_verifier_from
 from quarry.operators.mc import MC_NOT_CONVERTIBLE, FillIn, to_fill_in
 from quarry.operators.rollouts import generate_rollouts
+from quarry.operators.tables import first_objects, table_rows
 from quarry.operators.verify import (
     MISMATCH,
     ExactVerifier,
@@ -55,11 +56,9 @@ from quarry.pipelines.read import (
     ReadFiles,
     beside,
     clean_source,
-    file_kind,
-    jsonl_lines,
-    jsonl_objects,
     match_inputs,
     read_limited,
+    table_kind,
 )
 from quarry.pipelines.stats import CountTo, _write_json
 from quarry.schemas.common import ImageCell, Origin, Reject
@@ -77,26 +76,6 @@ class TableFile:
     kind: str  # "parquet" | "jsonl"
 
 
-def _table_kind(path: str) -> Optional[str]:
-    kind = "jsonl" if path.lower().endswith(".json") else file_kind(path)  # a .json file of JSON lines too
-    return kind if kind in ("parquet", "jsonl") else None
-
-
-def _first_jsonl_record(path: str) -> Optional[dict]:
-    """The first line of a JSONL file that is a JSON object (None when none is, in the first 100 lines)."""
-    with FileSystems.open(path) as fh:
-        for i, raw in enumerate(jsonl_lines(fh)):
-            if i >= 100:
-                break
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict):
-                return rec
-    return None
-
-
 def plan_tables(patterns: list[str], required: tuple[str, ...], what: str) -> list[TableFile]:
     """Expand patterns to Parquet/JSONL files; InputError for what cannot be read or lacks a required column.
 
@@ -108,7 +87,7 @@ def plan_tables(patterns: list[str], required: tuple[str, ...], what: str) -> li
         paths = match_inputs(pattern)
         if not paths:
             raise InputError(f"{what} {pattern}: no files match")
-        typed = [(p, _table_kind(p)) for p in paths if _table_kind(p)]
+        typed = [(p, table_kind(p)) for p in paths if table_kind(p)]
         if not typed:
             raise InputError(f"{what} {pattern}: none of the {len(paths)} matching files is Parquet or JSONL")
         for path, kind in typed:
@@ -117,7 +96,8 @@ def plan_tables(patterns: list[str], required: tuple[str, ...], what: str) -> li
                     with FileSystems.open(path) as fh:
                         names = pq.ParquetFile(fh).schema_arrow.names
                 else:
-                    first = _first_jsonl_record(path)
+                    with FileSystems.open(path) as fh:
+                        first = next(first_objects(fh), None)
                     names = list(first) if first is not None else None
             except (BeamIOError, OSError, ValueError) as e:
                 raise InputError(f"{what} {path}: not a readable {kind} file ({e})") from None
@@ -149,32 +129,14 @@ def read_rows(f: TableFile, columns: Optional[tuple[str, ...]] = None) -> Iterat
         yield RowRecord(f.path, "#unreadable", None, "unreadable_file", str(e)[:500])
         return
     with fh:
-        if f.kind == "jsonl":
-            yield from _jsonl_rows(fh, f.path)
-        else:
-            try:
-                yield from _parquet_rows(fh, f.path, columns)
-            except (OSError, ValueError) as e:
-                yield RowRecord(f.path, "#unreadable", None, "unreadable_file", f"{type(e).__name__}: {e}"[:500])
-
-
-def _jsonl_rows(fh: IO[bytes], path: str) -> Iterator[RowRecord]:
-    for lineno, rec in jsonl_objects(fh):
-        if isinstance(rec, str):
-            yield RowRecord(path, f"line:{lineno}", None, "invalid_json", rec)
-        else:
-            yield RowRecord(path, f"line:{lineno}", rec)
-
-
-def _parquet_rows(fh: IO[bytes], path: str, columns: Optional[tuple[str, ...]]) -> Iterator[RowRecord]:
-    pf = pq.ParquetFile(fh)
-    names = pf.schema_arrow.names
-    cols = [c for c in columns if c in names] if columns else None
-    row = 0
-    for batch in pf.iter_batches(batch_size=1024, columns=cols):
-        for rec in batch.to_pylist():
-            yield RowRecord(path, f"row:{row}", rec)
-            row += 1
+        try:
+            for key, rec in table_rows(fh, f.kind, columns):
+                if isinstance(rec, str):
+                    yield RowRecord(f.path, key, None, "invalid_json", rec)
+                else:
+                    yield RowRecord(f.path, key, rec)
+        except (OSError, ValueError) as e:  # pyarrow, for a corrupt Parquet file
+            yield RowRecord(f.path, "#unreadable", None, "unreadable_file", f"{type(e).__name__}: {e}"[:500])
 
 
 # --- parsing rows into samples and rollouts ----------------------------------------------

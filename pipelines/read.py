@@ -29,6 +29,7 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from quarry.operators.ids import content_id, digest
+from quarry.operators.tables import jsonl_objects
 from quarry.schemas.common import ImageText, Origin, Reject
 from quarry.schemas.config import ReaderConfig
 
@@ -318,24 +319,10 @@ def read_limited(path: str, limit: int) -> Union[bytes, str]:
     return data
 
 
-def jsonl_lines(fh: IO[bytes]) -> Iterator[str]:
-    """Text lines of a binary handle. Line by line from the raw handle: Beam's
-    CompressedFile (.jsonl.gz) is not a full io object, so io.TextIOWrapper cannot wrap it."""
-    for raw in iter(fh.readline, b""):
-        yield raw.decode("utf-8", errors="replace")
-
-
-def jsonl_objects(fh: IO[bytes]) -> Iterator[tuple[int, Union[dict, str]]]:
-    """(1-based line number, the line's JSON object or why it is not one); blank lines skipped."""
-    for lineno, raw in enumerate(jsonl_lines(fh), start=1):
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw)
-        except json.JSONDecodeError as e:
-            yield lineno, f"{e.msg} at column {e.colno}"
-            continue
-        yield lineno, rec if isinstance(rec, dict) else f"line is a JSON {type(rec).__name__}, not an object"
+def table_kind(path: str) -> Optional[str]:
+    """"parquet" or "jsonl" for a table file (a .json file of JSON lines too), else None."""
+    kind = "jsonl" if path.lower().endswith(".json") else file_kind(path)
+    return kind if kind in ("parquet", "jsonl") else None
 
 
 def read_jsonl(fh: IO[bytes], maker: _Maker, cfg: ReaderConfig) -> Iterator[Union[ImageText, Reject]]:
