@@ -22,6 +22,7 @@ header), and the caller maps boxes back with the returned scale.
 
 from __future__ import annotations
 
+import abc
 import math
 import os
 from dataclasses import dataclass
@@ -92,7 +93,7 @@ def _quad(points: Any) -> tuple[float, ...]:
     return tuple(round(float(v), 2) for v in pts.reshape(-1))
 
 
-class OcrEngine:
+class OcrEngine(abc.ABC):
     """What every engine provides. Subclasses validate config in `__init__`, load in `load()`."""
 
     name = "base"
@@ -104,19 +105,21 @@ class OcrEngine:
     def preflight(self) -> None:
         """Raise OcrLoadError now if `load()` would fail (missing package or model files)."""
 
+    @abc.abstractmethod
     def models(self) -> dict[str, str]:
         """Which models run, for the manifest."""
-        raise NotImplementedError
 
     def label(self) -> str:
         m = self.models()
         return f"{self.name}/{m.get('det', '?')}/{m.get('rec', '?')}"
 
+    @abc.abstractmethod
     def load(self) -> "OcrEngine":
-        raise NotImplementedError
+        """Load the models once (a worker calls it in setup); returns self."""
 
+    @abc.abstractmethod
     def read(self, image: np.ndarray) -> list[OcrLine]:
-        raise NotImplementedError
+        """The text lines of one RGB picture."""
 
     def read_batch(self, images: Sequence[np.ndarray]) -> list[list[OcrLine]]:
         return [self.read(im) for im in images]
