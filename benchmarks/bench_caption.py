@@ -23,14 +23,12 @@ import io
 import multiprocessing as mp
 import random
 import shutil
-import subprocess
 import sys
 import tarfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
+from _measure import run_watched  # benchmarks/ is on sys.path when a script runs
 from PIL import Image, ImageEnhance, ImageOps
 
 from quarry.dags.demo import base_images
@@ -130,16 +128,6 @@ def bare_loop(folder: Path, workers: int) -> tuple[int, float]:
 
 # --- the DAG, in a subprocess whose whole process tree we watch -------------------------------
 
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    for p in [proc] + proc.children(recursive=True):
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def run_dag(folder: Path, out: Path, workers: int, extra_sets: list[str]) -> tuple[float, int]:
     """Wall time and peak process-tree RSS of one `quarry run caption` (workers=1: in-process)."""
     beam_args = ([f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
@@ -147,26 +135,8 @@ def run_dag(folder: Path, out: Path, workers: int, extra_sets: list[str]) -> tup
     cmd = [sys.executable, "-m", "quarry.dags.cli", "run", "caption", "--input", str(folder / "*.tar"),
            "--output", str(out), "--overwrite", "--source", "bench", "--set", "clip.enabled=false",
            *[a for s in extra_sets for a in ("--set", s)], "--", *beam_args]
-    peak = 0
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**__import__("os").environ, "QUARRY_PROGRESS": "0"})
-    watched = psutil.Process(proc.pid)
-    done = threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _tree_rss(watched))
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output, _ = proc.communicate()
-    done.set()
-    sampler.join()
-    elapsed = time.perf_counter() - t0
-    if proc.returncode != 0:
+    elapsed, peak, returncode, output = run_watched(cmd)
+    if returncode != 0:
         if "does not add up" not in output:
             raise SystemExit(f"DAG failed:\n{output}")
         # Seen with Beam's multi-worker DirectRunner: it lost records inside a

@@ -23,16 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
-import os
 import random
 import shutil
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import psutil
+from _measure import run_watched  # benchmarks/ is on sys.path when a script runs
 
 WORK = Path(__file__).resolve().parent / "_work" / "imagemining"
 PHOTOS = ("grace_hopper.jpg", "astronaut.jpg", "rocket.jpg", "coffee.jpg", "horse.jpg", "camera.jpg", "coins.jpg")
@@ -190,20 +188,6 @@ def bare_loop(kb_path: Path, rows_path: Path, workers: int, out: Path) -> tuple[
 
 # --- the DAG in a subprocess ----------------------------------------------------------------
 
-def _tree_rss(proc: psutil.Process) -> int:
-    total = 0
-    try:
-        procs = [proc] + proc.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def child(kb: str, rows: str, out: str, workers: int) -> None:
     from quarry.dags import imagemining
     from quarry.dags.runner import resolve_config, run_dag
@@ -217,27 +201,9 @@ def child(kb: str, rows: str, out: str, workers: int) -> None:
 
 def run_dag(kb: Path, rows: Path, out: Path, workers: int) -> tuple[float, int, dict]:
     cmd = [sys.executable, __file__, "--child", str(kb), str(rows), str(out), str(workers)]
-    peak = 0
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "QUARRY_PROGRESS": "0"})
-    watched = psutil.Process(proc.pid)
-    done = threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, _tree_rss(watched))
-            time.sleep(0.1)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output, _ = proc.communicate()
-    done.set()
-    sampler.join()
-    elapsed = time.perf_counter() - t0
+    elapsed, peak, returncode, output = run_watched(cmd)
     line = next((ln for ln in output.splitlines() if ln.startswith("MANIFEST ")), None)
-    if proc.returncode != 0 or line is None:
+    if returncode != 0 or line is None:
         raise SystemExit(f"DAG failed:\n{output[-4000:]}")
     return elapsed, peak, json.loads(line[len("MANIFEST "):])
 
