@@ -80,6 +80,7 @@ SPEC = DagSpec(
         ("heuristics", "min side, aspect ratio, solid colour, caption length and text-ness"),
         ("dedup", "64-bit pHash near-duplicates (banded, no all-pairs), best resolution kept"),
         ("clip", "open_clip image-text cosine via RunInference, keep >= clip.threshold"),
+        ("decontam", "optional (--set decontam.bench=PATH): caption and pHash against benchmark sets"),
         ("balance", "MetaCLIP concept matching (Aho-Corasick), head concepts capped at t"),
         ("write", "Parquet shards by source and tier, bytes read again from the inputs (no image shuffle)"),
     ),

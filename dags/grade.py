@@ -183,6 +183,8 @@ SPEC = DagSpec(
     stages=(
         ("read", "samples (Parquet/JSONL: sample_id, task, question, answer[, source, label_tier, options]) "
                  "and rollouts (files, or generated with the generate section)"),
+        ("decontam", "optional (--set decontam.bench=PATH): question, answer, options and image against "
+                     "benchmark sets"),
         ("mc", "multiple choice -> fill in the blank (grade.mc_to_fill_in); unconvertible items rejected"),
         ("join", "CoGroupByKey on sample_id; duplicate sample ids rejected, unknown rollout ids counted"),
         ("grade", "verifier (or model judge) reward per rollout, correct >= grade.correct_at, pass@k per model, "

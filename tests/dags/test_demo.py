@@ -19,6 +19,12 @@ def test_demo_runs_every_dag(demo_dir):
         assert m["balanced"] is (True if m["one_to_one"] else None), dag
 
 
+def test_every_dag_has_the_decontam_stage():
+    """`decontam` sits on every DAG's config; a DAG that did not wire the stage would ignore decontam.bench."""
+    for name, spec in DAGS.items():
+        assert "decontam" in [stage for stage, _ in spec.stages], name
+
+
 def test_grade_demo_spans_every_tier(demo_dir):
     con = duckdb.connect()
     tiers = {t for (t,) in con.sql(f"SELECT DISTINCT tier FROM read_parquet('{demo_dir}/grade/data/**/*.parquet', "
