@@ -112,7 +112,7 @@ def plain_loop(corpus: Path, pages: list[str]) -> tuple[float, int]:
 
 
 def dag_run(corpus: Path, out: Path, in_flight: int, workers: int) -> tuple[float, dict]:
-    sets = ["source=python_docs", f"render.pages_in_flight={in_flight}", f"render.batch_pages={max(8, 4 * in_flight)}"]
+    sets = ["source=python_docs", f"render.pages_in_flight={in_flight}"]
     cfg = resolve_config(SPEC, None, sets, None)
     beam_args = [f"--direct_num_workers={workers}"]
     if workers > 1:

@@ -49,8 +49,6 @@ def plan(patterns: list[str], cfg: GuiConfig):
         raise ConfigError(f"render.executable_path: {cfg.render.executable_path} does not exist; install Chromium "
                           "(Debian: apt-get install chromium) or set render.executable_path=null to use "
                           "Playwright's own browser (`playwright install chromium`)")
-    if cfg.render.batch_pages < cfg.render.pages_in_flight:
-        raise ConfigError("render.batch_pages must be >= render.pages_in_flight (a worker renders at most one batch at once)")
     if cfg.decontam.enabled:
         plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     return plan_gui_inputs(patterns, cfg)
@@ -135,5 +133,5 @@ def build_demo_input(folder: Path) -> tuple[list[str], list[str]]:
         shutil.rmtree(site)
     shutil.copytree(DEMO_DATA, site)
     sets = ["source=demo_site", "render.timeout_s=5", "render.extract_timeout_s=3", "render.settle=load",
-            "render.pages_in_flight=4", "render.batch_pages=8"]
+            "render.pages_in_flight=4"]
     return [str(site)], sets

@@ -29,6 +29,7 @@ guard lets those requests through and still blocks other loopback ports.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import mimetypes
 import posixpath
 import re
@@ -141,7 +142,7 @@ class _PageState:
 
 
 class BrowserRenderer:
-    """One browser, many pages in flight. Thread-safe `render_many`; call `close()` when done."""
+    """One browser, many pages in flight. Thread-safe `submit` / `render_many`; call `close()` when done."""
 
     def __init__(self, settings: RendererSettings, resolver: Resolver = system_resolver):
         self.s = settings
@@ -233,19 +234,31 @@ class BrowserRenderer:
 
     # --- rendering ------------------------------------------------------------------------
 
-    def render_many(self, jobs: list[PageJob]) -> list[RenderResult]:
-        """Render jobs concurrently (at most `pages_in_flight` at once); results in job order."""
+    @property
+    def page_limit_s(self) -> float:
+        """The longest one page can take once it is in flight (its own limits plus closing its context)."""
+        return self.s.timeout_s + self.s.extract_timeout_s + 30
+
+    def submit(self, job: PageJob) -> concurrent.futures.Future:
+        """Start rendering `job` and return at once; at most `pages_in_flight` render, the rest queue.
+
+        A caller that keeps more pages submitted than are in flight keeps the browser busy while
+        it handles finished ones (no batch barrier waiting for the slowest page).
+        """
         if self._loop is None:
             self.start()
-        per_page = self.s.timeout_s + self.s.extract_timeout_s + 30
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(self._render_one(job), self._loop)
+
+    def render_many(self, jobs: list[PageJob]) -> list[RenderResult]:
+        """Render jobs concurrently (at most `pages_in_flight` at once); results in job order."""
+        futures = [self.submit(j) for j in jobs]
         waves = -(-len(jobs) // self.s.pages_in_flight)
-        return self._call(self._render_all(jobs), per_page * max(1, waves) + 60)
+        deadline = time.monotonic() + self.page_limit_s * max(1, waves) + 60
+        return [f.result(max(0.0, deadline - time.monotonic())) for f in futures]
 
     def render(self, job: PageJob) -> RenderResult:
         return self.render_many([job])[0]
-
-    async def _render_all(self, jobs: list[PageJob]) -> list[RenderResult]:
-        return list(await asyncio.gather(*(self._render_one(j) for j in jobs)))
 
     async def _render_one(self, job: PageJob) -> RenderResult:
         async with self._sem:
@@ -468,6 +481,8 @@ class HtmlFolderServer:
             server = self
 
             class Handler(BaseHTTPRequestHandler):
+                protocol_version = "HTTP/1.1"  # keep-alive: a page's assets reuse a few connections
+
                 def log_message(self, *args):
                     pass
 

@@ -1,7 +1,7 @@
 """The gui recipe (GLM-4.5V GUI grounding, GLM-5V-Turbo GUI hierarchy) wired as Beam steps.
 
     input files -> ReadPages (one PageInput per URL and viewport)
-                -> BatchElements -> RenderPages (Playwright: screenshot + visible elements)
+                -> RenderPages (Playwright: screenshot + visible elements, many in flight)
                 -> MakeTasks (GuiRow per task, ImageRecord per screenshot)
 
 One input is one page at one viewport; it ends as task rows or one reject
@@ -17,6 +17,7 @@ server); the others in that process share it; the last teardown closes it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
 import json
 import os
@@ -29,6 +30,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
 
 from quarry.operators.base import Rejection
 from quarry.operators.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, RenderResult
@@ -283,7 +285,14 @@ def page_reject(p: PageInput, stage: str, verdict: Rejection) -> Reject:
 
 
 class _RenderPages(beam.DoFn):
-    """A batch of PageInputs -> (PageInput, RenderResult) rendered concurrently; failures -> render rejects."""
+    """PageInput -> (PageInput, RenderResult), many pages in flight; failures -> render rejects.
+
+    Pages are handed to the browser as they arrive and passed on as they finish, in any order
+    (shards sort by id): up to `render.queued_pages` wait submitted beyond the ones in flight,
+    so the browser keeps rendering while this thread makes tasks of finished pages, and no page
+    waits for a slower neighbour. `finish_bundle` drains the rest (the pipeline is batch, in
+    the global window).
+    """
 
     REJECTED = "rejected"
     BLOCKED = "blocked"
@@ -303,12 +312,38 @@ class _RenderPages(beam.DoFn):
         if worker is not None:
             worker.release()
 
-    def process(self, batch: list[PageInput]):
-        jobs = [page_job(p, self.worker.server, self.cfg.allow_private_inputs) for p in batch]
-        launches = self.worker.renderer.launches
-        results = self.worker.renderer.render_many(jobs)
-        self.restarts.inc(self.worker.renderer.launches - launches)
-        for p, res in zip(batch, results):
+    def start_bundle(self):
+        self.pending: dict[concurrent.futures.Future, PageInput] = {}
+        self.launches = self.worker.renderer.launches
+
+    def process(self, p: PageInput):
+        renderer = self.worker.renderer
+        self.pending[renderer.submit(page_job(p, self.worker.server, self.cfg.allow_private_inputs))] = p
+        yield from self._finished(wait=len(self.pending) > self.cfg.pages_in_flight + self.cfg.queued_pages)
+
+    def finish_bundle(self):
+        self.restarts.inc(self.worker.renderer.launches - self.launches)
+        while self.pending:
+            for out in self._finished(wait=True):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+                else:
+                    yield GlobalWindows.windowed_value(out)
+
+    def _finished(self, wait: bool):
+        """Outputs of the pages done by now; with `wait`, block until at least one is."""
+        renderer = self.worker.renderer
+        if wait:
+            # Every page in flight ends within its own limit; the queue ahead of the oldest is bounded.
+            waves = len(self.pending) / self.cfg.pages_in_flight + 1
+            done, _ = concurrent.futures.wait(list(self.pending), timeout=renderer.page_limit_s * waves + 60,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            if not done:
+                raise RuntimeError(f"the browser returned none of {len(self.pending)} pages in time")
+        else:
+            done = [f for f in self.pending if f.done()]
+        for fut in done:
+            p, res = self.pending.pop(fut), fut.result()
             self.blocked.inc(len(res.blocked))
             yield beam.pvalue.TaggedOutput(self.BLOCKED, len(res.blocked))
             if res.page is None:
@@ -388,13 +423,10 @@ class GuiPipeline(beam.PTransform):
             pcoll | f"Count[{name}]" >> CountTo(self.output_dir, name)
 
     def expand(self, pages):
-        r = self.cfg.render
-        batch = max(r.batch_pages, r.pages_in_flight)
         rendered = (
             pages
             | "ProgressRender" >> Progress("render")
-            | "BatchPages" >> beam.BatchElements(min_batch_size=batch, max_batch_size=batch)
-            | "RenderPages" >> beam.ParDo(_RenderPages(r)).with_outputs(
+            | "RenderPages" >> beam.ParDo(_RenderPages(self.cfg.render)).with_outputs(
                 _RenderPages.REJECTED, _RenderPages.BLOCKED, main="pages")
         )
         tasks = rendered.pages | "MakeTasks" >> beam.ParDo(_MakeTasks(task_settings(self.cfg))).with_outputs(

@@ -45,7 +45,9 @@ class RenderConfig(Section):
     executable_path: Optional[str] = Field(
         "/usr/bin/chromium", description="Chromium binary; null = Playwright's own browser (`playwright install chromium`)")
     pages_in_flight: int = Field(4, ge=1, le=64, description="pages rendered concurrently per worker process")
-    batch_pages: int = Field(16, ge=1, le=1024, description="pages a worker takes at once (>= pages_in_flight)")
+    queued_pages: int = Field(
+        4, ge=0, le=1024, description="pages a worker keeps submitted beyond those in flight, so the browser never "
+        "waits while finished pages become tasks")
     max_elements: int = Field(400, ge=1, description="visible elements kept per page at most (DOM order)")
     max_nodes: int = Field(20_000, ge=1, description="DOM nodes inspected per page at most (huge DOMs are capped)")
     min_side_px: float = Field(2.0, ge=0, description="elements whose clipped box is thinner than this (CSS px) are dropped")
