@@ -426,17 +426,16 @@ class _Rewrite(beam.DoFn):
 
 
 def _dedup_group(element, threshold: float):
-    _, mined = element
-    mined = list(mined)
-    by_id = {m.row.sample_id: m for m in mined}
-    dropped = qa.near_duplicates([(m.row.sample_id, m.row.question) for m in mined], threshold)
-    for sid, m in sorted(by_id.items()):
+    _, rows = element
+    by_id = {r.sample_id: r for r in rows}
+    dropped = qa.near_duplicates([(r.sample_id, r.question) for r in by_id.values()], threshold)
+    for sid, r in sorted(by_id.items()):
         if sid in dropped:
             yield beam.pvalue.TaggedOutput("rejected", Reject(
-                sample_id=sid, source=m.row.source, stage="dedup", reason=qa.NEAR_DUPLICATE,
-                detail=f"near-duplicate of {dropped[sid]} (same answer)", origin=m.row.origin))
+                sample_id=sid, source=r.source, stage="dedup", reason=qa.NEAR_DUPLICATE,
+                detail=f"near-duplicate of {dropped[sid]} (same answer)", origin=r.origin))
         else:
-            yield m.row
+            yield r
 
 
 def _image_in_use(element):
@@ -529,7 +528,8 @@ class ImageMiningPipeline(beam.PTransform):
             scope, threshold = cfg.dedup.scope, cfg.dedup.threshold
             deduped = (
                 questions
-                | "KeyByAnswer" >> beam.Map(lambda m: (m.dedup_key(scope), m))
+                # only the row crosses the shuffle: the candidate and image context stay behind
+                | "KeyByAnswer" >> beam.Map(lambda m: (m.dedup_key(scope), m.row))
                 | "GroupByAnswer" >> beam.GroupByKey()
                 | "NearDuplicates" >> beam.FlatMap(_dedup_group, threshold).with_outputs("rejected", main="rows")
             )
