@@ -26,6 +26,30 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
+class PeakRss:
+    """Context manager: the peak `tree_rss` of a process (default: this one) sampled every `interval_s`."""
+
+    def __init__(self, proc: "psutil.Process | None" = None, interval_s: float = 0.05):
+        self.proc = proc or psutil.Process()
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, tree_rss(self.proc))
+            time.sleep(self.interval_s)
+
+    def __enter__(self) -> "PeakRss":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 class Watched(NamedTuple):
     elapsed_s: float
     peak_rss: int
@@ -35,22 +59,9 @@ class Watched(NamedTuple):
 
 def run_watched(cmd: list[str], interval_s: float = 0.1) -> Watched:
     """Run `cmd` (QUARRY_PROGRESS=0) to the end, sampling its process tree's RSS every `interval_s`."""
-    peak = 0
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "QUARRY_PROGRESS": "0"})
-    watched = psutil.Process(proc.pid)
-    done = threading.Event()
-
-    def sample():
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, tree_rss(watched))
-            time.sleep(interval_s)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    output, _ = proc.communicate()
-    done.set()
-    sampler.join()
-    return Watched(time.perf_counter() - t0, peak, proc.returncode, output)
+    with PeakRss(psutil.Process(proc.pid), interval_s) as mem:
+        output, _ = proc.communicate()
+    return Watched(time.perf_counter() - t0, mem.peak, proc.returncode, output)

@@ -26,11 +26,11 @@ import argparse
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 import psutil
+from _measure import PeakRss  # benchmarks/ is on sys.path when a script runs
 
 from quarry.dags.gui import SPEC
 from quarry.dags.runner import resolve_config, run_dag
@@ -54,35 +54,6 @@ def make_corpus(n: int) -> Path:
         shutil.copy(p, folder / "library" / p.name)
     shutil.copytree(DOCS / "_static", folder / "_static", symlinks=False)
     return folder
-
-
-class PeakRss:
-    """Peak summed RSS of this process and all its descendants, sampled every 50 ms."""
-
-    def __init__(self):
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self):
-        me = psutil.Process()
-        while not self._stop.is_set():
-            total = 0
-            for p in [me] + me.children(recursive=True):
-                try:
-                    total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            time.sleep(0.05)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
 
 
 def plain_loop(corpus: Path, pages: list[str]) -> tuple[float, int]:
