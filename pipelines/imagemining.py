@@ -510,8 +510,11 @@ class ImageMiningPipeline(beam.PTransform):
         kb_side = beam.pvalue.AsSingleton(kb)
         decoded = inputs | "Decode" >> beam.ParDo(_Decode(cfg)).with_outputs(_Decode.REJECTED, _Decode.IMAGES,
                                                                               main="images_meta")
-        mined = decoded.images_meta | "Mine" >> beam.ParDo(_Mine(cfg, self.handle), kb_path=kb_side).with_outputs(
-            _Mine.REJECTED, _Mine.EVENTS, main="questions")
+        # One input file is read and decoded by one worker; mining is the heavy part, so the (byte-free)
+        # images spread over all workers first.
+        mined = (decoded.images_meta | "SpreadImages" >> beam.Reshuffle()
+                 | "Mine" >> beam.ParDo(_Mine(cfg, self.handle), kb_path=kb_side).with_outputs(
+            _Mine.REJECTED, _Mine.EVENTS, main="questions"))
         events = [mined[_Mine.EVENTS]]
         questions = mined.questions
         if cfg.rewriter is not None:
