@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from importlib import resources
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from quarry.dags.runner import BuildInfo, DagSpec
 from quarry.operators.kb import KbError
+from quarry.operators.kb_store import ensure_kb_store
 from quarry.operators.qa import TemplateError, load_rewrite_prompt, load_templates
 from quarry.pipelines.grade import plan_tables
 from quarry.pipelines.imagemining import KB_STATS, ImageMiningPipeline, ReadImageRows
@@ -64,7 +66,7 @@ def plan(patterns: list[str], cfg: ImageMiningConfig):
         raise ConfigError("imagemining needs a knowledge base: --set kb.path=KB.jsonl (entities and facts, "
                           "one JSON object per line; see the README)")
     try:
-        load_templates(cfg.qa.templates, cfg.qa.language)
+        templates = load_templates(cfg.qa.templates, cfg.qa.language)
     except TemplateError as e:
         raise ConfigError(f"qa.templates: {e}") from None
     if cfg.rewriter is not None:
@@ -78,6 +80,10 @@ def plan(patterns: list[str], cfg: ImageMiningConfig):
         plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     try:
         _check_kb(cfg.kb.path)
+        store_path = cfg.kb.resolved_store_path()
+        if store_path is not None:  # built once here, not by every worker; reused while the KB file is unchanged
+            ensure_kb_store(cfg.kb.path, store_path, templates.relation_aliases,
+                            log=lambda m: print(m, file=sys.stderr, flush=True))
     except KbError as e:
         raise ConfigError(str(e)) from None
     return plan_tables(patterns, (), "images")
@@ -93,6 +99,7 @@ def build(pipeline: beam.Pipeline, cfg: ImageMiningConfig, files, output: str) -
     ((read_rejects, out.rejected) | "AllRejects" >> beam.Flatten() | "WriteRejects" >> WriteRejects(output, cfg.shards))
     info = BuildInfo(extra={
         "kb_path": cfg.kb.path,
+        "kb_store": cfg.kb.resolved_store_path() or "memory",
         "hops": [cfg.qa.min_hops, cfg.qa.max_hops],
         "max_degree": cfg.qa.max_degree,
         "language": cfg.qa.language,

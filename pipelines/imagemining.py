@@ -29,6 +29,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.decode import decode_image
 from quarry.operators.ids import content_id, digest
 from quarry.operators.kb import KnowledgeBase, load_kb, normalise
+from quarry.operators.kb_store import SqliteKnowledgeBase, ensure_kb_store
 from quarry.pipelines.grade import RowRecord, TableFile, read_rows
 from quarry.pipelines.read import ReadFiles, beside, clean_source, read_limited
 from quarry.pipelines.stats import _write_json
@@ -169,10 +170,16 @@ class Miner:
     """What a worker holds once (through `Shared`): the KB, the templates, the filters."""
 
     def __init__(self, kb_path: str, templates_path: Optional[str], language: str, min_hops: int, check_ocr: bool,
-                 link_min_chars: int):
-        self.kb: KnowledgeBase = load_kb(kb_path)
+                 link_min_chars: int, store_path: Optional[str] = None):
         self.templates = qa.load_templates(templates_path, language)
-        self.kb.rename_relations(self.templates.relation_aliases)  # one name per relation for shortcut counts
+        self.kb: Union[KnowledgeBase, SqliteKnowledgeBase]
+        if store_path is None:
+            self.kb = load_kb(kb_path)
+            self.kb.rename_relations(self.templates.relation_aliases)  # one name per relation for shortcut counts
+        else:
+            # the driver built it (dags/imagemining.py: plan); this only checks it is up to date (head/tail digest)
+            ensure_kb_store(kb_path, store_path, self.templates.relation_aliases, log=lambda m: None)
+            self.kb = SqliteKnowledgeBase(store_path)  # relations renamed when the store was built
         self.filters = qa.Filters(self.kb, self.templates, min_hops, check_ocr)
         self.link_min_chars = link_min_chars
         self._linker = None
@@ -180,20 +187,26 @@ class Miner:
     @property
     def linker(self):
         if self._linker is None:
-            from quarry.operators.kb import EntityLinker
-
-            self._linker = EntityLinker(self.kb, self.link_min_chars)
+            self._linker = self.kb.new_linker(self.link_min_chars)
         return self._linker
 
 
+def _store_path(kb_path: str, cfg: ImageMiningConfig) -> Optional[str]:
+    """The sqlite store of this KB (kb.store=sqlite), None for the in-memory KB."""
+    if cfg.kb.store != "sqlite":
+        return None
+    return cfg.kb.store_path or f"{kb_path}.sqlite"
+
+
 def _miner_key(kb_path: str, cfg: ImageMiningConfig) -> str:
-    return "|".join(map(str, (kb_path, cfg.qa.templates, cfg.qa.language, cfg.qa.min_hops, cfg.qa.check_ocr,
-                              cfg.link.min_chars)))
+    return "|".join(map(str, (kb_path, cfg.kb.store, _store_path(kb_path, cfg), cfg.qa.templates,
+                              cfg.qa.language, cfg.qa.min_hops, cfg.qa.check_ocr, cfg.link.min_chars)))
 
 
 def _acquire(handle: shared.Shared, kb_path: str, cfg: ImageMiningConfig) -> Miner:
     return handle.acquire(lambda: Miner(kb_path, cfg.qa.templates, cfg.qa.language, cfg.qa.min_hops,
-                                        cfg.qa.check_ocr, cfg.link.min_chars), tag=_miner_key(kb_path, cfg))
+                                        cfg.qa.check_ocr, cfg.link.min_chars, _store_path(kb_path, cfg)),
+                          tag=_miner_key(kb_path, cfg))
 
 
 @dataclass(frozen=True)

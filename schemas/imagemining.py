@@ -21,6 +21,26 @@ from quarry.schemas.grade import ClientSection
 
 class KbSection(Section):
     path: Optional[str] = Field(None, description="knowledge-base JSONL (entities and facts; see README); required")
+    store: Literal["memory", "sqlite"] = Field(
+        "memory", description="memory: the KB loaded into each worker; sqlite: an indexed SQLite file built once "
+                              "on the driver (KBs larger than a worker's memory)")
+    store_path: Optional[str] = Field(
+        None, description="local path of the sqlite store (default: <kb.path>.sqlite; required for a remote kb.path)")
+
+    @model_validator(mode="after")
+    def _store(self) -> "KbSection":
+        if self.store == "sqlite":
+            if self.store_path is not None and "://" in self.store_path:
+                raise ValueError(f"kb.store_path {self.store_path}: must be a local path (SQLite opens local files)")
+            if self.store_path is None and self.path is not None and "://" in self.path:
+                raise ValueError(f"kb.store=sqlite with a remote kb.path ({self.path}) needs a local kb.store_path")
+        return self
+
+    def resolved_store_path(self) -> Optional[str]:
+        """Where the sqlite store lives: kb.store_path, else next to a local KB file."""
+        if self.store != "sqlite":
+            return None
+        return self.store_path or (f"{self.path}.sqlite" if self.path else None)
 
 
 class LinkSection(Section):

@@ -133,6 +133,36 @@ def test_missing_kb_and_bad_templates_fail_before_running(tmp_path):
     assert not (tmp_path / "o1").exists()
 
 
+def test_sqlite_store_gives_the_same_rows_and_counts(demo, tmp_path):
+    manifest, out = demo
+    manifest2, out2 = run(tmp_path, "sq", ("kb.store=sqlite",))
+    store = Path(manifest2.extra["kb_store"])
+    assert store.name == "kb.jsonl.sqlite" and store.is_file()
+    query = "SELECT sample_id, question, answer, tier FROM rows ORDER BY sample_id"
+    assert sql(out2, query) == sql(out, query) and len(sql(out, query)) == manifest.kept
+    rejects = "SELECT sample_id, stage, reason, CASE WHEN stage = 'kb' THEN detail END FROM rejects ORDER BY ALL"
+    assert sql(out2, rejects) == sql(out, rejects)  # other details name the input folder
+    assert manifest2.stages == manifest.stages and manifest2.rejected == manifest.rejected
+    assert (manifest2.inputs, manifest2.kept) == (manifest.inputs, manifest.kept)
+    drop = ("load_s",)
+    assert ({k: v for k, v in manifest2.extra["kb"].items() if k not in drop}
+            == {k: v for k, v in manifest.extra["kb"].items() if k not in drop})
+    built = store.stat().st_mtime_ns  # a second run on the same (untouched) KB file reuses the store
+    cfg = resolve_config(SPEC, None, [f"kb.path={tmp_path / 'in' / 'kb.jsonl'}", "kb.store=sqlite"], "demo")
+    again = run_dag(SPEC, [str(tmp_path / "in" / "images.jsonl")], str(tmp_path / "sq2"), cfg)
+    assert store.stat().st_mtime_ns == built and again.kept == manifest.kept
+
+
+def test_sqlite_store_of_a_remote_kb_needs_a_local_path(tmp_path):
+    with pytest.raises(ConfigError, match="store_path"):
+        resolve_config(SPEC, None, ["kb.path=gs://bucket/kb.jsonl", "kb.store=sqlite"], None)
+    with pytest.raises(ConfigError, match="local"):
+        resolve_config(SPEC, None, ["kb.path=kb.jsonl", "kb.store=sqlite", "kb.store_path=gs://b/kb.sqlite"], None)
+    cfg = resolve_config(SPEC, None, ["kb.path=gs://bucket/kb.jsonl", "kb.store=sqlite",
+                                      f"kb.store_path={tmp_path / 'kb.sqlite'}"], None)
+    assert cfg.kb.resolved_store_path() == str(tmp_path / "kb.sqlite")
+
+
 def _paraphrase(server, body, n_seen):
     text = body["messages"][0]["content"]
     question = text.rsplit("Question: ", 1)[-1]
