@@ -1,7 +1,7 @@
 """imagemining throughput, KB loading and memory, next to a bare loop of the same operators.
 
     .venv/bin/python benchmarks/bench_imagemining.py [--entities 100000] [--facts-per-entity 10]
-                                                      [--images 5000] [--workers 2]
+                                                      [--images 5000] [--workers 2] [--store memory|sqlite]
 
 Builds (once, cached under benchmarks/_work) a synthetic knowledge base
 (default 100k entities of 8 types and ~1M facts: functional relations, a
@@ -188,19 +188,19 @@ def bare_loop(kb_path: Path, rows_path: Path, workers: int, out: Path) -> tuple[
 
 # --- the DAG in a subprocess ----------------------------------------------------------------
 
-def child(kb: str, rows: str, out: str, workers: int) -> None:
+def child(kb: str, rows: str, out: str, workers: int, store: str) -> None:
     from quarry.dags import imagemining
     from quarry.dags.runner import resolve_config, run_dag
 
-    cfg = resolve_config(imagemining.SPEC, None, [f"kb.path={kb}"], "bench")
+    cfg = resolve_config(imagemining.SPEC, None, [f"kb.path={kb}", f"kb.store={store}"], "bench")
     beam_args = ([f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"] if workers > 1 else [])
     m = run_dag(imagemining.SPEC, [rows], out, cfg, overwrite=True, beam_args=beam_args)
     print("MANIFEST " + json.dumps({"kept": m.kept, "rejected": m.rejected, "stages": {
         k: v.model_dump() for k, v in m.stages.items()}, "kb": m.extra.get("kb")}))
 
 
-def run_dag(kb: Path, rows: Path, out: Path, workers: int) -> tuple[float, int, dict]:
-    cmd = [sys.executable, __file__, "--child", str(kb), str(rows), str(out), str(workers)]
+def run_dag(kb: Path, rows: Path, out: Path, workers: int, store: str) -> tuple[float, int, dict]:
+    cmd = [sys.executable, __file__, "--child", str(kb), str(rows), str(out), str(workers), store]
     elapsed, peak, returncode, output = run_watched(cmd)
     line = next((ln for ln in output.splitlines() if ln.startswith("MANIFEST ")), None)
     if returncode != 0 or line is None:
@@ -209,14 +209,16 @@ def run_dag(kb: Path, rows: Path, out: Path, workers: int) -> tuple[float, int, 
 
 
 def main() -> None:
-    if len(sys.argv) == 6 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+    if len(sys.argv) == 7 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--entities", type=int, default=100_000)
     ap.add_argument("--facts-per-entity", type=int, default=10, help="relations per entity type at most (default 10)")
     ap.add_argument("--images", type=int, default=5_000)
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--store", choices=("memory", "sqlite"), default="memory",
+                    help="kb.store of the DAG run; sqlite also times building the store (the bare loop stays in memory)")
     args = ap.parse_args()
 
     print(f"input: {args.entities} entities, <= {args.facts_per_entity} relations each, {args.images} image rows "
@@ -238,15 +240,25 @@ def main() -> None:
     print(f"entity linker (Aho-Corasick over names and aliases): built in {time.perf_counter() - t0:.1f}s, "
           f"{proc.memory_info().rss / 2**20:.0f} MiB resident in all", flush=True)
     del loaded
+    if args.store == "sqlite":
+        from quarry.operators.kb_store import ensure_kb_store
+        from quarry.operators.qa import load_templates
+
+        store = Path(str(kb) + ".sqlite")
+        store.unlink(missing_ok=True)
+        t0 = time.perf_counter()
+        ensure_kb_store(str(kb), str(store), load_templates().relation_aliases, log=lambda _m: None)
+        print(f"SQLite KB store (kb.store=sqlite): built in {time.perf_counter() - t0:.1f}s, "
+              f"{store.stat().st_size / 2**20:.0f} MiB on disk", flush=True)
 
     n_bare, bare_s = bare_loop(kb, rows, args.workers, WORK / "bare-out")
-    dag_s, peak, manifest = run_dag(kb, rows, WORK / "dag-out", args.workers)
+    dag_s, peak, manifest = run_dag(kb, rows, WORK / "dag-out", args.workers, args.store)
     n_dag = manifest["kept"]
     print(f"\nthroughput ({args.images} image rows, whole runs: start-up and KB loading per worker included), "
           f"{args.workers} processes")
     print(f"  bare Pool({args.workers}) same operators + Parquet: {n_bare} QA rows in {bare_s:.1f}s = "
           f"{n_bare / bare_s:.0f} rows/s ({args.images / bare_s:.0f} images/s)")
-    print(f"  DAG multi_processing x{args.workers}:              {n_dag} QA rows in {dag_s:.1f}s = "
+    print(f"  DAG multi_processing x{args.workers}, kb.store={args.store}: {n_dag} QA rows in {dag_s:.1f}s = "
           f"{n_dag / dag_s:.0f} rows/s ({args.images / dag_s:.0f} images/s)")
     print(f"  ratio DAG / bare: {bare_s / dag_s:.2f}")
     print(f"  DAG stages: " + ", ".join(f"{k} {v['inputs']}->{v['outputs']}" for k, v in sorted(manifest['stages'].items())))
