@@ -34,6 +34,7 @@ import json
 import re
 import sys
 import unicodedata
+from abc import ABC, abstractmethod
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -225,7 +226,7 @@ def parse_record(raw: str) -> Union[Entity, FactLine, KbIssue]:
     return KbIssue(0, MISSING_FIELD, "neither an entity (id, name, type) nor a fact (subject, relation)")
 
 
-class KbSink:
+class KbSink(ABC):
     """Where `read_kb` puts a KB: the in-memory `KnowledgeBase` or the SQLite store (operators/kb_store.py).
 
     The sink stores; `read_kb` decides what is valid, so both keep the same
@@ -234,27 +235,33 @@ class KbSink:
 
     lines = 0
 
+    @abstractmethod
     def has_entity(self, eid: str) -> bool:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def put_entity(self, entity: Entity) -> bool:
         """Store a new entity; False when its id is taken (the first definition is kept)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def put_fact(self, subject: str, relation: str, obj: Object) -> bool:
         """Append an object to (subject, relation); False when that fact is there already."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def defer(self, lineno: int, raw: str, fact: FactLine) -> None:
         """Keep a fact naming an entity not seen yet until every line is read."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def deferred(self) -> Iterable[tuple[int, FactLine]]:
         """The deferred facts, in line order."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def issue(self, line: int, reason: str, detail: str) -> None:
-        raise NotImplementedError
+        ...
 
 
 def read_kb(lines: Iterable[str], sink: KbSink) -> None:
@@ -310,13 +317,23 @@ def entity_names_norm(e: Entity) -> tuple[str, ...]:
     return tuple(dict.fromkeys(n for n in (normalise(x) for x in e.names) if n))
 
 
-class KbQueries:
+class KbQueries(ABC):
     """Queries both KB kinds answer the same way from `entities` and `names_norm`."""
 
     entities: Mapping[str, Entity]
 
+    @abstractmethod
     def names_norm(self, eid: str) -> tuple[str, ...]:
-        raise NotImplementedError
+        ...
+
+    @abstractmethod
+    def new_linker(self, min_chars: int = 3) -> "Linker":
+        ...
+
+    @cached_property
+    def linker(self) -> "Linker":
+        """The linker with the default `min_chars`, built on first use."""
+        return self.new_linker()
 
     def entity(self, eid: str) -> Optional[Entity]:
         return self.entities.get(eid)
@@ -353,7 +370,6 @@ class KnowledgeBase(KbSink, KbQueries):
         self._literals: dict[Literal, Literal] = {}
         self._by_type_relation: dict[tuple[str, str], list[str]] = {}
         self._pending: list[tuple[int, FactLine]] = []  # facts naming entities not seen yet
-        self._linker: Optional[EntityLinker] = None
 
     # -- loading (KbSink)
 
@@ -448,12 +464,6 @@ class KnowledgeBase(KbSink, KbQueries):
     def new_linker(self, min_chars: int = 3) -> "EntityLinker":
         return EntityLinker(self, min_chars)
 
-    @property
-    def linker(self) -> "EntityLinker":
-        if self._linker is None:
-            self._linker = self.new_linker()
-        return self._linker
-
 
 class KbError(ValueError):
     """The KB file cannot be read at all (missing, unreadable, no entity)."""
@@ -518,14 +528,15 @@ def non_overlapping(found: list[Match]) -> list[Match]:
     return sorted(out)
 
 
-class Linker:
+class Linker(ABC):
     """Finds KB names in texts; subclasses say how surfaces are looked up (`_find`), the rules are here."""
 
     min_chars = 3
 
+    @abstractmethod
     def _find(self, method: str, text: str) -> list[Match]:
         """Whole-word occurrences of the `method` ("exact" | "normalised") surfaces in `text`, any overlap."""
-        raise NotImplementedError
+        ...
 
     def link(self, texts: dict[str, str]) -> tuple[list[Link], list[str]]:
         """Entities named in `texts` (field name -> text): (links, ambiguous surfaces).

@@ -466,7 +466,6 @@ class SqliteKnowledgeBase(KbQueries):
         self.fact_count: int = meta["stats"]["facts"]
         self.aliases_digest: str = meta["aliases"]
         self._issues: Optional[list[KbIssue]] = None
-        self._linker: Optional[SqliteLinker] = None
 
     def _cursor(self) -> sqlite3.Cursor:
         con = getattr(self._local, "con", None)
@@ -510,12 +509,6 @@ class SqliteKnowledgeBase(KbQueries):
 
     def new_linker(self, min_chars: int = 3) -> "SqliteLinker":
         return SqliteLinker(self, min_chars)
-
-    @property
-    def linker(self) -> "SqliteLinker":
-        if self._linker is None:
-            self._linker = self.new_linker()
-        return self._linker
 
     def close(self) -> None:
         con = getattr(self._local, "con", None)
