@@ -106,7 +106,7 @@ def cmd_list() -> int:
 
 def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from quarry.dags.registry import DAGS
-    from quarry.dags.runner import UsageError, resolve_config, run_dag
+    from quarry.dags.runner import DataLossError, UsageError, resolve_config, run_dag
     from quarry.pipelines.read import InputError
 
     spec = DAGS.get(args.dag)
@@ -123,6 +123,9 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         manifest = run_dag(spec, args.input, args.output, cfg, overwrite=args.overwrite, beam_args=beam_args)
     except (ConfigError, InputError, UsageError) as e:
         return _fail(str(e))
+    except DataLossError as e:
+        _fail(str(e))
+        return 1
     print(f"{spec.name}: inputs={manifest.inputs} kept={manifest.kept} rejected={manifest.rejected_total} "
           f"in {time.monotonic() - t0:.1f}s -> {args.output}")
     for note in manifest.notes:
@@ -149,7 +152,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def cmd_decontam(args: argparse.Namespace, beam_args: list[str]) -> int:
     from quarry.dags import decontam
-    from quarry.dags.runner import UsageError, resolve_config, run_dag
+    from quarry.dags.runner import DataLossError, UsageError, resolve_config, run_dag
     from quarry.pipelines.read import InputError
 
     sets = [f"decontam.bench={','.join(args.bench)}"] + (
@@ -160,6 +163,9 @@ def cmd_decontam(args: argparse.Namespace, beam_args: list[str]) -> int:
         manifest = run_dag(decontam.SPEC, args.input, args.output, cfg, overwrite=args.overwrite, beam_args=beam_args)
     except (ConfigError, InputError, UsageError) as e:
         return _fail(str(e))
+    except DataLossError as e:
+        _fail(str(e))
+        return 1
     found = manifest.extra.get("contamination", {})
     print(f"decontam: inputs={manifest.inputs} kept={manifest.kept} rejected={manifest.rejected_total} "
           f"contaminated rows={found.get('rows_contaminated', 0)} in {time.monotonic() - t0:.1f}s -> {args.output}")

@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from quarry.pipelines.stats import read_counts
-from quarry.pipelines.write import count_rows, written_files
+from quarry.pipelines.write import WRITE_REJECTS, WRITE_ROWS, count_rows, written_files
 from quarry.schemas.config import ConfigError, DagConfig, load_config
 from quarry.schemas.manifest import Manifest, StageCount
 
@@ -36,6 +36,10 @@ VERSIONED = ("quarry", "apache-beam", "pyarrow", "duckdb", "pydantic", "pillow",
 
 class UsageError(ValueError):
     """A problem with what the user asked for, reported as one line before anything runs."""
+
+
+class DataLossError(RuntimeError):
+    """The files hold fewer (or more) rows than the pipeline handed to the writers; the manifest says how many."""
 
 
 @dataclass
@@ -137,6 +141,7 @@ def build_manifest(spec: DagSpec, cfg: DagConfig, patterns: list[str], output: s
         name[: -len(".in")]: StageCount(inputs=n, outputs=counts.get(name[: -len(".in")] + ".out", 0))
         for name, n in counts.items() if name.endswith(".in")
     }
+    notes = list(info.notes) + written_mismatches(counts, kept, rejected_total)
     return Manifest(
         dag=spec.name,
         run_id=f"{started_at.replace(':', '').replace('-', '')[:15]}-{uuid.uuid4().hex[:8]}",
@@ -154,9 +159,22 @@ def build_manifest(spec: DagSpec, cfg: DagConfig, patterns: list[str], output: s
         balanced=(inputs == kept + rejected_total) if spec.one_to_one else None,
         rows_by_partition=dict(sorted(by_partition.items())),
         stages=stages,
-        notes=info.notes,
+        notes=notes,
         extra=info.extra,
     )
+
+
+LOSS_NOTE = "rows lost or duplicated on the way to the files"
+
+
+def written_mismatches(counts: dict[str, int], kept: int, rejected_total: int) -> list[str]:
+    """Notes for every table whose files do not hold exactly the rows its writer was handed."""
+    notes = []
+    for name, found in ((WRITE_ROWS, kept), (WRITE_REJECTS, rejected_total)):
+        sent = counts.get(name)
+        if sent is not None and sent != found:
+            notes.append(f"{LOSS_NOTE}: {sent} {name.split('.')[1]} handed to the writer, {found} in the files")
+    return notes
 
 
 def write_manifest(output: str, manifest: Manifest) -> str:
@@ -192,7 +210,10 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
     if manifest.inputs == 0:
         manifest.notes.append("the inputs held no records: nothing was read")
     write_manifest(output, manifest)
+    lost = [n for n in manifest.notes if n.startswith(LOSS_NOTE)]
+    if lost:
+        raise DataLossError(f"{'; '.join(lost)} (see {FileSystems.join(output, 'manifest.json')})")
     return manifest
 
 
-__all__ = ["BuildInfo", "ConfigError", "DagSpec", "UsageError", "run_dag", "resolve_config", "build_manifest"]
+__all__ = ["BuildInfo", "ConfigError", "DagSpec", "DataLossError", "UsageError", "run_dag", "resolve_config", "build_manifest"]

@@ -188,28 +188,41 @@ class WriteParquetTable(beam.PTransform):
         )
 
 
-class WriteShards(beam.PTransform):
-    """Output rows -> `DIR/data/source=<s>/tier=<t>/<dag>-nnnnn-of-NNNNN.parquet`."""
+# `_stats/<name>.json` counts of what reached the writers; the manifest compares them with the rows in
+# the files, so rows lost between the pipeline and the shards fail the run instead of going unnoticed.
+WRITE_ROWS, WRITE_REJECTS = "write.rows", "write.rejects"
 
-    def __init__(self, output_dir: str, dag: str, model: type[BaseModel], cfg: ShardConfig):
+
+class _CountedWrite(beam.PTransform):
+    def __init__(self, output_dir: str, count_name: str, inner: WriteParquetTable):
         super().__init__()
-        self.inner = WriteParquetTable(FileSystems.join(output_dir, "data"), dag, model, cfg, hive_partition)
+        self.output_dir = output_dir
+        self.count_name = count_name
+        self.inner = inner
 
     def expand(self, rows):
+        from quarry.pipelines.stats import CountTo
+
+        rows | "CountSent" >> CountTo(self.output_dir, self.count_name)
         return rows | self.inner
 
 
-class WriteRejects(beam.PTransform):
+class WriteShards(_CountedWrite):
+    """Output rows -> `DIR/data/source=<s>/tier=<t>/<dag>-nnnnn-of-NNNNN.parquet`."""
+
+    def __init__(self, output_dir: str, dag: str, model: type[BaseModel], cfg: ShardConfig):
+        super().__init__(output_dir, WRITE_ROWS,
+                         WriteParquetTable(FileSystems.join(output_dir, "data"), dag, model, cfg, hive_partition))
+
+
+class WriteRejects(_CountedWrite):
     """Reject rows -> `DIR/rejects/rejects-nnnnn-of-NNNNN.parquet`."""
 
     def __init__(self, output_dir: str, cfg: ShardConfig):
-        super().__init__()
         from quarry.schemas.common import Reject
 
-        self.inner = WriteParquetTable(FileSystems.join(output_dir, "rejects"), "rejects", Reject, cfg)
-
-    def expand(self, rejects):
-        return rejects | self.inner
+        super().__init__(output_dir, WRITE_REJECTS,
+                         WriteParquetTable(FileSystems.join(output_dir, "rejects"), "rejects", Reject, cfg))
 
 
 class WriteImages(beam.PTransform):

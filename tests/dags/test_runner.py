@@ -1,10 +1,14 @@
-"""Output directories: a run never mixes with another; --overwrite removes exactly a run's entries."""
+"""Output directories: a run never mixes with another; --overwrite removes exactly a run's entries.
+The files hold exactly the rows the writers were handed, or the run fails."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from quarry.dags.runner import UsageError, prepare_output
+from quarry.dags.runner import LOSS_NOTE, DataLossError, UsageError, prepare_output, written_mismatches
+from quarry.pipelines.stats import read_counts
 
 
 def test_prepare_output_refuses_then_clears_a_previous_run(tmp_path):
@@ -17,3 +21,43 @@ def test_prepare_output_refuses_then_clears_a_previous_run(tmp_path):
     prepare_output(str(tmp_path), overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inputs"]
     prepare_output(str(tmp_path / "fresh"), overwrite=False)  # nothing there: fine
+
+
+def _grade_run(tmp_path, out: str):
+    from quarry.dags.grade import SPEC
+    from quarry.dags.runner import resolve_config, run_dag
+
+    rows = [{"sample_id": f"s{i}", "task": "exact", "question": "q", "answer": "y", "source": "s"} for i in range(4)]
+    (tmp_path / "s.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\nnot json\n")
+    (tmp_path / "r.jsonl").write_text("\n".join(json.dumps({"sample_id": r["sample_id"], "model": "m",
+                                                            "response": "\\boxed{y}"}) for r in rows))
+    cfg = resolve_config(SPEC, None, [f"rollouts={tmp_path}/r.jsonl"], None)
+    return run_dag(SPEC, [str(tmp_path / "s.jsonl")], str(tmp_path / out), cfg)
+
+
+def test_the_writers_counts_match_the_files(tmp_path):
+    m = _grade_run(tmp_path, "out")
+    counts = read_counts(str(tmp_path / "out"))
+    assert counts["write.rows"] == m.kept == 4 and counts["write.rejects"] == m.rejected_total == 1
+    assert not [n for n in m.notes if n.startswith(LOSS_NOTE)]
+
+
+def test_rows_missing_from_the_files_fail_the_run(tmp_path, monkeypatch):
+    """A shard that lost rows (as Beam's data-plane race once did) stops the run with the numbers."""
+    import quarry.dags.runner as runner
+
+    real = runner.count_rows
+    monkeypatch.setattr(runner, "count_rows", lambda paths: {p: n - 1 for p, n in real(paths).items()})
+    with pytest.raises(DataLossError, match=r"4 rows handed to the writer, 3 in the files"):
+        _grade_run(tmp_path, "out")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert any("4 rows handed to the writer" in n for n in manifest["notes"])  # the manifest is still written
+
+
+def test_written_mismatches_name_each_table():
+    counts = {"write.rows": 10, "write.rejects": 2}
+    assert written_mismatches(counts, 10, 2) == []
+    assert written_mismatches({}, 5, 5) == []  # a DAG whose writer does not count: nothing to compare
+    notes = written_mismatches(counts, 9, 3)
+    assert notes == [f"{LOSS_NOTE}: 10 rows handed to the writer, 9 in the files",
+                     f"{LOSS_NOTE}: 2 rejects handed to the writer, 3 in the files"]
