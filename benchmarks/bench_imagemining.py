@@ -261,6 +261,7 @@ def main() -> None:
     print(f"  DAG multi_processing x{args.workers}, kb.store={args.store}: {n_dag} QA rows in {dag_s:.1f}s = "
           f"{n_dag / dag_s:.0f} rows/s ({args.images / dag_s:.0f} images/s)")
     print(f"  ratio DAG / bare: {bare_s / dag_s:.2f}")
+    print(f"  rows: DAG {n_dag}, bare {n_bare}: " + ("the same" if n_dag == n_bare else "DIFFERENT"))
     print(f"  DAG stages: " + ", ".join(f"{k} {v['inputs']}->{v['outputs']}" for k, v in sorted(manifest['stages'].items())))
     print(f"  DAG rejects: {json.dumps(manifest['rejected'])}")
     kb_stats = manifest.get("kb") or {}

@@ -33,6 +33,7 @@ from quarry.operators.kb_store import SqliteKnowledgeBase, ensure_kb_store
 from quarry.pipelines.grade import RowRecord, TableFile, read_rows
 from quarry.pipelines.read import ReadFiles, beside, clean_source, read_limited
 from quarry.pipelines.stats import _write_json
+from quarry.pipelines.write import any_copy
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
 from quarry.schemas.imagemining import Hop, ImageMiningConfig, QARow
 
@@ -454,7 +455,7 @@ def _dedup_group(element, threshold: float):
 def _image_in_use(element):
     _, joined = element
     if any(True for _ in joined["used"]):
-        yield from list(joined["image"])[:1]  # image_id is a content hash: every copy is the same image
+        yield from list(joined["image"])[:1]
 
 
 class CountEvents(beam.PTransform):
@@ -563,9 +564,14 @@ class ImageMiningPipeline(beam.PTransform):
             rejected.append(dc_rejected)
         kb_rejected = kb | "KbIssues" >> beam.FlatMap(kb_rejects, self.handle, cfg, self.output_dir)
         rejected.append(kb_rejected)
-        used = rows | "UsedImageIds" >> beam.Map(lambda r: (r.image_id, None))
+        # Copies collapse before the join (combiner lifting: per worker, before the shuffle), so an
+        # image that many input rows show, and the many rows that use one image, cross it once.
+        used = (rows | "UsedImageIds" >> beam.Map(lambda r: (r.image_id, None))
+                | "OneUsePerImage" >> beam.CombinePerKey(any_copy))
+        shown = (decoded[_Decode.IMAGES] | "KeyImages" >> beam.Map(lambda r: (r.image_id, r))
+                 | "OneCopyPerImage" >> beam.CombinePerKey(any_copy))
         images = (
-            {"image": decoded[_Decode.IMAGES] | "KeyImages" >> beam.Map(lambda r: (r.image_id, r)), "used": used}
+            {"image": shown, "used": used}
             | "JoinImagesToRows" >> beam.CoGroupByKey()
             | "ImagesInUse" >> beam.FlatMap(_image_in_use)
         )

@@ -225,6 +225,11 @@ class WriteRejects(_CountedWrite):
                          WriteParquetTable(FileSystems.join(output_dir, "rejects"), "rejects", Reject, cfg))
 
 
+def any_copy(values):
+    """CombinePerKey fn for values that are all equal (an image_id is a content hash): keep any one."""
+    return next(iter(values))
+
+
 class WriteImages(beam.PTransform):
     """Shared images -> `DIR/images/images-nnnnn-of-NNNNN.parquet`, one row per distinct `image_id`."""
 
@@ -239,8 +244,7 @@ class WriteImages(beam.PTransform):
         return (
             images
             | "KeyByImageId" >> beam.Map(lambda r: (r.image_id, r))
-            # image_id is a content hash: every copy is the same image, keep any.
-            | "OnePerImage" >> beam.CombinePerKey(lambda rs: next(iter(rs)))
+            | "OnePerImage" >> beam.CombinePerKey(any_copy)
             | "DropKey" >> beam.Values()
             | self.inner
         )
