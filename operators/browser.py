@@ -14,12 +14,15 @@ the browser died; the browser is relaunched for the next page),
 (the address guard), `navigation_error`.
 
 Safety: every request goes through a route handler that asks
-`operators.netguard.AddressGuard` first. Chromium follows redirects without
-showing them to route handlers, so the handler fetches with redirects off
-and follows them itself, checking each hop (a redirect to a blocked address
-never leaves). Downloads are refused (`accept_downloads=False`), popups
-closed, dialogs dismissed, no permission granted, service workers blocked;
-http(s) pages cannot read `file:` URLs (Chromium's own rule, and the guard).
+`operators.netguard.AddressGuard` first, then fetches it itself
+(`operators.pinned_fetch`: connections go only to the addresses the guard
+checked, so DNS rebinding cannot change them) with redirects off, follows
+redirects there checking each hop (a redirect to a blocked address never
+leaves), and fulfils the browser's request. What Chromium would send by
+itself (WebSockets) goes to a dead-end proxy that refuses every connection.
+Downloads are refused (`accept_downloads=False`), popups closed, dialogs
+dismissed, no permission granted, service workers blocked; http(s) pages
+cannot read `file:` URLs (Chromium's own rule, and the guard).
 
 `HtmlFolderServer` serves folders of saved `.html` files on loopback so
 their relative assets load; its origin is the page's own origin, so the
@@ -33,6 +36,7 @@ import concurrent.futures
 import mimetypes
 import posixpath
 import re
+import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -40,14 +44,18 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Callable, Optional, Union
 from urllib.parse import unquote, urljoin, urlsplit
 
+import aiohttp
+
 from quarry.operators.base import Rejection
 from quarry.operators.dom import EXTRACT_JS, LISTENER_PROBE_JS, PageElements, parse_elements
 from quarry.operators.netguard import AddressGuard, Resolver, input_url_verdict, origin_of, system_resolver
+from quarry.operators.pinned_fetch import fetch_pinned, pinned_session
 
 CHROMIUM_ARGS = (
     "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
     "--disable-dev-shm-usage", "--mute-audio", "--disable-features=Translate,MediaRouter",
+    "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",  # WebRTC may not reach the network around the proxy
 )
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
@@ -139,6 +147,17 @@ class _PageState:
         self.nav_blocked: Optional[tuple[str, str]] = None  # the main document (or its redirect) refused
         self.too_large = False
         self.main_frame = None  # the page's main frame, once the page exists
+        self._session: Optional[aiohttp.ClientSession] = None
+
+    def session(self, timeout_s: float) -> aiohttp.ClientSession:
+        """The page's HTTP client, opened at its first fetch (pages of a served folder never need one)."""
+        if self._session is None:
+            self._session = pinned_session(self.guard, timeout_s)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
 
 class BrowserRenderer:
@@ -155,6 +174,7 @@ class BrowserRenderer:
         self._launch_lock: Optional[asyncio.Lock] = None
         self.launches = 0
         self._start_lock = threading.Lock()
+        self._dead_end: Optional[socket.socket] = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -230,6 +250,9 @@ class BrowserRenderer:
         loop.call_soon_threadsafe(loop.stop)
         if self._thread is not None:
             self._thread.join(10)
+        if self._dead_end is not None:
+            self._dead_end.close()
+            self._dead_end = None
         self._loop = self._thread = self._browser = self._pw = None
 
     # --- rendering ------------------------------------------------------------------------
@@ -269,7 +292,11 @@ class BrowserRenderer:
                                     [(verdict.reason or "", job.url)])
             origin = origin_of(job.url)
             state = _PageState(AddressGuard(origin, self.resolver), origin if job.trusted_origin else None)
-            result = await self._render_guarded(job, state)
+            state.guard.seed(job.url, verdict)  # the main document connects to the address just checked
+            try:
+                result = await self._render_guarded(job, state)
+            finally:
+                await state.close()
             result.blocked = state.blocked
             result.elapsed_s = round(time.monotonic() - t0, 3)
             return result
@@ -280,7 +307,8 @@ class BrowserRenderer:
             ctx = await browser.new_context(
                 viewport={"width": job.width, "height": job.height}, device_scale_factor=job.device_scale_factor,
                 is_mobile=job.is_mobile, has_touch=job.is_mobile, accept_downloads=False, service_workers="block",
-                permissions=[], java_script_enabled=True, ignore_https_errors=False)
+                permissions=[], java_script_enabled=True, ignore_https_errors=False,
+                proxy=self._dead_end_proxy(state.trusted_origin))
         except BrowserLaunchError:
             raise
         except Exception as e:  # noqa: BLE001 - the browser died between pages: relaunch next time
@@ -317,6 +345,18 @@ class BrowserRenderer:
                 await asyncio.wait_for(ctx.close(), 10)
             except Exception:  # noqa: BLE001 - context of a dead browser; relaunch it
                 await self._kill_browser()
+
+    def _dead_end_proxy(self, trusted_origin: Optional[str]) -> dict[str, str]:
+        """What Chromium would send by itself (WebSockets, anything no route handler sees) goes to a
+        proxy port that refuses every connection. Only the served folder's own origin goes direct."""
+        if self._dead_end is None:
+            self._dead_end = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self._dead_end.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused at once
+        port = self._dead_end.getsockname()[1]
+        bypass = ["<-loopback>"]  # loopback too goes to the dead end (Chromium bypasses it by default)
+        if trusted_origin is not None:
+            bypass.append(trusted_origin.split("://", 1)[1])
+        return {"server": f"http://127.0.0.1:{port}", "bypass": ",".join(bypass)}
 
     async def _kill_browser(self) -> None:
         b, self._browser = self._browser, None
@@ -400,32 +440,47 @@ class BrowserRenderer:
             await route.continue_()
             return
         try:
-            response = await route.fetch(max_redirects=0, timeout=self.s.timeout_s * 1000)
-            current, hops = url, 0
-            while 300 <= response.status < 400 and response.headers.get("location"):
-                target = urljoin(current, response.headers["location"])
-                hop = state.guard.check(target)
-                if not hop.allowed or hops >= self.s.max_redirects:
-                    reason = hop.reason if not hop.allowed else "too_many_redirects"
-                    state.blocked.append((reason or "", target[:500]))
-                    if is_main:
-                        state.nav_blocked = (reason or "", target)
-                    await _abort_quietly(route)
-                    return
-                hops += 1
-                current = target
-                response = await route.fetch(url=target, max_redirects=0, timeout=self.s.timeout_s * 1000)
-            body = await response.body()
-            if len(body) > self.s.max_response_bytes:
+            fetched, final_url = await self._fetch_following_redirects(request, url, state, is_main)
+            if fetched is None:  # a hop was refused
+                await _abort_quietly(route)
+                return
+            if fetched.too_large:
                 state.too_large = state.too_large or is_main
                 await _abort_quietly(route)
                 return
-            ctype = response.headers.get("content-type", "")
-            if hops and request.is_navigation_request() and ctype.startswith("text/html"):
-                body = _with_base(body, current)
-            await route.fulfill(response=response, body=body)
-        except PlaywrightError:
+            body = fetched.body
+            if final_url != url and request.is_navigation_request() and \
+                    fetched.headers.get("content-type", "").startswith("text/html"):
+                body = _with_base(body, final_url)
+            await route.fulfill(status=fetched.status, headers=fetched.headers, body=body)
+        except (PlaywrightError, OSError, asyncio.TimeoutError, aiohttp.ClientError, ValueError):
             await _abort_quietly(route)
+
+    async def _fetch_following_redirects(self, request, url: str, state: _PageState, is_main: bool):
+        """Fetch from the pinned addresses with redirects off; follow them here, checking each hop."""
+        method, body = request.method, request.post_data_buffer
+        headers = await request.all_headers()
+        current, hops = url, 0
+        while True:
+            fetched = await fetch_pinned(state.session(self.s.timeout_s), current, method, headers, body,
+                                         self.s.max_response_bytes)
+            location = fetched.headers.get("location")
+            if not (300 <= fetched.status < 400 and location):
+                return fetched, current
+            target = urljoin(current, location)
+            hop = state.guard.check(target)
+            if not hop.allowed or hops >= self.s.max_redirects:
+                reason = hop.reason if not hop.allowed else "too_many_redirects"
+                state.blocked.append((reason or "", target[:500]))
+                if is_main:
+                    state.nav_blocked = (reason or "", target)
+                return None, target
+            if origin_of(target) != origin_of(current):  # credentials stay with the origin they were sent to
+                headers = {k: v for k, v in headers.items() if k.lower() not in ("cookie", "authorization")}
+            if fetched.status == 303 or (fetched.status in (301, 302) and method == "POST"):
+                method, body = "GET", None  # what browsers do
+            hops += 1
+            current = target
 
 
 async def _abort_quietly(route) -> None:

@@ -8,12 +8,14 @@ own network or the cloud metadata service). Only `http`, `https`, `data` and
 `blob` URLs are allowed; `file:` only inside the page's own folder when the
 page itself is a local file.
 
-`check_url` resolves names with `getaddrinfo` and refuses a host if ANY of its
-addresses is not public (a name that maps to both a public and a private
-address is refused). A name that does not resolve is refused too: the
-request could not succeed, and refusing it costs nothing. The check cannot
-stop DNS rebinding (an answer that changes between this resolution and the
-browser's own); a forward proxy that connects to the checked address would.
+`AddressGuard.check` resolves names with `getaddrinfo` and refuses a host if
+ANY of its addresses is not public (a name that maps to both a public and a
+private address is refused). A name that does not resolve is refused too: the
+request could not succeed, and refusing it costs nothing. Each name is
+resolved once per page and the answer is kept: `pinned()` hands exactly those
+addresses to the fetcher (operators/pinned_fetch.py), which connects to them
+and never resolves again, so an answer that changes after the check (DNS
+rebinding) is never used.
 """
 
 from __future__ import annotations
@@ -85,6 +87,7 @@ class Verdict:
 
     reason: Optional[str]
     detail: str = ""
+    addresses: tuple[str, ...] = ()  # what the host resolved to when it was allowed: connect only to these
 
     @property
     def allowed(self) -> bool:
@@ -114,8 +117,6 @@ class AddressGuard:
             return Verdict("file_access", "file: URLs outside the page's own folder")
         if scheme not in ("http", "https"):
             return Verdict("scheme", f"scheme {scheme or '(none)'} is not fetched")
-        if self.page_origin is not None and origin_of(url) == self.page_origin:
-            return ALLOW
         host = parts.hostname
         if not host:
             return Verdict("no_host", url[:200])
@@ -125,10 +126,25 @@ class AddressGuard:
             return Verdict("bad_port", url[:200])
         key = (host.lower(), port)
         if key not in self._cache:
-            self._cache[key] = self._resolve_and_classify(host, port)
+            # The page's own origin may be anything it was allowed to be (a served folder on loopback,
+            # a private input with render.allow_private); it is resolved once all the same, for pinning.
+            own = self.page_origin is not None and origin_of(url) == self.page_origin
+            self._cache[key] = self._resolve_and_classify(host, port, classify_addresses=not own)
         return self._cache[key]
 
-    def _resolve_and_classify(self, host: str, port: int) -> Verdict:
+    def seed(self, url: str, verdict: Verdict) -> None:
+        """Keep the verdict an earlier check gave `url` (the input URL's), so its addresses are the pinned ones."""
+        parts = urlsplit(url)
+        if verdict.allowed and verdict.addresses and parts.hostname:
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+            self._cache[(parts.hostname.lower(), port)] = verdict
+
+    def pinned(self, host: str, port: int) -> list[str]:
+        """The addresses checked for host:port on this page; empty when it was never allowed."""
+        verdict = self._cache.get((host.strip("[]").lower(), port)) or self._cache.get((host.lower(), port))
+        return list(verdict.addresses) if verdict is not None and verdict.allowed else []
+
+    def _resolve_and_classify(self, host: str, port: int, classify_addresses: bool = True) -> Verdict:
         try:
             literal = ipaddress.ip_address(host.strip("[]"))
         except ValueError:
@@ -142,6 +158,8 @@ class AddressGuard:
                 return Verdict("unresolvable", f"{host}: {e}")
             if not addrs:
                 return Verdict("unresolvable", host)
+        if not classify_addresses:
+            return Verdict(None, addresses=tuple(addrs))
         for a in addrs:
             try:
                 reason = classify(a)
@@ -149,7 +167,7 @@ class AddressGuard:
                 return Verdict("unresolvable", f"{host} -> {a!r}")
             if reason is not None:
                 return Verdict(reason, f"{host} -> {a}")
-        return ALLOW
+        return Verdict(None, addresses=tuple(addrs))
 
 
 def input_url_verdict(url: str, allow_private: bool, resolver: Resolver = system_resolver) -> Verdict:
@@ -160,6 +178,6 @@ def input_url_verdict(url: str, allow_private: bool, resolver: Resolver = system
         return ALLOW
     if scheme not in ("http", "https"):
         return Verdict("scheme", f"input URLs are http(s) or file, got {scheme or '(none)'}")
-    if allow_private:
-        return ALLOW if parts.hostname else Verdict("no_host", url[:200])
+    if allow_private:  # resolved (for pinning) but not classified: the input is its own origin
+        return AddressGuard(origin_of(url), resolver).check(url) if parts.hostname else Verdict("no_host", url[:200])
     return AddressGuard(None, resolver).check(url)

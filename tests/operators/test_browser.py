@@ -279,3 +279,82 @@ def test_served_folders_reach_their_own_server_only(tmp_path, sites, renderer):
     assert result.rejection is None and server.requests == 2  # the page and its stylesheet
     assert [r for r, _ in result.blocked] == ["loopback", "loopback"]
     assert not [h for h in victim.hits if "from-served" in h]
+
+
+class _CountingResolver:
+    """`rebind.test` answers 127.0.0.1 once, then 127.0.0.2 (where nothing listens): a DNS rebinding."""
+
+    def __init__(self):
+        self.calls: list[str] = []
+
+    def __call__(self, host: str, port: int) -> list[str]:
+        self.calls.append(host)
+        if host == "rebind.test":
+            return ["127.0.0.1"] if self.calls.count(host) == 1 else ["127.0.0.2"]
+        raise OSError(f"unknown test host {host}")
+
+
+def test_a_name_is_resolved_once_per_page_and_requests_go_to_that_address(sites):
+    page, _ = sites
+    page.routes["/pinned.png"] = (200, "image/svg+xml",
+                                  b'<svg xmlns="http://www.w3.org/2000/svg" width="30" height="30"/>', {})
+    page.html("/rebind.html", '<html><body><img src="/pinned.png" alt="Pinned" width="30" height="30">'
+                              '<script>fetch("/pinned.png?again")</script></body></html>')
+    port = page.base.rsplit(":", 1)[1]
+    resolver = _CountingResolver()
+    r = BrowserRenderer(RendererSettings(timeout_s=5, extract_timeout_s=3), resolver=resolver).start()
+    try:
+        result = r.render(job(f"http://rebind.test:{port}/rebind.html"))
+    finally:
+        r.close()
+    assert result.rejection is None, result.rejection
+    assert resolver.calls == ["rebind.test"]  # neither Chromium nor the fetcher asked DNS again
+    assert "Pinned" in [e.name for e in result.page.elements.elements]
+    assert "/pinned.png" in page.hits and "/pinned.png?again" in page.hits  # served by the checked address
+
+
+def test_websockets_cannot_reach_loopback(sites, renderer):
+    """WebSockets bypass route handlers; the dead-end proxy refuses them before a connection is made."""
+    import socket
+
+    page, _ = sites
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    port = listener.getsockname()[1]
+    page.html("/ws.html", f'<html><body><p id="s">pending</p><script>'
+                          f'const ws = new WebSocket("ws://127.0.0.1:{port}/");'
+                          f'ws.onerror = () => {{ s.textContent = "socket failed"; }};</script></body></html>')
+    try:
+        result = renderer.render(job(page.base + "/ws.html"))
+        accepted = 0
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                conn, _ = listener.accept()
+                accepted += 1
+                conn.close()
+            except socket.timeout:
+                pass
+    finally:
+        listener.close()
+    assert result.rejection is None
+    assert accepted == 0
+    assert "socket failed" in [e.name for e in result.page.elements.elements]
+
+
+def test_permission_prompts_are_refused(sites, renderer):
+    page, _ = sites
+    page.html("/ask.html", """<html><body><p id="n">notify pending</p><p id="g">geo pending</p><p id="c">cam pending</p>
+      <script>
+        Notification.requestPermission().then((p) => { n.textContent = "notify " + p; });
+        navigator.geolocation.getCurrentPosition(() => { g.textContent = "geo granted"; },
+                                                 (e) => { g.textContent = "geo refused"; });
+        navigator.mediaDevices.getUserMedia({video: true}).then(() => { c.textContent = "cam granted"; },
+                                                                 () => { c.textContent = "cam refused"; });
+      </script></body></html>""")
+    result = renderer.render(job(page.base + "/ask.html"))
+    names = [e.name for e in result.page.elements.elements]
+    assert not [n for n in names if "granted" in n], names
+    assert "geo refused" in names and "cam refused" in names, names

@@ -94,3 +94,37 @@ def test_input_urls():
     assert input_url_verdict("http://127.0.0.1:5000/", False, dns).reason == "loopback"
     assert input_url_verdict("http://127.0.0.1:5000/", True, dns).allowed
     assert input_url_verdict("javascript:alert(1)", True, dns).reason == "scheme"
+
+
+def test_checked_addresses_are_pinned_for_the_fetcher():
+    """What a host resolved to when it was checked is what the fetcher connects to; a later answer
+    (DNS rebinding) is never asked for."""
+    dns = fake_dns({"public.example": ["93.184.216.34"], "site.example": ["10.1.1.1"]})
+    guard = AddressGuard("http://site.example:80", dns)
+    assert guard.pinned("public.example", 443) == []  # never checked: nothing to connect to
+    assert guard.check("https://public.example/a").addresses == ("93.184.216.34",)
+    assert guard.pinned("public.example", 443) == ["93.184.216.34"]
+    assert guard.pinned("public.example", 80) == []  # per port
+    assert guard.check("http://site.example/x").allowed  # own origin: not classified, still pinned
+    assert guard.pinned("site.example", 80) == ["10.1.1.1"]
+    dns_calls = list(dns.calls)
+    guard.check("https://public.example/b")
+    assert dns.calls == dns_calls  # once per page
+
+
+def test_refused_hosts_have_no_pinned_address():
+    guard = AddressGuard(None, fake_dns({"internal.example": ["10.0.0.7"]}))
+    assert guard.check("http://internal.example/").reason == "private"
+    assert guard.pinned("internal.example", 80) == []
+
+
+def test_the_input_urls_check_seeds_the_pages_guard():
+    dns = fake_dns({"public.example": ["93.184.216.34"]})
+    verdict = input_url_verdict("https://public.example/page", False, dns)
+    guard = AddressGuard(origin_of("https://public.example/page"), dns)
+    guard.seed("https://public.example/page", verdict)
+    assert guard.pinned("public.example", 443) == ["93.184.216.34"]
+    guard.check("https://public.example/style.css")
+    assert dns.calls == ["public.example"]  # the page's own requests reuse the input's answer
+    private = input_url_verdict("http://127.0.0.1:5000/", True, dns)
+    assert private.allowed and private.addresses == ("127.0.0.1",)
