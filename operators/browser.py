@@ -54,8 +54,14 @@ from quarry.operators.pinned_fetch import fetch_pinned, pinned_session
 CHROMIUM_ARGS = (
     "--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-    "--disable-dev-shm-usage", "--mute-audio", "--disable-features=Translate,MediaRouter",
+    "--disable-dev-shm-usage", "--mute-audio",
+    # No --disable-features here: Chromium keeps only the last one, and Playwright's own list
+    # (PaintHolding, MediaRouter, OptimizationHints, ...) would be replaced by ours.
     "--force-webrtc-ip-handling-policy=disable_non_proxied_udp",  # WebRTC may not reach the network around the proxy
+    # Partial raster redraws only the invalidated part of a tile over the old pixels, so an edge
+    # repainted after a late image decode is anti-aliased a little differently: the same page gave
+    # two PNGs (two image_ids) in 4-9 of 40 renders. Without it, 160 of 160 were identical.
+    "--disable-partial-raster",
 )
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
