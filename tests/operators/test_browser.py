@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from quarry.operators.browser import BrowserRenderer, PageJob, RendererSettings
+from quarry.operators.browser import DISABLED_FEATURES, BrowserRenderer, PageJob, RendererSettings
 
 
 class Site:
@@ -358,3 +358,15 @@ def test_permission_prompts_are_refused(sites, renderer):
     names = [e.name for e in result.page.elements.elements]
     assert not [n for n in names if "granted" in n], names
     assert "geo refused" in names and "cam refused" in names, names
+
+
+def test_our_disabled_features_keep_playwrights_own(sites, renderer):
+    """Chromium keeps only the last --disable-features: ours must still hold every one Playwright passes."""
+    renderer.render(job(sites[0].base + "/fine.html"))
+    pids = _our_chromium("browser")
+    assert pids
+    argv = open(f"/proc/{pids[0]}/cmdline", "rb").read().decode().split("\0")
+    lists = [a.split("=", 1)[1].split(",") for a in argv if a.startswith("--disable-features=")]
+    assert lists[-1] == list(DISABLED_FEATURES)
+    missing = set().union(*map(set, lists[:-1])) - set(lists[-1])
+    assert not missing, f"Playwright now also disables {sorted(missing)}: add them to PLAYWRIGHT_DISABLED_FEATURES"
