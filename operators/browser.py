@@ -80,7 +80,6 @@ CHROMIUM_ARGS = (
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 
 
-
 PAINTED_JS = """() => Promise.all([
     document.fonts ? document.fonts.ready : null,
     // only images already loaded: a lazy image below the fold never loads, its decode() never settles
