@@ -24,7 +24,7 @@ import ipaddress
 import socket
 from dataclasses import dataclass
 from typing import Callable, Optional, Union
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 IPAddress = Union[ipaddress.IPv4Address, ipaddress.IPv6Address]
 
@@ -97,6 +97,11 @@ class Verdict:
 ALLOW = Verdict(None)
 
 
+def _host_key(parts: SplitResult) -> tuple[str, int]:
+    """(host, port) of an http(s) URL, the guard's cache key; ValueError for a bad port."""
+    return parts.hostname.lower(), parts.port or (443 if parts.scheme.lower() == "https" else 80)
+
+
 class AddressGuard:
     """Decides per request URL; caches resolutions (one guard per page)."""
 
@@ -117,31 +122,28 @@ class AddressGuard:
             return Verdict("file_access", "file: URLs outside the page's own folder")
         if scheme not in ("http", "https"):
             return Verdict("scheme", f"scheme {scheme or '(none)'} is not fetched")
-        host = parts.hostname
-        if not host:
+        if not parts.hostname:
             return Verdict("no_host", url[:200])
         try:
-            port = parts.port or (443 if scheme == "https" else 80)
+            key = _host_key(parts)
         except ValueError:
             return Verdict("bad_port", url[:200])
-        key = (host.lower(), port)
         if key not in self._cache:
             # The page's own origin may be anything it was allowed to be (a served folder on loopback,
             # a private input with render.allow_private); it is resolved once all the same, for pinning.
             own = self.page_origin is not None and origin_of(url) == self.page_origin
-            self._cache[key] = self._resolve_and_classify(host, port, classify_addresses=not own)
+            self._cache[key] = self._resolve_and_classify(*key, classify_addresses=not own)
         return self._cache[key]
 
     def seed(self, url: str, verdict: Verdict) -> None:
         """Keep the verdict an earlier check gave `url` (the input URL's), so its addresses are the pinned ones."""
         parts = urlsplit(url)
         if verdict.allowed and verdict.addresses and parts.hostname:
-            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-            self._cache[(parts.hostname.lower(), port)] = verdict
+            self._cache[_host_key(parts)] = verdict
 
     def pinned(self, host: str, port: int) -> list[str]:
         """The addresses checked for host:port on this page; empty when it was never allowed."""
-        verdict = self._cache.get((host.strip("[]").lower(), port)) or self._cache.get((host.lower(), port))
+        verdict = self._cache.get((host.strip("[]").lower(), port))
         return list(verdict.addresses) if verdict is not None and verdict.allowed else []
 
     def _resolve_and_classify(self, host: str, port: int, classify_addresses: bool = True) -> Verdict:

@@ -455,7 +455,7 @@ def _dedup_group(element, threshold: float):
 def _image_in_use(element):
     _, joined = element
     if any(True for _ in joined["used"]):
-        yield from list(joined["image"])[:1]
+        yield from joined["image"]  # one copy per image_id already (OneCopyPerImage)
 
 
 class CountEvents(beam.PTransform):

@@ -27,6 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from pydantic import BaseModel
 
 from quarry.operators.ids import stable_bucket
+from quarry.pipelines.stats import CountTo
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.config import ShardConfig
 
@@ -201,8 +202,6 @@ class _CountedWrite(beam.PTransform):
         self.inner = inner
 
     def expand(self, rows):
-        from quarry.pipelines.stats import CountTo
-
         rows | "CountSent" >> CountTo(self.output_dir, self.count_name)
         return rows | self.inner
 
