@@ -1,6 +1,6 @@
 """gui DAG throughput and memory, next to a plain one-page-at-a-time sync Playwright loop.
 
-    .venv/bin/python benchmarks/bench_gui.py [--n 60] [--workers 1] [--in-flight 4 8]
+    .venv/bin/python benchmarks/bench_gui.py [--n 60] [--workers 1] [--in-flight 4 8] [--browser auto]
 
 Corpus: real HTML documentation pages from Debian's `python3-doc` package
 (/usr/share/doc/python3.11/html, installed by scripts/apt-packages.txt): the
@@ -8,7 +8,10 @@ first N pages of `library/` in name order, copied with their `_static`
 assets into benchmarks/_work/gui-corpus. Both sides render the same pages
 served from loopback, at 1280x720, with the same work per page: navigate,
 wait for load + network idle, extract the visible elements (the same
-in-page script), take the PNG screenshot.
+in-page script), take the PNG screenshot. Both drive the same Chromium
+binary (`--browser`, default `auto` as `render.executable_path`: Debian's
+chromium-headless-shell, which is also what Playwright launches for headless
+runs by default; `--browser /usr/bin/chromium` measures the full browser).
 
 Reports, in one run:
 1. pages/s of a bare sync Playwright loop (one browser, a fresh context per
@@ -38,7 +41,7 @@ from _measure import PeakRss  # benchmarks/ is on sys.path when a script runs
 
 from quarry.dags.gui import SPEC
 from quarry.dags.runner import resolve_config, run_dag
-from quarry.operators.browser import CHROMIUM_ARGS, HtmlFolderServer, local_read
+from quarry.operators.browser import CHROMIUM_ARGS, HtmlFolderServer, find_chromium, local_read
 from quarry.operators.dom import EXTRACT_JS, LISTENER_PROBE_JS
 
 # Installed by scripts/apt-packages.txt (python3-doc); used only by this benchmark.
@@ -60,7 +63,7 @@ def make_corpus(n: int) -> Path:
     return folder
 
 
-def plain_loop(corpus: Path, pages: list[str]) -> tuple[float, int]:
+def plain_loop(corpus: Path, pages: list[str], browser_path: str) -> tuple[float, int]:
     """The baseline: sync Playwright, one page at a time, same work per page as the DAG."""
     from playwright.sync_api import sync_playwright
 
@@ -68,7 +71,7 @@ def plain_loop(corpus: Path, pages: list[str]) -> tuple[float, int]:
     ok = 0
     t0 = time.monotonic()
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=list(CHROMIUM_ARGS))
+        browser = pw.chromium.launch(executable_path=browser_path, args=list(CHROMIUM_ARGS))
         for rel in pages:
             ctx = browser.new_context(viewport={"width": 1280, "height": 720})
             ctx.add_init_script(LISTENER_PROBE_JS)
@@ -86,8 +89,8 @@ def plain_loop(corpus: Path, pages: list[str]) -> tuple[float, int]:
     return time.monotonic() - t0, ok
 
 
-def dag_run(corpus: Path, out: Path, in_flight: int, workers: int) -> tuple[float, dict]:
-    sets = ["source=python_docs", f"render.pages_in_flight={in_flight}"]
+def dag_run(corpus: Path, out: Path, in_flight: int, workers: int, browser_path: str) -> tuple[float, dict]:
+    sets = ["source=python_docs", f"render.pages_in_flight={in_flight}", f"render.executable_path={browser_path}"]
     cfg = resolve_config(SPEC, None, sets, None)
     beam_args = [f"--direct_num_workers={workers}"]
     if workers > 1:
@@ -102,16 +105,18 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=60, help="pages")
     ap.add_argument("--workers", type=int, default=1, help="Beam DirectRunner workers (processes when > 1)")
     ap.add_argument("--in-flight", type=int, nargs="+", default=[4, 8], help="pages in flight per worker (1 is always run)")
+    ap.add_argument("--browser", default="auto", help="Chromium binary for both sides (as render.executable_path)")
     args = ap.parse_args(argv)
+    browser = find_chromium(args.browser)
     corpus = make_corpus(args.n)
     pages = sorted(str(p.relative_to(corpus)) for p in (corpus / "library").glob("*.html"))
-    print(f"corpus: {len(pages)} python3-doc pages; cpus={psutil.cpu_count()} "
+    print(f"corpus: {len(pages)} python3-doc pages; browser {browser}; cpus={psutil.cpu_count()} "
           f"load={psutil.getloadavg()[0]:.1f}", flush=True)
 
     with PeakRss() as mem:
-        base_s, ok = plain_loop(corpus, pages)
+        base_s, ok = plain_loop(corpus, pages, browser)
     base_rate = ok / base_s
-    base_start_s, _ = plain_loop(corpus, pages[:1])
+    base_start_s, _ = plain_loop(corpus, pages[:1], browser)
     base_steady = (ok - 1) / (base_s - base_start_s)
     print(f"plain sync loop:        {ok} pages in {base_s:6.1f} s = {base_rate:5.2f} pages/s, "
           f"peak RSS {mem.peak / 2**20:6.0f} MiB; 1 page {base_start_s:.1f} s, after start-up {base_steady:5.2f} pages/s",
@@ -121,8 +126,8 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for in_flight in sorted(set(args.in_flight) | {1}, reverse=True):
             with PeakRss() as mem:
-                wall, facts = dag_run(corpus, Path(tmp) / f"out-{in_flight}", in_flight, args.workers)
-            start_s, _ = dag_run(one_page, Path(tmp) / f"one-{in_flight}", in_flight, args.workers)
+                wall, facts = dag_run(corpus, Path(tmp) / f"out-{in_flight}", in_flight, args.workers, browser)
+            start_s, _ = dag_run(one_page, Path(tmp) / f"one-{in_flight}", in_flight, args.workers, browser)
             n = facts["pages"]["inputs"]
             rate, steady = n / wall, (n - 1) / (wall - start_s)
             print(f"DAG, {in_flight} in flight, {args.workers} worker(s): {n} pages "

@@ -27,13 +27,13 @@ page ends as rows or exactly one reject, and `extra.pages` says so
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import apache_beam as beam
 
 from quarry.dags.runner import BuildInfo, DagSpec
+from quarry.operators.browser import BrowserLaunchError, find_chromium
 from quarry.pipelines.decontam import FieldProbe, MaybeDecontaminate, plan_benchmarks
 from quarry.pipelines.gui import GuiPipeline, ReadPages, SumTo, plan_gui_inputs
 from quarry.pipelines.stats import CountTo, read_counts
@@ -45,10 +45,10 @@ DEMO_DATA = Path(__file__).parent / "demo_data" / "gui"
 
 
 def plan(patterns: list[str], cfg: GuiConfig):
-    if cfg.render.executable_path and not os.path.exists(cfg.render.executable_path):
-        raise ConfigError(f"render.executable_path: {cfg.render.executable_path} does not exist; install Chromium "
-                          "(Debian: apt-get install chromium) or set render.executable_path=null to use "
-                          "Playwright's own browser (`playwright install chromium`)")
+    try:
+        find_chromium(cfg.render.executable_path)
+    except BrowserLaunchError as e:
+        raise ConfigError(str(e)) from None
     if cfg.decontam.enabled:
         plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     return plan_gui_inputs(patterns, cfg)
@@ -71,7 +71,7 @@ def build(pipeline: beam.Pipeline, cfg: GuiConfig, files, output: str) -> BuildI
     )
     r = cfg.render
     info = BuildInfo(extra={
-        "browser": r.executable_path or "playwright-bundled chromium",
+        "browser": find_chromium(r.executable_path) or "playwright-bundled chromium",
         "viewports": [v.model_dump() for v in r.viewports()],
         "timeout_s": r.timeout_s,
         "pages_in_flight": r.pages_in_flight,

@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import mimetypes
+import os
 import posixpath
 import re
 import socket
@@ -77,7 +78,40 @@ CHROMIUM_ARGS = (
     # two PNGs (two image_ids) in 4-9 of 40 renders. Without it, 160 of 160 were identical.
     "--disable-partial-raster",
 )
+class BrowserLaunchError(RuntimeError):
+    """The browser cannot start at all: a setup problem, not a bad page."""
+
+
 HTML_TYPES = ("text/html", "application/xhtml+xml")
+
+# `render.executable_path: auto` takes the first that exists. The headless shell is the browser
+# Playwright itself launches for headless runs: the same Blink and V8 without the desktop browser
+# around them. Measured on the gui benchmark: 0.73 core-seconds per page against 1.04 for the full
+# `chromium` (the browser process does a third of the work: a fresh context is far cheaper).
+CHROMIUM_CANDIDATES = ("/usr/bin/chromium-headless-shell", "/usr/bin/chromium")
+AUTO = "auto"
+
+
+def find_chromium(executable_path: Optional[str] = AUTO) -> Optional[str]:
+    """The Chromium binary for `render.executable_path`: `auto` = the first of CHROMIUM_CANDIDATES that
+    exists, None = Playwright's own browser, anything else as given. Raises BrowserLaunchError
+    when `auto` finds none or a given path does not exist."""
+    if executable_path is None:
+        return None
+    if executable_path == AUTO:
+        for candidate in CHROMIUM_CANDIDATES:
+            if os.path.exists(candidate):
+                return candidate
+        raise BrowserLaunchError(
+            f"render.executable_path=auto: none of {', '.join(CHROMIUM_CANDIDATES)} exists; install one "
+            "(Debian: apt-get install chromium-headless-shell), give its path, or set render.executable_path=null "
+            "to use Playwright's own browser (`playwright install chromium`)")
+    if not os.path.exists(executable_path):
+        raise BrowserLaunchError(
+            f"render.executable_path: {executable_path} does not exist; install Chromium (Debian: apt-get install "
+            "chromium-headless-shell), or set render.executable_path=auto, or null to use Playwright's own browser "
+            "(`playwright install chromium`)")
+    return executable_path
 
 
 PAINTED_JS = """() => Promise.all([
@@ -85,10 +119,6 @@ PAINTED_JS = """() => Promise.all([
     // only images already loaded: a lazy image below the fold never loads, its decode() never settles
     ...Array.from(document.images, (img) => (img.complete ? img.decode().catch(() => null) : null)),
 ]).then(() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done))))"""
-
-
-class BrowserLaunchError(RuntimeError):
-    """The browser cannot start at all: a setup problem, not a bad page."""
 
 
 @dataclass(frozen=True)
@@ -126,7 +156,7 @@ class RenderResult:
 
 @dataclass(frozen=True)
 class RendererSettings:
-    executable_path: Optional[str] = "/usr/bin/chromium"
+    executable_path: Optional[str] = AUTO  # see find_chromium
     timeout_s: float = 30.0
     extract_timeout_s: float = 10.0
     settle: str = "networkidle"
@@ -233,14 +263,14 @@ class BrowserRenderer:
                     await asyncio.wait_for(self._browser.close(), 5)
                 except Exception:  # noqa: BLE001 - a dead browser may fail to close in many ways
                     pass
+            executable = find_chromium(self.s.executable_path)
             try:
                 self._browser = await self._pw.chromium.launch(
-                    executable_path=self.s.executable_path, args=list(CHROMIUM_ARGS), headless=True,
-                    timeout=60_000)
+                    executable_path=executable, args=list(CHROMIUM_ARGS), headless=True, timeout=60_000)
             except Exception as e:  # playwright.Error: missing binary, bad flags
-                hint = ("set render.executable_path to a Chromium binary (Debian: apt-get install chromium)"
-                        if self.s.executable_path else "run `playwright install chromium` or set render.executable_path")
-                raise BrowserLaunchError(f"cannot launch Chromium ({self.s.executable_path or 'Playwright bundled'}): "
+                hint = ("set render.executable_path to a Chromium binary (Debian: apt-get install chromium-headless-shell)"
+                        if executable else "run `playwright install chromium` or set render.executable_path")
+                raise BrowserLaunchError(f"cannot launch Chromium ({executable or 'Playwright bundled'}): "
                                          f"{str(e).splitlines()[0]}; {hint}") from None
             self.launches += 1
             return self._browser
@@ -625,8 +655,6 @@ def _quote(part: str) -> str:
 
 def local_read(root: str, relpath: str) -> Optional[bytes]:
     """`HtmlFolderServer` reader for local folders."""
-    import os
-
     path = os.path.join(root, relpath)
     try:
         with open(path, "rb") as fh:

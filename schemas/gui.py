@@ -43,7 +43,9 @@ class RenderConfig(Section):
     settle: Literal["load", "networkidle"] = Field(
         "networkidle", description="what `settled` means: the load event, or also 500 ms without network traffic")
     executable_path: Optional[str] = Field(
-        "/usr/bin/chromium", description="Chromium binary; null = Playwright's own browser (`playwright install chromium`)")
+        "auto", description="Chromium binary; auto = Debian's /usr/bin/chromium-headless-shell (the lighter headless "
+        "browser Playwright itself uses), else /usr/bin/chromium; null = Playwright's own browser "
+        "(`playwright install chromium`)")
     pages_in_flight: int = Field(4, ge=1, le=64, description="pages rendered concurrently per worker process")
     queued_pages: int = Field(
         4, ge=0, le=1024, description="pages a worker keeps submitted beyond those in flight, so the browser never "

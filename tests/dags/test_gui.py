@@ -12,10 +12,12 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from quarry.dags.gui import SPEC, build_demo_input
+from quarry.dags.gui import SPEC, build_demo_input, plan
 from quarry.dags.runner import resolve_config, run_dag
 from quarry.schemas.arrow import arrow_schema
+from quarry.operators.browser import find_chromium
 from quarry.schemas.common import TIERS, ImageRecord
+from quarry.schemas.config import ConfigError
 from quarry.schemas.gui import GuiRow
 
 pytestmark = pytest.mark.slow
@@ -52,6 +54,7 @@ def check_manifest_accounts_for_every_page(demo):
     assert m.stages["render"].inputs == 4 and m.stages["render"].outputs == 3
     assert m.stages["tasks"].outputs == m.kept > 30
     assert m.extra["requests_blocked"] >= 1  # the metadata-service image on shop.html
+    assert m.extra["browser"] == find_chromium("auto")  # the binary `auto` resolved to, not the word
     assert json.loads((folder / "out" / "manifest.json").read_text())["one_to_one"] is False
     assert sql(folder / "out", "SELECT origin.key, stage, reason FROM rejects") == [
         ("slow.html", "render", "render_timeout")]
@@ -121,6 +124,12 @@ class Site:
         self.httpd.daemon_threads = True
         self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+
+def test_a_missing_browser_stops_the_run_before_it_starts(tmp_path):
+    cfg = resolve_config(SPEC, None, [f"render.executable_path={tmp_path}/no-chromium"], None)
+    with pytest.raises(ConfigError, match="no-chromium does not exist; install Chromium"):
+        plan([str(tmp_path)], cfg)
 
 
 def test_url_list_with_broken_and_hostile_pages(tmp_path):

@@ -10,7 +10,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from quarry.operators.browser import DISABLED_FEATURES, BrowserRenderer, PageJob, RendererSettings
+from quarry.operators import browser as browser_mod
+from quarry.operators.browser import (
+    CHROMIUM_CANDIDATES, DISABLED_FEATURES, BrowserLaunchError, BrowserRenderer, PageJob, RendererSettings, find_chromium,
+)
 
 
 class Site:
@@ -370,3 +373,34 @@ def test_our_disabled_features_keep_playwrights_own(sites, renderer):
     assert lists[-1] == list(DISABLED_FEATURES)
     missing = set().union(*map(set, lists[:-1])) - set(lists[-1])
     assert not missing, f"Playwright now also disables {sorted(missing)}: add them to PLAYWRIGHT_DISABLED_FEATURES"
+
+
+def test_find_chromium_takes_the_first_installed_candidate(tmp_path, monkeypatch):
+    shell, full = tmp_path / "chromium-headless-shell", tmp_path / "chromium"
+    monkeypatch.setattr(browser_mod, "CHROMIUM_CANDIDATES", (str(shell), str(full)))
+    with pytest.raises(BrowserLaunchError, match="none of .*chromium-headless-shell"):
+        find_chromium("auto")
+    full.write_bytes(b"")
+    assert find_chromium("auto") == str(full)
+    shell.write_bytes(b"")
+    assert find_chromium("auto") == str(shell)
+    assert find_chromium(None) is None  # Playwright's own browser
+    assert find_chromium(str(full)) == str(full)
+    with pytest.raises(BrowserLaunchError, match="nope does not exist.*apt-get install"):
+        find_chromium(str(tmp_path / "nope"))
+
+
+@pytest.mark.parametrize("executable", [c for c in CHROMIUM_CANDIDATES if os.path.exists(c)])
+def test_every_installed_chromium_renders_the_same_elements(sites, executable):
+    """The headless shell (the default) and the full browser both work, and find the same elements."""
+    page, _ = sites
+    page.html("/both.html", '<html><body><a href="#x">Docs</a><input placeholder="Search" style="width:200px">'
+                            '<button>Go</button><p style="opacity:0">hidden</p></body></html>')
+    r = BrowserRenderer(RendererSettings(executable_path=executable, timeout_s=10, settle="load")).start()
+    try:
+        result = r.render(job(page.base + "/both.html"))
+    finally:
+        r.close()
+    assert result.rejection is None and result.page.width == 800
+    assert [(e.tag, e.name) for e in result.page.elements.elements] == [("a", "Docs"), ("input", "Search"),
+                                                                        ("button", "Go")]
