@@ -25,8 +25,10 @@ dismissed, no permission granted, service workers blocked; http(s) pages
 cannot read `file:` URLs (Chromium's own rule, and the guard).
 
 `HtmlFolderServer` serves folders of saved `.html` files on loopback so
-their relative assets load; its origin is the page's own origin, so the
-guard lets those requests through and still blocks other loopback ports.
+their relative assets load. Their pages are not intercepted at all: the
+folder's origin is fetched directly, and every other request goes through a
+per-page proxy that asks the same guard (`operators.guard_proxy`), so other
+loopback ports stay blocked and pinning still holds.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ import aiohttp
 
 from quarry.operators.base import Rejection
 from quarry.operators.dom import EXTRACT_JS, LISTENER_PROBE_JS, PageElements, parse_elements
+from quarry.operators.guard_proxy import GuardProxy
 from quarry.operators.netguard import AddressGuard, Resolver, input_url_verdict, origin_of, system_resolver
 from quarry.operators.pinned_fetch import fetch_pinned, pinned_session
 
@@ -197,14 +200,22 @@ class _PageState:
         self.too_large = False
         self.main_frame = None  # the page's main frame, once the page exists
         self._session: Optional[aiohttp.ClientSession] = None
+        self._proxy: Optional[GuardProxy] = None
 
     def session(self, timeout_s: float) -> aiohttp.ClientSession:
-        """The page's HTTP client, opened at its first fetch (pages of a served folder never need one)."""
+        """The page's HTTP client, opened at its first fetch (most pages of a served folder never need one)."""
         if self._session is None:
             self._session = pinned_session(self.guard, timeout_s)
         return self._session
 
+    async def start_proxy(self, timeout_s: float, max_bytes: int) -> int:
+        """The guard proxy for a served folder's page (operators/guard_proxy.py); returns its port."""
+        self._proxy = GuardProxy(self.guard, self.blocked, lambda: self.session(timeout_s), timeout_s, max_bytes)
+        return await self._proxy.start()
+
     async def close(self) -> None:
+        if self._proxy is not None:
+            await self._proxy.close()
         if self._session is not None:
             await self._session.close()
 
@@ -353,22 +364,23 @@ class BrowserRenderer:
     async def _render_guarded(self, job: PageJob, state: _PageState) -> RenderResult:
         try:
             browser = await self._ensure_browser()
+            if state.trusted_origin is None:
+                proxy = self._dead_end_proxy()
+            else:  # a served folder: no interception, other origins go through the page's guard proxy
+                port = await state.start_proxy(self.s.timeout_s, self.s.max_response_bytes)
+                proxy = _proxy_setting(port, state.trusted_origin)
             ctx = await browser.new_context(
                 viewport={"width": job.width, "height": job.height}, device_scale_factor=job.device_scale_factor,
                 is_mobile=job.is_mobile, has_touch=job.is_mobile, accept_downloads=False, service_workers="block",
-                permissions=[], java_script_enabled=True, ignore_https_errors=False,
-                proxy=self._dead_end_proxy(state.trusted_origin))
+                permissions=[], java_script_enabled=True, ignore_https_errors=False, proxy=proxy)
         except BrowserLaunchError:
             raise
         except Exception as e:  # noqa: BLE001 - the browser died between pages: relaunch next time
             return RenderResult(None, Rejection("render_crash", f"new context: {str(e).splitlines()[0][:300]}"))
         try:
             await ctx.add_init_script(LISTENER_PROBE_JS)
-            # Requests to a trusted origin are not even handed to Python: the pattern excludes them
-            # and Playwright's driver lets them through (about a quarter of the per-page time).
-            pattern = ("**/*" if state.trusted_origin is None
-                       else re.compile("^(?!" + re.escape(state.trusted_origin) + "/)"))
-            await ctx.route(pattern, lambda route: self._route(route, state))
+            if state.trusted_origin is None:
+                await ctx.route("**/*", lambda route: self._route(route, state))
             page = await ctx.new_page()
             state.main_frame = page.main_frame
             ctx.on("page", lambda p: p is not page and asyncio.ensure_future(_close_quietly(p)))
@@ -395,17 +407,13 @@ class BrowserRenderer:
             except Exception:  # noqa: BLE001 - context of a dead browser; relaunch it
                 await self._kill_browser()
 
-    def _dead_end_proxy(self, trusted_origin: Optional[str]) -> dict[str, str]:
+    def _dead_end_proxy(self) -> dict[str, str]:
         """What Chromium would send by itself (WebSockets, anything no route handler sees) goes to a
-        proxy port that refuses every connection. Only the served folder's own origin goes direct."""
+        proxy port that refuses every connection."""
         if self._dead_end is None:
             self._dead_end = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             self._dead_end.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused at once
-        port = self._dead_end.getsockname()[1]
-        bypass = ["<-loopback>"]  # loopback too goes to the dead end (Chromium bypasses it by default)
-        if trusted_origin is not None:
-            bypass.append(trusted_origin.split("://", 1)[1])
-        return {"server": f"http://127.0.0.1:{port}", "bypass": ",".join(bypass)}
+        return _proxy_setting(self._dead_end.getsockname()[1])
 
     async def _kill_browser(self) -> None:
         b, self._browser = self._browser, None
@@ -484,8 +492,7 @@ class BrowserRenderer:
                 state.nav_blocked = (verdict.reason or "", url)
             await _abort_quietly(route)
             return
-        if not url.startswith(("http://", "https://")) or (
-                state.trusted_origin is not None and origin_of(url) == state.trusted_origin):
+        if not url.startswith(("http://", "https://")):
             await route.continue_()
             return
         try:
@@ -530,6 +537,13 @@ class BrowserRenderer:
                 method, body = "GET", None  # what browsers do
             hops += 1
             current = target
+
+
+def _proxy_setting(port: int, direct_origin: Optional[str] = None) -> dict[str, str]:
+    bypass = ["<-loopback>"]  # loopback too goes to the proxy (Chromium bypasses it by default)
+    if direct_origin is not None:
+        bypass.append(direct_origin.split("://", 1)[1])
+    return {"server": f"http://127.0.0.1:{port}", "bypass": ",".join(bypass)}
 
 
 async def _abort_quietly(route) -> None:

@@ -19,7 +19,7 @@ from quarry.operators.browser import (
 class Site:
     """A loopback HTTP server answering from a table path -> (status, content type, body, headers)."""
 
-    def __init__(self, routes=None):
+    def __init__(self, routes=None, host="127.0.0.1"):
         self.routes = routes or {}
         self.hits: list[str] = []
         site = self
@@ -45,9 +45,9 @@ class Site:
 
             do_POST = do_GET
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.base = f"http://{host}:{self.httpd.server_address[1]}"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def html(self, path, body, status=200, headers=None):
@@ -282,6 +282,57 @@ def test_served_folders_reach_their_own_server_only(tmp_path, sites, renderer):
     assert result.rejection is None and server.requests == 2  # the page and its stylesheet
     assert [r for r, _ in result.blocked] == ["loopback", "loopback"]
     assert not [h for h in victim.hits if "from-served" in h]
+
+
+def test_served_folders_load_public_assets_through_the_guard_proxy(tmp_path, sites, monkeypatch):
+    """No interception for a served folder: other origins go through its page's guard proxy, which lets
+    public ones out (to the address it checked, once) and refuses private ones, WebSockets included."""
+    import socket
+
+    from quarry.operators import netguard
+    from quarry.operators.browser import HtmlFolderServer, local_read
+
+    cdn = Site(host="127.0.0.2")  # stands for a public CDN: the classifier is told so
+    real = netguard.classify
+    monkeypatch.setattr(netguard, "classify", lambda a: None if str(a) == "127.0.0.2" else real(a))
+    cdn.routes["/logo.svg"] = (200, "image/svg+xml",
+                               b'<svg xmlns="http://www.w3.org/2000/svg" width="30" height="30"/>', {})
+    port = cdn.base.rsplit(":", 1)[1]
+    calls = []
+
+    def resolver(host, p):
+        calls.append(host)
+        return ["127.0.0.2"] if calls.count(host) == 1 else ["127.0.0.1"]  # a rebinding answer second time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.2)
+    (tmp_path / "page.html").write_text(
+        f'<html><body><img src="http://cdn.test:{port}/logo.svg" alt="CDN logo" width="30" height="30">'
+        f'<script>fetch("http://cdn.test:{port}/again").catch(() => null);'
+        f'new WebSocket("ws://127.0.0.1:{listener.getsockname()[1]}/");'
+        f'fetch("{sites[1].base}/from-folder").catch(() => null);</script></body></html>')
+    server = HtmlFolderServer(local_read)
+    r = BrowserRenderer(RendererSettings(timeout_s=10, extract_timeout_s=5), resolver=resolver).start()
+    try:
+        result = r.render(PageJob(server.url_for(str(tmp_path), "page.html"), 800, 600, allow_private=True,
+                                  trusted_origin=True))
+        try:
+            listener.accept()[0].close()
+            accepted = 1
+        except socket.timeout:
+            accepted = 0
+    finally:
+        r.close()
+        server.close()
+        cdn.close()
+        listener.close()
+    assert result.rejection is None and "CDN logo" in [e.name for e in result.page.elements.elements]
+    assert sorted(cdn.hits) == ["/again", "/logo.svg"] and calls == ["cdn.test"]
+    assert accepted == 0 and not [h for h in sites[1].hits if "from-folder" in h]
+    assert sorted(u.rsplit(":", 1)[0] for reason, u in result.blocked if reason == "loopback") == [
+        "http://127.0.0.1", "https://127.0.0.1"]  # the fetch, and the WebSocket's CONNECT
 
 
 class _CountingResolver:
