@@ -134,8 +134,8 @@ class PageJob:
     device_scale_factor: float = 1.0
     is_mobile: bool = False
     allow_private: bool = False  # may `url` itself be on a private address
-    # The page's origin is a server we run (HtmlFolderServer: files only, never redirects):
-    # its requests go straight through instead of the checked-redirect fetch.
+    # The page's origin is a server we run (HtmlFolderServer: files only, never redirects): no
+    # interception; its own requests go direct, all others through the page's guard proxy.
     trusted_origin: bool = False
 
 
