@@ -14,9 +14,13 @@ done < scripts/apt-packages.txt
 if ((${#missing[@]})); then
   sudo=""; [[ $(id -u) -ne 0 ]] && command -v sudo >/dev/null && sudo="sudo"
   echo "setup: apt-get install ${missing[*]}"
-  if ! { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
-         --no-install-recommends "${missing[@]}"; }; then
-    echo "setup: WARNING: could not install ${missing[*]} (not root?); continuing" >&2
+  apt_install() { DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "$@"; }
+  if ! { $sudo apt-get update -qq && apt_install "${missing[@]}"; }; then
+    # One package this distribution lacks must not keep the others out (the gui DAG falls back
+    # from chromium-headless-shell to chromium, for one): try them one by one.
+    for pkg in "${missing[@]}"; do
+      apt_install "$pkg" || echo "setup: WARNING: could not install $pkg (not root? not in this distribution?); continuing" >&2
+    done
   fi
 fi
 
