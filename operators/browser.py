@@ -81,6 +81,8 @@ CHROMIUM_ARGS = (
     # two PNGs (two image_ids) in 4-9 of 40 renders. Without it, 160 of 160 were identical.
     "--disable-partial-raster",
 )
+
+
 class BrowserLaunchError(RuntimeError):
     """The browser cannot start at all: a setup problem, not a bad page."""
 
@@ -126,7 +128,7 @@ PAINTED_JS = """() => Promise.all([
 
 @dataclass(frozen=True)
 class PageJob:
-    """One page to render. `own_origin` overrides the origin derived from `url` (served folders)."""
+    """One page to render at one viewport."""
 
     url: str
     width: int = 1280
