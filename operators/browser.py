@@ -348,7 +348,9 @@ class BrowserRenderer:
     async def _render_one(self, job: PageJob) -> RenderResult:
         async with self._sem:
             t0 = time.monotonic()
-            verdict = input_url_verdict(job.url, job.allow_private, self.resolver)
+            # resolved in a worker thread: a slow DNS answer must not stall the other pages in flight
+            verdict = await asyncio.get_running_loop().run_in_executor(
+                None, input_url_verdict, job.url, job.allow_private, self.resolver)
             if not verdict.allowed:
                 return RenderResult(None, Rejection("blocked_address", f"{verdict.reason}: {verdict.detail}"),
                                     [(verdict.reason or "", job.url)])
@@ -487,7 +489,7 @@ class BrowserRenderer:
                 is_main = request.frame is state.main_frame
             except PlaywrightError:  # a popup's first request: its frame does not exist yet
                 is_main = False
-        verdict = state.guard.check(url)
+        verdict = await state.guard.acheck(url)
         if not verdict.allowed:
             state.blocked.append((verdict.reason or "", url[:500]))
             if is_main:
@@ -526,7 +528,7 @@ class BrowserRenderer:
             if not (300 <= fetched.status < 400 and location):
                 return fetched, current
             target = urljoin(current, location)
-            hop = state.guard.check(target)
+            hop = await state.guard.acheck(target)
             if not hop.allowed or hops >= self.s.max_redirects:
                 reason = hop.reason if not hop.allowed else "too_many_redirects"
                 state.blocked.append((reason or "", target[:500]))

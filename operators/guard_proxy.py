@@ -90,7 +90,7 @@ class GuardProxy:
         if not target.startswith("http://"):
             await _reply(writer, 400)
             return False
-        verdict = self.guard.check(target)
+        verdict = await self.guard.acheck(target)
         if not verdict.allowed:
             self.blocked.append((verdict.reason or "", target[:500]))
             await _reply(writer, 403)
@@ -117,7 +117,7 @@ class GuardProxy:
         port = int(port_text)
         # The scheme only picks the default port; the guard decides on host and port.
         url = f"https://{host}:{port}/"
-        verdict = self.guard.check(url)
+        verdict = await self.guard.acheck(url)
         if not verdict.allowed:
             self.blocked.append((verdict.reason or "", url[:500]))
             await _reply(writer, 403)

@@ -15,11 +15,15 @@ request could not succeed, and refusing it costs nothing. Each name is
 resolved once per page and the answer is kept: `pinned()` hands exactly those
 addresses to the fetcher (operators/pinned_fetch.py), which connects to them
 and never resolves again, so an answer that changes after the check (DNS
-rebinding) is never used.
+rebinding) is never used. `acheck` is the same check for an event loop (the
+renderer's): lookups run in a worker thread, so one slow DNS answer does not
+stall every page in flight.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import ipaddress
 import socket
 from dataclasses import dataclass
@@ -109,31 +113,62 @@ class AddressGuard:
         self.page_origin = page_origin
         self.resolver = resolver
         self._cache: dict[tuple[str, int], Verdict] = {}
+        self._pending: dict[tuple[str, int], asyncio.Future] = {}
 
     def check(self, url: str) -> Verdict:
+        early, key, own = self._parse(url)
+        if early is not None:
+            return early
+        if key not in self._cache:
+            self._cache[key] = self._resolve_and_classify(*key, classify_addresses=not own)
+        return self._cache[key]
+
+    async def acheck(self, url: str) -> Verdict:
+        """`check` for an event loop: a name is resolved in a worker thread, so a slow DNS answer stalls
+        only the requests that wait for it, not every page in flight; concurrent checks of one name
+        share one lookup (still resolved once per page)."""
+        early, key, own = self._parse(url)
+        if early is not None:
+            return early
+        if key in self._cache:
+            return self._cache[key]
+        pending = self._pending.get(key)
+        if pending is None:
+            pending = asyncio.get_running_loop().run_in_executor(
+                None, functools.partial(self._resolve_and_classify, *key, classify_addresses=not own))
+            self._pending[key] = pending
+            pending.add_done_callback(functools.partial(self._resolved, key))
+        return await asyncio.shield(pending)  # a waiter that is cancelled leaves the lookup to the others
+
+    def _resolved(self, key: tuple[str, int], done: asyncio.Future) -> None:
+        self._pending.pop(key, None)
+        if not done.cancelled() and done.exception() is None:
+            self._cache[key] = done.result()
+
+    def _parse(self, url: str) -> tuple[Optional[Verdict], tuple[str, int], bool]:
+        """(a verdict that needs no lookup, or None; the (host, port) to look up; is it the page's own origin)."""
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
+        none = ("", 0)
         if scheme in ("data", "blob", "about"):
-            return ALLOW
+            return ALLOW, none, False
         if scheme == "file":
             if self.page_origin and self.page_origin.startswith("file://") and origin_of(url).startswith(
                     self.page_origin) and ".." not in parts.path.split("/"):
-                return ALLOW
-            return Verdict("file_access", "file: URLs outside the page's own folder")
+                return ALLOW, none, False
+            return Verdict("file_access", "file: URLs outside the page's own folder"), none, False
         if scheme not in ("http", "https"):
-            return Verdict("scheme", f"scheme {scheme or '(none)'} is not fetched")
+            return Verdict("scheme", f"scheme {scheme or '(none)'} is not fetched"), none, False
         if not parts.hostname:
-            return Verdict("no_host", url[:200])
+            return Verdict("no_host", url[:200]), none, False
         try:
             key = _host_key(parts)
         except ValueError:
-            return Verdict("bad_port", url[:200])
-        if key not in self._cache:
-            # The page's own origin may be anything it was allowed to be (a served folder on loopback,
-            # a private input with render.allow_private); it is resolved once all the same, for pinning.
-            own = self.page_origin is not None and origin_of(url) == self.page_origin
-            self._cache[key] = self._resolve_and_classify(*key, classify_addresses=not own)
-        return self._cache[key]
+            return Verdict("bad_port", url[:200]), none, False
+        # The page's own origin may be anything it was allowed to be (a served folder on loopback,
+        # a private input with render.allow_private); it is resolved once all the same, for pinning.
+        own = self.page_origin is not None and origin_of(url) == self.page_origin
+        return None, key, own
 
     def seed(self, url: str, verdict: Verdict) -> None:
         """Keep the verdict an earlier check gave `url` (the input URL's), so its addresses are the pinned ones."""

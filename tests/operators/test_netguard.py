@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from quarry.operators.netguard import AddressGuard, classify, input_url_verdict, origin_of
@@ -48,7 +51,7 @@ def fake_dns(table):
     return resolve
 
 
-@pytest.mark.parametrize("url, reason", [
+CASES = [
     ("https://public.example/a.png", None),
     ("https://internal.example/a.png", "private"),
     ("https://mixed.example/", "loopback"),  # any non-public answer refuses the host
@@ -61,12 +64,58 @@ def fake_dns(table):
     ("ftp://public.example/x", "scheme"),
     ("ws://public.example/socket", "scheme"),
     ("data:image/png;base64,AAAA", None),
-])
+]
+
+
+@pytest.mark.parametrize("url, reason", CASES)
 def test_guard_checks_every_request(url, reason):
     dns = fake_dns({"public.example": ["93.184.216.34"], "internal.example": ["10.0.0.7"],
                     "mixed.example": ["93.184.216.34", "127.0.0.1"]})
     guard = AddressGuard(origin_of("http://127.0.0.1:8000/page.html"), dns)
     assert guard.check(url).reason == reason
+
+
+@pytest.mark.parametrize("url, reason", CASES)
+def test_async_check_gives_the_same_verdicts(url, reason):
+    dns = fake_dns({"public.example": ["93.184.216.34"], "internal.example": ["10.0.0.7"],
+                    "mixed.example": ["93.184.216.34", "127.0.0.1"]})
+    guard = AddressGuard(origin_of("http://127.0.0.1:8000/page.html"), dns)
+    assert asyncio.run(guard.acheck(url)).reason == reason
+
+
+def test_async_check_resolves_off_the_event_loop_once_per_name():
+    """A slow DNS answer stalls only the requests waiting for that name, and concurrent ones share it."""
+    slow = fake_dns({"slow.example": ["93.184.216.34"], "fast.example": ["93.184.216.35"]})
+
+    def resolver(host, port):
+        if host == "slow.example":
+            time.sleep(0.5)
+        return slow(host, port)
+
+    guard = AddressGuard(None, resolver)
+
+    async def go():
+        ticks = 0
+
+        async def ticker():
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.01)
+                ticks += 1
+
+        t = asyncio.ensure_future(ticker())
+        a, b = asyncio.ensure_future(guard.acheck("https://slow.example/a")), \
+            asyncio.ensure_future(guard.acheck("https://slow.example/b"))
+        fast = await guard.acheck("https://fast.example/")
+        fast_done_before_slow = not a.done()
+        verdicts = await asyncio.gather(a, b)
+        t.cancel()
+        return fast, fast_done_before_slow, verdicts, ticks
+
+    fast, early, (a, b), ticks = asyncio.run(go())
+    assert fast.allowed and early and a.allowed and b is a
+    assert ticks >= 20  # the loop kept running while the slow name resolved
+    assert slow.calls.count("slow.example") == 1 and guard.pinned("slow.example", 443) == ["93.184.216.34"]
 
 
 def test_guard_caches_resolution_per_host_and_port():
