@@ -62,10 +62,9 @@ class GuardProxy:
         try:
             while await self._one_request(reader, writer):
                 pass
+        # CancelledError: the page is done (close()); asyncio would log a cancelled handler
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError, ConnectionError,
-                ValueError):
-            pass
-        except asyncio.CancelledError:  # the page is done (close()); asyncio would log a cancelled handler
+                ValueError, asyncio.CancelledError):
             pass
         finally:
             self._tasks.discard(task)
@@ -97,16 +96,15 @@ class GuardProxy:
             return True
         length = int(next((v for k, v in headers.items() if k.lower() == "content-length"), "0"))
         body = await asyncio.wait_for(reader.readexactly(length), self.timeout_s) if length else None
-        send = {k: v for k, v in headers.items() if k.lower() != "proxy-connection"}
         try:
-            fetched = await fetch_pinned(self.session(), target, method, send, body, self.max_bytes)
+            fetched = await fetch_pinned(self.session(), target, method, headers, body, self.max_bytes)
         except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
             await _reply(writer, 502)
             return True
         if fetched.too_large:
             return False  # cut off: the browser sees a failed request
         out = [(k, v) for k, vs in fetched.headers.items() for v in vs.split("\n")]
-        await _reply(writer, fetched.status, out, fetched.body if method != "HEAD" else b"", len(fetched.body))
+        await _reply(writer, fetched.status, out, fetched.body)
         return True
 
     async def _tunnel(self, target: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -156,13 +154,13 @@ async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, cap: Optio
 
 
 async def _reply(writer: asyncio.StreamWriter, status: int, headers: list[tuple[str, str]] = (),
-                 body: bytes = b"", length: Optional[int] = None) -> None:
+                 body: bytes = b"") -> None:
     try:
         phrase = HTTPStatus(status).phrase
     except ValueError:
         phrase = "Status"
     lines = [f"HTTP/1.1 {status} {phrase}"]
     lines += [f"{k}: {v}" for k, v in headers]
-    lines.append(f"Content-Length: {len(body) if length is None else length}")
+    lines.append(f"Content-Length: {len(body)}")
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
     await writer.drain()

@@ -22,8 +22,8 @@ from aiohttp.abc import AbstractResolver
 from quarry.operators.netguard import AddressGuard
 
 # Not forwarded: they describe the connection, not the resource; aiohttp sets its own.
-HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer",
-                        "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"})
+HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "proxy-connection",
+                        "te", "trailer", "transfer-encoding", "upgrade", "host", "content-length", "accept-encoding"})
 # Not handed back to the browser: the body it gets is already decoded and complete.
 DECODED = frozenset({"content-encoding", "content-length", "transfer-encoding", "connection", "keep-alive"})
 
