@@ -30,8 +30,8 @@ from pathlib import Path
 
 from quarry.dags import grade
 from quarry.dags.runner import resolve_config, run_dag
-from quarry.operators import tiers
-from quarry.operators.verify import verifier_for
+from quarry.operators.grade import tiers
+from quarry.operators.grade.verify import verifier_for
 from quarry.pipelines.grade import reference_for, score
 
 WORK = Path(__file__).resolve().parent / "_work"

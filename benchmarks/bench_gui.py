@@ -41,8 +41,8 @@ from _measure import PeakRss  # benchmarks/ is on sys.path when a script runs
 
 from quarry.dags.gui import SPEC
 from quarry.dags.runner import resolve_config, run_dag
-from quarry.operators.browser import CHROMIUM_ARGS, HtmlFolderServer, find_chromium, local_read
-from quarry.operators.dom import EXTRACT_JS, LISTENER_PROBE_JS
+from quarry.operators.gui.browser import CHROMIUM_ARGS, HtmlFolderServer, find_chromium, local_read
+from quarry.operators.gui.dom import EXTRACT_JS, LISTENER_PROBE_JS
 
 # Installed by scripts/apt-packages.txt (python3-doc); used only by this benchmark.
 DOCS = Path("/usr/share/doc/python3.11/html")

@@ -165,7 +165,7 @@ def bare_loop(kb_path: Path, rows_path: Path, workers: int, out: Path) -> tuple[
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from quarry.operators.qa import near_duplicates
+    from quarry.operators.imagemining.qa import near_duplicates
     from quarry.schemas.arrow import arrow_schema
     from quarry.schemas.imagemining import QARow
 
@@ -225,7 +225,7 @@ def main() -> None:
           f"(cached under {WORK})", flush=True)
     kb, rows = prepare(args.entities, args.facts_per_entity, args.images)
 
-    from quarry.operators.kb import load_kb
+    from quarry.operators.imagemining.kb import load_kb
 
     proc = psutil.Process()
     rss0 = proc.memory_info().rss
@@ -241,8 +241,8 @@ def main() -> None:
           f"{proc.memory_info().rss / 2**20:.0f} MiB resident in all", flush=True)
     del loaded
     if args.store == "sqlite":
-        from quarry.operators.kb_store import ensure_kb_store
-        from quarry.operators.qa import load_templates
+        from quarry.operators.imagemining.kb_store import ensure_kb_store
+        from quarry.operators.imagemining.qa import load_templates
 
         store = Path(str(kb) + ".sqlite")
         store.unlink(missing_ok=True)

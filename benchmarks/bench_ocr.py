@@ -35,10 +35,10 @@ from PIL import Image
 from quarry.dags.ocr_search import SPEC
 from quarry.dags.runner import resolve_config, run_dag
 from quarry.operators.decode import decode_image
-from quarry.operators.ocr import fit_for_ocr, make_engine
-from quarry.operators.ocr_layout import build_layout, valid_lines
-from quarry.operators.ocr_synth import box_contains, poster
-from quarry.operators.ocr_tasks import make_crop, plan_tasks, similarity, verify_crop
+from quarry.operators.ocr.engine import fit_for_ocr, make_engine
+from quarry.operators.ocr.layout import build_layout, valid_lines
+from quarry.operators.ocr.synth import box_contains, poster
+from quarry.operators.ocr.tasks import make_crop, plan_tasks, similarity, verify_crop
 from quarry.schemas.common import TIERS
 
 WORK = Path(__file__).resolve().parent / "_work" / "ocr"

@@ -31,8 +31,8 @@ from collections import Counter
 from pathlib import Path
 
 from quarry.operators.base import Rejection
-from quarry.operators.svg import prepare_svg
-from quarry.operators.svg_render import RenderOptions, render
+from quarry.operators.svg.prepare import prepare_svg
+from quarry.operators.svg.render import RenderOptions, render
 from quarry.pipelines.svg import plan_svg_inputs, read_svg_input
 from quarry.schemas.svg import SvgReaderConfig, SvgRecord
 

@@ -21,7 +21,7 @@ import argparse
 import time
 from collections.abc import Callable
 
-from quarry.operators.verify import (
+from quarry.operators.grade.verify import (
     ActionVerifier,
     ExactVerifier,
     GroundingVerifier,

@@ -4,7 +4,7 @@ GLM-4.5V §5: pass@k of several models, merged with offline human labels, into
 five tiers; sampling then down-weights the too-easy and too-hard tiers.
 
 Tier rule: every rollout is scored by the verifier of its sample's task
-(`operators/verify.py`, `--set verifiers.TASK=KIND` to override); correct
+(`operators/grade/verify.py`, `--set verifiers.TASK=KIND` to override); correct
 when reward >= grade.correct_at (0.999: OCR and grounding rewards are partial,
 so a near-miss is not correct). Per model: unbiased pass@k (k = grade.k,
 default 1 = mean pass rate; capped at the model's rollout count). Per sample:
@@ -24,7 +24,7 @@ Optional steps, each off unless configured:
 
 - multiple choice -> fill in the blank (grade.mc_to_fill_in, default true):
   a sample with an `options` column (a list, or a JSON list as text) is
-  graded as the fill-in question and answer of `operators/mc.py`; the
+  graded as the fill-in question and answer of `operators/grade/mc.py`; the
   original question/options/answer are kept (`original_*` columns); an item
   that cannot stand without its options is rejected at stage `mc`
   (mc_not_convertible).
@@ -52,8 +52,8 @@ import dataclasses
 import apache_beam as beam
 
 from quarry.dags.runner import BuildInfo, DagSpec
-from quarry.operators.judge import judge_verifier_from
-from quarry.operators.verify import verifier_for
+from quarry.operators.grade.judge import judge_verifier_from
+from quarry.operators.grade.verify import verifier_for
 from quarry.pipelines.grade import (
     ROLLOUT_COLUMNS,
     SAMPLE_COLUMNS,

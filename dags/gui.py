@@ -12,7 +12,7 @@ a folder of saved `.html` pages (served to the browser from loopback by each
 worker, so relative assets load). One input is one page at one viewport
 (`render.extra_viewports` adds more per page).
 
-Tier rule (`operators/gui_tasks.py`): area level from the target's share of
+Tier rule (`operators/gui/tasks.py`): area level from the target's share of
 the screenshot (>= 2% level 0, >= 0.5% 1, >= 0.1% 2, >= 0.02% 3, else 4;
 `tiers.area_fractions`) plus a crowding bonus from the number of other visible
 elements with the same role (< 5: +0, < 20: +1, else +2; `tiers.crowd_counts`),
@@ -33,9 +33,9 @@ from pathlib import Path
 import apache_beam as beam
 
 from quarry.dags.runner import BuildInfo, DagSpec
-from quarry.operators.browser import BrowserLaunchError, find_chromium
+from quarry.operators.gui.browser import BrowserLaunchError, find_chromium
 from quarry.pipelines.decontam import FieldProbe, MaybeDecontaminate, plan_benchmarks
-from quarry.pipelines.gui import GuiPipeline, ReadPages, SumTo, plan_gui_inputs
+from quarry.pipelines.gui import GuiPipeline, ReadPages, plan_gui_inputs
 from quarry.pipelines.stats import CountTo, read_counts
 from quarry.pipelines.write import WriteImages, WriteRejects, WriteShards
 from quarry.schemas.config import ConfigError
@@ -63,7 +63,7 @@ def build(pipeline: beam.Pipeline, cfg: GuiConfig, files, output: str) -> BuildI
         cfg.decontam, output, FieldProbe(text=("prompt", "expression", "element_name")), dag="gui", shards=cfg.shards)
     rows | "Write" >> WriteShards(output, "gui", GuiRow, cfg.shards)
     out.images | "WriteImages" >> WriteImages(output, cfg.shards)
-    out.blocked | "CountBlocked" >> SumTo(output, "requests_blocked")
+    out.blocked | "CountBlocked" >> CountTo(output, "requests_blocked", sum_values=True)
     (
         (read_rejected, out.rejected, dc_rejected)
         | "AllRejects" >> beam.Flatten()

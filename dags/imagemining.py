@@ -5,7 +5,7 @@ in an image, question reconstruction that refers to the first entity only
 through the image and to every bridge entity only through its relation, and
 quality filters that reject text-only shortcuts.
 
-Tier rule (`operators/qa.py: tier_for`): score = (hops - 1) + (visual_hops - 1)
+Tier rule (`operators/imagemining/qa.py: tier_for`): score = (hops - 1) + (visual_hops - 1)
 + [the entity needs a crop] + [image entity degree <= tiers.rare_degree]
 - [degree >= tiers.popular_degree], clamped to 0..4 -> very_easy, easy, medium,
 hard, very_hard. With the rest equal, 2 hops is easy, 3 medium, 4 hard.
@@ -32,13 +32,13 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from quarry.dags.runner import BuildInfo, DagSpec
-from quarry.operators.kb import KbError
-from quarry.operators.kb_store import ensure_kb_store
-from quarry.operators.qa import TemplateError, load_rewrite_prompt, load_templates
+from quarry.operators.imagemining.kb import KbError
+from quarry.operators.imagemining.kb_store import ensure_kb_store
+from quarry.operators.imagemining.qa import TemplateError, load_rewrite_prompt, load_templates
 from quarry.pipelines.grade import plan_tables
 from quarry.pipelines.imagemining import KB_STATS, ImageMiningPipeline, ReadImageRows
 from quarry.pipelines.read import InputError, jsonl_objects
-from quarry.pipelines.stats import CountTo, read_counts
+from quarry.pipelines.stats import CountTo, read_counts, read_stats
 from quarry.pipelines.write import WriteImages, WriteRejects, WriteShards
 from quarry.schemas.config import ConfigError
 from quarry.schemas.imagemining import ImageMiningConfig, QARow
@@ -118,10 +118,8 @@ def build(pipeline: beam.Pipeline, cfg: ImageMiningConfig, files, output: str) -
 
 def finish(output: str, cfg: ImageMiningConfig, info: BuildInfo) -> None:
     """KB stats and rewriter outcomes into the manifest's extra."""
-    path = FileSystems.join(output, "_stats", KB_STATS)
-    if FileSystems.exists(path):
-        with FileSystems.open(path, compression_type="uncompressed") as fh:
-            payload = json.loads(fh.read())
+    payload = read_stats(output, KB_STATS)
+    if payload is not None:
         info.extra["kb"] = {**payload.get("stats", {}), "load_s": payload.get("load_s")}
         skipped = payload.get("stats", {}).get("skipped_lines", 0)
         if skipped:

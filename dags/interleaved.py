@@ -35,7 +35,7 @@ import apache_beam as beam
 
 from quarry.dags.runner import BuildInfo, DagSpec
 from quarry.operators.clip import ClipLoadError, ClipScorer
-from quarry.operators.text_quality import TextQuality
+from quarry.operators.interleaved.text_quality import TextQuality
 from quarry.pipelines.interleaved import (
     InterleavedPipeline,
     ReadDocuments,
@@ -67,7 +67,7 @@ def plan(patterns: list[str], cfg: InterleavedConfig):
 
         plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     try:
-        from quarry.operators.ads import AdDetector
+        from quarry.operators.interleaved.ads import AdDetector
 
         AdDetector(cfg.ads)
         TextQuality(cfg.text)

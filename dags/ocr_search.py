@@ -26,7 +26,7 @@ import pathlib
 import apache_beam as beam
 
 from quarry.dags.runner import BuildInfo, DagSpec
-from quarry.operators.ocr import OcrLoadError, describe, make_engine
+from quarry.operators.ocr.engine import OcrLoadError, describe, make_engine
 from quarry.pipelines.decontam import FieldProbe, MaybeDecontaminate, plan_benchmarks
 from quarry.pipelines.ocr_search import OcrSearchPipeline, ReadImages, plan_ocr_inputs
 from quarry.pipelines.stats import CountTo
@@ -98,7 +98,7 @@ def build_demo_input(folder: pathlib.Path) -> tuple[list[str], list[str]]:
     """
     from PIL import Image
 
-    from quarry.operators.ocr_synth import bar_chart, poster
+    from quarry.operators.ocr.synth import bar_chart, poster
 
     demo = pathlib.Path(__file__).parent / "demo_data"
     folder.mkdir(parents=True, exist_ok=True)

@@ -29,7 +29,6 @@ passes `rows` through untouched and `dc_rejected` is empty.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import apache_beam as beam
@@ -58,7 +57,7 @@ from quarry.operators.decontam import (
 )
 from quarry.operators.ids import content_id
 from quarry.pipelines.read import InputError, match_inputs, read_limited, table_kind
-from quarry.pipelines.stats import CountTo, _write_json
+from quarry.pipelines.stats import CountTo, read_stats, write_stats
 from quarry.pipelines.write import WriteParquetTable
 from quarry.schemas.common import ImageCell, Origin, Reject
 from quarry.schemas.config import ConfigError, DecontamSection, ShardConfig
@@ -185,9 +184,9 @@ class BuildDecontamIndex(beam.PTransform):
             | "MergeIndex" >> beam.CombineGlobally(_MergeParts(settings))
         )
         if self.output_dir is not None:
-            path = FileSystems.join(self.output_dir, "_stats", f"{INDEX_STATS}.json")
+            output_dir = self.output_dir
             built | "WriteIndexStats" >> beam.Map(
-                lambda b: _write_json(path, {"name": INDEX_STATS, "count": b[2]["items"], **b[2]}))
+                lambda b: write_stats(output_dir, INDEX_STATS, {"name": INDEX_STATS, "count": b[2]["items"], **b[2]}))
         return built | "IndexBlob" >> beam.Map(lambda b: (b[0], b[1]))
 
 
@@ -436,11 +435,9 @@ def contamination_summary(output_dir: str) -> Optional[dict]:
 
     from quarry.pipelines.write import written_files
 
-    stats_path = FileSystems.join(output_dir, "_stats", f"{INDEX_STATS}.json")
-    if not FileSystems.exists(stats_path):
+    index_stats = read_stats(output_dir, INDEX_STATS)
+    if index_stats is None:
         return None
-    with FileSystems.open(stats_path, compression_type="uncompressed") as fh:
-        index_stats = json.loads(fh.read())
     by_bench: dict[str, int] = {}
     by_source: dict[str, int] = {}
     by_kind: dict[str, int] = {}

@@ -37,13 +37,13 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
-from quarry.operators import tiers
+from quarry.operators.grade import tiers
 from quarry.operators.ids import content_id
-from quarry.operators.judge import JUDGE_ERROR, judge_verifier_from
-from quarry.operators.mc import MC_NOT_CONVERTIBLE, FillIn, to_fill_in
-from quarry.operators.rollouts import generate_rollouts
+from quarry.operators.grade.judge import JUDGE_ERROR, judge_verifier_from
+from quarry.operators.grade.mc import MC_NOT_CONVERTIBLE, FillIn, to_fill_in
+from quarry.operators.grade.rollouts import generate_rollouts
 from quarry.operators.tables import first_objects, table_rows
-from quarry.operators.verify import (
+from quarry.operators.grade.verify import (
     MISMATCH,
     ExactVerifier,
     GroundingVerifier,
@@ -60,14 +60,15 @@ from quarry.pipelines.read import (
     read_limited,
     table_kind,
 )
-from quarry.pipelines.stats import CountTo, _write_json
+from quarry.pipelines.stats import CountTo, read_stats, write_stats
 from quarry.schemas.common import ImageCell, Origin, Reject
 from quarry.schemas.grade import GenerateSection, GradeConfig, GradeRow
 
 SAMPLE_COLUMNS = ("sample_id", "task", "question", "answer")
 ROLLOUT_COLUMNS = ("sample_id", "model", "response")
 OPTIONAL_SAMPLE_COLUMNS = ("source", "label_tier", "options", "image")
-SUMMARY_FILE = "grade_summary.json"
+SUMMARY_STATS = "grade_summary"
+SUMMARY_FILE = f"{SUMMARY_STATS}.json"  # under _stats/
 
 
 @dataclass(frozen=True)
@@ -581,8 +582,7 @@ class GradePipeline(beam.PTransform):
                                             total=beam.pvalue.AsSingleton(
                                                 rollouts | "TotalRollouts" >> beam.combiners.Count.Globally()))
             | "WriteMatched" >> beam.Map(
-                lambda n: _write_json(FileSystems.join(output, "_stats", "rollouts_join.out.json"),
-                                      {"name": "rollouts_join.out", "count": n}))
+                lambda n: write_stats(output, "rollouts_join.out", {"name": "rollouts_join.out", "count": n}))
         )
         samples | "CountGradeIn" >> CountTo(output, "grade.in")
         out.rows | "CountGradeOut" >> CountTo(output, "grade.out")
@@ -592,8 +592,8 @@ class GradePipeline(beam.PTransform):
             | "CountTiers" >> beam.combiners.Count.PerElement()
             | "CollectTierCounts" >> beam.combiners.ToList()  # one entry per (source, task, tier): small
             | "WriteSummary" >> beam.Map(
-                lambda counts, unk: _write_json(
-                    FileSystems.join(output, "_stats", SUMMARY_FILE),
+                lambda counts, unk: write_stats(
+                    output, SUMMARY_STATS,
                     {"name": "grade_summary", "count": sum(n for _, n in counts),
                      "unknown_rollouts": unk,
                      **tiers.summarize([(s, t, tr, n) for (s, t, tr), n in counts], weights)}),
@@ -604,8 +604,4 @@ class GradePipeline(beam.PTransform):
 
 def read_summary(output: str) -> Optional[dict]:
     """The summary a run wrote under `DIR/_stats/` (None when it wrote none)."""
-    path = FileSystems.join(output, "_stats", SUMMARY_FILE)
-    if not FileSystems.exists(path):
-        return None
-    with FileSystems.open(path, compression_type="uncompressed") as fh:
-        return json.loads(fh.read())
+    return read_stats(output, SUMMARY_STATS)

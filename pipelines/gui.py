@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import json
 import os
 import threading
 from dataclasses import dataclass
@@ -33,8 +32,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
 from quarry.operators.base import Rejection
-from quarry.operators.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, RenderResult
-from quarry.operators.gui_tasks import TaskSettings, page_tasks, task_id
+from quarry.operators.gui.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, RenderResult
+from quarry.operators.gui.tasks import TaskSettings, page_tasks, task_id
 from quarry.operators.ids import content_id, digest
 from quarry.pipelines.read import (InputError, ReadEachFile, ReadFiles, clean_source, jsonl_objects,
                                    match_inputs)
@@ -439,22 +438,3 @@ class GuiPipeline(beam.PTransform):
         rejected = ((rendered[_RenderPages.REJECTED], tasks[_MakeTasks.REJECTED])
                     | "GuiRejects" >> beam.Flatten())
         return Outputs(tasks.rows, tasks[_MakeTasks.IMAGES], rejected, rendered[_RenderPages.BLOCKED])
-
-
-class SumTo(beam.PTransform):
-    """Sum a PCollection of ints into `DIR/_stats/<name>.json` (same format as CountTo)."""
-
-    def __init__(self, output_dir: str, name: str):
-        super().__init__()
-        self.output_dir = output_dir
-        self.name = name
-
-    def expand(self, pcoll):
-        path = FileSystems.join(self.output_dir, "_stats", f"{self.name}.json")
-        name = self.name
-
-        def write(n: int) -> None:
-            with FileSystems.create(path) as fh:
-                fh.write(json.dumps({"name": name, "count": n}, sort_keys=True).encode())
-
-        return pcoll | "Sum" >> beam.CombineGlobally(sum) | "WriteSum" >> beam.Map(write)

@@ -21,25 +21,24 @@ from dataclasses import dataclass, replace
 from typing import Any, NamedTuple, Optional, Union
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.utils import shared
 
-from quarry.operators import qa
+from quarry.operators.imagemining import qa
 from quarry.operators.base import Rejection
 from quarry.operators.decode import decode_image
 from quarry.operators.ids import content_id, digest
-from quarry.operators.kb import KnowledgeBase, load_kb, normalise
-from quarry.operators.kb_store import SqliteKnowledgeBase, ensure_kb_store
+from quarry.operators.imagemining.kb import KnowledgeBase, load_kb, normalise
+from quarry.operators.imagemining.kb_store import SqliteKnowledgeBase, ensure_kb_store
 from quarry.pipelines.grade import RowRecord, TableFile, read_rows
 from quarry.pipelines.read import ReadFiles, beside, clean_source, read_limited
-from quarry.pipelines.stats import _write_json
+from quarry.pipelines.stats import write_stats
 from quarry.pipelines.write import any_copy
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
 from quarry.schemas.imagemining import Hop, ImageMiningConfig, QARow
 
 TEXT_FIELDS = ("caption", "alt", "ocr_text")
 IMAGE_FIELDS = ("image", "image_path", "path", "file_name")
-KB_STATS = "kb.json"
+KB_STATS = "kb"  # _stats/kb.json
 EVENTS = ("link.in", "link.out", "link.unknown_entities", "link.ambiguous_names", "discover.in",
           "discover.out", "filter.in", "filter.out", "rewrite.in", "rewrite.out", "rewrite.fallback_error",
           "rewrite.fallback_filtered", "dedup.in", "dedup.out")
@@ -471,8 +470,7 @@ class CountEvents(beam.PTransform):
 
         def write(counts: dict) -> None:
             for name in sorted(set(names) | set(counts)):
-                _write_json(FileSystems.join(out, "_stats", f"{name}.json"),
-                            {"name": name, "count": int(counts.get(name, 0))})
+                write_stats(out, name, {"name": name, "count": int(counts.get(name, 0))})
 
         return (
             events
@@ -491,7 +489,7 @@ def kb_rejects(kb_path: str, handle: shared.Shared, cfg: ImageMiningConfig, outp
     load_s = time.monotonic() - t0
     kb = miner.kb
     if output_dir is not None:
-        _write_json(FileSystems.join(output_dir, "_stats", KB_STATS),
+        write_stats(output_dir, KB_STATS,
                     {"name": "kb", "count": kb.lines, "stats": kb.stats(), "load_s": round(load_s, 3)})
     name = posixpath.basename(kb_path)
     source = clean_source(cfg.source or "kb")

@@ -33,14 +33,14 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
-from quarry.operators.ads import AdDetector
+from quarry.operators.interleaved.ads import AdDetector
 from quarry.operators.base import Rejection
 from quarry.operators.clip import clip_thumbnail
 from quarry.operators.clip import decide as clip_decide
 from quarry.operators.decode import decode_image
 from quarry.operators.heuristics import HeuristicFilter, image_stats
 from quarry.operators.ids import content_id, digest
-from quarry.operators.interleaved import (
+from quarry.operators.interleaved.documents import (
     IMAGE_IRRELEVANT,
     MISSING_IMAGE,
     NO_IMAGES_LEFT,
@@ -57,9 +57,9 @@ from quarry.operators.interleaved import (
     tier_for,
 )
 from quarry.operators.phash import phash64, to_hex
-from quarry.operators.text_quality import TextQuality
+from quarry.operators.interleaved.text_quality import TextQuality
 from quarry.pipelines.read import InputError, InputFile, beside, clean_source, file_kind, match_inputs, read_limited
-from quarry.pipelines.stats import CountTo, Progress
+from quarry.pipelines.stats import CountTo, Progress, read_stats, write_stats
 from quarry.pipelines.write import StreamingShard, hive_partition, shard_path
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.caption import HeuristicsConfig
@@ -67,7 +67,7 @@ from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
 from quarry.schemas.interleaved import ImageInfo, InterleavedConfig, InterleavedRow, Segment
 
 STAGE_READ = "read"
-IMAGE_REASONS_FILE = "image_rejects.json"
+IMAGE_REASONS = "image_rejects"  # _stats/image_rejects.json
 _CHUNK = 1 << 20
 
 
@@ -504,26 +504,21 @@ class InterleavedPipeline(beam.PTransform):
                     lambda r: [f"{i.stage}/{i.reason}" for i in r.images if not i.kept]))
                 | "CountImageReasons" >> beam.combiners.Count.PerElement()
                 | "ToDict" >> beam.combiners.ToDict()
-                | "WriteImageReasons" >> beam.Map(_write_json, FileSystems.join(self.output_dir, "_stats",
-                                                                                 IMAGE_REASONS_FILE))
+                | "WriteImageReasons" >> beam.Map(_write_image_reasons, self.output_dir)
             )
         rejected = rejected_parts | "AllRejects" >> beam.Flatten()
         return Outputs(kept, rejected)
 
 
-def _write_json(reasons: dict, path: str) -> None:
+def _write_image_reasons(reasons: dict, output_dir: str) -> None:
     # In the `_stats` count format (name, count) that the runner reads, plus the breakdown.
-    payload = {"name": "image_rejects", "count": sum(reasons.values()), "reasons": dict(sorted(reasons.items()))}
-    with FileSystems.create(path) as fh:
-        fh.write(json.dumps(payload).encode())
+    write_stats(output_dir, IMAGE_REASONS,
+                {"name": IMAGE_REASONS, "count": sum(reasons.values()), "reasons": dict(sorted(reasons.items()))})
 
 
 def read_image_reasons(output_dir: str) -> dict[str, int]:
-    path = FileSystems.join(output_dir, "_stats", IMAGE_REASONS_FILE)
-    if not FileSystems.exists(path):
-        return {}
-    with FileSystems.open(path, compression_type="uncompressed") as fh:
-        return json.loads(fh.read())["reasons"]
+    payload = read_stats(output_dir, IMAGE_REASONS)
+    return payload["reasons"] if payload else {}
 
 
 # --- reading and writing -------------------------------------------------------------------

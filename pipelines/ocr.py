@@ -26,7 +26,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
 
-from quarry.operators.ocr import OcrEngine, OcrLine, make_engine
+from quarry.operators.ocr.engine import OcrEngine, OcrLine, make_engine
 from quarry.schemas.ocr_search import OcrEngineConfig
 
 DEFAULT_ACCELERATOR = "type:nvidia-tesla-t4;count:1;install-nvidia-driver"

@@ -37,9 +37,9 @@ from apache_beam.io.filesystems import FileSystems
 from quarry.operators.base import Rejection
 from quarry.operators.decode import decode_image
 from quarry.operators.ids import content_id, digest
-from quarry.operators.ocr import OcrLine, fit_for_ocr
-from quarry.operators.ocr_layout import build_layout, valid_lines
-from quarry.operators.ocr_tasks import (
+from quarry.operators.ocr.engine import OcrLine, fit_for_ocr
+from quarry.operators.ocr.layout import build_layout, valid_lines
+from quarry.operators.ocr.tasks import (
     encode_crop,
     image_tier,
     input_height,

@@ -13,32 +13,46 @@ import sys
 import threading
 import time
 from collections import defaultdict
-from typing import Any
+from typing import Any, Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 
-def _write_json(path: str, payload: dict[str, Any]) -> None:
-    with FileSystems.create(path) as fh:
+def write_stats(output_dir: str, name: str, payload: dict[str, Any]) -> None:
+    """`DIR/_stats/<name>.json`: the one writer of stats files (counts, summaries, index facts)."""
+    with FileSystems.create(stats_path(output_dir, name)) as fh:
         fh.write(json.dumps(payload, sort_keys=True).encode())
 
 
-class CountTo(beam.PTransform):
-    """Count a PCollection and write `{"name": ..., "count": n}` to `DIR/_stats/<name>.json`."""
+def stats_path(output_dir: str, name: str) -> str:
+    return FileSystems.join(output_dir, "_stats", f"{name}.json")
 
-    def __init__(self, output_dir: str, name: str):
+
+class CountTo(beam.PTransform):
+    """Count a PCollection (or, with `sum_values`, sum its ints) into `DIR/_stats/<name>.json` as
+    `{"name": ..., "count": n}`."""
+
+    def __init__(self, output_dir: str, name: str, sum_values: bool = False):
         super().__init__()
-        self.path = FileSystems.join(output_dir, "_stats", f"{name}.json")
+        self.output_dir = output_dir
         self.name = name
+        self.sum_values = sum_values
 
     def expand(self, pcoll):
-        path, name = self.path, self.name
-        return (
-            pcoll
-            | "Count" >> beam.combiners.Count.Globally()
-            | "WriteCount" >> beam.Map(lambda n: _write_json(path, {"name": name, "count": n}))
-        )
+        output_dir, name = self.output_dir, self.name
+        total = (pcoll | "Sum" >> beam.CombineGlobally(sum)) if self.sum_values else (
+            pcoll | "Count" >> beam.combiners.Count.Globally())
+        return total | "WriteCount" >> beam.Map(lambda n: write_stats(output_dir, name, {"name": name, "count": n}))
+
+
+def read_stats(output_dir: str, name: str) -> Optional[dict[str, Any]]:
+    """The payload of `DIR/_stats/<name>.json`, or None when the run wrote none."""
+    path = stats_path(output_dir, name)
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path, compression_type="uncompressed") as fh:
+        return json.loads(fh.read())
 
 
 def read_counts(output_dir: str) -> dict[str, int]:

@@ -34,8 +34,8 @@ from apache_beam.io.filesystems import FileSystems
 from quarry.operators.base import Rejection
 from quarry.operators.ids import content_id, digest
 from quarry.operators.phash import to_hex
-from quarry.operators.svg import SVG_NS, NormaliseOptions, PreparedSvg, SvgLimits, prepare_svg, tier_of
-from quarry.operators.svg_render import Rendered, RenderOptions, RenderWorker, render, render_png
+from quarry.operators.svg.prepare import SVG_NS, NormaliseOptions, PreparedSvg, SvgLimits, prepare_svg, tier_of
+from quarry.operators.svg.render import Rendered, RenderOptions, RenderWorker, render, render_png
 from quarry.pipelines.dedup import DedupKey, SplitDuplicates
 from quarry.pipelines.read import (
     InputError,

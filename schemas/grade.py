@@ -77,7 +77,7 @@ class ClientSection(Section):
 
 
 class JudgeSection(ClientSection):
-    """The model judge (`quarry.operators.judge`); off unless this section is set."""
+    """The model judge (`quarry.operators.grade.judge`); off unless this section is set."""
 
     prompt_path: Optional[str] = Field(None, description="judge prompt template (default: the shipped one)")
 
@@ -87,7 +87,7 @@ class JudgeSection(ClientSection):
 
 
 class GenerateSection(ClientSection):
-    """Rollout generation (`quarry.operators.rollouts`) when no rollout files are given; off unless set."""
+    """Rollout generation (`quarry.operators.grade.rollouts`) when no rollout files are given; off unless set."""
 
     k: int = Field(4, ge=1, description="rollouts per sample")
     temperature: float = Field(1.0, ge=0, description="sampling temperature of the rollouts")

@@ -131,7 +131,7 @@ class TextQualityConfig(Section):
 
 
 class TierConfig(Section):
-    """Knowledge density -> tier (see quarry.operators.interleaved.tier_for)."""
+    """Knowledge density -> tier (see quarry.operators.interleaved.documents.tier_for)."""
 
     diagram_score: float = Field(
         0.75, ge=0.0, le=1.0, description="an image whose diagram_score (flat neighbouring pixels) is at least this is chart/diagram-like"

@@ -15,7 +15,7 @@ import pytest
 from quarry.dags.gui import SPEC, build_demo_input, plan
 from quarry.dags.runner import resolve_config, run_dag
 from quarry.schemas.arrow import arrow_schema
-from quarry.operators.browser import find_chromium
+from quarry.operators.gui.browser import find_chromium
 from quarry.schemas.common import TIERS, ImageRecord
 from quarry.schemas.config import ConfigError
 from quarry.schemas.gui import GuiRow

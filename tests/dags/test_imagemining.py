@@ -14,8 +14,8 @@ import pytest
 
 from quarry.dags import imagemining
 from quarry.dags.runner import resolve_config, run_dag
-from quarry.operators import qa
-from quarry.operators.kb import contains_phrase, load_kb, normalise
+from quarry.operators.imagemining import qa
+from quarry.operators.imagemining.kb import contains_phrase, load_kb, normalise
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.common import ImageRecord
 from quarry.schemas.config import ConfigError

@@ -15,8 +15,8 @@ from PIL import Image, ImageDraw
 
 from quarry.dags.ocr_search import SPEC, build_demo_input
 from quarry.dags.runner import resolve_config, run_dag
-from quarry.operators.ocr_synth import box_contains, draw_text, poster, rotated
-from quarry.operators.ocr_tasks import similarity
+from quarry.operators.ocr.synth import box_contains, draw_text, poster, rotated
+from quarry.operators.ocr.tasks import similarity
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.common import TIERS
 from quarry.schemas.ocr_search import OcrSearchRow

@@ -203,8 +203,8 @@ def test_config_is_strict():
 def test_decontam_drops_pairs_whose_render_is_a_benchmark_image(tmp_path):
     import pyarrow as pa
 
-    from quarry.operators.svg import prepare_svg
-    from quarry.operators.svg_render import RenderOptions, render
+    from quarry.operators.svg.prepare import prepare_svg
+    from quarry.operators.svg.render import RenderOptions, render
 
     demo = Path(__file__).resolve().parents[2] / "dags" / "demo_data" / "svg"
     folder = tmp_path / "in"

@@ -19,7 +19,7 @@ from quarry.operators.chat_client import (
     image_mime,
     user_message,
 )
-from quarry.operators.rollouts import RESPONSE_FORMAT, generate_rollouts
+from quarry.operators.grade.rollouts import RESPONSE_FORMAT, generate_rollouts
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 16
 JPEG = b"\xff\xd8\xff\xe0" + b"\x00" * 16

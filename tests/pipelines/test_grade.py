@@ -13,7 +13,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from quarry.operators.verify import verifier_for
+from quarry.operators.grade.verify import verifier_for
 from quarry.pipelines.grade import (
     ROLLOUT_COLUMNS,
     SAMPLE_COLUMNS,

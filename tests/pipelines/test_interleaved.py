@@ -16,7 +16,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from quarry.operators.interleaved import RawDocument
+from quarry.operators.interleaved.documents import RawDocument
 from quarry.pipelines.interleaved import (
     DocState,
     InterleavedPipeline,
@@ -148,7 +148,7 @@ def test_finish_decides_relevance_and_text_only():
 
 
 def _doc(key: str, segments: list) -> RawDocument:
-    from quarry.operators.interleaved import ImageRef, document_id
+    from quarry.operators.interleaved.documents import ImageRef, document_id
 
     segs = [s if isinstance(s, str) else ImageRef(s) for s in segments]
     return RawDocument(document_id("d.jsonl", key, segs), key, "segments", segs, file="d.jsonl")

@@ -16,7 +16,7 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from quarry.operators.ocr_synth import poster
+from quarry.operators.ocr.synth import poster
 from quarry.pipelines.ocr import OcrModelHandler
 from quarry.pipelines.ocr_search import OcrSearchPipeline, plan_ocr_inputs, read_ocr_file
 from quarry.pipelines.read import InputError

@@ -156,7 +156,7 @@ def test_rows_carry_the_pair_and_its_measurements():
 
 
 def test_visible_text_is_what_the_render_shows():
-    from quarry.operators.svg import prepare_svg
+    from quarry.operators.svg.prepare import prepare_svg
     from quarry.pipelines.svg import visible_text
 
     p = prepare_svg(svg('<style>.a{fill:red}</style><text x="1" y="5">Q1 <tspan>sales</tspan></text>'

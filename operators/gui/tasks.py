@@ -1,0 +1,283 @@
+"""GUI tasks from one page's visible elements (GLM-5V-Turbo §4 GUI hierarchy).
+
+- `element_perception` (referring-expression generation): a box -> what the
+  element is and what it says;
+- `grounding` (referring-expression comprehension): an expression -> the box;
+- `action`: an instruction -> one action, `click(x,y)`, `type(x,y,"text")`
+  or `scroll(x,y,"down")`, coordinates on the 0-1000 grid.
+
+Referring expressions: the accessible name plus a noun for the role
+(`the "Search" button`). When another visible element has the same noun and
+name, the name alone is ambiguous and a positional rule is tried: a relation
+to a uniquely named neighbour (`the "Edit" link left of the "Delete" button`;
+left of / right of need overlapping rows, above / below overlapping
+columns; the relation must hold for this element and for no other element
+of its group), else the strict extreme of the group (`the topmost "Edit"
+link`, 10 units of 1000 clear of the next). An element none of these single
+out is not used for grounding or action tasks.
+
+Tier: area level from the target's share of the screenshot (`tiers.area_fractions`,
+default >= 2% level 0, >= 0.5% 1, >= 0.1% 2, >= 0.02% 3, else 4) plus a
+crowding bonus from the number of other visible elements with the same role
+(`tiers.crowd_counts`, default < 5: +0, < 20: +1, else +2), capped at
+very_hard. Small icons on crowded pages are hard. A scroll task is very_easy.
+
+Answers mark boxes and actions with `<|begin_of_box|>...<|end_of_box|>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from quarry.operators.gui.dom import Element
+from quarry.operators.ids import content_id, seeded_uniform
+
+BOX_OPEN, BOX_CLOSE = "<|begin_of_box|>", "<|end_of_box|>"
+TIER_NAMES = ("very_easy", "easy", "medium", "hard", "very_hard")
+EXTREME_MARGIN = 10  # units of 1000
+
+NOUNS = {
+    "link": "link", "button": "button", "textbox": "text field", "searchbox": "search field",
+    "checkbox": "checkbox", "radio": "radio button", "combobox": "drop-down", "listbox": "list box",
+    "slider": "slider", "spinbutton": "number field", "img": "image", "heading": "heading",
+    "navigation": "navigation bar", "tab": "tab", "menuitem": "menu item", "switch": "switch",
+    "paragraph": "paragraph", "listitem": "list item", "cell": "table cell", "columnheader": "column header",
+    "code": "code", "option": "option", "progressbar": "progress bar", "dialog": "dialog",
+    "term": "term", "definition": "definition", "banner": "header", "contentinfo": "footer",
+    "blockquote": "quotation", "separator": "separator", "table": "table", "list": "list",
+}
+TAG_NOUNS = {"span": "text", "div": "text block", "label": "label", "pre": "code block", "svg": "icon",
+             "canvas": "canvas", "video": "video", "iframe": "embedded frame", "td": "table cell",
+             "em": "emphasised text", "strong": "bold text", "b": "bold text", "i": "italic text",
+             "small": "small text", "kbd": "key", "dt": "term", "caption": "caption", "figcaption": "caption",
+             "legend": "legend", "abbr": "abbreviation", "cite": "citation", "time": "time", "mark": "highlighted text"}
+TYPE_ROLES = ("textbox", "searchbox")
+TYPE_TEXTS = ("weather tomorrow", "python tutorial", "cheap flights to Oslo", "hello world", "2024 annual report",
+              "contact support", "best pizza near me", "reset password", "quarterly results", "open source")
+
+
+@dataclass(frozen=True)
+class Task:
+    task: str
+    prompt: str
+    answer: str
+    element: Optional[Element]
+    expression: Optional[str] = None
+    expression_kind: Optional[str] = None
+    action: Optional[str] = None
+    similar: Optional[int] = None
+    area_fraction: Optional[float] = None
+    tier: str = "medium"
+
+
+def box_text(box: Sequence[int]) -> str:
+    return "[" + ",".join(str(int(v)) for v in box) + "]"
+
+
+def boxed(text: str) -> str:
+    return f"{BOX_OPEN}{text}{BOX_CLOSE}"
+
+
+def noun(e: Element) -> str:
+    if e.role and e.role in NOUNS:
+        return NOUNS[e.role]
+    if e.tag in TAG_NOUNS:
+        return TAG_NOUNS[e.tag]
+    if e.tag in ("h1", "h2", "h3", "h4", "h5", "h6"):
+        return "heading"
+    if e.interactive:
+        return "clickable element"
+    return e.role or "element"
+
+
+def _quote(name: str, limit: int = 80) -> str:
+    name = name if len(name) <= limit else name[: limit - 1].rstrip() + "…"
+    return '"' + name.replace('"', "'") + '"'
+
+
+def phrase(e: Element) -> str:
+    """`"Search" button`, or the bare noun for a nameless element."""
+    return f"{_quote(e.name)} {noun(e)}" if e.name else noun(e)
+
+
+def describe(e: Element) -> str:
+    """The element_perception answer: what it is and what it says."""
+    n = noun(e)
+    article = "an" if n[:1] in "aeiou" else "a"
+    what = f"{article} {n}"
+    if e.input_type and e.role in TYPE_ROLES and e.input_type not in ("text", "search"):
+        what += f" ({e.input_type})"
+    if e.name:
+        what += f" {'labelled' if e.interactive or e.role == 'img' else 'reading'} {_quote(e.name, 200)}"
+    if e.interactive and e.role not in ("link", "button"):
+        what += ", interactive"
+    return what
+
+
+# --- referring expressions ------------------------------------------------------------------
+
+
+def _group_key(e: Element) -> tuple[str, str]:
+    return (noun(e), e.name.strip().lower())
+
+
+def _overlap(a1: float, a2: float, b1: float, b2: float) -> bool:
+    return min(a2, b2) - max(a1, b1) > 0
+
+
+def relation(a: Element, b: Element, rel: str) -> bool:
+    """Does `a` stand in `rel` to `b` (0-1000 boxes)?"""
+    ax1, ay1, ax2, ay2 = a.box
+    bx1, by1, bx2, by2 = b.box
+    if rel == "left of":
+        return ax2 <= bx1 + 2 and _overlap(ay1, ay2, by1, by2)
+    if rel == "right of":
+        return ax1 >= bx2 - 2 and _overlap(ay1, ay2, by1, by2)
+    if rel == "above":
+        return ay2 <= by1 + 2 and _overlap(ax1, ax2, bx1, bx2)
+    if rel == "below":
+        return ay1 >= by2 - 2 and _overlap(ax1, ax2, bx1, bx2)
+    raise ValueError(rel)
+
+
+def _gap(a: Element, b: Element) -> float:
+    ax1, ay1, ax2, ay2 = a.box
+    bx1, by1, bx2, by2 = b.box
+    dx = max(0, bx1 - ax2, ax1 - bx2)
+    dy = max(0, by1 - ay2, ay1 - by2)
+    return (dx * dx + dy * dy) ** 0.5
+
+
+def _extreme(e: Element, group: list[Element]) -> Optional[str]:
+    others = [g for g in group if g is not e]
+    checks = (
+        ("topmost", lambda x: x.box[1], min), ("bottommost", lambda x: x.box[3], max),
+        ("leftmost", lambda x: x.box[0], min), ("rightmost", lambda x: x.box[2], max),
+    )
+    for word, key, pick in checks:
+        mine = key(e)
+        best_other = pick(key(o) for o in others)
+        if (pick is min and mine + EXTREME_MARGIN <= best_other) or (pick is max and mine - EXTREME_MARGIN >= best_other):
+            return word
+    return None
+
+
+def referring_expressions(elements: Sequence[Element], max_anchors: int = 8) -> list[Optional[tuple[str, str]]]:
+    """Per element: (expression, kind) with kind name | positional | role, or None when ambiguous."""
+    groups: dict[tuple[str, str], list[Element]] = {}
+    for e in elements:
+        groups.setdefault(_group_key(e), []).append(e)
+    anchors = [e for e in elements if e.name and len(groups[_group_key(e)]) == 1]
+    out: list[Optional[tuple[str, str]]] = []
+    for e in elements:
+        group = groups[_group_key(e)]
+        if len(group) == 1:
+            out.append((f"the {phrase(e)}", "name" if e.name else "role"))
+            continue
+        found: Optional[tuple[str, str]] = None
+        for anchor in sorted((a for a in anchors if a is not e), key=lambda a: _gap(e, a))[:max_anchors]:
+            for rel in ("left of", "right of", "above", "below"):
+                if relation(e, anchor, rel) and not any(relation(g, anchor, rel) for g in group if g is not e):
+                    found = (f"the {phrase(e)} {rel} the {phrase(anchor)}", "positional")
+                    break
+            if found:
+                break
+        if found is None:
+            word = _extreme(e, group)
+            if word:
+                found = (f"the {word} {phrase(e)}", "positional")
+        out.append(found)
+    return out
+
+
+# --- tiers ----------------------------------------------------------------------------------
+
+
+def area_fraction(e: Element) -> float:
+    x1, y1, x2, y2 = e.box
+    return max(0, x2 - x1) * max(0, y2 - y1) / 1_000_000
+
+
+def tier_for(area: float, similar: int, area_fractions: Sequence[float], crowd_counts: Sequence[int]) -> str:
+    level = next((i for i, a in enumerate(area_fractions) if area >= a), len(area_fractions))
+    bonus = 0 if similar < crowd_counts[0] else 1 if similar < crowd_counts[1] else 2
+    return TIER_NAMES[min(len(TIER_NAMES) - 1, level + bonus)]
+
+
+# --- tasks ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaskSettings:
+    kinds: tuple[str, ...] = ("element_perception", "grounding", "action")
+    max_per_page: int = 200
+    scroll: bool = True
+    area_fractions: tuple[float, ...] = (0.02, 0.005, 0.001, 0.0002)
+    crowd_counts: tuple[int, ...] = (5, 20)
+
+
+def _type_text(page_key: str, e: Element) -> str:
+    return TYPE_TEXTS[int(seeded_uniform(page_key, "type", e.path) * len(TYPE_TEXTS))]
+
+
+def page_tasks(page_key: str, elements: Sequence[Element], scrollable: bool, s: TaskSettings) -> list[Task]:
+    """Every task of one page, at most `s.max_per_page` per kind (an id-seeded choice), in a stable order."""
+    kinds_count: dict[str, int] = {}
+    for e in elements:
+        kinds_count[noun(e)] = kinds_count.get(noun(e), 0) + 1
+    exprs = referring_expressions(elements)
+    by_kind: dict[str, list[Task]] = {k: [] for k in s.kinds}
+    for e, ex in zip(elements, exprs):
+        similar = kinds_count[noun(e)] - 1
+        area = area_fraction(e)
+        tier = tier_for(area, similar, s.area_fractions, s.crowd_counts)
+        common = dict(element=e, similar=similar, area_fraction=round(area, 6), tier=tier)
+        if "element_perception" in by_kind and (e.name or e.tag in ("img", "svg", "canvas", "video")):
+            by_kind["element_perception"].append(Task(
+                "element_perception",
+                f"What is the element at {boxed(box_text(e.box))} in this screenshot (0-1000 coordinates)? "
+                "Say what kind of element it is and what it says.",
+                describe(e), **common))
+        if ex is None:
+            continue
+        expr, kind = ex
+        if "grounding" in by_kind:
+            by_kind["grounding"].append(Task(
+                "grounding", f"Where is {expr}? Give its box as [x1,y1,x2,y2] on a 0-1000 grid.",
+                boxed(box_text(e.box)), expression=expr, expression_kind=kind, **common))
+        if "action" in by_kind and e.interactive:
+            x, y = e.center
+            if e.role in TYPE_ROLES or (e.tag == "textarea"):
+                text = _type_text(page_key, e)
+                act = f'type({x},{y},"{text}")'
+                instr = f'Type "{text}" into {expr}.'
+            else:
+                act = f"click({x},{y})"
+                instr = f"Click {expr}."
+            by_kind["action"].append(Task(
+                "action", f"{instr} Answer with one action: click(x,y), type(x,y,\"text\") or scroll(x,y,\"down\"), "
+                          "coordinates on a 0-1000 grid.",
+                boxed(act), expression=expr, expression_kind=kind, action=act, **common))
+    if "action" in by_kind and s.scroll and scrollable:
+        act = 'scroll(500,500,"down")'
+        by_kind["action"].append(Task(
+            "action", "Scroll down to see more of the page. Answer with one action: click(x,y), "
+                      "type(x,y,\"text\") or scroll(x,y,\"down\"), coordinates on a 0-1000 grid.",
+            boxed(act), None, expression=None, action=act, tier="very_easy"))
+    out: list[Task] = []
+    for kind, tasks in by_kind.items():
+        if len(tasks) > s.max_per_page:
+            ranked = sorted(range(len(tasks)), key=lambda i: seeded_uniform(page_key, kind, task_key(tasks[i])))
+            keep = set(ranked[: s.max_per_page])
+            tasks = [t for i, t in enumerate(tasks) if i in keep]
+        out.extend(tasks)
+    return out
+
+
+def task_key(t: Task) -> str:
+    return f"{t.task}|{t.element.path if t.element else '-'}|{t.expression or ''}|{t.action or ''}"
+
+
+def task_id(page_key: str, t: Task) -> str:
+    return content_id("gui", page_key, task_key(t))
