@@ -31,7 +31,7 @@ from pathlib import Path
 from _measure import run_watched  # benchmarks/ is on sys.path when a script runs
 from PIL import Image, ImageEnhance, ImageOps
 
-from quarry.dags.demo import base_images
+from quarry.dags.demos.caption import base_images
 from quarry.operators.base import Rejection
 from quarry.operators.concepts import load_vocabulary
 from quarry.operators.decode import decode_image

@@ -46,7 +46,7 @@ PER_FILE = 100
 
 def make_input(folder: Path, n: int, seed: int = 0) -> Path:
     """n documents in ceil(n / PER_FILE) JSONL files plus their image files; deterministic for a seed."""
-    from quarry.dags.interleaved import demo_images
+    from quarry.dags.demos.interleaved import demo_images
 
     marker = folder / f".complete-{n}-{seed}"
     if marker.exists():

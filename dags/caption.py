@@ -9,16 +9,13 @@ distribution, so they are the hard tiers.
 
 from __future__ import annotations
 
-import apache_beam as beam
+from typing import NamedTuple
 
-from quarry.dags.runner import BuildInfo, DagSpec
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage
 from quarry.operators.clip import ClipLoadError, ClipScorer
 from quarry.operators.concepts import VocabularyError, load_vocabulary
 from quarry.pipelines.caption import CaptionPipeline, WriteFromSource
-from quarry.pipelines.decontam import plan_benchmarks
 from quarry.pipelines.read import ReadImageText, plan_inputs
-from quarry.pipelines.stats import CountTo
-from quarry.pipelines.write import WriteRejects
 from quarry.schemas.caption import CaptionConfig
 from quarry.schemas.config import ConfigError
 
@@ -29,36 +26,42 @@ TINY_WARNING = (
 )
 
 
-def plan(patterns: list[str], cfg: CaptionConfig):
+class CaptionPlan(NamedTuple):
+    files: list
+    vocabulary: list[str]  # read once, here: tiers need it even with balancing off
+
+
+def plan(patterns: list[str], cfg: CaptionConfig) -> CaptionPlan:
     try:
-        load_vocabulary(cfg.balance.vocabulary)  # tiers need it even with balancing off; fail early
+        vocabulary = load_vocabulary(cfg.balance.vocabulary)
     except VocabularyError as e:
         raise ConfigError(f"balance.vocabulary: {e}") from None
-    if cfg.decontam.enabled:
-        plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     files = plan_inputs(patterns, cfg.reader)
     if cfg.clip.enabled:
         try:
             ClipScorer(cfg.clip).preflight()  # missing weights stop the run before any data is read
         except ClipLoadError as e:
             raise ConfigError(f"clip: {e}") from None
-    return files
+    return CaptionPlan(files, vocabulary)
 
 
-def build(pipeline: beam.Pipeline, cfg: CaptionConfig, files, output: str) -> BuildInfo:
-    vocabulary = load_vocabulary(cfg.balance.vocabulary)
-    read = pipeline | "Read" >> ReadImageText(files, cfg.source or "unknown", cfg.reader)
-    read.samples | "CountRead" >> CountTo(output, "read")
-    out = read.samples | "Caption" >> CaptionPipeline(cfg, vocabulary, output)
-    _, write_rejected = out.kept | "Write" >> WriteFromSource(files, cfg.source or "unknown", cfg, output)
-    (
-        (read.rejected, out.rejected, write_rejected)
-        | "AllRejects" >> beam.Flatten()
-        | "WriteRejects" >> WriteRejects(output, cfg.shards)
-    )
-    info = BuildInfo(extra={"vocabulary_entries": len(vocabulary)})
-    if not cfg.source:
-        info.notes.append("no --source given: records without a `source` field are tagged source=unknown")
+def read(pbegin, cfg: CaptionConfig, plan: CaptionPlan):
+    return pbegin | ReadImageText(plan.files, cfg.source or "unknown", cfg.reader)
+
+
+def transform(samples, cfg: CaptionConfig, plan: CaptionPlan, output: str) -> FamilyOutputs:
+    out = samples | "Caption" >> CaptionPipeline(cfg, plan.vocabulary, output)
+    return FamilyOutputs(out.kept, out.rejected)
+
+
+def write(kept, cfg: CaptionConfig, plan: CaptionPlan, output: str):
+    """Kept rows are written from a second read of their input files (no image bytes in shuffles)."""
+    _, write_rejected = kept | "Write" >> WriteFromSource(plan.files, cfg.source or "unknown", cfg, output)
+    return write_rejected
+
+
+def describe(cfg: CaptionConfig, plan: CaptionPlan) -> BuildInfo:
+    info = BuildInfo(extra={"vocabulary_entries": len(plan.vocabulary)})
     if cfg.clip.enabled:
         info.extra["clip"] = {"model": cfg.clip.model, "pretrained": cfg.clip.pretrained,
                               "threshold": cfg.clip.threshold}
@@ -75,16 +78,19 @@ SPEC = DagSpec(
     name="caption",
     summary="image-caption pairs: heuristic filters, pHash dedup, CLIP score >= 0.3, MetaCLIP balancing",
     stages=(
-        ("read", "WebDataset tar, Parquet, JSONL or image files -> records"),
-        ("decode", "Pillow decode under a pixel limit, EXIF orientation, RGB"),
-        ("heuristics", "min side, aspect ratio, solid colour, caption length and text-ness"),
-        ("dedup", "64-bit pHash near-duplicates (banded, no all-pairs), best resolution kept"),
-        ("clip", "open_clip image-text cosine via RunInference, keep >= clip.threshold"),
-        ("decontam", "optional (--set decontam.bench=PATH): caption and pHash against benchmark sets"),
-        ("balance", "MetaCLIP concept matching (Aho-Corasick), head concepts capped at t"),
-        ("write", "Parquet shards by source and tier, bytes read again from the inputs (no image shuffle)"),
+        Stage("read", "WebDataset tar, Parquet, JSONL or image files -> records"),
+        Stage("decode", "Pillow decode under a pixel limit, EXIF orientation, RGB"),
+        Stage("heuristics", "min side, aspect ratio, solid colour, caption length and text-ness"),
+        Stage("dedup", "64-bit pHash near-duplicates (banded, no all-pairs), best resolution kept"),
+        Stage("clip", "open_clip image-text cosine via RunInference, keep >= clip.threshold"),
+        Stage("decontam", "optional (--set decontam.bench=PATH): caption and pHash against benchmark sets"),
+        Stage("balance", "MetaCLIP concept matching (Aho-Corasick), head concepts capped at t"),
+        Stage("write", "Parquet shards by source and tier, bytes read again from the inputs (no image shuffle)"),
     ),
     config_model=CaptionConfig,
     plan=plan,
-    build=build,
+    read=read,
+    transform=transform,
+    describe=describe,
+    write=write,
 )

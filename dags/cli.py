@@ -42,7 +42,7 @@ def _parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    sub.add_parser("list", help="the DAGs and their stages")
+    sub.add_parser("list", help="the DAGs, their stages and the reject reasons each stage can give")
 
     run = sub.add_parser("run", help="run one DAG", epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("dag", help="DAG name (see `quarry list`)")
@@ -99,8 +99,10 @@ def cmd_list() -> int:
 
     for spec in DAGS.values():
         print(f"{spec.name:<12} {spec.summary}")
-        for stage, what in spec.stages:
-            print(f"    {stage:<11} {what}")
+        for stage in spec.stages:
+            print(f"    {stage.name:<11} {stage.what}")
+            if stage.reasons:
+                print(f"    {'':<11} rejects: {', '.join(stage.reasons)}")
     return 0
 
 

@@ -39,14 +39,13 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
-from quarry.dags.runner import BuildInfo, DagSpec
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage
 from quarry.operators.base import Rejection
 from quarry.operators.decontam import BenchFile, ImageKey, Match
 from quarry.operators.ids import content_id
 from quarry.operators.tables import first_objects, table_rows
 from quarry.pipelines.decontam import Decontaminate, Probe, match_summary, plan_benchmarks
-from quarry.pipelines.read import InputError, beside, clean_source, match_inputs, read_limited, table_kind
-from quarry.pipelines.stats import CountTo
+from quarry.pipelines.read import InputError, ReadFiles, beside, clean_source, match_inputs, read_limited, table_kind
 from quarry.pipelines.write import StreamingShard, shard_path
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.common import TIERS, Origin, Reject
@@ -339,37 +338,37 @@ def _changed(ref: RowRef, detail: str) -> Reject:
                   detail=detail, origin=ref.probe.origin)
 
 
-def build(pipeline: beam.Pipeline, cfg: DecontamConfig, plan: DecontamPlan, output: str) -> BuildInfo:
-    from quarry.pipelines.read import ReadFiles
-    from quarry.pipelines.write import WriteRejects
+def read(pbegin, cfg: DecontamConfig, plan: DecontamPlan):
+    read = pbegin | ReadFiles(plan.files, _ReadProbes(clean_source(cfg.source or "unknown"), cfg.input.max_image_bytes),
+                              _ReadProbes.REJECTED)
+    return read.main, read[_ReadProbes.REJECTED]
 
-    default_source = clean_source(cfg.source or "unknown")
-    read = pipeline | "Read" >> ReadFiles(plan.files, _ReadProbes(default_source, cfg.input.max_image_bytes),
-                                          _ReadProbes.REJECTED)
-    refs = read.main
-    refs | "CountRead" >> CountTo(output, "read")
+
+def transform(refs, cfg: DecontamConfig, plan: DecontamPlan, output: str) -> FamilyOutputs:
     out = refs | "Decontam" >> Decontaminate(cfg.decontam, lambda r: r.probe, output, dag="decontam",
                                              files=plan.bench, flag_fn=_flag_ref, shards=cfg.shards)
+    return FamilyOutputs(out.kept, out.rejected)
+
+
+def write(kept, cfg: DecontamConfig, plan: DecontamPlan, output: str):
+    """Kept rows are written from a second read of their input file, in input order."""
     written = (
-        out.kept
+        kept
         | "KeyByInputFile" >> beam.Map(lambda r: (r.file, r))
         | "GroupByInputFile" >> beam.GroupByKey()
         | "WriteKept" >> beam.ParDo(_WriteKept(plan.files, cfg, output)).with_outputs(_WriteKept.REJECTED,
                                                                                        main="paths")
     )
-    (
-        (read[_ReadProbes.REJECTED], out.rejected, written[_WriteKept.REJECTED])
-        | "AllRejects" >> beam.Flatten()
-        | "WriteRejects" >> WriteRejects(output, cfg.shards)
-    )
+    return written[_WriteKept.REJECTED]
+
+
+def describe(cfg: DecontamConfig, plan: DecontamPlan) -> BuildInfo:
     d = cfg.decontam
     info = BuildInfo(extra={"benchmark_files": len(plan.bench),
                             "benchmarks": sorted({b.benchmark for b in plan.bench}),
                             "ngram": d.ngram, "max_hamming": d.max_hamming, "action": d.action})
     if d.action == "flag":
         info.notes.append("decontam.action=flag: contaminated rows are kept with contaminated=true")
-    if not cfg.source:
-        info.notes.append("no --source given: rows without a `source` column are tagged source=unknown")
     return info
 
 
@@ -377,72 +376,21 @@ SPEC = DagSpec(
     name="decontam",
     summary="contamination check against benchmark sets: normalised text 13-grams, image pHash + exact hash",
     stages=(
-        ("read", "quarry shards (DIR/data/**/*.parquet) or any Parquet/JSONL; image pHashes computed while reading"),
-        ("index", "benchmark Parquet/JSONL -> text n-gram hashes, short-question hashes, image pHashes + digests "
-                  "(one Beam combine; a side input loaded once per worker)"),
-        ("decontam", "n-gram / exact text and pHash / exact image lookups; drop to rejects or flag"),
-        ("write", "the input rows minus the contaminated (or flagged), the input's schema, one shard per input "
-                  "file and partition; DIR/contamination/ one row per match"),
+        Stage("read", "quarry shards (DIR/data/**/*.parquet) or any Parquet/JSONL; image pHashes computed while reading"),
+        Stage("index", "benchmark Parquet/JSONL -> text n-gram hashes, short-question hashes, image pHashes + digests "
+                       "(one Beam combine; a side input loaded once per worker)"),
+        Stage("decontam", "n-gram / exact text and pHash / exact image lookups; drop to rejects or flag"),
+        Stage("write", "the input rows minus the contaminated (or flagged), the input's schema, one shard per input "
+                       "file and partition; DIR/contamination/ one row per match"),
     ),
     config_model=DecontamConfig,
     plan=plan,
-    build=build,
+    read=read,
+    transform=transform,
+    describe=describe,
+    write=write,
+    unsourced="rows without a `source` column",
 )
 
 
 # --- demo -----------------------------------------------------------------------------------------
-
-
-def build_demo_input(folder: Path) -> tuple[list[str], list[str]]:
-    """A tiny benchmark (3 text questions, one image) and 8 training rows, 4 of them contaminated
-    (verbatim, case/punctuation-edited, Chinese, recompressed+resized image). Returns (inputs, --set)."""
-    import io
-
-    import numpy as np
-    from PIL import Image
-
-    folder = Path(folder)
-    (folder / "bench").mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(20261121)
-
-    def picture(seed_rng) -> Image.Image:
-        small = (seed_rng.random((6, 6, 3)) * 255).astype(np.uint8)
-        return Image.fromarray(small).resize((160, 160), Image.BICUBIC)
-
-    def encode(img: Image.Image, fmt: str, **kw) -> bytes:
-        buf = io.BytesIO()
-        img.save(buf, fmt, **kw)
-        return buf.getvalue()
-
-    bench_img, clean_img = picture(rng), picture(rng)
-    q_geo = ("In the figure, triangle ABC is inscribed in the circle with AB as its diameter; if angle CAB is "
-             "35 degrees, what is the measure of angle ABC?")
-    q_chart = "According to the bar chart, which year had the highest number of visitors to the national park?"
-    q_zh = "如图所示，在平行四边形ABCD中，对角线AC与BD相交于点O，若AC等于八，求AO的长度"
-    pq.write_table(pa.table({
-        "id": ["geo-1", "chart-7", "zh-3"],
-        "question": [q_geo, q_chart, q_zh],
-        "options": [["35", "55", "65", "90"], [], []],
-        "answer": ["55", "2019", "4"],
-        "image": [{"bytes": encode(bench_img, "PNG"), "path": None}, None, None],
-    }), folder / "bench" / "demobench.parquet")
-    rows = [
-        {"sample_id": "t-verbatim", "source": "webqa", "question": q_geo, "answer": "55"},
-        {"sample_id": "t-edited", "source": "webqa", "question": q_chart.upper().replace(",", "") + "!!",
-         "answer": "2019"},
-        {"sample_id": "t-chinese", "source": "k12", "question": "题目：" + q_zh.replace("，", " "), "answer": "4"},
-        {"sample_id": "t-image", "source": "k12", "question": "What is drawn here?",
-         "image": encode(bench_img.resize((240, 240)), "JPEG", quality=60)},
-        {"sample_id": "t-clean-1", "source": "webqa", "question": "What is the boiling point of water at sea level "
-                                                                   "in degrees Celsius under standard pressure?",
-         "answer": "100"},
-        {"sample_id": "t-clean-2", "source": "webqa", "question": "Name the largest planet in the solar system.",
-         "answer": "Jupiter"},
-        {"sample_id": "t-clean-3", "source": "k12", "question": "What is drawn here?",
-         "image": encode(clean_img, "JPEG", quality=90)},
-        {"sample_id": "t-empty", "source": "k12", "question": "", "answer": ""},
-    ]
-    schema = pa.schema([("sample_id", pa.string()), ("source", pa.string()), ("question", pa.string()),
-                        ("answer", pa.string()), ("image", pa.binary())])
-    pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / "train.parquet")
-    return [str(folder / "train.parquet")], [f"decontam.bench={folder / 'bench'}"]

@@ -27,21 +27,13 @@ page ends as rows or exactly one reject, and `extra.pages` says so
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
-import apache_beam as beam
-
-from quarry.dags.runner import BuildInfo, DagSpec
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage, reject_counts
 from quarry.operators.gui.browser import BrowserLaunchError, find_chromium
-from quarry.pipelines.decontam import FieldProbe, MaybeDecontaminate, plan_benchmarks
+from quarry.pipelines.decontam import FieldProbe
 from quarry.pipelines.gui import GuiPipeline, ReadPages, plan_gui_inputs
 from quarry.pipelines.stats import CountTo, read_counts
-from quarry.pipelines.write import WriteImages, WriteRejects, WriteShards
 from quarry.schemas.config import ConfigError
 from quarry.schemas.gui import GuiConfig, GuiRow
-
-DEMO_DATA = Path(__file__).parent / "demo_data" / "gui"
 
 
 def plan(patterns: list[str], cfg: GuiConfig):
@@ -49,26 +41,20 @@ def plan(patterns: list[str], cfg: GuiConfig):
         find_chromium(cfg.render.executable_path)
     except BrowserLaunchError as e:
         raise ConfigError(str(e)) from None
-    if cfg.decontam.enabled:
-        plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     return plan_gui_inputs(patterns, cfg)
 
 
-def build(pipeline: beam.Pipeline, cfg: GuiConfig, files, output: str) -> BuildInfo:
-    pages, read_rejected = pipeline | "Read" >> ReadPages(files, cfg.source or "unknown", cfg)
-    pages | "CountRead" >> CountTo(output, "read")
+def read(pbegin, cfg: GuiConfig, files):
+    return pbegin | ReadPages(files, cfg.source or "unknown", cfg)
+
+
+def transform(pages, cfg: GuiConfig, files, output: str) -> FamilyOutputs:
     out = pages | "Gui" >> GuiPipeline(cfg, output)
-    # --set decontam.bench=PATH: task text (prompt, expression, element name) against benchmark questions
-    rows, dc_rejected = out.rows | "Decontam" >> MaybeDecontaminate(
-        cfg.decontam, output, FieldProbe(text=("prompt", "expression", "element_name")), dag="gui", shards=cfg.shards)
-    rows | "Write" >> WriteShards(output, "gui", GuiRow, cfg.shards)
-    out.images | "WriteImages" >> WriteImages(output, cfg.shards)
     out.blocked | "CountBlocked" >> CountTo(output, "requests_blocked", sum_values=True)
-    (
-        (read_rejected, out.rejected, dc_rejected)
-        | "AllRejects" >> beam.Flatten()
-        | "WriteRejects" >> WriteRejects(output, cfg.shards)
-    )
+    return FamilyOutputs(out.rows, out.rejected, out.images)
+
+
+def describe(cfg: GuiConfig, files) -> BuildInfo:
     r = cfg.render
     info = BuildInfo(extra={
         "browser": find_chromium(r.executable_path) or "playwright-bundled chromium",
@@ -78,8 +64,6 @@ def build(pipeline: beam.Pipeline, cfg: GuiConfig, files, output: str) -> BuildI
         "tasks": list(cfg.tasks.kinds),
         "input_files": len(files),
     })
-    if not cfg.source:
-        info.notes.append("no --source given: pages without a `source` field are tagged source=unknown")
     if any(f.kind == "html" for f in files):
         info.notes.append("saved pages were served from a loopback HTTP server per worker; their rows' page_url is "
                           "the path relative to the input folder")
@@ -88,8 +72,6 @@ def build(pipeline: beam.Pipeline, cfg: GuiConfig, files, output: str) -> BuildI
 
 def finish(output: str, cfg: GuiConfig, info: BuildInfo) -> None:
     counts = read_counts(output)
-    from quarry.dags.runner import reject_counts
-
     rejected = sum(n for reasons in reject_counts(output).values() for n in reasons.values())
     pages_in = counts.get("read", 0) + sum(reject_counts(output).get("read", {}).values())
     with_rows = counts.get("images.out", 0)
@@ -104,34 +86,23 @@ SPEC = DagSpec(
     name="gui",
     summary="GUI grounding: Playwright renders pages; visible elements with boxes -> perception, grounding, action tasks",
     stages=(
-        ("read", "URL lists, Parquet/JSONL url tables, or folders of saved .html pages -> one page per viewport"),
-        ("render", "Chromium via Playwright: fresh context per page, pages in flight, address guard on every request, "
-                   "screenshot + visible elements (box, role, name, interactive, DOM path)"),
-        ("tasks", "element_perception, grounding (name or positional expressions, ambiguous ones dropped), "
-                  "action (click/type/scroll); tier from area and crowding"),
-        ("decontam", "optional (--set decontam.bench=PATH): prompt, expression and element name against benchmark sets"),
-        ("write", "task rows by source and tier; screenshots once in DIR/images"),
+        Stage("read", "URL lists, Parquet/JSONL url tables, or folders of saved .html pages -> one page per viewport"),
+        Stage("render", "Chromium via Playwright: fresh context per page, pages in flight, address guard on every request, "
+                        "screenshot + visible elements (box, role, name, interactive, DOM path)"),
+        Stage("tasks", "element_perception, grounding (name or positional expressions, ambiguous ones dropped), "
+                       "action (click/type/scroll); tier from area and crowding"),
+        Stage("decontam", "optional (--set decontam.bench=PATH): prompt, expression and element name against benchmark sets"),
+        Stage("write", "task rows by source and tier; screenshots once in DIR/images"),
     ),
     config_model=GuiConfig,
     plan=plan,
-    build=build,
+    read=read,
+    transform=transform,
+    describe=describe,
+    row_model=GuiRow,
+    # task text (prompt, expression, element name) against benchmark questions (--set decontam.bench=PATH)
+    decontam_fields=FieldProbe(text=("prompt", "expression", "element_name")),
+    unsourced="pages without a `source` field",
     one_to_one=False,
     finish=finish,
 )
-
-
-def build_demo_input(folder: Path) -> tuple[list[str], list[str]]:
-    """Copy the shipped demo site (3 pages + assets, 1 page that never settles) into `folder`.
-
-    Shows: elements found on real layouts (hidden, transparent, off-screen and
-    covered ones left out), positional expressions for the three identical
-    "Add to cart" buttons, a blocked request to the cloud metadata address,
-    and `render_timeout` for the page whose script never yields.
-    """
-    site = Path(folder) / "gui-site"
-    if site.exists():
-        shutil.rmtree(site)
-    shutil.copytree(DEMO_DATA, site)
-    sets = ["source=demo_site", "render.timeout_s=5", "render.extract_timeout_s=3", "render.settle=load",
-            "render.pages_in_flight=4"]
-    return [str(site)], sets

@@ -22,24 +22,18 @@ give inputs and outputs of each step. Skipped KB lines are rejects at stage `kb`
 
 from __future__ import annotations
 
-import json
-import shutil
 import sys
-from importlib import resources
-from pathlib import Path
 
-import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
-from quarry.dags.runner import BuildInfo, DagSpec
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage
 from quarry.operators.imagemining.kb import KbError
 from quarry.operators.imagemining.kb_store import ensure_kb_store
 from quarry.operators.imagemining.qa import TemplateError, load_rewrite_prompt, load_templates
 from quarry.pipelines.grade import plan_tables
 from quarry.pipelines.imagemining import KB_STATS, ImageMiningPipeline, ReadImageRows
 from quarry.pipelines.read import InputError, jsonl_objects
-from quarry.pipelines.stats import CountTo, read_counts, read_stats
-from quarry.pipelines.write import WriteImages, WriteRejects, WriteShards
+from quarry.pipelines.stats import read_counts, read_stats
 from quarry.schemas.config import ConfigError
 from quarry.schemas.imagemining import ImageMiningConfig, QARow
 
@@ -74,10 +68,6 @@ def plan(patterns: list[str], cfg: ImageMiningConfig):
             load_rewrite_prompt(cfg.rewriter.prompt)
         except (OSError, ValueError) as e:
             raise ConfigError(f"rewriter.prompt: {e}") from None
-    if cfg.decontam.enabled:
-        from quarry.pipelines.decontam import plan_benchmarks
-
-        plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     try:
         _check_kb(cfg.kb.path)
         store_path = cfg.kb.resolved_store_path()
@@ -89,14 +79,16 @@ def plan(patterns: list[str], cfg: ImageMiningConfig):
     return plan_tables(patterns, (), "images")
 
 
-def build(pipeline: beam.Pipeline, cfg: ImageMiningConfig, files, output: str) -> BuildInfo:
-    source = cfg.source or "unknown"
-    images, read_rejects = pipeline | "Read" >> ReadImageRows(files, source, cfg.reader.max_image_bytes)
-    images | "CountRead" >> CountTo(output, "read")
+def read(pbegin, cfg: ImageMiningConfig, files):
+    return pbegin | ReadImageRows(files, cfg.source or "unknown", cfg.reader.max_image_bytes)
+
+
+def transform(images, cfg: ImageMiningConfig, files, output: str) -> FamilyOutputs:
     out = images | "ImageMining" >> ImageMiningPipeline(cfg, cfg.kb.path, output)
-    out.rows | "Write" >> WriteShards(output, "imagemining", QARow, cfg.shards)
-    out.images | "WriteImages" >> WriteImages(output, cfg.shards)
-    ((read_rejects, out.rejected) | "AllRejects" >> beam.Flatten() | "WriteRejects" >> WriteRejects(output, cfg.shards))
+    return FamilyOutputs(out.rows, out.rejected, out.images)
+
+
+def describe(cfg: ImageMiningConfig, files) -> BuildInfo:
     info = BuildInfo(extra={
         "kb_path": cfg.kb.path,
         "kb_store": cfg.kb.resolved_store_path() or "memory",
@@ -109,8 +101,6 @@ def build(pipeline: beam.Pipeline, cfg: ImageMiningConfig, files, output: str) -
     info.notes.append("many rows per image row: inputs are image rows; manifest.stages counts each step "
                       "(decode/link/discover in images, discover.out and later in questions); "
                       "stage `kb` rejects are skipped knowledge-base lines, not inputs")
-    if not cfg.source:
-        info.notes.append("no --source given: image rows without a `source` field are tagged source=unknown")
     if cfg.rewriter is None:
         info.notes.append("no rewriter: questions are the templates' wording")
     return info
@@ -140,47 +130,23 @@ SPEC = DagSpec(
     name="imagemining",
     summary="Visual-Jump multi-hop QA from images with KB entities: paths, templated questions, shortcut filters",
     stages=(
-        ("read", "JSONL or Parquet image rows: image (path/bytes), entities (KB id or name, box), texts"),
-        ("decode", "Pillow decode under a pixel limit (corrupt and bomb images rejected)"),
-        ("link", "entity ids checked against the KB, or linked from names, caption, alt, OCR text (Aho-Corasick)"),
-        ("discover", "paths of qa.min_hops..qa.max_hops functional facts, no cycles, no hub bridges"),
-        ("filter", "templated question; trivial, ambiguous_answer, name_leak, text_shortcut; tags and tier"),
-        ("rewrite", "optional paraphrase via an OpenAI-compatible endpoint, filtered again; template on failure"),
-        ("dedup", "near-duplicate questions for the same answer (rapidfuzz)"),
-        ("decontam", "optional (--set decontam.bench=PATH): questions and answers against benchmark sets"),
-        ("write", "Parquet shards by source and tier; each image once in DIR/images"),
+        Stage("read", "JSONL or Parquet image rows: image (path/bytes), entities (KB id or name, box), texts"),
+        Stage("decode", "Pillow decode under a pixel limit (corrupt and bomb images rejected)"),
+        Stage("link", "entity ids checked against the KB, or linked from names, caption, alt, OCR text (Aho-Corasick)"),
+        Stage("discover", "paths of qa.min_hops..qa.max_hops functional facts, no cycles, no hub bridges"),
+        Stage("filter", "templated question; trivial, ambiguous_answer, name_leak, text_shortcut; tags and tier"),
+        Stage("rewrite", "optional paraphrase via an OpenAI-compatible endpoint, filtered again; template on failure"),
+        Stage("dedup", "near-duplicate questions for the same answer (rapidfuzz)"),
+        Stage("decontam", "optional (--set decontam.bench=PATH): questions and answers against benchmark sets"),
+        Stage("write", "Parquet shards by source and tier; each image once in DIR/images"),
     ),
     config_model=ImageMiningConfig,
     plan=plan,
-    build=build,
+    read=read,
+    transform=transform,
+    describe=describe,
+    row_model=QARow,
+    unsourced="image rows without a `source` field",
     one_to_one=False,
     finish=finish,
 )
-
-
-def build_demo_input(folder: Path) -> tuple[list[str], list[str]]:
-    """Write the imagemining demo input into `folder`: (input patterns, --set overrides).
-
-    A 36-entity KB (real facts, two cycles, one multi-valued relation, a line
-    that is not JSON, a fact about an unknown entity) and 12 image rows over
-    the shipped demo photos: entities given by id (with and without boxes),
-    by name, or linked from a caption; a small box that needs a crop; OCR text
-    that gives an answer away; the only beverage of the KB (a text shortcut);
-    two coins told apart by position, and the same two without boxes
-    (ambiguous); an unknown entity; no entity at all; a corrupt and a missing image.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    data = resources.files("quarry.dags") / "demo_data"
-    for name in ("kb.jsonl", "images.jsonl"):
-        (folder / name).write_bytes((data / "imagemining" / name).read_bytes())
-    for line in (folder / "images.jsonl").read_text().splitlines():
-        try:
-            image = json.loads(line).get("image")
-        except json.JSONDecodeError:
-            continue
-        if image and (data / image).is_file():
-            with resources.as_file(data / image) as src:
-                shutil.copyfile(src, folder / image)
-    # a truncated JPEG: decodes to `corrupt_image`
-    (folder / "broken.jpg").write_bytes((folder / "rocket.jpg").read_bytes()[:600])
-    return [str(folder / "images.jsonl")], [f"kb.path={folder / 'kb.jsonl'}"]

@@ -20,17 +20,11 @@ An `ocr` row takes the tier of its hardest entity.
 
 from __future__ import annotations
 
-import json
-import pathlib
-
-import apache_beam as beam
-
-from quarry.dags.runner import BuildInfo, DagSpec
-from quarry.operators.ocr.engine import OcrLoadError, describe, make_engine
-from quarry.pipelines.decontam import FieldProbe, MaybeDecontaminate, plan_benchmarks
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage
+from quarry.operators.ocr.engine import OcrLoadError, make_engine
+from quarry.operators.ocr.engine import describe as describe_engine
+from quarry.pipelines.decontam import FieldProbe
 from quarry.pipelines.ocr_search import OcrSearchPipeline, ReadImages, plan_ocr_inputs
-from quarry.pipelines.stats import CountTo
-from quarry.pipelines.write import WriteImages, WriteRejects, WriteShards
 from quarry.schemas.config import ConfigError
 from quarry.schemas.ocr_search import OcrSearchConfig, OcrSearchRow
 
@@ -40,26 +34,20 @@ def plan(patterns: list[str], cfg: OcrSearchConfig):
         make_engine(cfg.ocr).preflight()  # a missing engine or model stops the run before any data is read
     except OcrLoadError as e:
         raise ConfigError(f"ocr: {e}") from None
-    if cfg.decontam.enabled:
-        plan_benchmarks(cfg.decontam)  # a benchmark file without usable columns stops the run here
     return plan_ocr_inputs(patterns, cfg.reader)
 
 
-def build(pipeline: beam.Pipeline, cfg: OcrSearchConfig, files, output: str) -> BuildInfo:
-    engine = make_engine(cfg.ocr)
-    samples, read_rejected = pipeline | "Read" >> ReadImages(files, cfg.source or "unknown", cfg.reader)
-    samples | "CountRead" >> CountTo(output, "read")
-    out = samples | "OcrSearch" >> OcrSearchPipeline(cfg, engine.label(), output)
-    # --set decontam.bench=PATH: the text read, question, answer and crop against benchmark sets
-    rows, dc_rejected = out.rows | "Decontam" >> MaybeDecontaminate(
-        cfg.decontam, output, FieldProbe(text=("text", "question", "answer"), image=("crop",)), dag="ocr_search",
-        shards=cfg.shards)
-    rows | "WriteRows" >> WriteShards(output, "ocr_search", OcrSearchRow, cfg.shards)
-    out.images | "WriteImages" >> WriteImages(output, cfg.shards)
-    (read_rejected, out.rejected, dc_rejected) | "AllRejects" >> beam.Flatten() | "WriteRejects" >> WriteRejects(output, cfg.shards)
-    info = BuildInfo(extra={"ocr": describe(cfg.ocr)})
-    if not cfg.source:
-        info.notes.append("no --source given: records without a `source` field are tagged source=unknown")
+def read(pbegin, cfg: OcrSearchConfig, files):
+    return pbegin | ReadImages(files, cfg.source or "unknown", cfg.reader)
+
+
+def transform(samples, cfg: OcrSearchConfig, files, output: str) -> FamilyOutputs:
+    out = samples | "OcrSearch" >> OcrSearchPipeline(cfg, make_engine(cfg.ocr).label(), output)
+    return FamilyOutputs(out.rows, out.rejected, out.images)
+
+
+def describe(cfg: OcrSearchConfig, files) -> BuildInfo:
+    info = BuildInfo(extra={"ocr": describe_engine(cfg.ocr)})
     if not cfg.tasks.enabled:
         info.notes.append("crop-then-search tasks disabled (tasks.enabled=false): only `ocr` rows were made")
     return info
@@ -69,49 +57,22 @@ SPEC = DagSpec(
     name="ocr_search",
     summary="PP-OCR text lines, entities and crop-then-search tasks from posters, charts, maps and scenes",
     stages=(
-        ("read", "image folders, WebDataset tars, Parquet or JSONL -> pictures (no caption needed)"),
-        ("decode", "Pillow decode under a pixel limit (bombs rejected by header), downscale to ocr.max_side"),
-        ("ocr", "PP-OCR det+cls+rec via RunInference (rapidocr ONNX or PaddleOCR); valid lines or no_text"),
-        ("layout", "reading order, entities by proximity/alignment/height, kinds, ViCrop tiers"),
-        ("tasks", "small entities -> crop box with margin, upscaled crop, question, crop()->search() trajectory"),
-        ("verify", "OCR the upscaled crop again; edit similarity < tasks.min_similarity is crop_unreadable"),
-        ("decontam", "optional (--set decontam.bench=PATH): text read, question, answer and crop against benchmark sets"),
-        ("write", "rows by source and tier; pictures once in DIR/images"),
+        Stage("read", "image folders, WebDataset tars, Parquet or JSONL -> pictures (no caption needed)"),
+        Stage("decode", "Pillow decode under a pixel limit (bombs rejected by header), downscale to ocr.max_side"),
+        Stage("ocr", "PP-OCR det+cls+rec via RunInference (rapidocr ONNX or PaddleOCR); valid lines or no_text"),
+        Stage("layout", "reading order, entities by proximity/alignment/height, kinds, ViCrop tiers"),
+        Stage("tasks", "small entities -> crop box with margin, upscaled crop, question, crop()->search() trajectory"),
+        Stage("verify", "OCR the upscaled crop again; edit similarity < tasks.min_similarity is crop_unreadable"),
+        Stage("decontam", "optional (--set decontam.bench=PATH): text read, question, answer and crop against benchmark sets"),
+        Stage("write", "rows by source and tier; pictures once in DIR/images"),
     ),
     config_model=OcrSearchConfig,
     plan=plan,
-    build=build,
+    read=read,
+    transform=transform,
+    describe=describe,
+    row_model=OcrSearchRow,
+    # the text read, question, answer and crop against benchmark sets (--set decontam.bench=PATH)
+    decontam_fields=FieldProbe(text=("text", "question", "answer"), image=("crop",)),
     one_to_one=False,
 )
-
-
-DEMO_BACKGROUNDS = ("coffee.jpg", "rocket.jpg")
-
-
-def build_demo_input(folder: pathlib.Path) -> tuple[list[str], list[str]]:
-    """A synthetic poster on a shipped demo photo, a bar chart, and one photo without text.
-
-    Deterministic and offline (Pillow's bundled font, photos from dags/demo_data).
-    The run shows `ocr` rows with lines and entities, `ocr_search` rows for the
-    small words (crop box, upscaled crop, query, crop->search trajectory), a
-    `no_text` reject, and the engine and models in the manifest.
-    """
-    from PIL import Image
-
-    from quarry.operators.ocr.synth import bar_chart, poster
-
-    demo = pathlib.Path(__file__).parent / "demo_data"
-    folder.mkdir(parents=True, exist_ok=True)
-    truth = {}
-    with Image.open(demo / DEMO_BACKGROUNDS[0]) as bg:
-        synth = poster(bg, "demo-0", label_sizes=(9, 12, 16, 22))
-    synth.image.save(folder / "poster.png")
-    truth["poster.png"] = [t.__dict__ for t in synth.texts]
-    chart = bar_chart("demo-chart", bars=3)
-    chart.image.save(folder / "chart.png")
-    truth["chart.png"] = [t.__dict__ for t in chart.texts]
-    with Image.open(demo / DEMO_BACKGROUNDS[1]) as photo:  # a photo with no text: rejected no_text
-        photo.convert("RGB").resize((320, 240)).save(folder / "no_text.jpg", quality=90)
-    # What was drawn where (text, glyph box, font size): not an input (JSON is not an image or JSONL file).
-    (folder / "truth.json").write_text(json.dumps(truth, indent=1))
-    return [str(folder)], []

@@ -1,9 +1,15 @@
-"""What every DAG shares: validate, build a Beam pipeline, run it, write the manifest.
+"""What every DAG shares: validate, build a Beam pipeline on one skeleton, run it, write the manifest.
 
-A DAG module provides a `DagSpec`: its config model, how to plan its inputs
-(failing early on what cannot be read at all) and `build(pipeline, cfg,
-plan, output_dir)`. Everything here is runner-agnostic: counts come from files
-the pipeline wrote, not from a runner's metrics API.
+A DAG module provides a `DagSpec`: its config model, its stages, how to plan
+its inputs (failing early on what cannot be read at all), how to read them,
+its family transform, and what its manifest says beyond the counts. The
+skeleton (`build_dag`) is the same for every DAG:
+
+    read -> count `read` -> family transform -> [decontam on the rows] -> write rows (+ shared images)
+    read rejects + family rejects + decontam rejects + write rejects -> DIR/rejects
+
+Everything here is runner-agnostic: counts come from files the pipeline
+wrote, not from a runner's metrics API.
 """
 
 from __future__ import annotations
@@ -16,15 +22,16 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from quarry.pipelines.stats import read_counts
-from quarry.pipelines.write import WRITE_REJECTS, WRITE_ROWS, count_rows, written_files
+from quarry.pipelines.stats import CountTo, read_counts
+from quarry.pipelines.write import WRITE_REJECTS, WRITE_ROWS, WriteImages, WriteRejects, WriteShards, count_rows, \
+    written_files
 from quarry.schemas.config import ConfigError, DagConfig, load_config
 from quarry.schemas.manifest import Manifest, StageCount
 
@@ -51,16 +58,77 @@ class BuildInfo:
 
 
 @dataclass(frozen=True)
+class Stage:
+    """One step a DAG names in `quarry list` and in its rejects' `stage` column."""
+
+    name: str
+    what: str
+    reasons: tuple[str, ...] = ()  # the reject reason codes it can give (its operators' REASONS)
+
+
+class FamilyOutputs(NamedTuple):
+    """What a family transform hands back to the skeleton."""
+
+    rows: Any  # PCollection of output rows (the DAG's row model), or what its own `write` takes
+    rejected: Any  # PCollection[Reject]
+    images: Any = None  # PCollection[ImageRecord] for DIR/images, where rows share images
+
+
+@dataclass(frozen=True)
 class DagSpec:
     name: str
     summary: str
-    stages: tuple[tuple[str, str], ...]  # (stage, what it does), in order
+    stages: tuple[Stage, ...]  # in order
     config_model: type[DagConfig]
-    plan: Callable[[list[str], Any], Any]  # (patterns, cfg) -> plan; raises InputError
-    build: Callable[[beam.Pipeline, Any, Any, str], BuildInfo]
+    plan: Callable[[list[str], Any], Any]  # (patterns, cfg) -> plan; raises InputError / ConfigError
+    read: Callable[[Any, Any, Any], tuple[Any, Any]]  # (pbegin, cfg, plan) -> (records, read rejects)
+    transform: Callable[[Any, Any, Any, str], FamilyOutputs]  # (records, cfg, plan, output)
+    describe: Callable[[Any, Any], BuildInfo]  # (cfg, plan) -> the manifest's extra facts and notes
+    row_model: Optional[type] = None  # rows written by WriteShards with this schema ...
+    write: Optional[Callable[[Any, Any, Any, str], Any]] = None  # ... or by this: (rows, cfg, plan, output) -> rejects
+    decontam_fields: Any = None  # a FieldProbe: the skeleton checks rows against benchmarks before writing
+    unsourced: str = "records without a `source` field"  # for the "no --source given" note
     one_to_one: bool = True
     input_count: str = "read"  # the _stats counter whose sum with read rejects is `inputs`
     finish: Optional[Callable[[str, Any, BuildInfo], None]] = None  # after the run: add facts to `info`
+
+
+def build_dag(spec: DagSpec, pipeline: beam.Pipeline, cfg: DagConfig, plan: Any, output: str) -> BuildInfo:
+    """Wire one DAG on the shared skeleton; returns what its manifest says beyond the counts."""
+    records, read_rejected = pipeline | "Read" >> _Apply(spec.read, cfg, plan)
+    records | "CountRead" >> CountTo(output, "read")
+    out = spec.transform(records, cfg, plan, output)
+    rows, rejects = out.rows, [read_rejected, out.rejected]
+    if spec.decontam_fields is not None:
+        from quarry.pipelines.decontam import MaybeDecontaminate  # only DAGs that check rows pay for it
+
+        rows, dc_rejected = rows | "Decontam" >> MaybeDecontaminate(
+            cfg.decontam, output, spec.decontam_fields, dag=spec.name, shards=cfg.shards)
+        rejects.append(dc_rejected)
+    if spec.write is not None:
+        write_rejected = spec.write(rows, cfg, plan, output)
+        if write_rejected is not None:
+            rejects.append(write_rejected)
+    else:
+        rows | "Write" >> WriteShards(output, spec.name, spec.row_model, cfg.shards)
+    if out.images is not None:
+        out.images | "WriteImages" >> WriteImages(output, cfg.shards)
+    tuple(rejects) | "AllRejects" >> beam.Flatten() | "WriteRejects" >> WriteRejects(output, cfg.shards)
+    info = spec.describe(cfg, plan)
+    if not cfg.source:
+        info.notes.insert(0, f"no --source given: {spec.unsourced} are tagged source=unknown")
+    return info
+
+
+class _Apply(beam.PTransform):
+    """A DAG's `read(pbegin, cfg, plan)` as one labelled step."""
+
+    def __init__(self, read: Callable[[Any, Any, Any], tuple[Any, Any]], cfg: Any, plan: Any):
+        super().__init__()
+        self.read_fn, self.cfg, self.plan = read, cfg, plan
+
+    def expand(self, pbegin):
+        return tuple(self.read_fn(pbegin, self.cfg, self.plan))
 
 
 def package_versions() -> dict[str, str]:
@@ -194,13 +262,17 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
     """Validate everything that can fail early, then run the pipeline and write the manifest."""
     if not patterns:
         raise UsageError("no --input given")
+    if cfg.decontam.enabled:  # a benchmark file without usable columns stops the run here
+        from quarry.pipelines.decontam import plan_benchmarks
+
+        plan_benchmarks(cfg.decontam)
     plan = spec.plan(patterns, cfg)  # InputError (a UsageError cousin) before anything is written
     prepare_output(output, overwrite)
     options = PipelineOptions(beam_args or [])
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     started, started_at = time.monotonic(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     pipeline = beam.Pipeline(options=options)
-    info = spec.build(pipeline, cfg, plan, output)
+    info = build_dag(spec, pipeline, cfg, plan, output)
     result = pipeline.run()
     result.wait_until_finish()
     if spec.finish is not None:
@@ -216,4 +288,4 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
     return manifest
 
 
-__all__ = ["BuildInfo", "ConfigError", "DagSpec", "DataLossError", "UsageError", "run_dag", "resolve_config", "build_manifest"]
+__all__ = ["BuildInfo", "ConfigError", "DagSpec", "FamilyOutputs", "Stage", "build_dag", "DataLossError", "UsageError", "run_dag", "resolve_config", "build_manifest"]

@@ -11,7 +11,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from quarry.dags.demo import DEMO_SETS, build_caption_input
+from quarry.dags.demos.caption import DEMO_SETS, build_caption_input
 from quarry.dags.registry import DAGS
 from quarry.dags.runner import resolve_config, run_dag
 from quarry.schemas.arrow import arrow_schema

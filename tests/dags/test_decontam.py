@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
+from quarry.dags.demos import decontam as decontam_demo
 from quarry.dags import decontam
 from quarry.dags.runner import resolve_config, run_dag
 from quarry.pipelines.read import InputError
@@ -141,7 +142,8 @@ def test_quarry_run_dir_and_jsonl_inputs_with_bad_lines(tmp_path):
     from quarry.dags.cli import main
     from quarry.dags.inspect import summary
 
-    inputs, sets = decontam.build_demo_input(tmp_path / "demo")
+    demo = decontam_demo.build(tmp_path / "demo")
+    inputs, sets = demo.patterns, demo.sets
     cfg = resolve_config(SPEC, None, sets, None)
     bench = sets[0].split("=", 1)[1]
     # `quarry decontam` is `quarry run decontam` with --bench as decontam.bench.

@@ -11,7 +11,7 @@ import duckdb
 import pytest
 
 from quarry.dags import caption, grade
-from quarry.dags.demo import CAPTIONS, DEMO_SETS, base_images, build_caption_input
+from quarry.dags.demos.caption import CAPTIONS, DEMO_SETS, base_images, build_caption_input
 from quarry.dags.inspect import summary
 from quarry.dags.runner import resolve_config, run_dag
 from quarry.schemas.config import ConfigError

@@ -12,7 +12,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from quarry.dags.gui import SPEC, build_demo_input, plan
+from quarry.dags.demos import gui as gui_demo
+from quarry.dags.gui import SPEC, plan
 from quarry.dags.runner import resolve_config, run_dag
 from quarry.schemas.arrow import arrow_schema
 from quarry.operators.gui.browser import find_chromium
@@ -38,7 +39,8 @@ def sql(out: Path, query: str):
 
 def test_demo_end_to_end(tmp_path):
     """One test, so parallel test workers do not each run the demo (a run is several seconds)."""
-    inputs, sets = build_demo_input(tmp_path)
+    demo = gui_demo.build(tmp_path)
+    inputs, sets = demo.patterns, demo.sets
     demo = (tmp_path, inputs, sets, run(inputs, tmp_path / "out", sets))
     check_manifest_accounts_for_every_page(demo)
     check_rows_schema_images_and_tiers(demo)
@@ -159,7 +161,8 @@ def test_url_list_with_broken_and_hostile_pages(tmp_path):
 
 @pytest.mark.slow
 def test_decontam_drops_tasks_whose_text_is_a_benchmark_question(tmp_path):
-    inputs, sets = build_demo_input(tmp_path)
+    demo = gui_demo.build(tmp_path)
+    inputs, sets = demo.patterns, demo.sets
     site = Path(inputs[0])
     for page in ("docs.html", "login.html", "slow.html"):  # one page is enough
         (site / page).unlink()

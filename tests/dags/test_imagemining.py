@@ -12,6 +12,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
+from quarry.dags.demos import imagemining as imagemining_demo
 from quarry.dags import imagemining
 from quarry.dags.runner import resolve_config, run_dag
 from quarry.operators.imagemining import qa
@@ -26,7 +27,8 @@ pytestmark = pytest.mark.slow
 
 
 def run(tmp: Path, name: str, extra_sets: tuple[str, ...] = ()):
-    inputs, sets = imagemining.build_demo_input(tmp / "in")  # deterministic: rewriting it changes nothing
+    demo = imagemining_demo.build(tmp / "in")
+    inputs, sets = demo.patterns, demo.sets  # deterministic: rewriting it changes nothing
     cfg = resolve_config(SPEC, None, sets + list(extra_sets), "demo")
     manifest = run_dag(SPEC, inputs, str(tmp / name), cfg)
     return manifest, tmp / name
@@ -123,7 +125,8 @@ def test_schema_images_and_rerun_identity(demo, tmp_path):
 
 
 def test_missing_kb_and_bad_templates_fail_before_running(tmp_path):
-    inputs, sets = imagemining.build_demo_input(tmp_path / "in")
+    demo = imagemining_demo.build(tmp_path / "in")
+    inputs, sets = demo.patterns, demo.sets
     with pytest.raises(ConfigError, match="kb.path"):
         run_dag(SPEC, inputs, str(tmp_path / "o1"), resolve_config(SPEC, None, [], None))
     with pytest.raises(Exception, match="no such file"):

@@ -16,7 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from quarry.dags.interleaved import DEMO_EXPECTED, DEMO_IMAGES, SPEC, build_demo_input, demo_images
+from quarry.dags.demos import interleaved as interleaved_demo
+from quarry.dags.demos.interleaved import DEMO_EXPECTED, DEMO_IMAGES, demo_images
+from quarry.dags.interleaved import SPEC
 from quarry.dags.runner import resolve_config, run_dag
 from quarry.operators.ids import digest
 from quarry.schemas.arrow import arrow_schema
@@ -48,7 +50,8 @@ def digests(out: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
     folder = tmp_path_factory.mktemp("interleaved")
-    inputs, sets = build_demo_input(folder / "in")
+    demo = interleaved_demo.build(folder / "in")
+    inputs, sets = demo.patterns, demo.sets
     manifest = run(inputs, folder / "out", sets)
     return folder, inputs, sets, manifest
 

@@ -13,7 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image, ImageDraw
 
-from quarry.dags.ocr_search import SPEC, build_demo_input
+from quarry.dags.demos import ocr_search as ocr_search_demo
+from quarry.dags.ocr_search import SPEC
 from quarry.dags.runner import resolve_config, run_dag
 from quarry.operators.ocr.synth import box_contains, draw_text, poster, rotated
 from quarry.operators.ocr.tasks import similarity
@@ -182,8 +183,9 @@ def _plain(v):
 
 
 def test_demo_input_is_deterministic(tmp_path):
-    pats_a, sets = build_demo_input(tmp_path / "a")
-    build_demo_input(tmp_path / "b")
+    demo = ocr_search_demo.build(tmp_path / "a")
+    pats_a, sets = demo.patterns, demo.sets
+    ocr_search_demo.build(tmp_path / "b")
     files = sorted(p.name for p in (tmp_path / "a").iterdir())
     assert files == ["chart.png", "no_text.jpg", "poster.png", "truth.json"]
     for name in files:
@@ -195,7 +197,8 @@ def test_demo_input_is_deterministic(tmp_path):
 
 @pytest.mark.slow
 def test_decontam_drops_rows_whose_text_a_benchmark_question_holds(tmp_path):
-    inputs, _ = build_demo_input(tmp_path / "in")
+    demo = ocr_search_demo.build(tmp_path / "in")
+    inputs, _ = demo.patterns, demo.sets
     for name in ("chart.png", "no_text.jpg"):  # the poster alone
         (tmp_path / "in" / name).unlink()
     title = json.loads((tmp_path / "in" / "truth.json").read_text())["poster.png"][0]["text"]  # 44 px: read exactly

@@ -16,7 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from quarry.dags.runner import resolve_config, run_dag
-from quarry.dags.svg import SPEC, build_demo_input
+from quarry.dags.demos import svg as svg_demo
+from quarry.dags.svg import SPEC
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.config import ConfigError
 from quarry.schemas.svg import SvgRow
@@ -81,7 +82,8 @@ def demo_run(tmp_path_factory):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     base = tmp_path_factory.mktemp("svg-demo")
     try:
-        inputs, sets = build_demo_input(base / "input")
+        demo = svg_demo.build(base / "input")
+        inputs, sets = demo.patterns, demo.sets
         loopback_files(base / "input", f"http://127.0.0.1:{server.server_address[1]}")
         manifest = run(inputs, base / "out", sets)
     finally:

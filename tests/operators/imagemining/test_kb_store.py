@@ -121,9 +121,9 @@ def test_hostile_kb_store_answers_like_memory(tmp_path):
 
 
 def test_demo_kb_store_answers_like_memory(tmp_path):
-    from quarry.dags import imagemining
+    from quarry.dags.demos import imagemining as imagemining_demo
 
-    imagemining.build_demo_input(tmp_path / "in")
+    imagemining_demo.build(tmp_path / "in")
     kb_lines = (tmp_path / "in" / "kb.jsonl").read_text().splitlines(keepends=True)
     mem, store = both(kb_lines, tmp_path, qa.load_templates().relation_aliases)
     assert mem.issue_count == 2
