@@ -51,7 +51,7 @@ import dataclasses
 
 import apache_beam as beam
 
-from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage
 from quarry.operators.grade.judge import judge_verifier_from
 from quarry.operators.grade.verify import verifier_for
 from quarry.pipelines.grade import (
@@ -158,7 +158,7 @@ def describe(cfg: GradeConfig, plan: GradePlan) -> BuildInfo:
     return info
 
 
-def finish(output: str, cfg: GradeConfig, info: BuildInfo) -> None:
+def finish(output: str, cfg: GradeConfig, info: BuildInfo, run: RunCounts) -> None:
     """After the run: put the Beam-computed summary (tier counts, unknown rollouts) into the manifest's extra."""
     summary = read_summary(output)
     if summary is None:

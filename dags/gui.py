@@ -27,11 +27,11 @@ page ends as rows or exactly one reject, and `extra.pages` says so
 
 from __future__ import annotations
 
-from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage, reject_counts
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage
 from quarry.operators.gui.browser import BrowserLaunchError, find_chromium
 from quarry.pipelines.decontam import FieldProbe
 from quarry.pipelines.gui import GuiPipeline, ReadPages, plan_gui_inputs
-from quarry.pipelines.stats import CountTo, read_counts
+from quarry.pipelines.stats import CountTo
 from quarry.schemas.config import ConfigError
 from quarry.schemas.gui import GuiConfig, GuiRow
 
@@ -70,10 +70,8 @@ def describe(cfg: GuiConfig, files) -> BuildInfo:
     return info
 
 
-def finish(output: str, cfg: GuiConfig, info: BuildInfo) -> None:
-    counts = read_counts(output)
-    rejected = sum(n for reasons in reject_counts(output).values() for n in reasons.values())
-    pages_in = counts.get("read", 0) + sum(reject_counts(output).get("read", {}).values())
+def finish(output: str, cfg: GuiConfig, info: BuildInfo, run: RunCounts) -> None:
+    counts, rejected, pages_in = run.counts, run.rejected_total, run.inputs()
     with_rows = counts.get("images.out", 0)
     info.extra["pages"] = {
         "inputs": pages_in, "rendered": counts.get("render.out", 0), "with_rows": with_rows,

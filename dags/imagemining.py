@@ -26,14 +26,14 @@ import sys
 
 from apache_beam.io.filesystems import FileSystems
 
-from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage
 from quarry.operators.imagemining.kb import KbError
 from quarry.operators.imagemining.kb_store import ensure_kb_store
 from quarry.operators.imagemining.qa import TemplateError, load_rewrite_prompt, load_templates
 from quarry.pipelines.grade import plan_tables
 from quarry.pipelines.imagemining import KB_STATS, ImageMiningPipeline, ReadImageRows
 from quarry.pipelines.read import InputError, jsonl_objects
-from quarry.pipelines.stats import read_counts, read_stats
+from quarry.pipelines.stats import read_stats
 from quarry.schemas.config import ConfigError
 from quarry.schemas.imagemining import ImageMiningConfig, QARow
 
@@ -106,7 +106,7 @@ def describe(cfg: ImageMiningConfig, files) -> BuildInfo:
     return info
 
 
-def finish(output: str, cfg: ImageMiningConfig, info: BuildInfo) -> None:
+def finish(output: str, cfg: ImageMiningConfig, info: BuildInfo, run: RunCounts) -> None:
     """KB stats and rewriter outcomes into the manifest's extra."""
     payload = read_stats(output, KB_STATS)
     if payload is not None:
@@ -114,7 +114,7 @@ def finish(output: str, cfg: ImageMiningConfig, info: BuildInfo) -> None:
         skipped = payload.get("stats", {}).get("skipped_lines", 0)
         if skipped:
             info.notes.append(f"{skipped} knowledge-base line(s) were skipped: see rejects at stage `kb`")
-    counts = read_counts(output)
+    counts = run.counts
     info.extra["unknown_entity_ids"] = counts.get("link.unknown_entities", 0)
     info.extra["ambiguous_name_images"] = counts.get("link.ambiguous_names", 0)
     if cfg.rewriter is not None:

@@ -25,7 +25,7 @@ stage `images`: inputs = images of kept rows, outputs = kept images).
 
 from __future__ import annotations
 
-from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage
 from quarry.operators.clip import ClipLoadError, ClipScorer
 from quarry.operators.interleaved.text_quality import TextQuality
 from quarry.pipelines.interleaved import (
@@ -89,7 +89,7 @@ def describe(cfg: InterleavedConfig, files) -> BuildInfo:
     return info
 
 
-def finish(output: str, cfg: InterleavedConfig, info: BuildInfo) -> None:
+def finish(output: str, cfg: InterleavedConfig, info: BuildInfo, run: RunCounts) -> None:
     info.extra["image_rejects"] = read_image_reasons(output)
 
 

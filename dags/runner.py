@@ -90,7 +90,7 @@ class DagSpec:
     unsourced: str = "records without a `source` field"  # for the "no --source given" note
     one_to_one: bool = True
     input_count: str = "read"  # the _stats counter whose sum with read rejects is `inputs`
-    finish: Optional[Callable[[str, Any, BuildInfo], None]] = None  # after the run: add facts to `info`
+    finish: Optional[Callable[[str, Any, BuildInfo, "RunCounts"], None]] = None  # after the run: facts into `info`
 
 
 def build_dag(spec: DagSpec, pipeline: beam.Pipeline, cfg: DagConfig, plan: Any, output: str) -> BuildInfo:
@@ -170,6 +170,26 @@ def reject_counts(output: str) -> dict[str, dict[str, int]]:
     return out
 
 
+@dataclass(frozen=True)
+class RunCounts:
+    """What a finished run counted, read once from its files: `_stats` counts and rejects by stage and reason."""
+
+    counts: dict[str, int]  # _stats/<name>.json
+    rejected: dict[str, dict[str, int]]  # stage -> reason -> rows in DIR/rejects
+
+    @classmethod
+    def read(cls, output: str) -> "RunCounts":
+        return cls(read_counts(output), reject_counts(output))
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(n for reasons in self.rejected.values() for n in reasons.values())
+
+    def inputs(self, input_count: str = "read") -> int:
+        """Records read (the `input_count` counter) plus the inputs the readers rejected."""
+        return self.counts.get(input_count, 0) + sum(self.rejected.get("read", {}).values())
+
+
 def _partition_of(path: str, table_dir: str) -> str:
     rel = path[len(table_dir):].strip("/")
     return "/".join(p for p in rel.split("/")[:-1])
@@ -192,18 +212,15 @@ def add_contamination_summary(output: str, info: BuildInfo) -> None:
 
 
 def build_manifest(spec: DagSpec, cfg: DagConfig, patterns: list[str], output: str, runner: str,
-                   started: float, started_at: str, info: BuildInfo) -> Manifest:
+                   started: float, started_at: str, info: BuildInfo, run: Optional[RunCounts] = None) -> Manifest:
     data_dir = FileSystems.join(output, "data")
     rows = count_rows(written_files(data_dir))
     by_partition: dict[str, int] = {}
     for path, n in rows.items():
         key = _partition_of(path, data_dir)
         by_partition[key] = by_partition.get(key, 0) + n
-    rejected = reject_counts(output)
-    counts = read_counts(output)
-    rejected_total = sum(n for reasons in rejected.values() for n in reasons.values())
-    read_rejects = sum(rejected.get("read", {}).values())
-    inputs = counts.get(spec.input_count, 0) + read_rejects
+    run = run or RunCounts.read(output)
+    counts, rejected, rejected_total, inputs = run.counts, run.rejected, run.rejected_total, run.inputs(spec.input_count)
     kept = sum(rows.values())
     stages = {
         name[: -len(".in")]: StageCount(inputs=n, outputs=counts.get(name[: -len(".in")] + ".out", 0))
@@ -275,10 +292,11 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
     info = build_dag(spec, pipeline, cfg, plan, output)
     result = pipeline.run()
     result.wait_until_finish()
+    run = RunCounts.read(output)
     if spec.finish is not None:
-        spec.finish(output, cfg, info)
+        spec.finish(output, cfg, info, run)
     add_contamination_summary(output, info)
-    manifest = build_manifest(spec, cfg, patterns, output, runner, started, started_at, info)
+    manifest = build_manifest(spec, cfg, patterns, output, runner, started, started_at, info, run)
     if manifest.inputs == 0:
         manifest.notes.append("the inputs held no records: nothing was read")
     write_manifest(output, manifest)

@@ -22,8 +22,7 @@ manifest's `kept` counts rows and `stages.rows` says pairs in, rows out.
 
 from __future__ import annotations
 
-from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage, reject_counts
-from quarry.pipelines.stats import read_counts
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage
 from quarry.pipelines.svg import ReadSvg, SvgPipeline, plan_svg_inputs
 from quarry.schemas.config import ConfigError
 from quarry.schemas.svg import SvgConfig, SvgRow
@@ -66,12 +65,9 @@ def _renderer_version() -> str:
     return f"resvg-py {resvg_py.__version__} (resvg {resvg_py.__resvg_version__})"
 
 
-def finish(output: str, cfg: SvgConfig, info: BuildInfo) -> None:
+def finish(output: str, cfg: SvgConfig, info: BuildInfo, run: RunCounts) -> None:
     """After the run: the pair count and whether every input is a pair or a reject."""
-    counts = read_counts(output)
-    rejected = sum(n for reasons in reject_counts(output).values() for n in reasons.values())
-    read_rejects = sum(reject_counts(output).get("read", {}).values())
-    inputs = counts.get("read", 0) + read_rejects
+    counts, rejected, inputs = run.counts, run.rejected_total, run.inputs()
     pairs = counts.get("rows.in", 0)
     info.extra["pairs"] = pairs
     info.extra["pair_fraction"] = round(pairs / inputs, 4) if inputs else None
