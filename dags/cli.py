@@ -101,6 +101,8 @@ def cmd_list() -> int:
         print(f"{spec.name:<12} {spec.summary}")
         for stage in spec.stages:
             print(f"    {stage.name:<11} {stage.what}")
+            if stage.where:
+                print(f"    {'':<11} in: {stage.where}")
             if stage.reasons:
                 print(f"    {'':<11} rejects: {', '.join(stage.reasons)}")
     return 0

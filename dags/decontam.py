@@ -376,12 +376,12 @@ SPEC = DagSpec(
     name="decontam",
     summary="contamination check against benchmark sets: normalised text 13-grams, image pHash + exact hash",
     stages=(
-        Stage("read", "quarry shards (DIR/data/**/*.parquet) or any Parquet/JSONL; image pHashes computed while reading"),
+        Stage("read", "quarry shards (DIR/data/**/*.parquet) or any Parquet/JSONL; image pHashes computed while reading", where="dags/decontam.py"),
         Stage("index", "benchmark Parquet/JSONL -> text n-gram hashes, short-question hashes, image pHashes + digests "
-                       "(one Beam combine; a side input loaded once per worker)"),
-        Stage("decontam", "n-gram / exact text and pHash / exact image lookups; drop to rejects or flag"),
+                       "(one Beam combine; a side input loaded once per worker)", where="operators/decontam.py, pipelines/decontam.py"),
+        Stage("decontam", "n-gram / exact text and pHash / exact image lookups; drop to rejects or flag", where="operators/decontam.py, pipelines/decontam.py"),
         Stage("write", "the input rows minus the contaminated (or flagged), the input's schema, one shard per input "
-                       "file and partition; DIR/contamination/ one row per match"),
+                       "file and partition; DIR/contamination/ one row per match", where="dags/decontam.py"),
     ),
     config_model=DecontamConfig,
     plan=plan,

@@ -175,14 +175,14 @@ SPEC = DagSpec(
     summary="RL difficulty tiers: verifier-scored rollouts -> pass@k per model -> five tiers, human labels win",
     stages=(
         Stage("read", "samples (Parquet/JSONL: sample_id, task, question, answer[, source, label_tier, options]) "
-                      "and rollouts (files, or generated with the generate section)"),
+                      "and rollouts (files, or generated with the generate section)", where="pipelines/grade.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): question, answer, options and image against "
-                          "benchmark sets"),
-        Stage("mc", "multiple choice -> fill in the blank (grade.mc_to_fill_in); unconvertible items rejected"),
-        Stage("join", "CoGroupByKey on sample_id; duplicate sample ids rejected, unknown rollout ids counted"),
+                          "benchmark sets", where="pipelines/decontam.py"),
+        Stage("mc", "multiple choice -> fill in the blank (grade.mc_to_fill_in); unconvertible items rejected", where="operators/grade/mc.py"),
+        Stage("join", "CoGroupByKey on sample_id; duplicate sample ids rejected, unknown rollout ids counted", where="pipelines/grade.py"),
         Stage("grade", "verifier (or model judge) reward per rollout, correct >= grade.correct_at, pass@k per model, "
-                       "mean, tier"),
-        Stage("write", "Parquet shards by source and tier; tier counts + sampling weights in _stats/grade_summary.json"),
+                       "mean, tier", where="operators/grade/verify.py, operators/grade/tiers.py"),
+        Stage("write", "Parquet shards by source and tier; tier counts + sampling weights in _stats/grade_summary.json", where="pipelines/write.py"),
     ),
     config_model=GradeConfig,
     plan=plan,

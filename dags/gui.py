@@ -84,13 +84,13 @@ SPEC = DagSpec(
     name="gui",
     summary="GUI grounding: Playwright renders pages; visible elements with boxes -> perception, grounding, action tasks",
     stages=(
-        Stage("read", "URL lists, Parquet/JSONL url tables, or folders of saved .html pages -> one page per viewport"),
+        Stage("read", "URL lists, Parquet/JSONL url tables, or folders of saved .html pages -> one page per viewport", where="pipelines/gui.py"),
         Stage("render", "Chromium via Playwright: fresh context per page, pages in flight, address guard on every request, "
-                        "screenshot + visible elements (box, role, name, interactive, DOM path)"),
+                        "screenshot + visible elements (box, role, name, interactive, DOM path)", where="operators/gui/browser.py, pipelines/gui.py"),
         Stage("tasks", "element_perception, grounding (name or positional expressions, ambiguous ones dropped), "
-                       "action (click/type/scroll); tier from area and crowding"),
-        Stage("decontam", "optional (--set decontam.bench=PATH): prompt, expression and element name against benchmark sets"),
-        Stage("write", "task rows by source and tier; screenshots once in DIR/images"),
+                       "action (click/type/scroll); tier from area and crowding", where="operators/gui/tasks.py"),
+        Stage("decontam", "optional (--set decontam.bench=PATH): prompt, expression and element name against benchmark sets", where="pipelines/decontam.py"),
+        Stage("write", "task rows by source and tier; screenshots once in DIR/images", where="pipelines/write.py"),
     ),
     config_model=GuiConfig,
     plan=plan,

@@ -63,6 +63,7 @@ class Stage:
 
     name: str
     what: str
+    where: str = ""  # the files that implement it, from the repo root
     reasons: tuple[str, ...] = ()  # the reject reason codes it can give (its operators' REASONS)
 
 
