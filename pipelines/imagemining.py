@@ -526,8 +526,8 @@ def kb_rejects(kb_path: str, handle: shared.Shared, cfg: MineSections, source: O
     name = posixpath.basename(kb_path)
     source = clean_source(source or "kb")
     for issue in kb.issues:
-        yield reject_row(content_id("kb", name, str(issue.line)), source, Origin(file=kb_path, key=f"line:{issue.line}"),
-                         "kb", (issue.reason, issue.detail))
+        origin = Origin(file=kb_path, key=f"line:{issue.line}")
+        yield reject_row(content_id("kb", name, str(issue.line)), source, origin, "kb", (issue.reason, issue.detail))
 
 
 class Outputs(NamedTuple):
