@@ -463,7 +463,7 @@ class _Grade(beam.DoFn):
 
     def __init__(self, grade: GradeSection, rule_verifiers: dict[str, str], judge_tasks: set[str],
                  judge: Optional[JudgeSection]):
-        """`rule_verifiers`, `judge_tasks`: the config's `verifiers`, split (GradeConfig.rule_verifiers, judge_tasks)."""
+        """`rule_verifiers`, `judge_tasks`: `verifiers` split (GradeConfig.rule_verifiers, judge_tasks)."""
         self.grade = grade
         self.rule = tiers.TierRule(grade.tiers.very_easy_at, grade.tiers.easy_at, grade.tiers.medium_at,
                                    grade.tiers.hard_above)
