@@ -37,7 +37,10 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
+from quarry.operators import decontam as decontam_ops
+from quarry.operators.grade import mc as mc_ops
 from quarry.operators.grade import tiers
+from quarry.operators.base import Rejection
 from quarry.operators.ids import content_id
 from quarry.operators.grade.judge import JUDGE_ERROR, judge_verifier_from
 from quarry.operators.grade.mc import MC_NOT_CONVERTIBLE, FillIn, to_fill_in
@@ -60,15 +63,22 @@ from quarry.pipelines.read import (
     read_limited,
     table_kind,
 )
-from quarry.pipelines.stats import CountTo, read_stats, write_stats
+from quarry.pipelines.stage import REJECTED, count, count_stage, refused, reject_row
+from quarry.pipelines.stats import read_stats, write_stats
 from quarry.schemas.common import ImageCell, Origin, Reject
-from quarry.schemas.grade import GenerateSection, GradeConfig, GradeRow
+from quarry.schemas.grade import GenerateSection, GradeConfig, GradeRow, GradeSection, JudgeSection
 
 SAMPLE_COLUMNS = ("sample_id", "task", "question", "answer")
 ROLLOUT_COLUMNS = ("sample_id", "model", "response")
 OPTIONAL_SAMPLE_COLUMNS = ("source", "label_tier", "options", "image")
 SUMMARY_STATS = "grade_summary"
 SUMMARY_FILE = f"{SUMMARY_STATS}.json"  # under _stats/
+
+# The join and grade steps' own reasons (no operator decides them); read rejects are the reader's.
+DUPLICATE_SAMPLE_ID = "duplicate_sample_id"  # join: a later row with the same sample_id
+NO_VERIFIER = "no_verifier"  # grade: no verifier for the sample's task
+NO_ROLLOUTS = "no_rollouts"  # grade: no rollout names the sample
+REASONS: tuple[str, ...] = (DUPLICATE_SAMPLE_ID, NO_VERIFIER, NO_ROLLOUTS)
 
 
 @dataclass(frozen=True)
@@ -261,10 +271,10 @@ def fill_in_sample(sample: dict) -> Union[dict, Reject]:
     if "options" not in sample and "options_error" not in sample:
         return sample
     if "options_error" in sample:
-        return _sample_reject(sample, "mc", MC_NOT_CONVERTIBLE, sample["options_error"])
+        return sample_reject(sample, "mc", (MC_NOT_CONVERTIBLE, sample["options_error"]))
     got = to_fill_in(sample["question"], sample["options"], sample["raw_answer"])
     if not isinstance(got, FillIn):  # a Rejection
-        return _sample_reject(sample, "mc", got.reason, got.detail)
+        return sample_reject(sample, "mc", got)
     out = {k: v for k, v in sample.items() if k not in ("options", "raw_answer")}
     out.update(question=got.question, answer=got.answer, original_question=got.original_question,
                original_options=list(got.original_options), original_answer=sample["answer"])
@@ -372,19 +382,17 @@ class ReadSamples(beam.PTransform):
 
 
 class _ToFillIn(beam.DoFn):
-    REJECTED = "rejected"
-
     def process(self, sample: dict):
         out = fill_in_sample(sample)
-        yield beam.pvalue.TaggedOutput(self.REJECTED, out) if isinstance(out, Reject) else out
+        yield refused(out) if isinstance(out, Reject) else out
 
 
 class MultipleChoiceToFillIn(beam.PTransform):
     """Samples -> (samples with multiple-choice ones as fill-in-the-blank, rejects at stage `mc`)."""
 
     def expand(self, samples):
-        out = samples | "ToFillIn" >> beam.ParDo(_ToFillIn()).with_outputs(_ToFillIn.REJECTED, main="samples")
-        return out.samples, out[_ToFillIn.REJECTED]
+        out = samples | "ToFillIn" >> beam.ParDo(_ToFillIn()).with_outputs(REJECTED, main="samples")
+        return out.samples, out[REJECTED]
 
 
 class _Generate(beam.DoFn):
@@ -431,8 +439,7 @@ class GenerateRollouts(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.section.batch_size)
             | "Generate" >> beam.ParDo(_Generate(self.section)).with_outputs(_Generate.OK, main="rollouts")
         )
-        out.rollouts | "CountGenerated" >> CountTo(self.output, "rollouts_generate.in")
-        out[_Generate.OK] | "CountAnswered" >> CountTo(self.output, "rollouts_generate.out")
+        count_stage(self.output, "rollouts_generate", out.rollouts, out[_Generate.OK])
         return out.rollouts
 
 
@@ -451,22 +458,25 @@ class ReadRollouts(beam.PTransform):
 class _Grade(beam.DoFn):
     """(sample_id, {samples, rollouts}) -> GradeRow | Reject (tagged) | unknown-rollout counts (tagged)."""
 
-    REJECTED = "rejected"
     UNKNOWN = "unknown"
     JUDGED = "judged"
 
-    def __init__(self, cfg: GradeConfig):
-        self.cfg = cfg
-        g = cfg.grade
-        self.rule = tiers.TierRule(g.tiers.very_easy_at, g.tiers.easy_at, g.tiers.medium_at, g.tiers.hard_above)
+    def __init__(self, grade: GradeSection, rule_verifiers: dict[str, str], judge_tasks: set[str],
+                 judge: Optional[JudgeSection]):
+        """`rule_verifiers`, `judge_tasks`: `verifiers` split (GradeConfig.rule_verifiers, judge_tasks)."""
+        self.grade = grade
+        self.rule = tiers.TierRule(grade.tiers.very_easy_at, grade.tiers.easy_at, grade.tiers.medium_at,
+                                   grade.tiers.hard_above)
+        self._rule_verifiers = rule_verifiers
+        self._judge_section = judge
         self._verifiers: dict[str, Any] = {}
         self._judge: Any = None
-        self._judge_tasks = cfg.judge_tasks()
+        self._judge_tasks = judge_tasks
         self._verifier_errors = beam.metrics.Metrics.counter("grade", "verifier_errors")
 
     def setup(self):
-        if self.cfg.judge is not None:
-            self._judge = judge_verifier_from(self.cfg.judge.verifier_mapping())
+        if self._judge_section is not None:
+            self._judge = judge_verifier_from(self._judge_section.verifier_mapping())
 
     def _verifier(self, task: str) -> Any:
         if task not in self._verifiers:
@@ -475,7 +485,7 @@ class _Grade(beam.DoFn):
                     f"task {task!r} is mapped to the judge but no judge is configured")
                 return self._verifiers[task]
             try:
-                self._verifiers[task] = verifier_for(task, self.cfg.rule_verifiers())
+                self._verifiers[task] = verifier_for(task, self._rule_verifiers)
             except ValueError as e:
                 self._verifiers[task] = e
         return self._verifiers[task]
@@ -490,19 +500,19 @@ class _Grade(beam.DoFn):
             return
         sample, dups = samples[0], samples[1:]
         for d in dups:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _sample_reject(
-                d, "join", "duplicate_sample_id", f"sample_id also at {sample['file']} {sample['key']}"))
+            yield refused(sample_reject(
+                d, "join", (DUPLICATE_SAMPLE_ID, f"sample_id also at {sample['file']} {sample['key']}")))
         verifier = self._verifier(sample["task"])
         if isinstance(verifier, ValueError):
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _sample_reject(sample, "grade", "no_verifier", str(verifier)))
+            yield refused(sample_reject(sample, "grade", (NO_VERIFIER, str(verifier))))
             return
-        tally = tiers.SampleTally(self.cfg.grade.correct_at)
+        tally = tiers.SampleTally(self.grade.correct_at)
         to_judge: list[tuple[str, str]] = []  # (model, response): one sample's rollouts at most
         if self._judge is not None and verifier is self._judge:
             to_judge = [(model, response) for model, response in rollouts]
         else:
             reference = reference_for(sample["answer"], verifier)
-            fallback = (self.cfg.grade.judge_fallback and self._judge is not None
+            fallback = (self.grade.judge_fallback and self._judge is not None
                         and isinstance(verifier, (ExactVerifier, NumericVerifier)))
             for model, response in rollouts:  # streamed: the tally holds one entry per model
                 v = verdict_of(verifier, response, reference)
@@ -518,15 +528,15 @@ class _Grade(beam.DoFn):
                 tally.add(model, float(v.reward))
                 yield beam.pvalue.TaggedOutput(self.JUDGED, v.reason != JUDGE_ERROR)
         if not tally.models:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _sample_reject(
-                sample, "grade", "no_rollouts", "no rollout names this sample_id"))
+            yield refused(sample_reject(sample, "grade", (NO_ROLLOUTS, "no rollout names this sample_id")))
             return
-        yield grade_row(sample, tally, self.cfg.grade.k, self.rule)
+        yield grade_row(sample, tally, self.grade.k, self.rule)
 
 
-def _sample_reject(sample: dict, stage: str, reason: str, detail: str) -> Reject:
-    return Reject(sample_id=sample["sample_id"], source=sample["source"], stage=stage, reason=reason,
-                  detail=detail[:500], origin=Origin(file=sample["file"], key=sample["key"]))
+def sample_reject(sample: dict, stage: str, verdict: Union[Rejection, tuple[str, str]]) -> Reject:
+    """`reject_row` for a parsed sample (a dict: its origin is `file` and `key`)."""
+    return reject_row(sample["sample_id"], sample["source"], Origin(file=sample["file"], key=sample["key"]), stage,
+                      verdict)
 
 
 def grade_row(sample: dict, tally: tiers.SampleTally, k: int, rule: tiers.TierRule) -> GradeRow:
@@ -562,20 +572,20 @@ class GradePipeline(beam.PTransform):
 
     def expand(self, inputs):
         samples, rollouts = inputs
-        output, weights = self.output, self.cfg.grade.weights.model_dump()
+        cfg, output = self.cfg, self.output
+        weights = cfg.grade.weights.model_dump()
         keyed = samples | "KeySamples" >> beam.Map(lambda s: (s["sample_id"], s))
         out = (
             {"samples": keyed, "rollouts": rollouts}
             | "JoinRollouts" >> beam.CoGroupByKey()
-            | "Score" >> beam.ParDo(_Grade(self.cfg)).with_outputs(
-                _Grade.REJECTED, _Grade.UNKNOWN, _Grade.JUDGED, main="rows")
+            | "Score" >> beam.ParDo(_Grade(cfg.grade, cfg.rule_verifiers(), cfg.judge_tasks(), cfg.judge)).with_outputs(
+                REJECTED, _Grade.UNKNOWN, _Grade.JUDGED, main="rows")
         )
-        if self.cfg.judge is not None:
+        if cfg.judge is not None:
             judged = out[_Grade.JUDGED]
-            judged | "CountJudged" >> CountTo(output, "judge.in")
-            judged | "JudgeAnswered" >> beam.Filter(bool) | "CountJudgeAnswered" >> CountTo(output, "judge.out")
+            count_stage(output, "judge", judged, judged | "JudgeAnswered" >> beam.Filter(bool))
         unknown = out[_Grade.UNKNOWN] | "SumUnknown" >> beam.CombineGlobally(sum)
-        rollouts | "CountRollouts" >> CountTo(output, "rollouts_join.in")
+        count(rollouts, output, "rollouts_join.in")
         (
             unknown
             | "MatchedRollouts" >> beam.Map(lambda u, total: total - u,
@@ -584,8 +594,7 @@ class GradePipeline(beam.PTransform):
             | "WriteMatched" >> beam.Map(
                 lambda n: write_stats(output, "rollouts_join.out", {"name": "rollouts_join.out", "count": n}))
         )
-        samples | "CountGradeIn" >> CountTo(output, "grade.in")
-        out.rows | "CountGradeOut" >> CountTo(output, "grade.out")
+        count_stage(output, "grade", samples, out.rows)
         (
             out.rows
             | "TierKey" >> beam.Map(lambda r: (r.source, r.task, r.tier))
@@ -599,9 +608,20 @@ class GradePipeline(beam.PTransform):
                      **tiers.summarize([(s, t, tr, n) for (s, t, tr), n in counts], weights)}),
                 unk=beam.pvalue.AsSingleton(unknown))
         )
-        return Graded(out.rows, out[_Grade.REJECTED])
+        return Graded(out.rows, out[REJECTED])
 
 
 def read_summary(output: str) -> Optional[dict]:
     """The summary a run wrote under `DIR/_stats/` (None when it wrote none)."""
     return read_stats(output, SUMMARY_STATS)
+
+
+# The reasons each stage of the grade DAG (dags/grade.py: SPEC.stages) can give its reject rows; `read` is the
+# reader's.
+STAGE_REASONS: dict[str, tuple[str, ...]] = {
+    "decontam": (decontam_ops.CONTAMINATED_TEXT, decontam_ops.CONTAMINATED_IMAGE),
+    "mc": mc_ops.REASONS,
+    "join": (DUPLICATE_SAMPLE_ID,),
+    "grade": (NO_VERIFIER, NO_ROLLOUTS),
+    "write": (),
+}

@@ -31,20 +31,28 @@ from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
 
+from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
+from quarry.operators.gui import browser as browser_ops
 from quarry.operators.gui.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, RenderResult
 from quarry.operators.gui.tasks import TaskSettings, page_tasks, task_id
 from quarry.operators.ids import content_id, digest
 from quarry.pipelines.read import (InputError, ReadEachFile, ReadFiles, clean_source, jsonl_objects,
                                    match_inputs)
-from quarry.pipelines.stats import CountTo, Progress
+from quarry.pipelines.stage import count, refused, reject_row, run_stage
+from quarry.pipelines.stats import Progress
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
-from quarry.schemas.gui import GuiConfig, GuiRow, PageInput, RenderConfig, Viewport
+from quarry.schemas.gui import GuiConfig, GuiRow, PageInput, RenderConfig, TasksConfig, TierConfig, Viewport
 
 URL_LIST_SUFFIXES = (".txt", ".urls", ".lst")
 TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
 MAX_URL_CHARS = 4096
 MAX_HTML_BYTES = 20 * 1024 * 1024
+
+# Why a rendered page is a `tasks` reject (the tasks step decides, no operator).
+NO_ELEMENTS = "no_elements"
+NO_TASKS = "no_tasks"
+REASONS: tuple[str, ...] = (NO_ELEMENTS, NO_TASKS)  # the recipe's own; read rejects are the reader's
 
 
 class Outputs(NamedTuple):
@@ -278,11 +286,6 @@ def page_job(p: PageInput, server: HtmlFolderServer, allow_private: bool) -> Pag
     return PageJob(p.url, vp.width, vp.height, vp.device_scale_factor, vp.is_mobile, allow_private=allow_private)
 
 
-def page_reject(p: PageInput, stage: str, verdict: Rejection) -> Reject:
-    return Reject(sample_id=p.page_id, source=p.source, stage=stage, reason=verdict.reason,
-                  detail=verdict.detail[:500], origin=p.origin)
-
-
 class _RenderPages(beam.DoFn):
     """PageInput -> (PageInput, RenderResult), many pages in flight; failures -> render rejects.
 
@@ -293,7 +296,6 @@ class _RenderPages(beam.DoFn):
     the global window).
     """
 
-    REJECTED = "rejected"
     BLOCKED = "blocked"
 
     def __init__(self, cfg: RenderConfig):
@@ -347,7 +349,7 @@ class _RenderPages(beam.DoFn):
             yield beam.pvalue.TaggedOutput(self.BLOCKED, len(res.blocked))
             if res.page is None:
                 self.failed.inc()
-                yield beam.pvalue.TaggedOutput(self.REJECTED, page_reject(p, "render", res.rejection))
+                yield refused(reject_row(p.page_id, p.source, p.origin, "render", res.rejection))
             else:
                 self.rendered.inc()
                 yield (p, res)
@@ -356,9 +358,9 @@ class _RenderPages(beam.DoFn):
 # --- tasks ----------------------------------------------------------------------------------
 
 
-def task_settings(cfg: GuiConfig) -> TaskSettings:
-    return TaskSettings(kinds=tuple(cfg.tasks.kinds), max_per_page=cfg.tasks.max_per_page, scroll=cfg.tasks.scroll,
-                        area_fractions=tuple(cfg.tiers.area_fractions), crowd_counts=tuple(cfg.tiers.crowd_counts))
+def task_settings(tasks: TasksConfig, tiers: TierConfig) -> TaskSettings:
+    return TaskSettings(kinds=tuple(tasks.kinds), max_per_page=tasks.max_per_page, scroll=tasks.scroll,
+                        area_fractions=tuple(tiers.area_fractions), crowd_counts=tuple(tiers.crowd_counts))
 
 
 def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings) -> tuple[list[GuiRow], Optional[ImageRecord]]:
@@ -390,7 +392,6 @@ def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings) -> tuple[
 
 
 class _MakeTasks(beam.DoFn):
-    REJECTED = "rejected"
     IMAGES = "images"
 
     def __init__(self, settings: TaskSettings):
@@ -401,8 +402,8 @@ class _MakeTasks(beam.DoFn):
         rows, image = page_rows(p, res, self.settings)
         if not rows:
             n = len(res.page.elements.elements)
-            reason = "no_elements" if n == 0 else "no_tasks"
-            yield beam.pvalue.TaggedOutput(self.REJECTED, page_reject(p, "tasks", Rejection(
+            reason = NO_ELEMENTS if n == 0 else NO_TASKS
+            yield refused(reject_row(p.page_id, p.source, p.origin, "tasks", Rejection(
                 reason, f"{n} visible elements, none usable for {', '.join(self.settings.kinds)}")))
             return
         yield beam.pvalue.TaggedOutput(self.IMAGES, image)
@@ -417,24 +418,21 @@ class GuiPipeline(beam.PTransform):
         self.cfg = cfg
         self.output_dir = output_dir
 
-    def _count(self, pcoll, name: str) -> None:
-        if self.output_dir is not None:
-            pcoll | f"Count[{name}]" >> CountTo(self.output_dir, name)
-
     def expand(self, pages):
-        rendered = (
-            pages
-            | "ProgressRender" >> Progress("render")
-            | "RenderPages" >> beam.ParDo(_RenderPages(self.cfg.render)).with_outputs(
-                _RenderPages.REJECTED, _RenderPages.BLOCKED, main="pages")
-        )
-        tasks = rendered.pages | "MakeTasks" >> beam.ParDo(_MakeTasks(task_settings(self.cfg))).with_outputs(
-            _MakeTasks.REJECTED, _MakeTasks.IMAGES, main="rows")
-        self._count(pages, "render.in")
-        self._count(rendered.pages, "render.out")
-        self._count(rendered.pages, "tasks.in")
-        self._count(tasks.rows, "tasks.out")
-        self._count(tasks[_MakeTasks.IMAGES], "images.out")
-        rejected = ((rendered[_RenderPages.REJECTED], tasks[_MakeTasks.REJECTED])
-                    | "GuiRejects" >> beam.Flatten())
-        return Outputs(tasks.rows, tasks[_MakeTasks.IMAGES], rejected, rendered[_RenderPages.BLOCKED])
+        cfg, out_dir = self.cfg, self.output_dir
+        rendered = run_stage(pages | "ProgressRender" >> Progress("render"), "RenderPages", _RenderPages(cfg.render),
+                             out_dir, "render", tags=(_RenderPages.BLOCKED,))
+        tasks = run_stage(rendered.kept, "MakeTasks", _MakeTasks(task_settings(cfg.tasks, cfg.tiers)), out_dir,
+                          "tasks", tags=(_MakeTasks.IMAGES,))
+        count(tasks[_MakeTasks.IMAGES], out_dir, "images.out")
+        rejected = (rendered.rejected, tasks.rejected) | "GuiRejects" >> beam.Flatten()
+        return Outputs(tasks.kept, tasks[_MakeTasks.IMAGES], rejected, rendered[_RenderPages.BLOCKED])
+
+
+# The reasons each stage of the gui DAG (dags/gui.py: SPEC.stages) can give its reject rows; `read` is the reader's.
+STAGE_REASONS: dict[str, tuple[str, ...]] = {
+    "render": browser_ops.REASONS,
+    "tasks": REASONS,
+    "decontam": (decontam_ops.CONTAMINATED_TEXT, decontam_ops.CONTAMINATED_IMAGE),
+    "write": (),
+}

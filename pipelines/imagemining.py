@@ -23,18 +23,32 @@ from typing import Any, NamedTuple, Optional, Union
 import apache_beam as beam
 from apache_beam.utils import shared
 
-from quarry.operators.imagemining import qa
+from quarry.operators import decode as decode_ops
+from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.decode import decode_image
+from quarry.operators.imagemining import kb as kb_ops
+from quarry.operators.imagemining import qa
 from quarry.operators.ids import content_id, digest
 from quarry.operators.imagemining.kb import KnowledgeBase, load_kb, normalise
 from quarry.operators.imagemining.kb_store import SqliteKnowledgeBase, ensure_kb_store
 from quarry.pipelines.grade import RowRecord, TableFile, read_rows
 from quarry.pipelines.read import ReadFiles, beside, clean_source, read_limited
+from quarry.pipelines.stage import REJECTED, count_stage, refused, reject_row, run_stage
 from quarry.pipelines.stats import write_stats
 from quarry.pipelines.write import any_copy
+from quarry.schemas.caption import DecodeConfig
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
-from quarry.schemas.imagemining import Hop, ImageMiningConfig, QARow
+from quarry.schemas.imagemining import (
+    Hop,
+    ImageMiningConfig,
+    KbSection,
+    LinkSection,
+    QaSection,
+    QARow,
+    RewriterSection,
+    TierSection,
+)
 
 TEXT_FIELDS = ("caption", "alt", "ocr_text")
 IMAGE_FIELDS = ("image", "image_path", "path", "file_name")
@@ -42,6 +56,12 @@ KB_STATS = "kb"  # _stats/kb.json
 EVENTS = ("link.in", "link.out", "link.unknown_entities", "link.ambiguous_names", "discover.in",
           "discover.out", "filter.in", "filter.out", "rewrite.in", "rewrite.out", "rewrite.fallback_error",
           "rewrite.fallback_filtered", "dedup.in", "dedup.out")
+
+# The mining steps' own reasons (no operator decides them); read rejects are the reader's.
+UNKNOWN_ENTITY = "unknown_entity"  # link: none of the given entities is in the KB
+NO_ENTITIES = "no_entities"  # link: nothing to link in the row's texts
+NO_PATH = "no_path"  # discover: no templated path from the image's entities
+REASONS: tuple[str, ...] = (UNKNOWN_ENTITY, NO_ENTITIES, NO_PATH)
 
 
 # --------------------------------------------------------------------------- plain parts
@@ -70,11 +90,6 @@ class ImageMeta:
     image_id: str
     width: int
     height: int
-
-
-def _reject(sample_id: str, source: str, origin: Origin, stage: str, verdict: Rejection) -> Reject:
-    return Reject(sample_id=sample_id, source=source, stage=stage, reason=verdict.reason,
-                  detail=verdict.detail[:500], origin=origin)
 
 
 def _box(v: Any) -> Union[None, tuple[float, float, float, float], str]:
@@ -191,21 +206,34 @@ class Miner:
         return self._linker
 
 
-def _store_path(kb_path: str, cfg: ImageMiningConfig) -> Optional[str]:
+class MineSections(NamedTuple):
+    """The config sections the mining steps read (the DAG config has them too, under the same names)."""
+
+    kb: KbSection
+    link: LinkSection
+    qa: QaSection
+    tiers: TierSection
+
+    @classmethod
+    def of(cls, cfg: ImageMiningConfig) -> "MineSections":
+        return cls(cfg.kb, cfg.link, cfg.qa, cfg.tiers)
+
+
+def _store_path(kb_path: str, kb: KbSection) -> Optional[str]:
     """The sqlite store of this KB (kb.store=sqlite), None for the in-memory KB."""
-    if cfg.kb.store != "sqlite":
+    if kb.store != "sqlite":
         return None
-    return cfg.kb.store_path or f"{kb_path}.sqlite"
+    return kb.store_path or f"{kb_path}.sqlite"
 
 
-def _miner_key(kb_path: str, cfg: ImageMiningConfig) -> str:
-    return "|".join(map(str, (kb_path, cfg.kb.store, _store_path(kb_path, cfg), cfg.qa.templates,
+def _miner_key(kb_path: str, cfg: MineSections) -> str:
+    return "|".join(map(str, (kb_path, cfg.kb.store, _store_path(kb_path, cfg.kb), cfg.qa.templates,
                               cfg.qa.language, cfg.qa.min_hops, cfg.qa.check_ocr, cfg.link.min_chars)))
 
 
-def _acquire(handle: shared.Shared, kb_path: str, cfg: ImageMiningConfig) -> Miner:
+def _acquire(handle: shared.Shared, kb_path: str, cfg: MineSections) -> Miner:
     return handle.acquire(lambda: Miner(kb_path, cfg.qa.templates, cfg.qa.language, cfg.qa.min_hops,
-                                        cfg.qa.check_ocr, cfg.link.min_chars, _store_path(kb_path, cfg)),
+                                        cfg.qa.check_ocr, cfg.link.min_chars, _store_path(kb_path, cfg.kb)),
                           tag=_miner_key(kb_path, cfg))
 
 
@@ -226,7 +254,7 @@ class Mined:
         return self.answer_key
 
 
-def link_entities(miner: Miner, image: ImageMeta, cfg: ImageMiningConfig
+def link_entities(miner: Miner, image: ImageMeta, cfg: MineSections
                   ) -> tuple[list[qa.ImageEntity], int, list[str]]:
     """The image's KB entities: given ids (kept when in the KB), given names (linked), else linked from text.
 
@@ -260,13 +288,14 @@ def link_entities(miner: Miner, image: ImageMeta, cfg: ImageMiningConfig
     return list(out.values())[: cfg.link.max_entities], unknown, ambiguous
 
 
-def to_row(miner: Miner, image: ImageMeta, c: qa.Candidate, ctx: qa.ImageContext, cfg: ImageMiningConfig) -> QARow:
+def to_row(miner: Miner, image: ImageMeta, c: qa.Candidate, ctx: qa.ImageContext, crop_share: float,
+           tiers: TierSection) -> QARow:
     kb = miner.kb
-    tags = qa.tag(kb, miner.templates, c, ctx, cfg.qa.crop_share)
+    tags = qa.tag(kb, miner.templates, c, ctx, crop_share)
     start = kb.entities[c.path.start]
     degree = kb.degree.get(start.id, 0)
-    tier = qa.tier_for(len(c.path.hops), tags.visual_hops, tags.requires_crop, degree, cfg.tiers.rare_degree,
-                       cfg.tiers.popular_degree)
+    tier = qa.tier_for(len(c.path.hops), tags.visual_hops, tags.requires_crop, degree, tiers.rare_degree,
+                       tiers.popular_degree)
     inp = image.input
     return QARow(
         sample_id=qa.candidate_id(inp.sample_id, c.path, miner.templates.language), source=inp.source, tier=tier,
@@ -286,8 +315,11 @@ def to_row(miner: Miner, image: ImageMeta, c: qa.Candidate, ctx: qa.ImageContext
     )
 
 
-def mine_image(miner: Miner, image: ImageMeta, cfg: ImageMiningConfig):
-    """One decoded image -> (Mined | Reject | event name)s: link, discover, question, filter, tag."""
+def mine_image(miner: Miner, image: ImageMeta, cfg: MineSections):
+    """One decoded image -> (Mined | Reject | event name)s: link, discover, question, filter, tag.
+
+    `cfg`: the sections it reads (`MineSections`; the DAG config has them too).
+    """
     inp = image.input
     yield "link.in"
     entities, unknown, ambiguous = link_entities(miner, image, cfg)
@@ -297,13 +329,13 @@ def mine_image(miner: Miner, image: ImageMeta, cfg: ImageMiningConfig):
         yield "link.ambiguous_names"
     if not entities:
         if inp.entities:
-            verdict = Rejection("unknown_entity", f"none of the {len(inp.entities)} entities given is in the KB")
+            verdict = Rejection(UNKNOWN_ENTITY, f"none of the {len(inp.entities)} entities given is in the KB")
         else:
             detail = "no KB name or alias found in " + (", ".join(f for f, _ in inp.texts) or "the row (no text)")
             if ambiguous:
                 detail += f"; ambiguous names: {', '.join(ambiguous[:5])}"
-            verdict = Rejection("no_entities", detail)
-        yield _reject(inp.sample_id, inp.source, inp.origin, "link", verdict)
+            verdict = Rejection(NO_ENTITIES, detail)
+        yield reject_row(inp.sample_id, inp.source, inp.origin, "link", verdict)
         return
     yield "link.out"
     yield "discover.in"
@@ -320,13 +352,14 @@ def mine_image(miner: Miner, image: ImageMeta, cfg: ImageMiningConfig):
             sid = qa.candidate_id(inp.sample_id, c.path, miner.templates.language)
             verdict = miner.filters.check(c, ctx)
             if verdict is not None:
-                yield _reject(sid, inp.source, inp.origin, "filter", verdict)
+                yield reject_row(sid, inp.source, inp.origin, "filter", verdict)
                 continue
             yield "filter.out"
-            yield Mined(to_row(miner, image, c, ctx, cfg), c, ctx, miner.kb.object_key(c.path.answer))
+            yield Mined(to_row(miner, image, c, ctx, cfg.qa.crop_share, cfg.tiers), c, ctx,
+                        miner.kb.object_key(c.path.answer))
     if not found:
-        yield _reject(inp.sample_id, inp.source, inp.origin, "discover", Rejection(
-            "no_path", f"no path of {cfg.qa.min_hops}-{cfg.qa.max_hops} templated hops from "
+        yield reject_row(inp.sample_id, inp.source, inp.origin, "discover", Rejection(
+            NO_PATH, f"no path of {cfg.qa.min_hops}-{cfg.qa.max_hops} templated hops from "
                        f"{', '.join(e.entity_id for e in entities)}"))
 
 
@@ -363,16 +396,15 @@ class ReadImageRows(beam.PTransform):
 
 
 class _Decode(beam.DoFn):
-    REJECTED, IMAGES = "rejected", "images"
+    IMAGES = "images"
 
-    def __init__(self, cfg: ImageMiningConfig):
-        self.cfg = cfg
+    def __init__(self, decode: DecodeConfig):
+        self.decode = decode
 
     def process(self, inp: ImageInput):
-        decoded = decode_image(inp.image_bytes, self.cfg.decode)
+        decoded = decode_image(inp.image_bytes, self.decode)
         if isinstance(decoded, Rejection):
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _reject(inp.sample_id, inp.source, inp.origin, "decode",
-                                                                  decoded))
+            yield refused(reject_row(inp.sample_id, inp.source, inp.origin, "decode", decoded))
             return
         image_id = digest(inp.image_bytes)
         yield beam.pvalue.TaggedOutput(self.IMAGES, ImageRecord(
@@ -382,9 +414,9 @@ class _Decode(beam.DoFn):
 
 
 class _Mine(beam.DoFn):
-    REJECTED, EVENTS = "rejected", "events"
+    EVENTS = "events"
 
-    def __init__(self, cfg: ImageMiningConfig, handle: shared.Shared):
+    def __init__(self, cfg: MineSections, handle: shared.Shared):
         self.cfg = cfg
         self.handle = handle
         self.questions = beam.metrics.Metrics.counter("imagemining", "questions_kept")
@@ -395,7 +427,7 @@ class _Mine(beam.DoFn):
             if isinstance(out, str):
                 yield beam.pvalue.TaggedOutput(self.EVENTS, out)
             elif isinstance(out, Reject):
-                yield beam.pvalue.TaggedOutput(self.REJECTED, out)
+                yield refused(out)
             else:
                 self.questions.inc()
                 yield out
@@ -406,15 +438,15 @@ class _Rewrite(beam.DoFn):
 
     EVENTS = "events"
 
-    def __init__(self, cfg: ImageMiningConfig, handle: shared.Shared):
+    def __init__(self, rewriter: RewriterSection, cfg: MineSections, handle: shared.Shared):
+        self.rewriter = rewriter
         self.cfg = cfg
         self.handle = handle
 
     def setup(self):
         from quarry.operators.chat_client import ChatClient, ChatClientConfig
 
-        section = self.cfg.rewriter
-        assert section is not None
+        section = self.rewriter
         self.client = ChatClient(ChatClientConfig(**section.client_fields()))
         self.prompt = qa.load_rewrite_prompt(section.prompt)
 
@@ -444,9 +476,8 @@ def _dedup_group(element, threshold: float):
     dropped = qa.near_duplicates([(r.sample_id, r.question) for r in by_id.values()], threshold)
     for sid, r in sorted(by_id.items()):
         if sid in dropped:
-            yield beam.pvalue.TaggedOutput("rejected", Reject(
-                sample_id=sid, source=r.source, stage="dedup", reason=qa.NEAR_DUPLICATE,
-                detail=f"near-duplicate of {dropped[sid]} (same answer)", origin=r.origin))
+            yield refused(reject_row(sid, r.source, r.origin, "dedup", Rejection(
+                qa.NEAR_DUPLICATE, f"near-duplicate of {dropped[sid]} (same answer)")))
         else:
             yield r
 
@@ -480,7 +511,8 @@ class CountEvents(beam.PTransform):
         )
 
 
-def kb_rejects(kb_path: str, handle: shared.Shared, cfg: ImageMiningConfig, output_dir: Optional[str]):
+def kb_rejects(kb_path: str, handle: shared.Shared, cfg: MineSections, source: Optional[str],
+               output_dir: Optional[str]):
     """The KB's skipped lines as rejects at stage `kb`; its stats to `_stats/kb.json`."""
     import time
 
@@ -492,10 +524,10 @@ def kb_rejects(kb_path: str, handle: shared.Shared, cfg: ImageMiningConfig, outp
         write_stats(output_dir, KB_STATS,
                     {"name": "kb", "count": kb.lines, "stats": kb.stats(), "load_s": round(load_s, 3)})
     name = posixpath.basename(kb_path)
-    source = clean_source(cfg.source or "kb")
+    source = clean_source(source or "kb")
     for issue in kb.issues:
-        yield Reject(sample_id=content_id("kb", name, str(issue.line)), source=source, stage="kb",
-                     reason=issue.reason, detail=issue.detail, origin=Origin(file=kb_path, key=f"line:{issue.line}"))
+        origin = Origin(file=kb_path, key=f"line:{issue.line}")
+        yield reject_row(content_id("kb", name, str(issue.line)), source, origin, "kb", (issue.reason, issue.detail))
 
 
 class Outputs(NamedTuple):
@@ -515,30 +547,28 @@ class ImageMiningPipeline(beam.PTransform):
         self.handle = shared.Shared()
 
     def expand(self, inputs):
-        from quarry.pipelines.stats import CountTo
-
-        cfg = self.cfg
+        cfg, out_dir = self.cfg, self.output_dir
+        sections = MineSections.of(cfg)
         kb = inputs.pipeline | "KbPath" >> beam.Create([self.kb_path])
         kb_side = beam.pvalue.AsSingleton(kb)
-        decoded = inputs | "Decode" >> beam.ParDo(_Decode(cfg)).with_outputs(_Decode.REJECTED, _Decode.IMAGES,
-                                                                              main="images_meta")
+        decoded = run_stage(inputs, "Decode", _Decode(cfg.decode), out_dir, "decode", tags=(_Decode.IMAGES,))
         # One input file is read and decoded by one worker; mining is the heavy part, so the (byte-free)
         # images spread over all workers first.
-        mined = (decoded.images_meta | "SpreadImages" >> beam.Reshuffle()
-                 | "Mine" >> beam.ParDo(_Mine(cfg, self.handle), kb_path=kb_side).with_outputs(
-            _Mine.REJECTED, _Mine.EVENTS, main="questions"))
+        mined = (decoded.kept | "SpreadImages" >> beam.Reshuffle()
+                 | "Mine" >> beam.ParDo(_Mine(sections, self.handle), kb_path=kb_side).with_outputs(
+            REJECTED, _Mine.EVENTS, main="questions"))
         events = [mined[_Mine.EVENTS]]
         questions = mined.questions
         if cfg.rewriter is not None:
             rewritten = (
                 questions
                 | "BatchForRewrite" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.rewriter.batch_size)
-                | "Rewrite" >> beam.ParDo(_Rewrite(cfg, self.handle), kb_path=kb_side).with_outputs(
+                | "Rewrite" >> beam.ParDo(_Rewrite(cfg.rewriter, sections, self.handle), kb_path=kb_side).with_outputs(
                     _Rewrite.EVENTS, main="questions")
             )
             events.append(rewritten[_Rewrite.EVENTS])
             questions = rewritten.questions
-        rejected = [decoded[_Decode.REJECTED], mined[_Mine.REJECTED]]
+        rejected = [decoded.rejected, mined.rejected]
         if cfg.dedup.enabled:
             scope, threshold = cfg.dedup.scope, cfg.dedup.threshold
             deduped = (
@@ -546,21 +576,21 @@ class ImageMiningPipeline(beam.PTransform):
                 # only the row crosses the shuffle: the candidate and image context stay behind
                 | "KeyByAnswer" >> beam.Map(lambda m: (m.dedup_key(scope), m.row))
                 | "GroupByAnswer" >> beam.GroupByKey()
-                | "NearDuplicates" >> beam.FlatMap(_dedup_group, threshold).with_outputs("rejected", main="rows")
+                | "NearDuplicates" >> beam.FlatMap(_dedup_group, threshold).with_outputs(REJECTED, main="rows")
             )
+            count_stage(out_dir, "dedup", questions, deduped.rows)
             rows = deduped.rows
             rejected.append(deduped.rejected)
         else:
             rows = questions | "Rows" >> beam.Map(lambda m: m.row)
-        after_dedup = rows
         if cfg.decontam.enabled:  # --set decontam.bench=PATH: questions and answers against benchmark sets
             from quarry.pipelines.decontam import FieldProbe, MaybeDecontaminate
 
             rows, dc_rejected = rows | "Decontam" >> MaybeDecontaminate(
-                cfg.decontam, self.output_dir, FieldProbe(text=("question", "answer")), dag="imagemining",
+                cfg.decontam, out_dir, FieldProbe(text=("question", "answer")), dag="imagemining",
                 flag_fn=lambda row, _matches: row, shards=cfg.shards)
             rejected.append(dc_rejected)
-        kb_rejected = kb | "KbIssues" >> beam.FlatMap(kb_rejects, self.handle, cfg, self.output_dir)
+        kb_rejected = kb | "KbIssues" >> beam.FlatMap(kb_rejects, self.handle, sections, cfg.source, out_dir)
         rejected.append(kb_rejected)
         # Copies collapse before the join (combiner lifting: per worker, before the shuffle), so an
         # image that many input rows show, and the many rows that use one image, cross it once.
@@ -573,13 +603,23 @@ class ImageMiningPipeline(beam.PTransform):
             | "JoinImagesToRows" >> beam.CoGroupByKey()
             | "ImagesInUse" >> beam.FlatMap(_image_in_use)
         )
-        if self.output_dir is not None:
-            inputs | "CountDecodeIn" >> CountTo(self.output_dir, "decode.in")
-            decoded.images_meta | "CountDecodeOut" >> CountTo(self.output_dir, "decode.out")
-            if cfg.dedup.enabled:
-                questions | "CountDedupIn" >> CountTo(self.output_dir, "dedup.in")
-                after_dedup | "CountDedupOut" >> CountTo(self.output_dir, "dedup.out")
+        if out_dir is not None:
             names = tuple(n for n in EVENTS if not n.startswith("dedup")
                           and (cfg.rewriter is not None or not n.startswith("rewrite")))
-            (tuple(events) | "AllEvents" >> beam.Flatten() | "CountEvents" >> CountEvents(self.output_dir, names))
+            (tuple(events) | "AllEvents" >> beam.Flatten() | "CountEvents" >> CountEvents(out_dir, names))
         return Outputs(rows, images, rejected | "AllRejects" >> beam.Flatten())
+
+
+# The reasons each stage of the imagemining DAG (dags/imagemining.py: SPEC.stages) can give its reject rows;
+# `read` is the reader's. `kb` is no stage of the DAG's list: skipped KB lines, rejects but not inputs.
+STAGE_REASONS: dict[str, tuple[str, ...]] = {
+    "decode": (decode_ops.CORRUPT, decode_ops.TOO_LARGE),
+    "link": (UNKNOWN_ENTITY, NO_ENTITIES),
+    "discover": (NO_PATH,),
+    "filter": qa.FILTER_REASONS,
+    "rewrite": (),
+    "dedup": (qa.NEAR_DUPLICATE,),
+    "decontam": (decontam_ops.CONTAMINATED_TEXT, decontam_ops.CONTAMINATED_IMAGE),
+    "write": (),
+    "kb": kb_ops.REASONS,
+}

@@ -34,12 +34,15 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
+from quarry.operators import decode as decode_ops
+from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.decode import decode_image
 from quarry.operators.ids import content_id, digest
 from quarry.operators.ocr.engine import OcrLine, fit_for_ocr
 from quarry.operators.ocr.layout import build_layout, valid_lines
 from quarry.operators.ocr.tasks import (
+    CROP_UNREADABLE,
     encode_crop,
     image_tier,
     input_height,
@@ -69,21 +72,34 @@ from quarry.pipelines.read import (
     match_inputs,
     read_limited,
 )
-from quarry.pipelines.stats import CountTo, Progress
+from quarry.pipelines.stage import count_stage, refused, reject_row, run_stage, to_reject
+from quarry.pipelines.stats import Progress
+from quarry.schemas.caption import DecodeConfig
 from quarry.schemas.common import ImageCell, ImageRecord, ImageText, Origin, Reject
 from quarry.schemas.config import ReaderConfig
 from quarry.schemas.ocr_search import (
     TASK_OCR,
     TASK_SEARCH,
     EntityCell,
+    EntityConfig,
+    OcrEngineConfig,
     OcrLineCell,
     OcrSearchConfig,
     OcrSearchRow,
+    SearchTaskConfig,
+    TextFilterConfig,
+    TierConfig,
     ToolCall,
 )
 
 MIN_SIDE = 8  # pictures narrower than this hold no readable text and trip the detector's resizing
-REJECTED, IMAGES, CROPS = "rejected", "images", "crops"
+IMAGES, CROPS = "images", "crops"
+
+# The recipe's own reasons (the steps decide them, no operator); read rejects are the reader's.
+IMAGE_TOO_SMALL = "image_too_small"  # decode: a side under MIN_SIDE
+OCR_FAILED = "ocr_failed"  # ocr: the engine raised on the picture
+NO_TEXT = "no_text"  # ocr: no valid line
+REASONS: tuple[str, ...] = (IMAGE_TOO_SMALL, OCR_FAILED, NO_TEXT)
 
 
 # --- reading pictures (no captions needed) -------------------------------------------------
@@ -314,27 +330,23 @@ class CropItem:
     input_height: float
 
 
-def _reject(sample_id: str, source: str, origin: Origin, stage: str, verdict: Rejection) -> Reject:
-    return Reject(sample_id=sample_id, source=source, stage=stage, reason=verdict.reason, detail=verdict.detail,
-                  origin=origin)
-
-
 class _Prepare(beam.DoFn):
     """Decode under the pixel limit (bombs rejected by header) and downscale for the engine."""
 
-    def __init__(self, cfg: OcrSearchConfig):
-        self.cfg = cfg
+    def __init__(self, decode: DecodeConfig, ocr: OcrEngineConfig):
+        self.decode = decode
+        self.ocr = ocr
 
     def process(self, s: ImageText):
-        decoded = decode_image(s.image_bytes, self.cfg.decode)
+        decoded = decode_image(s.image_bytes, self.decode)
         if isinstance(decoded, Rejection):
-            yield beam.pvalue.TaggedOutput(REJECTED, _reject(s.sample_id, s.source, s.origin, "decode", decoded))
+            yield refused(to_reject(s, "decode", decoded))
             return
         if min(decoded.width, decoded.height) < MIN_SIDE:
-            yield beam.pvalue.TaggedOutput(REJECTED, _reject(s.sample_id, s.source, s.origin, "decode", Rejection(
-                "image_too_small", f"{decoded.width}x{decoded.height}: a side under {MIN_SIDE} px")))
+            yield refused(to_reject(s, "decode", Rejection(
+                IMAGE_TOO_SMALL, f"{decoded.width}x{decoded.height}: a side under {MIN_SIDE} px")))
             return
-        o = self.cfg.ocr
+        o = self.ocr
         pixels, scale = fit_for_ocr(decoded.image, o.max_side, o.min_short_side, o.max_upscale)
         item = OcrItem(s.sample_id, s.source, s.origin, s.url, s.license, s.image_bytes, decoded.width,
                        decoded.height, decoded.format, scale, pixels)
@@ -351,49 +363,49 @@ def _line_cell(line: OcrLine, w: int, h: int) -> OcrLineCell:
 class _Layout(beam.DoFn):
     """OCR lines -> the `ocr` row, the shared image, and crops of the small entities."""
 
-    def __init__(self, cfg: OcrSearchConfig, engine_label: str):
-        self.cfg = cfg
+    def __init__(self, text: TextFilterConfig, entities: EntityConfig, tasks: SearchTaskConfig, tiers: TierConfig,
+                 engine_label: str):
+        self.text, self.entities, self.tasks, self.tiers = text, entities, tasks, tiers
         self.engine_label = engine_label
 
     def process(self, element):
         item, result = element
-        cfg = self.cfg
+        tasks, tiers = self.tasks, self.tiers
         if result.error is not None:
-            yield beam.pvalue.TaggedOutput(REJECTED, _reject(item.sample_id, item.source, item.origin, "ocr",
-                                                             Rejection("ocr_failed", result.error)))
+            yield refused(to_reject(item, "ocr", Rejection(OCR_FAILED, result.error)))
             return
         w, h = item.width, item.height
-        lines = valid_lines([ln.scaled(1.0 / item.scale) for ln in result.lines], cfg.text)
+        lines = valid_lines([ln.scaled(1.0 / item.scale) for ln in result.lines], self.text)
         if not lines:
             seen = len(result.lines)
-            yield beam.pvalue.TaggedOutput(REJECTED, _reject(item.sample_id, item.source, item.origin, "ocr", Rejection(
-                "no_text", f"{seen} line(s) read, none valid (score >= {cfg.text.min_score}, "
-                           f"height >= {cfg.text.min_height_px} px)" if seen else "no text detected")))
+            yield refused(to_reject(item, "ocr", Rejection(
+                NO_TEXT, f"{seen} line(s) read, none valid (score >= {self.text.min_score}, "
+                         f"height >= {self.text.min_height_px} px)" if seen else "no text detected")))
             return
-        layout = build_layout(lines, cfg.entities)
+        layout = build_layout(lines, self.entities)
         entities, sizes = [], []
         for e in layout.entities:
-            h_in = input_height(e.height, w, h, cfg.tasks.model_input_side)
+            h_in = input_height(e.height, w, h, tasks.model_input_side)
             area = rel_area(e.box, w, h)
             sizes.append((area, h_in))
             entities.append(EntityCell(
                 text=e.text, kind=e.kind, box=[int(v) for v in e.box], box_1000=to_1000(e.box, w, h),
                 lines=list(e.lines), text_height_px=round(e.height, 2), input_height_px=round(h_in, 2),
-                rel_area=round(area, 6), small=h_in < cfg.tasks.readable_px, tier=tier_for(area, h_in, cfg.tiers)))
+                rel_area=round(area, 6), small=h_in < tasks.readable_px, tier=tier_for(area, h_in, tiers)))
         image_id = digest(item.image_bytes)
         row = OcrSearchRow(
-            sample_id=item.sample_id, source=item.source, tier=image_tier(sizes, cfg.tiers), task=TASK_OCR,
+            sample_id=item.sample_id, source=item.source, tier=image_tier(sizes, tiers), task=TASK_OCR,
             origin=item.origin, url=item.url, license=item.license, image_id=image_id, width=w, height=h,
             image_format=item.image_format, engine=self.engine_label, text=layout.transcription,
             lines=[_line_cell(ln, w, h) for ln in layout.lines], entities=entities)
         yield row
         yield beam.pvalue.TaggedOutput(IMAGES, ImageRecord(image_id=image_id, image=ImageCell(bytes=item.image_bytes),
                                                            width=w, height=h, format=item.image_format))
-        if not cfg.tasks.enabled:
+        if not tasks.enabled:
             return
-        for plan in plan_tasks(layout, w, h, cfg.tasks):
+        for plan in plan_tasks(layout, w, h, tasks):
             e = plan.entity
-            crop, scale = make_crop(item.pixels, item.scale, plan.crop_box, e.height, cfg.tasks)
+            crop, scale = make_crop(item.pixels, item.scale, plan.crop_box, e.height, tasks)
             x0, y0 = plan.crop_box[0], plan.crop_box[1]
             in_crop = ((e.box[0] - x0) * scale, (e.box[1] - y0) * scale, (e.box[2] - x0) * scale,
                        (e.box[3] - y0) * scale)
@@ -402,27 +414,27 @@ class _Layout(beam.DoFn):
             yield beam.pvalue.TaggedOutput(CROPS, (CropItem(
                 sample_id=task_id, parent=row, entity_text=e.text, entity_kind=e.kind,
                 entity_box_1000=to_1000(e.box, w, h), entity_box_in_crop=in_crop, crop_box_1000=crop_1000,
-                crop_bytes=encode_crop(crop, cfg.tasks.crop_format), crop_scale=round(scale, 4),
+                crop_bytes=encode_crop(crop, tasks.crop_format), crop_scale=round(scale, 4),
                 question=question_for(e.kind, region_name(e.box, w, h), task_id),
-                tier=tier_for(plan.area, plan.input_height, cfg.tiers), rel_area=plan.area,
+                tier=tier_for(plan.area, plan.input_height, tiers), rel_area=plan.area,
                 input_height=plan.input_height), crop))
 
 
 class _Verify(beam.DoFn):
     """Re-read crop -> an `ocr_search` row, or `crop_unreadable`."""
 
-    def __init__(self, cfg: OcrSearchConfig):
-        self.cfg = cfg
+    def __init__(self, tasks: SearchTaskConfig):
+        self.min_similarity = tasks.min_similarity
 
     def process(self, element):
         c, result = element
         p = c.parent
         if result.error is not None:
-            verdict = Rejection("crop_unreadable", f"OCR failed on the crop: {result.error}")
+            verdict = Rejection(CROP_UNREADABLE, f"OCR failed on the crop: {result.error}")
         else:
-            verdict = verify_crop(c.entity_text, c.entity_box_in_crop, result.lines, self.cfg.tasks.min_similarity)
+            verdict = verify_crop(c.entity_text, c.entity_box_in_crop, result.lines, self.min_similarity)
         if isinstance(verdict, Rejection):
-            yield beam.pvalue.TaggedOutput(REJECTED, _reject(c.sample_id, p.source, p.origin, "verify", verdict))
+            yield refused(reject_row(c.sample_id, p.source, p.origin, "verify", verdict))
             return
         yield OcrSearchRow(
             sample_id=c.sample_id, source=p.source, tier=c.tier, task=TASK_SEARCH, origin=p.origin, url=p.url,
@@ -453,39 +465,33 @@ class OcrSearchPipeline(beam.PTransform):
         self.ocr = ocr_transform or RunOcr(cfg.ocr)
         self.crop_ocr = crop_ocr_transform or RunOcr(cfg.ocr)
 
-    def _count(self, pcoll, name: str) -> None:
-        if self.output_dir is not None:
-            pcoll | f"Count[{name}]" >> CountTo(self.output_dir, name)
-
     def expand(self, samples):
-        cfg = self.cfg
-        prepared = (
-            samples
-            | "ProgressDecode" >> Progress("decode")
-            | "Prepare" >> beam.ParDo(_Prepare(cfg)).with_outputs(REJECTED, main="items")
-        )
-        read = (
-            prepared.items
-            | "Ocr" >> self.ocr
-            | "ProgressOcr" >> Progress("ocr")
-            | "Layout" >> beam.ParDo(_Layout(cfg, self.engine_label)).with_outputs(REJECTED, IMAGES, CROPS,
-                                                                                  main="rows")
-        )
-        self._count(samples, "decode.in")
-        self._count(prepared.items, "decode.out")
-        self._count(prepared.items, "ocr.in")
-        self._count(read.rows, "ocr.out")
-        rows, rejected = [read.rows], [prepared[REJECTED], read[REJECTED]]
+        cfg, out_dir = self.cfg, self.output_dir
+        prepared = run_stage(samples | "ProgressDecode" >> Progress("decode"), "Prepare", _Prepare(cfg.decode, cfg.ocr),
+                             out_dir, "decode")
+        read = run_stage(
+            prepared.kept | "Ocr" >> self.ocr | "ProgressOcr" >> Progress("ocr"), "Layout",
+            _Layout(cfg.text, cfg.entities, cfg.tasks, cfg.tiers, self.engine_label), tags=(IMAGES, CROPS))
+        count_stage(out_dir, "ocr", prepared.kept, read.kept)
+        rows, rejected = [read.kept], [prepared.rejected, read.rejected]
         if cfg.tasks.enabled:  # no crop step (and no second engine handle) without tasks
-            verified = (
-                read[CROPS]
-                | "CropOcr" >> self.crop_ocr
-                | "Verify" >> beam.ParDo(_Verify(cfg)).with_outputs(REJECTED, main="rows")
-            )
-            self._count(read[CROPS], "tasks.in")
-            self._count(verified.rows, "tasks.out")
-            rows.append(verified.rows)
-            rejected.append(verified[REJECTED])
+            verified = run_stage(read[CROPS] | "CropOcr" >> self.crop_ocr, "Verify", _Verify(cfg.tasks))
+            count_stage(out_dir, "tasks", read[CROPS], verified.kept)
+            rows.append(verified.kept)
+            rejected.append(verified.rejected)
         all_rows = rows | "AllRows" >> beam.Flatten()
         all_rejected = rejected | "AllRejects" >> beam.Flatten()
         return Outputs(all_rows, read[IMAGES], all_rejected)
+
+
+# The reasons each stage of the ocr_search DAG (dags/ocr_search.py: SPEC.stages) can give its reject rows; `read`
+# is the reader's.
+STAGE_REASONS: dict[str, tuple[str, ...]] = {
+    "decode": (decode_ops.CORRUPT, decode_ops.TOO_LARGE, IMAGE_TOO_SMALL),
+    "ocr": (OCR_FAILED, NO_TEXT),
+    "layout": (),
+    "tasks": (),
+    "verify": (CROP_UNREADABLE,),
+    "decontam": (decontam_ops.CONTAMINATED_TEXT, decontam_ops.CONTAMINATED_IMAGE),
+    "write": (),
+}

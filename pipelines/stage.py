@@ -16,6 +16,9 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional, Union
 
+from apache_beam import ParDo
+from apache_beam.pvalue import TaggedOutput
+
 from quarry.operators.base import Rejection
 from quarry.pipelines.stats import CountTo
 from quarry.schemas.common import Origin, Reject
@@ -51,3 +54,24 @@ def count_stage(output_dir: Optional[str], stage: str, inputs, outputs) -> None:
     """`<stage>.in` and `<stage>.out`: the manifest's `stages[stage]`."""
     count(inputs, output_dir, f"{stage}.in")
     count(outputs, output_dir, f"{stage}.out")
+
+
+# --- a stage as one ParDo: kept and rejected outputs, counts ---------------------------------------
+
+REJECTED = "rejected"  # the output tag of a stage's reject rows
+
+
+def refused(row: Reject) -> TaggedOutput:
+    """What a stage's DoFn yields for an input it refuses: the reject row, on the `REJECTED` output."""
+    return TaggedOutput(REJECTED, row)
+
+
+def run_stage(inputs, label: str, fn, output_dir: Optional[str] = None, stage: Optional[str] = None,
+              tags: tuple[str, ...] = ()):
+    """`inputs | label >> ParDo(fn)`: what `fn` yields through `refused` on `.rejected`, the rest on
+    `.kept`, and each of `tags` on its own output; with `stage`, `<stage>.in` counts `inputs` and
+    `<stage>.out` the kept."""
+    out = inputs | label >> ParDo(fn).with_outputs(REJECTED, *tags, main="kept")
+    if stage is not None:
+        count_stage(output_dir, stage, inputs, out.kept)
+    return out

@@ -31,12 +31,15 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
+from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.ids import content_id, digest
 from quarry.operators.phash import to_hex
+from quarry.operators.svg import prepare as prepare_ops
+from quarry.operators.svg import render as render_ops
 from quarry.operators.svg.prepare import SVG_NS, NormaliseOptions, PreparedSvg, SvgLimits, prepare_svg, tier_of
 from quarry.operators.svg.render import Rendered, RenderOptions, RenderWorker, render, render_png
-from quarry.pipelines.dedup import DedupKey, SplitDuplicates
+from quarry.pipelines.dedup import NEAR_DUPLICATE, DedupKey, SplitDuplicates
 from quarry.pipelines.read import (
     InputError,
     ReadEachFile,
@@ -47,14 +50,24 @@ from quarry.pipelines.read import (
     match_inputs,
     read_limited,
 )
-from quarry.pipelines.stats import CountTo, Progress
+from quarry.pipelines.stage import REJECTED, count_stage, refused, run_stage, to_reject
+from quarry.pipelines.stats import Progress
 from quarry.schemas.common import ImageCell, Origin, Reject
-from quarry.schemas.svg import SvgConfig, SvgReaderConfig, SvgRecord, SvgRow
+from quarry.schemas.svg import (
+    NormaliseConfig,
+    RenderConfig,
+    SvgConfig,
+    SvgLimitsConfig,
+    SvgReaderConfig,
+    SvgRecord,
+    SvgRow,
+)
 
 SVG_SUFFIXES = (".svg", ".svgz")
 SVG_COLUMNS = ("svg", "svg_code", "code", "text")
 META_FIELDS = ("source", "url", "URL", "license", "LICENSE")
-EXACT_DUPLICATE = "exact_duplicate"
+EXACT_DUPLICATE = "exact_duplicate"  # the exact-dedup step's (no operator decides it)
+REASONS: tuple[str, ...] = (EXACT_DUPLICATE,)  # the recipe's own; read rejects are the reader's
 
 
 # --- planning and reading ---------------------------------------------------------------------
@@ -279,44 +292,35 @@ class Candidate:
     rendered: Optional[Rendered] = None
 
 
-def to_reject(c: Union[Candidate, SvgRecord], stage: str, verdict: Rejection) -> Reject:
-    return Reject(sample_id=c.sample_id, source=c.source, stage=stage, reason=verdict.reason,
-                  detail=verdict.detail[:500], origin=c.origin)
-
-
 def _origin_order(c: Candidate) -> tuple[str, str, str]:
     return (c.origin.file, c.origin.key, c.sample_id)
 
 
-def limits_of(cfg: SvgConfig) -> SvgLimits:
-    return SvgLimits(max_inflated_bytes=cfg.reader.max_inflated_bytes, max_elements=cfg.limits.max_elements,
-                     max_expanded_elements=cfg.limits.max_expanded_elements, max_chars=cfg.limits.max_chars)
+def limits_of(reader: SvgReaderConfig, limits: SvgLimitsConfig) -> SvgLimits:
+    return SvgLimits(max_inflated_bytes=reader.max_inflated_bytes, max_elements=limits.max_elements,
+                     max_expanded_elements=limits.max_expanded_elements, max_chars=limits.max_chars)
 
 
-def normalise_of(cfg: SvgConfig) -> NormaliseOptions:
-    n = cfg.normalise
+def normalise_of(n: NormaliseConfig) -> NormaliseOptions:
     return NormaliseOptions(precision=n.precision, rename_ids=n.rename_ids, keep_title=n.keep_title)
 
 
-def render_of(cfg: SvgConfig) -> RenderOptions:
-    r = cfg.render
+def render_of(r: RenderConfig) -> RenderOptions:
     return RenderOptions(size=r.size, background=r.background, blank_max_std=r.blank_max_std,
                          max_aspect_ratio=r.max_aspect_ratio, font_family=r.font_family,
                          serif_family=r.serif_family, monospace_family=r.monospace_family)
 
 
 class _PrepareFn(beam.DoFn):
-    REJECTED = "rejected"
-
-    def __init__(self, cfg: SvgConfig):
-        self.limits = limits_of(cfg)
-        self.opts = normalise_of(cfg)
+    def __init__(self, limits: SvgLimits, opts: NormaliseOptions):
+        self.limits = limits
+        self.opts = opts
         self.removed = beam.metrics.Metrics.counter("prepare", "sanitised_records")
 
     def process(self, rec: SvgRecord):
         prepared = prepare_svg(rec.data, self.limits, self.opts)
         if isinstance(prepared, Rejection):
-            yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(rec, "prepare", prepared))
+            yield refused(to_reject(rec, "prepare", prepared))
             return
         if prepared.removed:
             self.removed.inc()
@@ -338,20 +342,18 @@ def _keep_first(element):
             kept = True
             yield c
         else:
-            yield beam.pvalue.TaggedOutput("rejected", to_reject(c, "dedup", Rejection(
+            yield refused(to_reject(c, "dedup", Rejection(
                 EXACT_DUPLICATE, f"kept={best[2]} (same SVG after normalising)")))
 
 
 class _RenderFn(beam.DoFn):
     """resvg per candidate; with render.isolate, in a child process this DoFn instance owns."""
 
-    REJECTED = "rejected"
-
-    def __init__(self, cfg: SvgConfig):
+    def __init__(self, cfg: RenderConfig):
         self.opts = render_of(cfg)
-        self.isolate = cfg.render.isolate
-        self.timeout_s = cfg.render.timeout_s
-        self.max_memory_mb = cfg.render.max_memory_mb
+        self.isolate = cfg.isolate
+        self.timeout_s = cfg.timeout_s
+        self.max_memory_mb = cfg.max_memory_mb
         self.worker: Optional[RenderWorker] = None
 
     def setup(self):
@@ -365,7 +367,7 @@ class _RenderFn(beam.DoFn):
     def process(self, c: Candidate):
         out = render(c.svg, self.opts, self.worker.draw if self.worker is not None else render_png)
         if isinstance(out, Rejection):
-            yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(c, "render", out))
+            yield refused(to_reject(c, "render", out))
             return
         c = Candidate(c.sample_id, c.source, c.origin, c.url, c.license, c.svg, out)  # elements are immutable
         yield c
@@ -426,65 +428,61 @@ class SvgPipeline(beam.PTransform):
         self.cfg = cfg
         self.output_dir = output_dir
 
-    def _count(self, pcoll, name: str) -> None:
-        if self.output_dir is not None:
-            pcoll | f"Count[{name}]" >> CountTo(self.output_dir, name)
-
     def expand(self, records):
-        cfg = self.cfg
-        rejected = []
-        prepared = (
-            records
-            | "ProgressPrepare" >> Progress("prepare")
-            | "Prepare" >> beam.ParDo(_PrepareFn(cfg)).with_outputs(_PrepareFn.REJECTED, main="kept")
-        )
-        rejected.append(prepared[_PrepareFn.REJECTED])
+        cfg, out_dir = self.cfg, self.output_dir
+        prepared = run_stage(records | "ProgressPrepare" >> Progress("prepare"), "Prepare",
+                             _PrepareFn(limits_of(cfg.reader, cfg.limits), normalise_of(cfg.normalise)), out_dir,
+                             "prepare")
+        rejected = [prepared.rejected]
         candidates = prepared.kept
-        self._count(records, "prepare.in")
-        self._count(candidates, "prepare.out")
 
         if cfg.dedup.exact:
-            self._count(candidates, "exact_dedup.in")
             exact = (
                 candidates
                 | "KeyByText" >> beam.Map(lambda c: (c.svg.digest, c))
                 | "GroupByText" >> beam.GroupByKey()
-                | "KeepFirst" >> beam.FlatMap(_keep_first).with_outputs("rejected", main="kept")
+                | "KeepFirst" >> beam.FlatMap(_keep_first).with_outputs(REJECTED, main="kept")
             )
+            count_stage(out_dir, "exact_dedup", candidates, exact.kept)
             rejected.append(exact.rejected)
             candidates = exact.kept
-            self._count(candidates, "exact_dedup.out")
 
-        self._count(candidates, "render.in")
-        rendered = (
-            candidates
-            | "ProgressRender" >> Progress("render")
-            | "Render" >> beam.ParDo(_RenderFn(cfg)).with_outputs(_RenderFn.REJECTED, main="kept")
-        )
-        rejected.append(rendered[_RenderFn.REJECTED])
+        rendered = run_stage(candidates | "ProgressRender" >> Progress("render"), "Render", _RenderFn(cfg.render),
+                             out_dir, "render")
+        rejected.append(rendered.rejected)
         candidates = rendered.kept
-        self._count(candidates, "render.out")
 
         if cfg.dedup.near:
-            self._count(candidates, "near_dedup.in")
             near = candidates | "NearDedup" >> SplitDuplicates(cfg.dedup.max_hamming, dedup_key,
                                                                order_key=_origin_order)
+            count_stage(out_dir, "near_dedup", candidates, near.kept)
             rejected.append(near.rejected | "NearDedupRejects" >> beam.MapTuple(
                 lambda c, verdict: to_reject(c, "dedup", verdict)))
             candidates = near.kept
-            self._count(candidates, "near_dedup.out")
 
         if cfg.decontam.enabled:  # --set decontam.bench=PATH: renders and visible text against benchmark sets
             from quarry.pipelines.decontam import MaybeDecontaminate
 
             candidates, dc_rejected = candidates | "Decontam" >> MaybeDecontaminate(
-                cfg.decontam, self.output_dir, decontam_probe, dag="svg", flag_fn=_keep_unflagged,
-                shards=cfg.shards)
+                cfg.decontam, out_dir, decontam_probe, dag="svg", flag_fn=_keep_unflagged, shards=cfg.shards)
             rejected.append(dc_rejected)
 
-        self._count(candidates, "rows.in")
         rows = candidates | "ToRows" >> beam.FlatMap(to_rows, list(cfg.tasks), list(cfg.tiers.chars),
                                                      list(cfg.tiers.path_commands))
-        self._count(rows, "rows.out")
+        count_stage(out_dir, "rows", candidates, rows)
         all_rejected = rejected | "AllRejects" >> beam.Flatten()
         return Outputs(rows, all_rejected)
+
+
+# The reasons each stage of the svg DAG (dags/svg.py: SPEC.stages) can give its reject rows; `read` is the
+# reader's. Both dedup steps write their rejects at stage `dedup` (REJECT_STAGES).
+STAGE_REASONS: dict[str, tuple[str, ...]] = {
+    "prepare": prepare_ops.REASONS,
+    "exact_dedup": (EXACT_DUPLICATE,),
+    "render": render_ops.REASONS,
+    "near_dedup": (NEAR_DUPLICATE,),
+    "decontam": (decontam_ops.CONTAMINATED_TEXT, decontam_ops.CONTAMINATED_IMAGE),
+    "rows": (),
+    "write": (),
+}
+REJECT_STAGES: dict[str, str] = {"exact_dedup": "dedup", "near_dedup": "dedup"}  # DAG stage -> rejects' `stage`

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from quarry.operators.base import Rejection
 
 MC_NOT_CONVERTIBLE = "mc_not_convertible"
+REASONS: tuple[str, ...] = (MC_NOT_CONVERTIBLE,)  # the rest below are details, not reasons
 
 # Details of the rejection (after "detail: ...").
 EMPTY_OPTION = "empty_option"

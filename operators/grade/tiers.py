@@ -21,6 +21,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from quarry.schemas.grade import GradeSection, TierBounds
+
+_K, _BOUNDS = GradeSection().k, TierBounds()  # the defaults, written once in schemas/grade.py
+
 TIER_ORDER = ("very_easy", "easy", "medium", "hard", "very_hard")
 
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -28,7 +32,7 @@ DEFAULT_WEIGHTS: dict[str, float] = {
 }
 
 
-def pass_at_k(n: int, c: int, k: int = 1) -> float:
+def pass_at_k(n: int, c: int, k: int = _K) -> float:
     """Unbiased pass@k from n samples with c correct: 1 - C(n-c, k) / C(n, k).
 
     k is capped at n (pass@n when fewer than k rollouts exist); n == 0 is 0.0.
@@ -89,7 +93,7 @@ class SampleTally:
         return sum(t.reward_sum for t in self.models.values())
 
 
-def model_pass_rates(tally: SampleTally, k: int = 1) -> list[dict]:
+def model_pass_rates(tally: SampleTally, k: int = _K) -> list[dict]:
     """`[{model, n, correct, pass_rate}]`, sorted by model name (stable output)."""
     return [
         {"model": m, "n": t.n, "correct": t.correct, "pass_rate": pass_at_k(t.n, t.correct, k)}
@@ -107,10 +111,10 @@ def merged_pass_rate(per_model: Iterable[Mapping]) -> float:
 class TierRule:
     """Pass-rate boundaries; see the module docstring."""
 
-    very_easy_at: float = 1.0
-    easy_at: float = 0.75
-    medium_at: float = 0.25
-    hard_above: float = 0.0
+    very_easy_at: float = _BOUNDS.very_easy_at
+    easy_at: float = _BOUNDS.easy_at
+    medium_at: float = _BOUNDS.medium_at
+    hard_above: float = _BOUNDS.hard_above
 
     def __post_init__(self) -> None:
         if not (1.0 >= self.very_easy_at >= self.easy_at >= self.medium_at >= self.hard_above >= 0.0):

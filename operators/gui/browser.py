@@ -54,6 +54,9 @@ from quarry.operators.gui.dom import EXTRACT_JS, LISTENER_PROBE_JS, PageElements
 from quarry.operators.gui.guard_proxy import GuardProxy
 from quarry.operators.gui.netguard import AddressGuard, Resolver, input_url_verdict, origin_of, system_resolver
 from quarry.operators.gui.pinned_fetch import fetch_pinned, pinned_session
+from quarry.schemas.gui import RenderConfig, Viewport
+
+_RENDER, _VIEWPORT = RenderConfig(), Viewport()  # the defaults, written once in schemas/gui.py
 
 # Chromium keeps only the LAST --disable-features switch, and Playwright passes its own before ours,
 # so ours repeats Playwright's list (playwright 1.65; tests/operators/test_browser.py fails when an
@@ -96,6 +99,18 @@ HTML_TYPES = ("text/html", "application/xhtml+xml")
 CHROMIUM_CANDIDATES = ("/usr/bin/chromium-headless-shell", "/usr/bin/chromium")
 AUTO = "auto"
 
+# Why a page is a `render` reject.
+BLOCKED_ADDRESS = "blocked_address"
+RENDER_CRASH = "render_crash"
+RENDER_TIMEOUT = "render_timeout"
+BLOCKED_REDIRECT = "blocked_redirect"
+RESPONSE_TOO_LARGE = "response_too_large"
+NAVIGATION_ERROR = "navigation_error"
+HTTP_ERROR = "http_error"
+NOT_HTML = "not_html"
+REASONS: tuple[str, ...] = (BLOCKED_ADDRESS, RENDER_CRASH, RENDER_TIMEOUT, BLOCKED_REDIRECT, RESPONSE_TOO_LARGE,
+                            NAVIGATION_ERROR, HTTP_ERROR, NOT_HTML)
+
 
 def find_chromium(executable_path: Optional[str] = AUTO) -> Optional[str]:
     """The Chromium binary for `render.executable_path`: `auto` = the first of CHROMIUM_CANDIDATES that
@@ -131,11 +146,11 @@ class PageJob:
     """One page to render at one viewport."""
 
     url: str
-    width: int = 1280
-    height: int = 720
-    device_scale_factor: float = 1.0
-    is_mobile: bool = False
-    allow_private: bool = False  # may `url` itself be on a private address
+    width: int = _VIEWPORT.width
+    height: int = _VIEWPORT.height
+    device_scale_factor: float = _VIEWPORT.device_scale_factor
+    is_mobile: bool = _VIEWPORT.is_mobile
+    allow_private: bool = _RENDER.allow_private_inputs  # may `url` itself be on a private address
     # The page's origin is a server we run (HtmlFolderServer: files only, never redirects): no
     # interception; its own requests go direct, all others through the page's guard proxy.
     trusted_origin: bool = False
@@ -161,16 +176,16 @@ class RenderResult:
 
 @dataclass(frozen=True)
 class RendererSettings:
-    executable_path: Optional[str] = AUTO  # see find_chromium
-    timeout_s: float = 30.0
-    extract_timeout_s: float = 10.0
-    settle: str = "networkidle"
-    pages_in_flight: int = 4
-    max_elements: int = 400
-    max_nodes: int = 20_000
-    min_side_px: float = 2.0
-    max_redirects: int = 5
-    max_response_bytes: int = 20 * 1024 * 1024
+    executable_path: Optional[str] = _RENDER.executable_path  # see find_chromium
+    timeout_s: float = _RENDER.timeout_s
+    extract_timeout_s: float = _RENDER.extract_timeout_s
+    settle: str = _RENDER.settle
+    pages_in_flight: int = _RENDER.pages_in_flight
+    max_elements: int = _RENDER.max_elements
+    max_nodes: int = _RENDER.max_nodes
+    min_side_px: float = _RENDER.min_side_px
+    max_redirects: int = _RENDER.max_redirects
+    max_response_bytes: int = _RENDER.max_response_bytes
 
 
 def _is_crash(err: BaseException) -> bool:
@@ -352,7 +367,7 @@ class BrowserRenderer:
             verdict = await asyncio.get_running_loop().run_in_executor(
                 None, input_url_verdict, job.url, job.allow_private, self.resolver)
             if not verdict.allowed:
-                return RenderResult(None, Rejection("blocked_address", f"{verdict.reason}: {verdict.detail}"),
+                return RenderResult(None, Rejection(BLOCKED_ADDRESS, f"{verdict.reason}: {verdict.detail}"),
                                     [(verdict.reason or "", job.url)])
             origin = origin_of(job.url)
             state = _PageState(AddressGuard(origin, self.resolver), origin if job.trusted_origin else None)
@@ -380,7 +395,7 @@ class BrowserRenderer:
         except BrowserLaunchError:
             raise
         except Exception as e:  # noqa: BLE001 - the browser died between pages: relaunch next time
-            return RenderResult(None, Rejection("render_crash", f"new context: {str(e).splitlines()[0][:300]}"))
+            return RenderResult(None, Rejection(RENDER_CRASH, f"new context: {str(e).splitlines()[0][:300]}"))
         try:
             await ctx.add_init_script(LISTENER_PROBE_JS)
             if state.trusted_origin is None:
@@ -399,11 +414,11 @@ class BrowserRenderer:
             work.cancel()
             work.add_done_callback(lambda t: t.cancelled() or t.exception())  # retrieve, never log
             if crashed in done:
-                return RenderResult(None, Rejection("render_crash", "the page's renderer process died"))
-            return RenderResult(None, Rejection("render_timeout", f"no result within {limit:.0f} s"))
+                return RenderResult(None, Rejection(RENDER_CRASH, "the page's renderer process died"))
+            return RenderResult(None, Rejection(RENDER_TIMEOUT, f"no result within {limit:.0f} s"))
         except Exception as e:  # noqa: BLE001 - a browser that died mid-page
             if _is_crash(e):
-                return RenderResult(None, Rejection("render_crash", str(e).splitlines()[0][:300]))
+                return RenderResult(None, Rejection(RENDER_CRASH, str(e).splitlines()[0][:300]))
             raise
         finally:
             try:
@@ -436,23 +451,23 @@ class BrowserRenderer:
         try:
             response = await page.goto(job.url, wait_until="load", timeout=budget_ms)
         except PlaywrightTimeout:
-            return RenderResult(None, Rejection("render_timeout", f"not loaded within render.timeout_s={self.s.timeout_s}"))
+            return RenderResult(None, Rejection(RENDER_TIMEOUT, f"not loaded within render.timeout_s={self.s.timeout_s}"))
         except PlaywrightError as e:
             if state.nav_blocked is not None:
                 reason, url = state.nav_blocked
-                return RenderResult(None, Rejection("blocked_redirect", f"{reason}: {url}"[:500]))
+                return RenderResult(None, Rejection(BLOCKED_REDIRECT, f"{reason}: {url}"[:500]))
             if _is_crash(e):
-                return RenderResult(None, Rejection("render_crash", str(e).splitlines()[0][:300]))
+                return RenderResult(None, Rejection(RENDER_CRASH, str(e).splitlines()[0][:300]))
             if state.too_large:
-                return RenderResult(None, Rejection("response_too_large", f"> {self.s.max_response_bytes} bytes"))
-            return RenderResult(None, Rejection("navigation_error", str(e).splitlines()[0][:300]))
+                return RenderResult(None, Rejection(RESPONSE_TOO_LARGE, f"> {self.s.max_response_bytes} bytes"))
+            return RenderResult(None, Rejection(NAVIGATION_ERROR, str(e).splitlines()[0][:300]))
         if response is None:
-            return RenderResult(None, Rejection("navigation_error", "no response for the main document"))
+            return RenderResult(None, Rejection(NAVIGATION_ERROR, "no response for the main document"))
         if response.status >= 400:
-            return RenderResult(None, Rejection("http_error", f"HTTP {response.status}"))
+            return RenderResult(None, Rejection(HTTP_ERROR, f"HTTP {response.status}"))
         ctype = (await response.header_value("content-type") or "").split(";")[0].strip().lower()
         if not job.url.startswith("file:") and ctype not in HTML_TYPES:
-            return RenderResult(None, Rejection("not_html", f"content-type {ctype or '(none)'}"))
+            return RenderResult(None, Rejection(NOT_HTML, f"content-type {ctype or '(none)'}"))
         if self.s.settle == "networkidle":
             left = budget_ms - (time.monotonic() - t0) * 1000
             try:
@@ -461,7 +476,7 @@ class BrowserRenderer:
                 await page.wait_for_load_state("networkidle", timeout=left)
             except PlaywrightTimeout:
                 return RenderResult(None, Rejection(
-                    "render_timeout", f"network not idle within render.timeout_s={self.s.timeout_s}"))
+                    RENDER_TIMEOUT, f"network not idle within render.timeout_s={self.s.timeout_s}"))
         opts = {"minSide": self.s.min_side_px, "maxElements": self.s.max_elements, "maxNodes": self.s.max_nodes}
         try:
             # Fonts loaded, images decoded and two frames painted before measuring and taking the
@@ -473,7 +488,7 @@ class BrowserRenderer:
                                         timeout=self.s.extract_timeout_s * 1000)
         except (asyncio.TimeoutError, PlaywrightTimeout):
             return RenderResult(None, Rejection(
-                "render_timeout", f"extraction/screenshot not done within render.extract_timeout_s={self.s.extract_timeout_s}"))
+                RENDER_TIMEOUT, f"extraction/screenshot not done within render.extract_timeout_s={self.s.extract_timeout_s}"))
         elements = parse_elements(raw, job.device_scale_factor, self.s.min_side_px)
         width, height = _png_size(png)
         return RenderResult(RenderedPage(png, width, height, elements, page.url, response.status), None)

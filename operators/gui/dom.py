@@ -263,7 +263,7 @@ class PageElements:
     scrollable: bool
 
 
-def parse_elements(raw: dict[str, Any], device_scale_factor: float, min_side: float = 2.0) -> PageElements:
+def parse_elements(raw: dict[str, Any], device_scale_factor: float, min_side: float) -> PageElements:
     """The JS result -> validated elements (CSS box clipped again, screenshot-pixel and 0-1000 boxes)."""
     vw, vh = (float(v) for v in raw["viewport"])
     out: list[Element] = []

@@ -32,6 +32,9 @@ from typing import Optional, Sequence
 
 from quarry.operators.gui.dom import Element
 from quarry.operators.ids import content_id, seeded_uniform
+from quarry.schemas.gui import TasksConfig, TierConfig
+
+_TASKS, _TIERS = TasksConfig(), TierConfig()  # the defaults, written once in schemas/gui.py
 
 BOX_OPEN, BOX_CLOSE = "<|begin_of_box|>", "<|end_of_box|>"
 TIER_NAMES = ("very_easy", "easy", "medium", "hard", "very_hard")
@@ -210,11 +213,11 @@ def tier_for(area: float, similar: int, area_fractions: Sequence[float], crowd_c
 
 @dataclass(frozen=True)
 class TaskSettings:
-    kinds: tuple[str, ...] = ("element_perception", "grounding", "action")
-    max_per_page: int = 200
-    scroll: bool = True
-    area_fractions: tuple[float, ...] = (0.02, 0.005, 0.001, 0.0002)
-    crowd_counts: tuple[int, ...] = (5, 20)
+    kinds: tuple[str, ...] = tuple(_TASKS.kinds)
+    max_per_page: int = _TASKS.max_per_page
+    scroll: bool = _TASKS.scroll
+    area_fractions: tuple[float, ...] = tuple(_TIERS.area_fractions)
+    crowd_counts: tuple[int, ...] = tuple(_TIERS.crowd_counts)
 
 
 def _type_text(page_key: str, e: Element) -> str:

@@ -43,6 +43,8 @@ from typing import IO, Optional, Union
 
 import ahocorasick
 
+from quarry.schemas.imagemining import LinkSection
+
 try:  # several times faster on million-line KBs; the standard library otherwise
     from orjson import JSONDecodeError as _OrjsonError
     from orjson import loads as _loads
@@ -68,6 +70,9 @@ DUPLICATE_ENTITY = "duplicate_entity"
 UNKNOWN_SUBJECT = "unknown_subject"
 UNKNOWN_OBJECT = "unknown_object"
 DUPLICATE_FACT = "duplicate_fact"
+REASONS: tuple[str, ...] = (INVALID_JSON, MISSING_FIELD, DUPLICATE_ENTITY, UNKNOWN_SUBJECT, UNKNOWN_OBJECT,
+                            DUPLICATE_FACT)  # why a KB line is skipped (rejects at stage `kb`)
+MIN_CHARS = LinkSection().min_chars  # link.min_chars' default (schemas/imagemining.py)
 
 
 def normalise(text: str) -> str:
@@ -327,7 +332,7 @@ class KbQueries(ABC):
         ...
 
     @abstractmethod
-    def new_linker(self, min_chars: int = 3) -> "Linker":
+    def new_linker(self, min_chars: int = MIN_CHARS) -> "Linker":
         ...
 
     @cached_property
@@ -461,7 +466,7 @@ class KnowledgeBase(KbSink, KbQueries):
         return {"lines": self.lines, "entities": len(self.entities), "facts": self.fact_count,
                 "multi_valued_pairs": multi, "skipped_lines": self.issue_count}
 
-    def new_linker(self, min_chars: int = 3) -> "EntityLinker":
+    def new_linker(self, min_chars: int = MIN_CHARS) -> "EntityLinker":
         return EntityLinker(self, min_chars)
 
 
@@ -570,7 +575,7 @@ class EntityLinker(Linker):
     names shorter than `min_chars` are not matched (they hit ordinary words).
     """
 
-    def __init__(self, kb: KnowledgeBase, min_chars: int = 3):
+    def __init__(self, kb: KnowledgeBase, min_chars: int = MIN_CHARS):
         self.min_chars = min_chars
         exact: dict[str, set[str]] = defaultdict(set)
         norm: dict[str, set[str]] = defaultdict(set)

@@ -29,7 +29,7 @@ from typing import Any, Optional
 from urllib.request import pathname2url
 
 from quarry.operators.imagemining.kb import (
-    MAX_ISSUES, Entity, FactLine, KbError, KbIssue, KbQueries, KbSink, Linker, Literal, Match, Object,
+    MAX_ISSUES, MIN_CHARS, Entity, FactLine, KbError, KbIssue, KbQueries, KbSink, Linker, Literal, Match, Object,
     _word_char, entity_names_norm, merge_relations, parse_record, read_kb,
 )
 
@@ -507,7 +507,7 @@ class SqliteKnowledgeBase(KbQueries):
                 "SELECT line, reason, detail FROM issues ORDER BY seq")]
         return self._issues
 
-    def new_linker(self, min_chars: int = 3) -> "SqliteLinker":
+    def new_linker(self, min_chars: int = MIN_CHARS) -> "SqliteLinker":
         return SqliteLinker(self, min_chars)
 
     def close(self) -> None:
@@ -521,7 +521,7 @@ class SqliteLinker(Linker):
     """`EntityLinker`'s results from the store's names table: every span of a text that may be a whole-word
     match (up to the longest name's word and punctuation runs) is looked up in the index."""
 
-    def __init__(self, kb: SqliteKnowledgeBase, min_chars: int = 3, cache_size: int = 100_000):
+    def __init__(self, kb: SqliteKnowledgeBase, min_chars: int = MIN_CHARS, cache_size: int = 100_000):
         self.kb = kb
         self.min_chars = min_chars
         self.max_segments = kb._meta["max_segments"]

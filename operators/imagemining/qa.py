@@ -47,6 +47,7 @@ from rapidfuzz import fuzz
 from quarry.operators.base import Rejection
 from quarry.operators.ids import content_id
 from quarry.operators.imagemining.kb import KnowledgeBase, Literal, Object, contains_phrase, normalise
+from quarry.schemas.imagemining import QaSection
 
 TRIVIAL = "trivial"
 AMBIGUOUS = "ambiguous_answer"
@@ -54,6 +55,9 @@ NAME_LEAK = "name_leak"
 LOST_IMAGE = "lost_image_reference"
 TEXT_SHORTCUT = "text_shortcut"
 NEAR_DUPLICATE = "near_duplicate"
+FILTER_REASONS: tuple[str, ...] = (TRIVIAL, AMBIGUOUS, NAME_LEAK, LOST_IMAGE, TEXT_SHORTCUT)  # `Filters.check`
+REASONS: tuple[str, ...] = FILTER_REASONS + (NEAR_DUPLICATE,)
+_QA = QaSection()  # the defaults, written once in schemas/imagemining.py
 
 CATEGORIES = ("recognition", "spatio-temporal", "event", "text-based", "visual search")
 DOMAINS = ("social", "entertainment", "products", "places", "rich text", "nature", "science")
@@ -111,7 +115,7 @@ def _fill(template: str, **values: str) -> str:
     return out
 
 
-def load_templates(path: Optional[str] = None, language: str = "en") -> Templates:
+def load_templates(path: Optional[str] = None, language: str = _QA.language) -> Templates:
     """The templates of one language from a YAML/JSON file (the shipped one when `path` is None)."""
     where = path or _DEFAULT_TEMPLATES
     try:
@@ -353,8 +357,8 @@ def candidates_for(kb: KnowledgeBase, templates: Templates, ctx: ImageContext, i
 class Filters:
     """Every quality filter; `check` gives the first rejection or None. Caches text-shortcut counts."""
 
-    def __init__(self, kb: KnowledgeBase, templates: Templates, min_hops: int = 2, check_ocr: bool = True,
-                 cache_size: int = 100_000):
+    def __init__(self, kb: KnowledgeBase, templates: Templates, min_hops: int = _QA.min_hops,
+                 check_ocr: bool = _QA.check_ocr, cache_size: int = 100_000):
         self.kb = kb
         self.templates = templates
         self.min_hops = min_hops

@@ -37,6 +37,7 @@ from quarry.schemas.common import TIERS
 from quarry.schemas.ocr_search import SearchTaskConfig, TierConfig
 
 CROP_UNREADABLE = "crop_unreadable"
+REASONS: tuple[str, ...] = (CROP_UNREADABLE,)
 
 
 def to_1000(box: Box, width: int, height: int) -> list[int]:

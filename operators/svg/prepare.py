@@ -67,6 +67,7 @@ TOO_LARGE = "too_large"
 INVALID = "invalid_svg"
 UNSAFE = "unsafe_svg"
 TOO_LONG = "too_long"
+REASONS: tuple[str, ...] = (TOO_LARGE, INVALID, UNSAFE, TOO_LONG)
 
 # Elements that run code, embed other documents or media: removed with their subtree.
 ACTIVE_ELEMENTS = frozenset({
@@ -101,19 +102,34 @@ LENGTH = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(px|pt|p
 DEFAULT_VIEWBOX = (0.0, 0.0, 100.0, 100.0)  # what renderers assume for an SVG with no size at all
 
 
+def schema_default(section: str, name: str):
+    """The default of `schemas/svg.py`'s `section.name`: every default is written once, there.
+
+    Imported when asked, so importing this module (the render child does) does not import the schemas.
+    """
+    from quarry.schemas import svg
+
+    return getattr(svg, section).model_fields[name].default
+
+
+def config_default(section: str, name: str):
+    """A dataclass field defaulting to `schema_default(section, name)`."""
+    return field(default_factory=lambda: schema_default(section, name))
+
+
 @dataclass(frozen=True)
 class SvgLimits:
-    max_inflated_bytes: int = 4 * 1024 * 1024
-    max_elements: int = 20_000
-    max_expanded_elements: int = 100_000
-    max_chars: int = 32_000
+    max_inflated_bytes: int = config_default("SvgReaderConfig", "max_inflated_bytes")
+    max_elements: int = config_default("SvgLimitsConfig", "max_elements")
+    max_expanded_elements: int = config_default("SvgLimitsConfig", "max_expanded_elements")
+    max_chars: int = config_default("SvgLimitsConfig", "max_chars")
 
 
 @dataclass(frozen=True)
 class NormaliseOptions:
-    precision: int = 2
-    rename_ids: bool = True
-    keep_title: bool = False
+    precision: int = config_default("NormaliseConfig", "precision")
+    rename_ids: bool = config_default("NormaliseConfig", "rename_ids")
+    keep_title: bool = config_default("NormaliseConfig", "keep_title")
 
 
 @dataclass
@@ -668,9 +684,11 @@ def measure(root: etree._Element) -> tuple[int, int, int, int]:
     return elements, paths, commands, drawable
 
 
-def prepare_svg(data: bytes, limits: SvgLimits = SvgLimits(),
-                opts: NormaliseOptions = NormaliseOptions()) -> Union[PreparedSvg, Rejection]:
-    """Bytes of one `.svg`/`.svgz` -> a safe canonical `PreparedSvg`, or why not."""
+def prepare_svg(data: bytes, limits: Optional[SvgLimits] = None,
+                opts: Optional[NormaliseOptions] = None) -> Union[PreparedSvg, Rejection]:
+    """Bytes of one `.svg`/`.svgz` -> a safe canonical `PreparedSvg`, or why not (limits, opts: the defaults)."""
+    limits = SvgLimits() if limits is None else limits
+    opts = NormaliseOptions() if opts is None else opts
     raw = inflate(data, limits.max_inflated_bytes)
     if isinstance(raw, Rejection):
         return raw

@@ -40,10 +40,11 @@ from PIL import Image
 
 from quarry.operators.base import Rejection
 from quarry.operators.phash import phash64
-from quarry.operators.svg.prepare import PreparedSvg
+from quarry.operators.svg.prepare import PreparedSvg, config_default, schema_default
 
 RENDER_ERROR = "render_error"
 BLANK = "blank_render"
+REASONS: tuple[str, ...] = (RENDER_ERROR, BLANK)
 
 _EMPTY_DIR: Optional[str] = None
 START_TIMEOUT_S = 120.0  # a cold interpreter on a loaded machine; only a broken install takes this long
@@ -67,13 +68,13 @@ def _remove_empty_dir(path: str) -> None:
 
 @dataclass(frozen=True)
 class RenderOptions:
-    size: int = 512
-    background: str = "#ffffff"
-    blank_max_std: float = 2.0
-    max_aspect_ratio: float = 20.0
-    font_family: str = "DejaVu Sans"
-    serif_family: str = "DejaVu Serif"
-    monospace_family: str = "DejaVu Sans Mono"
+    size: int = config_default("RenderConfig", "size")
+    background: str = config_default("RenderConfig", "background")
+    blank_max_std: float = config_default("RenderConfig", "blank_max_std")
+    max_aspect_ratio: float = config_default("RenderConfig", "max_aspect_ratio")
+    font_family: str = config_default("RenderConfig", "font_family")
+    serif_family: str = config_default("RenderConfig", "serif_family")
+    monospace_family: str = config_default("RenderConfig", "monospace_family")
 
 
 @dataclass(frozen=True)
@@ -158,7 +159,10 @@ class RenderWorker:
     instance makes its own in `setup`.
     """
 
-    def __init__(self, timeout_s: float = 10.0, max_memory_mb: int = 2048):
+    def __init__(self, timeout_s: Optional[float] = None, max_memory_mb: Optional[int] = None):
+        """`timeout_s` and `max_memory_mb` default to render.timeout_s and render.max_memory_mb."""
+        timeout_s = schema_default("RenderConfig", "timeout_s") if timeout_s is None else timeout_s
+        max_memory_mb = schema_default("RenderConfig", "max_memory_mb") if max_memory_mb is None else max_memory_mb
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
         self.timeout_s = timeout_s
@@ -225,13 +229,14 @@ class RenderWorker:
         self.close()
 
 
-def render(prepared: PreparedSvg, opts: RenderOptions = RenderOptions(),
+def render(prepared: PreparedSvg, opts: Optional[RenderOptions] = None,
            draw: Draw = render_png) -> Union[Rendered, Rejection]:
     """Prepared SVG -> PNG render with its pHash, or `render_error` / `blank_render`.
 
     `draw` makes the PNG: `render_png` in this process, or a `RenderWorker`'s
-    `draw` for a time- and memory-bounded child process.
+    `draw` for a time- and memory-bounded child process. `opts`: the defaults.
     """
+    opts = RenderOptions() if opts is None else opts
     if prepared.drawable == 0:
         return Rejection(BLANK, "no drawable element (path, shape, text, image, use)")
     vw, vh = prepared.viewbox[2], prepared.viewbox[3]

@@ -14,7 +14,9 @@ import pytest
 
 from quarry.dags import grade
 from quarry.dags.runner import resolve_config, run_dag
+from quarry.dags.runner import reject_counts
 from quarry.pipelines.grade import read_summary
+from quarry.pipelines.grade import STAGE_REASONS
 from quarry.pipelines.read import InputError
 from quarry.schemas.config import ConfigError
 
@@ -221,3 +223,11 @@ def test_missing_columns_and_missing_rollouts_fail_before_the_run(tmp_path):
         cfg = resolve_config(SPEC, None, [f"rollouts={tmp_path}/r.jsonl", "verifiers.math=magic"], None)
         run_dag(SPEC, [str(tmp_path / "ok.jsonl")], str(tmp_path / "o4"), cfg)
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3", "o4"))
+
+
+def test_every_reject_reason_is_listed_for_its_stage(run):
+    """STAGE_REASONS names every stage of SPEC (but `read`, the reader's) and every (stage, reason) the run wrote."""
+    assert set(STAGE_REASONS) == {s.name for s in SPEC.stages} - {"read"}
+    listed = {(stage, r) for stage, reasons in STAGE_REASONS.items() for r in reasons}
+    written = {(stage, r) for stage, reasons in reject_counts(str(run[0])).items() for r in reasons if stage != "read"}
+    assert len(written) >= 2 and written <= listed, written - listed

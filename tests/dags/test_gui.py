@@ -15,6 +15,8 @@ import pytest
 from quarry.dags.demos import gui as gui_demo
 from quarry.dags.gui import SPEC, plan
 from quarry.dags.runner import resolve_config, run_dag
+from quarry.dags.runner import reject_counts
+from quarry.pipelines.gui import STAGE_REASONS
 from quarry.schemas.arrow import arrow_schema
 from quarry.operators.gui.browser import find_chromium
 from quarry.schemas.common import TIERS, ImageRecord
@@ -173,3 +175,14 @@ def test_decontam_drops_tasks_whose_text_is_a_benchmark_question(tmp_path):
     assert dropped >= 3 and m.extra["contamination"]["by_benchmark"] == {"webqa": dropped}
     assert sql(tmp_path / "out", "SELECT count(*) FROM rows WHERE element_name = 'Add to cart'") == [(0,)]
     assert m.kept > 10  # the rest of the page's tasks stay
+
+
+def test_every_reject_reason_is_listed_for_its_stage(tmp_path):
+    """STAGE_REASONS names every stage of SPEC (but `read`, the reader's) and every (stage, reason) the demo wrote."""
+    assert set(STAGE_REASONS) == {s.name for s in SPEC.stages} - {"read"}
+    demo = gui_demo.build(tmp_path)
+    run(demo.patterns, tmp_path / "out", demo.sets)
+    listed = {(stage, r) for stage, reasons in STAGE_REASONS.items() for r in reasons}
+    written = {(stage, r) for stage, reasons in reject_counts(str(tmp_path / "out")).items() for r in reasons
+               if stage != "read"}
+    assert written and written <= listed, written - listed

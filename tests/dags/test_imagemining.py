@@ -15,8 +15,10 @@ import pytest
 from quarry.dags.demos import imagemining as imagemining_demo
 from quarry.dags import imagemining
 from quarry.dags.runner import resolve_config, run_dag
+from quarry.dags.runner import reject_counts
 from quarry.operators.imagemining import qa
 from quarry.operators.imagemining.kb import contains_phrase, load_kb, normalise
+from quarry.pipelines.imagemining import STAGE_REASONS
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.common import ImageRecord
 from quarry.schemas.config import ConfigError
@@ -218,3 +220,11 @@ def test_questions_overlapping_a_benchmark_are_dropped(tmp_path):
     assert st["decontam"].inputs == st["dedup"].outputs and st["decontam"].outputs == manifest.kept
     assert st["decontam"].inputs - st["decontam"].outputs == 2
     assert not sql(out, "SELECT 1 FROM rows WHERE question LIKE 'Where was the creator of the coin at the left%'")
+
+
+def test_every_reject_reason_is_listed_for_its_stage(demo):
+    """STAGE_REASONS names every stage of SPEC (but `read`, the reader's; plus `kb`) and every (stage, reason) written."""
+    assert set(STAGE_REASONS) == {s.name for s in SPEC.stages} - {"read"} | {"kb"}
+    listed = {(stage, r) for stage, reasons in STAGE_REASONS.items() for r in reasons}
+    written = {(stage, r) for stage, reasons in reject_counts(str(demo[1])).items() for r in reasons if stage != "read"}
+    assert len(written) >= 6 and written <= listed, written - listed

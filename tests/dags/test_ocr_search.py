@@ -16,8 +16,10 @@ from PIL import Image, ImageDraw
 from quarry.dags.demos import ocr_search as ocr_search_demo
 from quarry.dags.ocr_search import SPEC
 from quarry.dags.runner import resolve_config, run_dag
+from quarry.dags.runner import reject_counts
 from quarry.operators.ocr.synth import box_contains, draw_text, poster, rotated
 from quarry.operators.ocr.tasks import similarity
+from quarry.pipelines.ocr_search import STAGE_REASONS
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.common import TIERS
 from quarry.schemas.ocr_search import OcrSearchRow
@@ -211,3 +213,14 @@ def test_decontam_drops_rows_whose_text_a_benchmark_question_holds(tmp_path):
     assert m.rejected["decontam"] == {"contaminated_text": 1}  # the `ocr` row holding the title
     assert m.extra["contamination"]["by_benchmark"] == {"posterqa": 1}
     assert [r["task"] for r in rows(tmp_path / "out")] and all(r["task"] == "ocr_search" for r in rows(tmp_path / "out"))
+
+
+def test_every_reject_reason_is_listed_for_its_stage(tmp_path):
+    """STAGE_REASONS names every stage of SPEC (but `read`, the reader's) and every (stage, reason) a run wrote."""
+    assert set(STAGE_REASONS) == {s.name for s in SPEC.stages} - {"read"}
+    make_inputs(tmp_path / "in")
+    run_dag(SPEC, [str(tmp_path / "in")], str(tmp_path / "out"), resolve_config(SPEC, None, SETS, "posters"))
+    listed = {(stage, r) for stage, reasons in STAGE_REASONS.items() for r in reasons}
+    written = {(stage, r) for stage, reasons in reject_counts(str(tmp_path / "out")).items() for r in reasons
+               if stage != "read"}
+    assert len(written) >= 2 and written <= listed, written - listed

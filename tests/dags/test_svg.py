@@ -17,7 +17,9 @@ import pytest
 
 from quarry.dags.runner import resolve_config, run_dag
 from quarry.dags.demos import svg as svg_demo
+from quarry.dags.runner import reject_counts
 from quarry.dags.svg import SPEC
+from quarry.pipelines.svg import REJECT_STAGES, STAGE_REASONS
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.config import ConfigError
 from quarry.schemas.svg import SvgRow
@@ -225,3 +227,12 @@ def test_decontam_drops_pairs_whose_render_is_a_benchmark_image(tmp_path):
     kept = {k for (k,) in duckdb.connect().sql(
         f"SELECT DISTINCT origin.key FROM read_parquet('{tmp_path}/out/data/**/*.parquet')").fetchall()}
     assert kept == {"triangle-geometry.svg", "inkscape-star.svg"}
+
+
+def test_every_reject_reason_is_listed_for_its_stage(demo_run):
+    """STAGE_REASONS names every stage of SPEC (but `read`, the reader's) and every (stage, reason) the run wrote."""
+    assert set(STAGE_REASONS) == {s.name for s in SPEC.stages} - {"read"}
+    listed = {(REJECT_STAGES.get(stage, stage), r) for stage, reasons in STAGE_REASONS.items() for r in reasons}
+    written = {(stage, r) for stage, reasons in reject_counts(str(demo_run[0] / "out")).items() for r in reasons
+               if stage != "read"}
+    assert len(written) >= 6 and written <= listed, written - listed
