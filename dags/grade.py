@@ -51,10 +51,11 @@ import dataclasses
 
 import apache_beam as beam
 
-from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.grade.judge import judge_verifier_from
 from quarry.operators.grade.verify import verifier_for
 from quarry.pipelines.grade import (
+    STAGE_REASONS,
     ROLLOUT_COLUMNS,
     SAMPLE_COLUMNS,
     SUMMARY_FILE,
@@ -173,7 +174,7 @@ def finish(output: str, cfg: GradeConfig, info: BuildInfo, run: RunCounts) -> No
 SPEC = DagSpec(
     name="grade",
     summary="RL difficulty tiers: verifier-scored rollouts -> pass@k per model -> five tiers, human labels win",
-    stages=(
+    stages=with_reasons((
         Stage("read", "samples (Parquet/JSONL: sample_id, task, question, answer[, source, label_tier, options]) "
                       "and rollouts (files, or generated with the generate section)", where="pipelines/grade.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): question, answer, options and image against "
@@ -183,7 +184,7 @@ SPEC = DagSpec(
         Stage("grade", "verifier (or model judge) reward per rollout, correct >= grade.correct_at, pass@k per model, "
                        "mean, tier", where="operators/grade/verify.py, operators/grade/tiers.py"),
         Stage("write", "Parquet shards by source and tier; tier counts + sampling weights in _stats/grade_summary.json", where="pipelines/write.py"),
-    ),
+    ), STAGE_REASONS),
     config_model=GradeConfig,
     plan=plan,
     read=read,

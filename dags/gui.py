@@ -27,10 +27,10 @@ page ends as rows or exactly one reject, and `extra.pages` says so
 
 from __future__ import annotations
 
-from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.gui.browser import BrowserLaunchError, find_chromium
 from quarry.pipelines.decontam import FieldProbe
-from quarry.pipelines.gui import GuiPipeline, ReadPages, plan_gui_inputs
+from quarry.pipelines.gui import STAGE_REASONS, GuiPipeline, ReadPages, plan_gui_inputs
 from quarry.pipelines.stats import CountTo
 from quarry.schemas.config import ConfigError
 from quarry.schemas.gui import GuiConfig, GuiRow
@@ -83,7 +83,7 @@ def finish(output: str, cfg: GuiConfig, info: BuildInfo, run: RunCounts) -> None
 SPEC = DagSpec(
     name="gui",
     summary="GUI grounding: Playwright renders pages; visible elements with boxes -> perception, grounding, action tasks",
-    stages=(
+    stages=with_reasons((
         Stage("read", "URL lists, Parquet/JSONL url tables, or folders of saved .html pages -> one page per viewport", where="pipelines/gui.py"),
         Stage("render", "Chromium via Playwright: fresh context per page, pages in flight, address guard on every request, "
                         "screenshot + visible elements (box, role, name, interactive, DOM path)", where="operators/gui/browser.py, pipelines/gui.py"),
@@ -91,7 +91,7 @@ SPEC = DagSpec(
                        "action (click/type/scroll); tier from area and crowding", where="operators/gui/tasks.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): prompt, expression and element name against benchmark sets", where="pipelines/decontam.py"),
         Stage("write", "task rows by source and tier; screenshots once in DIR/images", where="pipelines/write.py"),
-    ),
+    ), STAGE_REASONS),
     config_model=GuiConfig,
     plan=plan,
     read=read,

@@ -26,12 +26,12 @@ import sys
 
 from apache_beam.io.filesystems import FileSystems
 
-from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.imagemining.kb import KbError
 from quarry.operators.imagemining.kb_store import ensure_kb_store
 from quarry.operators.imagemining.qa import TemplateError, load_rewrite_prompt, load_templates
 from quarry.pipelines.grade import plan_tables
-from quarry.pipelines.imagemining import KB_STATS, ImageMiningPipeline, ReadImageRows
+from quarry.pipelines.imagemining import KB_STATS, STAGE_REASONS, ImageMiningPipeline, ReadImageRows
 from quarry.pipelines.read import InputError, jsonl_objects
 from quarry.pipelines.stats import read_stats
 from quarry.schemas.config import ConfigError
@@ -129,8 +129,10 @@ def finish(output: str, cfg: ImageMiningConfig, info: BuildInfo, run: RunCounts)
 SPEC = DagSpec(
     name="imagemining",
     summary="Visual-Jump multi-hop QA from images with KB entities: paths, templated questions, shortcut filters",
-    stages=(
+    stages=with_reasons((
         Stage("read", "JSONL or Parquet image rows: image (path/bytes), entities (KB id or name, box), texts", where="pipelines/imagemining.py"),
+        Stage("kb", "knowledge-base lines that cannot be used (not JSON, no id, unknown entities): rejects, not inputs",
+              where="operators/imagemining/kb.py"),
         Stage("decode", "Pillow decode under a pixel limit (corrupt and bomb images rejected)", where="operators/decode.py"),
         Stage("link", "entity ids checked against the KB, or linked from names, caption, alt, OCR text (Aho-Corasick)", where="operators/imagemining/kb.py"),
         Stage("discover", "paths of qa.min_hops..qa.max_hops functional facts, no cycles, no hub bridges", where="operators/imagemining/qa.py"),
@@ -139,7 +141,7 @@ SPEC = DagSpec(
         Stage("dedup", "near-duplicate questions for the same answer (rapidfuzz)", where="operators/imagemining/qa.py, pipelines/imagemining.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): questions and answers against benchmark sets", where="pipelines/decontam.py"),
         Stage("write", "Parquet shards by source and tier; each image once in DIR/images", where="pipelines/write.py"),
-    ),
+    ), STAGE_REASONS),
     config_model=ImageMiningConfig,
     plan=plan,
     read=read,

@@ -20,7 +20,7 @@ import json
 import platform
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Optional
 
@@ -65,6 +65,11 @@ class Stage:
     what: str
     where: str = ""  # the files that implement it, from the repo root
     reasons: tuple[str, ...] = ()  # the reject reason codes it can give (its operators' REASONS)
+
+
+def with_reasons(stages: tuple[Stage, ...], reasons: dict[str, tuple[str, ...]]) -> tuple[Stage, ...]:
+    """`stages` with the reject reasons a family declares per stage (its pipelines module's STAGE_REASONS)."""
+    return tuple(replace(s, reasons=tuple(reasons.get(s.name, s.reasons))) for s in stages)
 
 
 class FamilyOutputs(NamedTuple):
@@ -307,4 +312,4 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
     return manifest
 
 
-__all__ = ["BuildInfo", "ConfigError", "DagSpec", "FamilyOutputs", "Stage", "build_dag", "DataLossError", "UsageError", "run_dag", "resolve_config", "build_manifest"]
+__all__ = ["BuildInfo", "ConfigError", "DagSpec", "FamilyOutputs", "Stage", "build_dag", "with_reasons", "DataLossError", "UsageError", "run_dag", "resolve_config", "build_manifest"]

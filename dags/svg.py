@@ -22,8 +22,8 @@ manifest's `kept` counts rows and `stages.rows` says pairs in, rows out.
 
 from __future__ import annotations
 
-from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage
-from quarry.pipelines.svg import ReadSvg, SvgPipeline, plan_svg_inputs
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
+from quarry.pipelines.svg import STAGE_REASONS, ReadSvg, SvgPipeline, plan_svg_inputs
 from quarry.schemas.config import ConfigError
 from quarry.schemas.svg import SvgConfig, SvgRow
 
@@ -79,7 +79,7 @@ def finish(output: str, cfg: SvgConfig, info: BuildInfo, run: RunCounts) -> None
 SPEC = DagSpec(
     name="svg",
     summary="SVG code <-> image pairs: safe parse, sanitise, normalise, resvg render, blank filter, exact + pHash dedup",
-    stages=(
+    stages=with_reasons((
         Stage("read", ".svg/.svgz files, tars of them, Parquet/JSONL with an svg column -> records", where="pipelines/svg.py"),
         Stage("prepare", "inflate (capped), lxml parse without entities/DTD/network, sanitise, normalise, measure", where="operators/svg/prepare.py"),
         Stage("exact_dedup", "one record per normalised SVG text", where="pipelines/svg.py"),
@@ -88,7 +88,7 @@ SPEC = DagSpec(
         Stage("decontam", "optional (--set decontam.bench=PATH): renders and visible text against benchmark sets", where="pipelines/decontam.py"),
         Stage("rows", "one row per task (svg_to_image, image_to_svg) per pair, tier from length and path complexity", where="pipelines/svg.py"),
         Stage("write", "Parquet shards by source and tier, PNG bytes in the row", where="pipelines/write.py"),
-    ),
+    ), STAGE_REASONS),
     config_model=SvgConfig,
     plan=plan,
     read=read,
