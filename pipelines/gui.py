@@ -23,7 +23,7 @@ import os
 import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple, Optional, Union
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -363,6 +363,15 @@ def task_settings(tasks: TasksConfig, tiers: TierConfig) -> TaskSettings:
                         area_fractions=tuple(tiers.area_fractions), crowd_counts=tuple(tiers.crowd_counts))
 
 
+def final_url_of(p: PageInput, final_url: str) -> str:
+    """Where the page ended, reproducibly: for a served folder the path inside the folder (as `page_url`),
+    since the loopback server's port differs from run to run; web pages keep their URL."""
+    parts = urlsplit(final_url)
+    if p.kind != "html" or parts.hostname not in ("127.0.0.1", "localhost"):
+        return final_url
+    return urlunsplit(("", "", unquote(parts.path).lstrip("/"), parts.query, parts.fragment))
+
+
 def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings) -> tuple[list[GuiRow], Optional[ImageRecord]]:
     page = res.page
     assert page is not None
@@ -378,7 +387,7 @@ def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings) -> tuple[
         rows.append(GuiRow(
             sample_id=task_id(p.page_id, t), source=p.source, tier=t.tier, task=t.task, origin=p.origin,
             url=p.url if p.kind == "url" else None, parent_id=p.page_id, image_id=image_id, width=page.width,
-            height=page.height, viewport=p.viewport.name, page_url=page_url, final_url=page.final_url,
+            height=page.height, viewport=p.viewport.name, page_url=page_url, final_url=final_url_of(p, page.final_url),
             prompt=t.prompt, answer=t.answer, expression=t.expression, expression_kind=t.expression_kind,
             action=t.action, element_tag=e.tag if e else None, element_role=e.role if e else None,
             element_name=e.name if e else None, element_interactive=e.interactive if e else None,

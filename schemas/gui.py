@@ -141,7 +141,7 @@ class GuiRow(Sample):
     height: Annotated[int, ArrowType(pa.int32())]
     viewport: str
     page_url: str = Field(description="the URL as given, or the html file's path relative to the input folder")
-    final_url: str = Field(description="the URL the page ended at (after redirects); loopback for served html")
+    final_url: str = Field(description="the URL the page ended at (after redirects); for served html the path inside the input folder, like page_url (the loopback port changes per run)")
     prompt: str
     answer: str = Field(description="`<|begin_of_box|>...<|end_of_box|>` around boxes and actions")
     expression: Optional[str] = Field(None, description="the referring expression (grounding, action)")

@@ -101,6 +101,13 @@ def check_rerun_gives_the_same_ids(demo, tmp_path):
     assert again.kept == m.kept
     q = "SELECT sample_id, image_id, answer FROM rows ORDER BY sample_id"
     assert sql(tmp_path / "again", q) == sql(folder / "out", q)
+    # Served pages' final_url is the path inside the folder, not the random loopback port: byte-identical shards.
+    assert sql(tmp_path / "again", "SELECT DISTINCT final_url FROM rows ORDER BY 1") == [
+        ("docs.html",), ("login.html",), ("shop.html",)]
+    shards = sorted(p.relative_to(folder / "out") for p in (folder / "out" / "data").rglob("*.parquet"))
+    assert shards == sorted(p.relative_to(tmp_path / "again") for p in (tmp_path / "again" / "data").rglob("*.parquet"))
+    for rel in shards:
+        assert (folder / "out" / rel).read_bytes() == (tmp_path / "again" / rel).read_bytes(), rel
 
 
 class Site:

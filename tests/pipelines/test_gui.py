@@ -10,7 +10,7 @@ import pytest
 
 from quarry.dags.runner import resolve_config
 from quarry.dags.gui import SPEC
-from quarry.pipelines.gui import plan_gui_inputs, read_gui_file, url_problem
+from quarry.pipelines.gui import final_url_of, plan_gui_inputs, read_gui_file, url_problem
 from quarry.pipelines.read import InputError
 from quarry.schemas.common import Reject
 from quarry.schemas.gui import PageInput
@@ -99,3 +99,19 @@ def test_inputs_with_nothing_to_read_fail_early(tmp_path):
     (tmp_path / "notes.csv").write_text("a,b\n")
     with pytest.raises(InputError, match="none of the 1 matching files"):
         plan_gui_inputs([str(tmp_path / "notes.csv")], cfg())
+
+
+@pytest.mark.parametrize("kind,final,expected", [
+    ("html", "http://127.0.0.1:41234/shop/cart.html", "shop/cart.html"),
+    ("html", "http://127.0.0.1:5/a%20b.html?x=1#top", "a b.html?x=1#top"),
+    ("html", "http://localhost:80/index.html", "index.html"),
+    ("html", "https://example.org/away.html", "https://example.org/away.html"),  # left the folder: as it was
+    ("url", "http://127.0.0.1:8000/page.html", "http://127.0.0.1:8000/page.html"),  # a web page keeps its URL
+])
+def test_final_url_of_served_pages_is_the_path_in_the_folder(kind, final, expected):
+    class Page:  # final_url_of reads only the page's kind
+        pass
+
+    p = Page()
+    p.kind = kind
+    assert final_url_of(p, final) == expected
