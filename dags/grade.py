@@ -64,10 +64,10 @@ from quarry.pipelines.grade import (
     ReadRollouts,
     ReadSamples,
     decontam_probe,
-    plan_tables,
     read_summary,
 )
 from quarry.pipelines.decontam import plan_benchmarks
+from quarry.pipelines.read import plan_tables
 from quarry.pipelines.stats import CountTo
 from quarry.pipelines.write import WriteRejects, WriteShards
 from quarry.schemas.config import ConfigError

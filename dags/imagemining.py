@@ -33,11 +33,11 @@ from apache_beam.io.filesystems import FileSystems
 
 from quarry.dags.runner import BuildInfo, DagSpec
 from quarry.operators.imagemining.kb import KbError
+from quarry.operators.inputs.jsonl import jsonl_objects
 from quarry.operators.imagemining.kb_store import ensure_kb_store
 from quarry.operators.imagemining.qa import TemplateError, load_rewrite_prompt, load_templates
-from quarry.pipelines.grade import plan_tables
 from quarry.pipelines.imagemining import KB_STATS, ImageMiningPipeline, ReadImageRows
-from quarry.pipelines.read import InputError, jsonl_objects
+from quarry.pipelines.read import InputError, plan_tables
 from quarry.pipelines.stats import CountTo, read_counts, read_stats
 from quarry.pipelines.write import WriteImages, WriteRejects, WriteShards
 from quarry.schemas.config import ConfigError
