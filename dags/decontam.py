@@ -29,23 +29,41 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, Union
+from typing import IO, Any, Iterator, NamedTuple, Union
 
 import apache_beam as beam
 import pyarrow as pa
-import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage
 from quarry.operators.base import Rejection
 from quarry.operators.decontam import BenchFile, ImageKey, Match
 from quarry.operators.ids import content_id
-from quarry.operators.tables import first_objects, table_rows
+from quarry.operators.inputs import reasons
+from quarry.operators.inputs.columns import first_values, is_image_type, is_text_type, is_text_value
+from quarry.operators.inputs.jsonl import first_objects
+from quarry.operators.inputs.kinds import TABLE_KINDS, TABLE_SUFFIXES
+from quarry.operators.inputs.parquet import parquet_schema as footer_schema
+from quarry.operators.inputs.records import Unreadable
+from quarry.operators.inputs.tables import table_rows
 from quarry.pipelines.decontam import Decontaminate, Probe, match_summary, plan_benchmarks
-from quarry.pipelines.read import InputError, ReadFiles, beside, clean_source, match_inputs, read_limited, table_kind
+from quarry.pipelines.read import (
+    TABLE_ERRORS,
+    Head,
+    InputError,
+    InputFile,
+    InputSpec,
+    ReadFiles,
+    beside,
+    clean_source,
+    match_inputs,
+    plan_files,
+    read_limited,
+    read_reject,
+    unreadable_table,
+)
 from quarry.pipelines.write import StreamingShard, shard_path
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.common import TIERS, Origin, Reject
@@ -60,53 +78,23 @@ IMAGE_PATH_FIELDS = ("image", "images", "image_path")
 
 
 @dataclass(frozen=True)
-class TableIn:
-    path: str
-    kind: str  # "parquet" | "jsonl"
-    index: int
-    text: tuple[str, ...]
-    image: tuple[str, ...]
-
-
-@dataclass(frozen=True)
 class DecontamPlan:
-    files: list[TableIn]
+    files: list[InputFile]
     bench: list[BenchFile]
 
 
-def _is_text_type(t: pa.DataType) -> bool:
-    if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return True
-    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and _is_text_type(t.value_type)
-
-
-def _is_image_type(t: pa.DataType) -> bool:
-    if pa.types.is_binary(t) or pa.types.is_large_binary(t):
-        return True
-    if pa.types.is_struct(t):
-        return any(t.field(i).name == "bytes" and _is_image_type(t.field(i).type) for i in range(t.num_fields))
-    return (pa.types.is_list(t) or pa.types.is_large_list(t)) and _is_image_type(t.value_type)
-
-
-def _auto_fields(path: str, kind: str) -> tuple[list[str], list[str], list[str]]:
-    """(all columns, text columns, image columns) of one input file."""
-    with FileSystems.open(path) as fh:
-        if kind == "parquet":
-            schema = pq.ParquetFile(fh).schema_arrow
-            names = schema.names
-            text = [f.name for f in schema if _is_text_type(f.type) and f.name not in SKIP_TEXT
-                    and not f.name.endswith("_id")]
-            image = [f.name for f in schema if _is_image_type(f.type)]
-            return names, text, image
-        first: dict[str, Any] = {}  # each column's first value, over the first 100 lines
-        for rec in first_objects(fh):
-            for k, v in rec.items():
-                first.setdefault(k, v)
-    names = list(first)
+def _auto_fields(fh: IO[bytes], kind: str) -> Head:
+    """An input file's columns, with (text columns, image columns) to check: by Arrow type in Parquet,
+    by the first value of each field over the first 100 lines in JSONL."""
+    if kind == "parquet":
+        schema = footer_schema(fh)
+        text = [f.name for f in schema if is_text_type(f.type) and f.name not in SKIP_TEXT
+                and not f.name.endswith("_id")]
+        return Head(schema.names, (text, [f.name for f in schema if is_image_type(f.type)]))
+    first = first_values(first_objects(fh))
     text = [k for k, v in first.items() if k not in SKIP_TEXT and not k.endswith("_id") and k not in IMAGE_PATH_FIELDS
-            and (isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(x, str) for x in v)))]
-    image = [k for k in IMAGE_PATH_FIELDS if k in first]
-    return names, text, image
+            and is_text_value(v)]
+    return Head(list(first), (text, [k for k in IMAGE_PATH_FIELDS if k in first]))
 
 
 def _input_paths(pattern: str) -> list[str]:
@@ -122,29 +110,23 @@ def plan(patterns: list[str], cfg: DecontamConfig) -> DecontamPlan:
         raise ConfigError("decontam needs benchmark files: --set decontam.bench=PATH_OR_GLOB (Parquet/JSONL with "
                           "question/options/answer and image columns)")
     bench = plan_benchmarks(cfg.decontam)
-    files: list[TableIn] = []
-    for pattern in patterns:
-        paths = _input_paths(pattern)
-        if not paths:
-            raise InputError(f"input {pattern}: no files match")
-        typed = [(p, table_kind(p)) for p in paths if table_kind(p)]
-        if not typed:
-            raise InputError(f"input {pattern}: none of the {len(paths)} matching files is Parquet or JSONL")
-        for path, kind in typed:
-            try:
-                names, text, image = _auto_fields(path, kind)
-            except (BeamIOError, OSError, ValueError) as e:
-                raise InputError(f"input {path}: not a readable {kind} file ({e})") from None
-            if kind == "parquet":
-                for what, wanted in (("text_fields", cfg.decontam.text_fields), ("image_fields",
-                                                                                 cfg.decontam.image_fields)):
-                    missing = [c for c in (wanted or []) if c.split(".")[0] not in names]
-                    if missing:
-                        raise InputError(f"input {path}: no column(s) {', '.join(missing)} (decontam.{what}); "
-                                         f"columns are {sorted(names)}")
-            text = list(cfg.decontam.text_fields) if cfg.decontam.text_fields is not None else text
-            image = list(cfg.decontam.image_fields) if cfg.decontam.image_fields is not None else image
-            files.append(TableIn(path, kind, len(files), tuple(text), tuple(image)))
+    dc = cfg.decontam
+
+    def fields(f: InputFile, _pattern: str, head: Head) -> InputFile:
+        text, image = head.info
+        if f.kind == "parquet":
+            for what, wanted in (("text_fields", dc.text_fields), ("image_fields", dc.image_fields)):
+                missing = [c for c in (wanted or []) if c.split(".")[0] not in head.names]
+                if missing:
+                    raise InputError(f"input {f.path}: no column(s) {', '.join(missing)} (decontam.{what}); "
+                                     f"columns are {sorted(head.names)}")
+        text = list(dc.text_fields) if dc.text_fields is not None else text
+        image = list(dc.image_fields) if dc.image_fields is not None else image
+        return replace(f, text_fields=tuple(text), image_fields=tuple(image))
+
+    files = plan_files(patterns, InputSpec(
+        kinds=TABLE_KINDS, suffixes=TABLE_SUFFIXES, readable="Parquet or JSONL", match=_input_paths,
+        look=_auto_fields, look_kinds=TABLE_KINDS, unreadable="not a readable {kind} file ({e})", finish=fields))
     return DecontamPlan(files, bench)
 
 
@@ -161,13 +143,13 @@ class RowRef(NamedTuple):
     flagged: bool = False
 
 
-def _rows(f: TableIn) -> Iterator[tuple[str, Union[dict, str]]]:
+def _rows(f: InputFile) -> Iterator[tuple[str, Union[dict, str]]]:
     """(key, row or why it is unreadable); raises OSError/ValueError for a corrupt Parquet file."""
     with FileSystems.open(f.path) as fh:
         yield from table_rows(fh, f.kind, batch_size=256)
 
 
-def _sample_id(row: dict, f: TableIn, key: str) -> str:
+def _sample_id(row: dict, f: InputFile, key: str) -> str:
     sid = row.get("sample_id")
     if isinstance(sid, str) and sid:
         return sid
@@ -200,9 +182,9 @@ class _ReadProbes(beam.DoFn):
         self.max_image_bytes = max_image_bytes
         self.bad_images = beam.metrics.Metrics.counter("decontam", "training_images_unreadable")
 
-    def _image_keys(self, f: TableIn, row: dict) -> list[tuple[str, ImageKey]]:
+    def _image_keys(self, f: InputFile, row: dict) -> list[tuple[str, ImageKey]]:
         out = []
-        for name in f.image:
+        for name in f.image_fields:
             value = row.get(name)
             cells = value if isinstance(value, list) else [value]
             for i, cell in enumerate(cells):
@@ -226,25 +208,21 @@ class _ReadProbes(beam.DoFn):
                 out.append((label, key))
         return out
 
-    def process(self, f: TableIn):
-        name = posixpath.basename(f.path)
-
-        def reject(key: str, reason: str, detail: str) -> Reject:
-            return Reject(sample_id=content_id("reject", name, key), source=self.default_source, stage="read",
-                          reason=reason, detail=detail[:500], origin=Origin(file=f.path, key=key))
+    def process(self, f: InputFile):
+        def reject(bad: Unreadable) -> beam.pvalue.TaggedOutput:
+            return beam.pvalue.TaggedOutput(self.REJECTED, read_reject(f.path, self.default_source, bad))
 
         try:
             for key, row in _rows(f):
                 if isinstance(row, str):
-                    yield beam.pvalue.TaggedOutput(self.REJECTED, reject(key, "invalid_json", row))
+                    yield reject(Unreadable(key, reasons.INVALID_JSON, row))
                     continue
                 probe = Probe(_sample_id(row, f, key), _source(row, self.default_source),
-                              Origin(file=f.path, key=key), tuple(_texts(row, f.text)),
+                              Origin(file=f.path, key=key), tuple(_texts(row, f.text_fields)),
                               tuple(self._image_keys(f, row)))
                 yield RowRef(f.path, key, probe)
-        except (BeamIOError, OSError, ValueError) as e:  # corrupt Parquet: rows read before stay
-            yield beam.pvalue.TaggedOutput(self.REJECTED, reject("#unreadable", "unreadable_file",
-                                                                 f"{type(e).__name__}: {e}"))
+        except (BeamIOError, *TABLE_ERRORS) as e:  # corrupt Parquet: rows read before stay
+            yield reject(unreadable_table(e))
 
 
 def _flag_ref(ref: RowRef, matches: list[Match]) -> RowRef:
@@ -272,7 +250,7 @@ def _jsonable(v: Any) -> Any:
 class _WriteKept(beam.DoFn):
     REJECTED = "rejected"
 
-    def __init__(self, files: list[TableIn], cfg: DecontamConfig, output_dir: str):
+    def __init__(self, files: list[InputFile], cfg: DecontamConfig, output_dir: str):
         self.files = {f.path: f for f in files}
         self.count = len(files)
         self.cfg = cfg
@@ -297,7 +275,7 @@ class _WriteKept(beam.DoFn):
         parquet_schema = None
         if f.kind == "parquet":
             with FileSystems.open(path) as fh:
-                parquet_schema = _output_schema(pq.ParquetFile(fh).schema_arrow, self.flag)
+                parquet_schema = _output_schema(footer_schema(fh), self.flag)
         shards: dict[tuple[str, ...], Any] = {}
         pending: dict[tuple[str, ...], list[dict]] = {}
         for key, row in _rows(f):

@@ -50,14 +50,13 @@ from __future__ import annotations
 import dataclasses
 
 import apache_beam as beam
-
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.grade.judge import judge_verifier_from
 from quarry.operators.grade.verify import verifier_for
 from quarry.pipelines.grade import (
-    STAGE_REASONS,
     ROLLOUT_COLUMNS,
     SAMPLE_COLUMNS,
+    STAGE_REASONS,
     SUMMARY_FILE,
     GenerateRollouts,
     GradePipeline,
@@ -65,9 +64,9 @@ from quarry.pipelines.grade import (
     ReadRollouts,
     ReadSamples,
     decontam_probe,
-    plan_tables,
     read_summary,
 )
+from quarry.pipelines.read import plan_tables
 from quarry.pipelines.stats import CountTo
 from quarry.schemas.config import ConfigError
 from quarry.schemas.grade import GradeConfig, GradeRow

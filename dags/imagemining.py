@@ -25,14 +25,13 @@ from __future__ import annotations
 import sys
 
 from apache_beam.io.filesystems import FileSystems
-
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.imagemining.kb import KbError
 from quarry.operators.imagemining.kb_store import ensure_kb_store
 from quarry.operators.imagemining.qa import TemplateError, load_rewrite_prompt, load_templates
-from quarry.pipelines.grade import plan_tables
+from quarry.operators.inputs.jsonl import jsonl_objects
 from quarry.pipelines.imagemining import KB_STATS, STAGE_REASONS, ImageMiningPipeline, ReadImageRows
-from quarry.pipelines.read import InputError, jsonl_objects
+from quarry.pipelines.read import InputError, plan_tables
 from quarry.pipelines.stats import read_stats
 from quarry.schemas.config import ConfigError
 from quarry.schemas.imagemining import ImageMiningConfig, QARow

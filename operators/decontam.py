@@ -46,7 +46,6 @@ from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator, Optional, Union
 
 import numpy as np
-import pyarrow.parquet as pq
 import regex
 from datatrove.utils.hashes.xxhash import xxhash64
 from datatrove.utils.text import PUNCTUATION_TRANS, TextNormConfig, simplify_text
@@ -55,7 +54,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.decode import decode_image
 from quarry.operators.ids import digest
 from quarry.operators.phash import phash64, hamming
-from quarry.operators.tables import first_objects, table_rows
+from quarry.operators.inputs.tables import table_rows
 from quarry.schemas.caption import DecodeConfig
 
 CONTAMINATED_TEXT = "contaminated_text"
@@ -371,16 +370,6 @@ def read_benchmark_rows(fh: IO[bytes], f: BenchFile) -> Iterator[tuple[str, Unio
     c = f.columns
     wanted = [x for x in (c.question, c.options, c.answer, c.id, *c.images) if x]
     yield from table_rows(fh, f.kind, wanted, batch_size=256)
-
-
-def file_columns(fh: IO[bytes], kind: str) -> list[str]:
-    """Column names of a Parquet file (footer) or a JSONL file (union of the first 100 objects' keys)."""
-    if kind == "parquet":
-        return pq.ParquetFile(fh).schema_arrow.names
-    names: dict[str, None] = {}
-    for rec in first_objects(fh):
-        names.update(dict.fromkeys(rec))
-    return list(names)
 
 
 # --- the index -------------------------------------------------------------------------------

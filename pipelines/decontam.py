@@ -42,6 +42,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.decontam import (
     BenchFile,
     BenchmarkError,
+    Columns,
     DecontamIndex,
     ImageKey,
     IndexPart,
@@ -49,14 +50,15 @@ from quarry.operators.decontam import (
     Match,
     benchmark_name,
     check_row,
-    file_columns,
     index_item,
     item_from_row,
     read_benchmark_rows,
     resolve_columns,
 )
 from quarry.operators.ids import content_id
-from quarry.pipelines.read import InputError, match_inputs, read_limited, table_kind
+from quarry.operators.inputs.kinds import TABLE_KINDS, TABLE_SUFFIXES
+from quarry.operators.inputs.tables import table_columns
+from quarry.pipelines.read import Head, InputError, InputFile, InputSpec, match_inputs, plan_files, read_limited
 from quarry.pipelines.stats import CountTo, read_stats, write_stats
 from quarry.pipelines.write import WriteParquetTable
 from quarry.schemas.common import ImageCell, Origin, Reject
@@ -73,34 +75,37 @@ CONTAMINATION_DIR = "contamination"
 
 def plan_benchmarks(section: DecontamSection) -> list[BenchFile]:
     """Benchmark files with resolved columns; ConfigError (one line) for what cannot be used at all."""
-    files: list[BenchFile] = []
-    for pattern in section.bench or []:
+    columns: dict[str, Columns] = {}
+
+    def resolve(f: InputFile, _pattern: str, head: Head) -> InputFile:
+        name = benchmark_name(f.path)
         try:
-            paths = match_inputs(pattern)
-        except InputError as e:
+            columns[f.path] = resolve_columns(head.names, section.columns.get(name), f.path, name)
+        except BenchmarkError as e:
             raise ConfigError(f"decontam.bench: {e}") from None
-        if not paths:
-            raise ConfigError(f"decontam.bench {pattern}: no files match")
-        tables = [(p, table_kind(p)) for p in paths if table_kind(p)]
-        if not tables:
-            raise ConfigError(f"decontam.bench {pattern}: none of the {len(paths)} matching files is Parquet or JSONL")
-        for path, kind in tables:
-            name = benchmark_name(path)
-            try:
-                with FileSystems.open(path) as fh:
-                    names = file_columns(fh, kind)
-            except (BeamIOError, OSError, ValueError) as e:
-                raise ConfigError(f"decontam.bench {path}: not a readable {kind} file ({e})") from None
-            try:
-                columns = resolve_columns(names, section.columns.get(name), path, name)
-            except BenchmarkError as e:
-                raise ConfigError(f"decontam.bench: {e}") from None
-            files.append(BenchFile(path, kind, name, columns))
+        return f
+
+    planned = plan_files(section.bench or [], InputSpec(
+        kinds=TABLE_KINDS, suffixes=TABLE_SUFFIXES, readable="Parquet or JSONL", what="decontam.bench",
+        error=ConfigError, match=_match_bench, look=_columns_of, look_kinds=TABLE_KINDS,
+        unreadable="not a readable {kind} file ({e})", finish=resolve))
+    files = [BenchFile(f.path, f.kind, benchmark_name(f.path), columns[f.path]) for f in planned]
     unknown = sorted(set(section.columns) - {f.benchmark for f in files})
     if unknown:
         raise ConfigError(f"decontam.columns names benchmark(s) {', '.join(unknown)} that no decontam.bench file is "
                           f"(benchmarks: {', '.join(sorted({f.benchmark for f in files}))})")
     return files
+
+
+def _match_bench(pattern: str) -> list[str]:
+    try:
+        return match_inputs(pattern)
+    except InputError as e:
+        raise ConfigError(f"decontam.bench: {e}") from None
+
+
+def _columns_of(fh, kind: str) -> Head:
+    return Head(table_columns(fh, kind))
 
 
 def settings_of(section: DecontamSection) -> IndexSettings:

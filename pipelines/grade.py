@@ -28,24 +28,16 @@ from __future__ import annotations
 
 import json
 import logging
-import posixpath
-from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import apache_beam as beam
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import BeamIOError
-from apache_beam.io.filesystems import FileSystems
-
 from quarry.operators import decontam as decontam_ops
+from quarry.operators.base import Rejection
 from quarry.operators.grade import mc as mc_ops
 from quarry.operators.grade import tiers
-from quarry.operators.base import Rejection
-from quarry.operators.ids import content_id
 from quarry.operators.grade.judge import JUDGE_ERROR, judge_verifier_from
 from quarry.operators.grade.mc import MC_NOT_CONVERTIBLE, FillIn, to_fill_in
 from quarry.operators.grade.rollouts import generate_rollouts
-from quarry.operators.tables import first_objects, table_rows
 from quarry.operators.grade.verify import (
     MISMATCH,
     ExactVerifier,
@@ -54,14 +46,17 @@ from quarry.operators.grade.verify import (
     Verdict,
     verifier_for,
 )
+from quarry.operators.inputs import reasons
+from quarry.operators.inputs.records import Unreadable
 from quarry.pipelines.read import (
-    InputError,
+    InputFile,
     ReadFiles,
+    RowRecord,
     beside,
     clean_source,
-    match_inputs,
     read_limited,
-    table_kind,
+    read_reject,
+    read_rows,
 )
 from quarry.pipelines.stage import REJECTED, count, count_stage, refused, reject_row
 from quarry.pipelines.stats import read_stats, write_stats
@@ -81,75 +76,6 @@ NO_ROLLOUTS = "no_rollouts"  # grade: no rollout names the sample
 REASONS: tuple[str, ...] = (DUPLICATE_SAMPLE_ID, NO_VERIFIER, NO_ROLLOUTS)
 
 
-@dataclass(frozen=True)
-class TableFile:
-    path: str
-    kind: str  # "parquet" | "jsonl"
-
-
-def plan_tables(patterns: list[str], required: tuple[str, ...], what: str) -> list[TableFile]:
-    """Expand patterns to Parquet/JSONL files; InputError for what cannot be read or lacks a required column.
-
-    Parquet: the footer's columns. JSONL: the first line that is a JSON object
-    (later lines missing a field become rejects).
-    """
-    files: list[TableFile] = []
-    for pattern in patterns:
-        paths = match_inputs(pattern)
-        if not paths:
-            raise InputError(f"{what} {pattern}: no files match")
-        typed = [(p, table_kind(p)) for p in paths if table_kind(p)]
-        if not typed:
-            raise InputError(f"{what} {pattern}: none of the {len(paths)} matching files is Parquet or JSONL")
-        for path, kind in typed:
-            try:
-                if kind == "parquet":
-                    with FileSystems.open(path) as fh:
-                        names = pq.ParquetFile(fh).schema_arrow.names
-                else:
-                    with FileSystems.open(path) as fh:
-                        first = next(first_objects(fh), None)
-                    names = list(first) if first is not None else None
-            except (BeamIOError, OSError, ValueError) as e:
-                raise InputError(f"{what} {path}: not a readable {kind} file ({e})") from None
-            if names is not None:
-                missing = [c for c in required if c not in names]
-                if missing:
-                    raise InputError(f"{what} {path}: missing column(s) {', '.join(missing)}; "
-                                     f"columns are {sorted(names)}; a {what} file needs {', '.join(required)}")
-            files.append(TableFile(path, kind))
-    return files
-
-
-# --- generic row reading: plain generators, no Beam ---------------------------------------
-
-
-class RowRecord(NamedTuple):
-    file: str
-    key: str  # "line:N" (1-based) or "row:N" (0-based)
-    row: Optional[dict]  # None when the line/row could not be read
-    reason: str = ""
-    detail: str = ""
-
-
-def read_rows(f: TableFile, columns: Optional[tuple[str, ...]] = None) -> Iterator[RowRecord]:
-    """One Parquet/JSONL file -> RowRecords, streamed (a Parquet batch at a time)."""
-    try:
-        fh = FileSystems.open(f.path)  # AUTO compression: .gz inflated on the fly
-    except (BeamIOError, OSError) as e:
-        yield RowRecord(f.path, "#unreadable", None, "unreadable_file", str(e)[:500])
-        return
-    with fh:
-        try:
-            for key, rec in table_rows(fh, f.kind, columns):
-                if isinstance(rec, str):
-                    yield RowRecord(f.path, key, None, "invalid_json", rec)
-                else:
-                    yield RowRecord(f.path, key, rec)
-        except (OSError, ValueError) as e:  # pyarrow, for a corrupt Parquet file
-            yield RowRecord(f.path, "#unreadable", None, "unreadable_file", f"{type(e).__name__}: {e}"[:500])
-
-
 # --- parsing rows into samples and rollouts ----------------------------------------------
 
 
@@ -163,13 +89,8 @@ def _id_of(v: Any) -> Optional[str]:
     return None
 
 
-def _reject(rec: RowRecord, source: str, stage: str, reason: str, detail: str,
-            sample_id: Optional[str] = None) -> Reject:
-    return Reject(
-        sample_id=sample_id or content_id("reject", posixpath.basename(rec.file), rec.key),
-        source=clean_source(source), stage=stage, reason=reason, detail=detail[:500],
-        origin=Origin(file=rec.file, key=rec.key),
-    )
+def _read_reject(rec: RowRecord, source: str, reason: str, detail: str, sample_id: Optional[str] = None) -> Reject:
+    return read_reject(rec.file, source, Unreadable(rec.key, reason, detail), sample_id)
 
 
 def parse_sample(rec: RowRecord, default_source: str) -> Union[dict, Reject]:
@@ -181,15 +102,15 @@ def parse_sample(rec: RowRecord, default_source: str) -> Union[dict, Reject]:
     carried to the output row; one that cannot be read is `read/missing_image`.
     """
     if rec.row is None:
-        return _reject(rec, default_source, "read", rec.reason, rec.detail)
+        return _read_reject(rec, default_source, rec.reason, rec.detail)
     row = rec.row
     source = row.get("source") if isinstance(row.get("source"), str) and row.get("source") else default_source
     sid = _id_of(row.get("sample_id"))
     if sid is None:
-        return _reject(rec, source, "read", "missing_field", "no sample_id (a non-empty string or an integer)")
+        return _read_reject(rec, source, reasons.MISSING_FIELD, "no sample_id (a non-empty string or an integer)")
     for name in ("task", "question"):
         if not isinstance(row.get(name), str) or not row[name].strip():
-            return _reject(rec, source, "read", "missing_field", f"{name} is not a non-empty string", sid)
+            return _read_reject(rec, source, reasons.MISSING_FIELD, f"{name} is not a non-empty string", sid)
     answer = row.get("answer")
     if isinstance(answer, (list, tuple)):
         answer_text = json.dumps(list(answer), ensure_ascii=False)
@@ -198,10 +119,10 @@ def parse_sample(rec: RowRecord, default_source: str) -> Union[dict, Reject]:
     elif isinstance(answer, str):
         answer_text = answer
     else:
-        return _reject(rec, source, "read", "missing_field", f"answer is {type(answer).__name__}", sid)
+        return _read_reject(rec, source, reasons.MISSING_FIELD, f"answer is {type(answer).__name__}", sid)
     label = tiers.normalise_label(row.get("label_tier"))
     if isinstance(label, ValueError):
-        return _reject(rec, source, "read", "invalid_label_tier", str(label), sid)
+        return _read_reject(rec, source, reasons.INVALID_LABEL_TIER, str(label), sid)
     out = {
         "sample_id": sid, "source": clean_source(source), "task": row["task"].strip(),
         "question": row["question"], "answer": answer_text, "label_tier": label,
@@ -210,7 +131,7 @@ def parse_sample(rec: RowRecord, default_source: str) -> Union[dict, Reject]:
     if row.get("image") is not None:
         image = _image_bytes(row["image"], rec.file)
         if isinstance(image, str):
-            return _reject(rec, source, "read", "missing_image", image, sid)
+            return _read_reject(rec, source, reasons.MISSING_IMAGE, image, sid)
         out["image"] = image
     if row.get("options") is not None:  # a multiple-choice item: keep what `to_fill_in` needs
         options = parse_options(row["options"])
@@ -348,7 +269,7 @@ class _ReadSamples(beam.DoFn):
     def __init__(self, default_source: str):
         self.default_source = default_source
 
-    def process(self, f: TableFile):
+    def process(self, f: InputFile):
         for rec in read_rows(f, SAMPLE_COLUMNS + OPTIONAL_SAMPLE_COLUMNS):
             out = parse_sample(rec, self.default_source)
             if isinstance(out, Reject):
@@ -360,7 +281,7 @@ class _ReadSamples(beam.DoFn):
 class _ReadRollouts(beam.DoFn):
     INVALID = "invalid"
 
-    def process(self, f: TableFile):
+    def process(self, f: InputFile):
         for rec in read_rows(f, ROLLOUT_COLUMNS):
             out = parse_rollout(rec)
             if out is None:
@@ -372,7 +293,7 @@ class _ReadRollouts(beam.DoFn):
 class ReadSamples(beam.PTransform):
     """Sample files -> (samples as dicts, rejects at stage `read`)."""
 
-    def __init__(self, files: list[TableFile], default_source: str):
+    def __init__(self, files: list[InputFile], default_source: str):
         super().__init__()
         self.files, self.default_source = files, clean_source(default_source)
 
@@ -446,7 +367,7 @@ class GenerateRollouts(beam.PTransform):
 class ReadRollouts(beam.PTransform):
     """Rollout files -> ((sample_id, (model, response)), invalid-row markers)."""
 
-    def __init__(self, files: list[TableFile]):
+    def __init__(self, files: list[InputFile]):
         super().__init__()
         self.files = files
 

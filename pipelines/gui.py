@@ -21,31 +21,45 @@ import concurrent.futures
 import functools
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import replace
 from typing import Any, Iterator, NamedTuple, Optional, Union
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.transforms.window import GlobalWindows
-
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.gui import browser as browser_ops
 from quarry.operators.gui.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, RenderResult
 from quarry.operators.gui.tasks import TaskSettings, page_tasks, task_id
 from quarry.operators.ids import content_id, digest
-from quarry.pipelines.read import (InputError, ReadEachFile, ReadFiles, clean_source, jsonl_objects,
-                                   match_inputs)
+from quarry.operators.inputs import reasons
+from quarry.operators.inputs.files import page_bytes, url_lines
+from quarry.operators.inputs.jsonl import jsonl_objects
+from quarry.operators.inputs.kinds import URL_LIST_SUFFIXES
+from quarry.operators.inputs.parquet import parquet_rows
+from quarry.operators.inputs.records import Unreadable
+from quarry.pipelines.read import (
+    TABLE_ERRORS,
+    ColumnNeed,
+    InputError,
+    InputFile,
+    InputSpec,
+    ReadEachFile,
+    ReadFiles,
+    clean_source,
+    open_input,
+    plan_files,
+    read_reject,
+    unreadable_table,
+)
 from quarry.pipelines.stage import count, refused, reject_row, run_stage
 from quarry.pipelines.stats import Progress
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
 from quarry.schemas.gui import GuiConfig, GuiRow, PageInput, RenderConfig, TasksConfig, TierConfig, Viewport
 
-URL_LIST_SUFFIXES = (".txt", ".urls", ".lst")
-TABLE_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".ndjson")
 MAX_URL_CHARS = 4096
 MAX_HTML_BYTES = 20 * 1024 * 1024
 
@@ -62,56 +76,28 @@ class Outputs(NamedTuple):
     blocked: Any  # PCollection[int]: guard refusals per rendered page
 
 
-@dataclass(frozen=True)
-class GuiInputFile:
-    path: str
-    kind: str  # "urls" | "table" | "html"
-    root: Optional[str] = None  # html: the folder served as the site root
-
-
-def _kind(path: str, html_suffixes: tuple[str, ...]) -> Optional[str]:
-    low = path.lower()
-    if low.endswith(URL_LIST_SUFFIXES):
-        return "urls"
-    if low.endswith(TABLE_SUFFIXES):
-        return "table"
-    if low.endswith(html_suffixes):
-        return "html"
-    return None
-
-
-def plan_gui_inputs(patterns: list[str], cfg: GuiConfig) -> list[GuiInputFile]:
+def plan_gui_inputs(patterns: list[str], cfg: GuiConfig) -> list[InputFile]:
     """URL lists, URL tables, or folders of saved pages -> typed input files; InputError for the unreadable."""
     suffixes = tuple(s.lower() for s in cfg.input.html_suffixes)
-    out: list[GuiInputFile] = []
-    for pattern in patterns:
-        paths = match_inputs(pattern)
-        if not paths:
-            raise InputError(f"input {pattern}: no files match")
-        is_dir = "://" not in pattern and os.path.isdir(pattern)
-        typed = [(p, _kind(p, suffixes)) for p in paths]
-        readable = [(p, k) for p, k in typed if k]
-        if not readable:
-            raise InputError(f"input {pattern}: none of the {len(paths)} matching files is a URL list "
-                             f"({', '.join(URL_LIST_SUFFIXES)}), a Parquet/JSONL table with a "
-                             f"{cfg.input.url_column!r} column, or a saved page ({', '.join(suffixes)})")
-        for path, kind in readable:
-            if kind == "table" and path.lower().endswith(".parquet"):
-                try:
-                    with FileSystems.open(path) as fh:
-                        names = pq.ParquetFile(fh).schema_arrow.names
-                except (BeamIOError, OSError, ValueError) as e:
-                    raise InputError(f"input {path}: not a readable Parquet file ({e})") from None
-                if cfg.input.url_column not in names:
-                    raise InputError(f"input {path}: no {cfg.input.url_column!r} column (columns are {names}); "
-                                     "name it with --set input.url_column=COLUMN")
-            root = None
-            if kind == "html":
-                if "://" in path:
-                    raise InputError(f"input {path}: saved pages are served from local folders only")
-                root = os.path.abspath(pattern if is_dir else os.path.dirname(path))
-            out.append(GuiInputFile(path, kind, root))
-    return out
+    url_column = cfg.input.url_column
+    return plan_files(patterns, InputSpec(
+        kinds=("urls", "parquet", "jsonl", "html"), suffixes={"html": suffixes},
+        readable=(f"a URL list ({', '.join(URL_LIST_SUFFIXES)}), a Parquet/JSONL table with a {url_column!r} "
+                  f"column, or a saved page ({', '.join(suffixes)})"),
+        columns=(ColumnNeed(None, "url", url_column, option="input.url_column",
+                            named_missing="no {wanted!r} column (columns are {names}); name it with --set "
+                                          "{option}=COLUMN"),),
+        finish=_site_root))
+
+
+def _site_root(f: InputFile, pattern: str, _head) -> InputFile:
+    """A saved page is served from the folder given (or the page's own folder), which must be local."""
+    if f.kind != "html":
+        return f
+    if "://" in f.path:
+        raise InputError(f"input {f.path}: saved pages are served from local folders only")
+    is_dir = "://" not in pattern and os.path.isdir(pattern)
+    return replace(f, root=os.path.abspath(pattern if is_dir else os.path.dirname(f.path)))
 
 
 # --- reading: plain generators, no Beam ---------------------------------------------------
@@ -141,55 +127,46 @@ def _page_inputs(source: str, origin: Origin, kind: str, url: str, identity: str
                       kind=kind, url=url, root=root, viewport=vp) for vp in viewports]
 
 
-def _reject(path: str, key: str, source: str, reason: str, detail: str) -> Reject:
-    return Reject(sample_id=content_id("reject", os.path.basename(path), key), source=source, stage="read",
-                  reason=reason, detail=detail[:500], origin=Origin(file=path, key=key))
-
-
-def read_gui_file(f: GuiInputFile, source: str, cfg: GuiConfig) -> Iterator[Union[PageInput, Reject]]:
+def read_gui_file(f: InputFile, source: str, cfg: GuiConfig) -> Iterator[Union[PageInput, Reject]]:
     """Every page input (per viewport) of one input file, or read rejects."""
+    for rec in _gui_records(f, source, cfg):
+        yield read_reject(f.path, source, rec) if isinstance(rec, Unreadable) else rec
+
+
+def _gui_records(f: InputFile, source: str, cfg: GuiConfig) -> Iterator[Union[PageInput, Unreadable]]:
     viewports = cfg.render.viewports()
     if f.kind == "html":
         rel = os.path.relpath(f.path, f.root).replace(os.sep, "/")
         try:
             with FileSystems.open(f.path, compression_type="uncompressed") as fh:
-                data = fh.read(MAX_HTML_BYTES + 1)
+                data = page_bytes(fh, MAX_HTML_BYTES)
         except (BeamIOError, OSError) as e:
-            yield _reject(f.path, rel, source, "unreadable_file", str(e))
+            yield Unreadable(rel, reasons.UNREADABLE_FILE, str(e))
             return
-        if len(data) > MAX_HTML_BYTES:
-            yield _reject(f.path, rel, source, "file_too_large", f"> {MAX_HTML_BYTES} bytes")
+        if data is None:
+            yield Unreadable(rel, reasons.FILE_TOO_LARGE, f"> {MAX_HTML_BYTES} bytes")
             return
         yield from _page_inputs(source, Origin(file=f.path, key=rel), "html", rel, f"html:{rel}:{digest(data)}",
                                 viewports, f.root)
         return
-    try:
-        fh = FileSystems.open(f.path)
-    except (BeamIOError, OSError) as e:
-        yield _reject(f.path, "", source, "unreadable_file", str(e))
+    fh = open_input(f.path)
+    if isinstance(fh, Unreadable):
+        yield fh
         return
     with fh:
         if f.kind == "urls":
-            for lineno, raw in enumerate(iter(fh.readline, b""), start=1):
-                line = raw.decode("utf-8", errors="replace").strip()
-                if not line or line.startswith("#"):
-                    continue
+            for lineno, line in url_lines(fh):
                 yield from _url_record(f.path, f"line:{lineno}", source, line, viewports)
-        elif f.path.lower().endswith(".parquet"):
+        elif f.kind == "parquet":
             try:
-                pf = pq.ParquetFile(fh)
-                cols = [c for c in (cfg.input.url_column, "source") if c in pf.schema_arrow.names]
-                row = 0
-                for batch in pf.iter_batches(batch_size=1024, columns=cols):
-                    for rec in batch.to_pylist():
-                        yield from _table_record(f.path, f"row:{row}", source, rec, cfg, viewports)
-                        row += 1
-            except (OSError, ValueError) as e:
-                yield _reject(f.path, "#unreadable", source, "unreadable_file", f"{type(e).__name__}: {e}")
+                for row, rec in parquet_rows(fh, [cfg.input.url_column, "source"], 1024):
+                    yield from _table_record(f.path, f"row:{row}", source, rec, cfg, viewports)
+            except TABLE_ERRORS as e:
+                yield unreadable_table(e)
         else:
             for lineno, rec in jsonl_objects(fh):
                 if isinstance(rec, str):
-                    yield _reject(f.path, f"line:{lineno}", source, "invalid_json", rec)
+                    yield Unreadable(f"line:{lineno}", reasons.INVALID_JSON, rec)
                     continue
                 yield from _table_record(f.path, f"line:{lineno}", source, rec, cfg, viewports)
 
@@ -199,7 +176,7 @@ def _table_record(path: str, key: str, source: str, rec: dict, cfg: GuiConfig, v
     src = clean_source(own) if isinstance(own, str) and own else source
     url = rec.get(cfg.input.url_column)
     if not isinstance(url, str) or not url.strip():
-        yield _reject(path, key, src, "missing_url", f"field {cfg.input.url_column!r} holds {type(url).__name__}")
+        yield Unreadable(key, reasons.MISSING_URL, f"field {cfg.input.url_column!r} holds {type(url).__name__}", src)
         return
     yield from _url_record(path, key, src, url.strip(), viewports)
 
@@ -207,7 +184,7 @@ def _table_record(path: str, key: str, source: str, rec: dict, cfg: GuiConfig, v
 def _url_record(path: str, key: str, source: str, url: str, viewports: list[Viewport]):
     problem = url_problem(url)
     if problem:
-        yield _reject(path, key, source, "invalid_url", f"{problem}: {url[:200]!r}")
+        yield Unreadable(key, reasons.INVALID_URL, f"{problem}: {url[:200]!r}", source)
         return
     yield from _page_inputs(source, Origin(file=path, key=key), "url", url, f"url:{url}", viewports)
 
@@ -215,7 +192,7 @@ def _url_record(path: str, key: str, source: str, url: str, viewports: list[View
 class ReadPages(beam.PTransform):
     """Planned input files -> (pages, rejected)."""
 
-    def __init__(self, files: list[GuiInputFile], source: str, cfg: GuiConfig):
+    def __init__(self, files: list[InputFile], source: str, cfg: GuiConfig):
         super().__init__()
         self.files = files
         self.source = clean_source(source)

@@ -22,18 +22,27 @@ from typing import Any, NamedTuple, Optional, Union
 
 import apache_beam as beam
 from apache_beam.utils import shared
-
 from quarry.operators import decode as decode_ops
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.decode import decode_image
+from quarry.operators.ids import content_id, digest
 from quarry.operators.imagemining import kb as kb_ops
 from quarry.operators.imagemining import qa
-from quarry.operators.ids import content_id, digest
 from quarry.operators.imagemining.kb import KnowledgeBase, load_kb, normalise
 from quarry.operators.imagemining.kb_store import SqliteKnowledgeBase, ensure_kb_store
-from quarry.pipelines.grade import RowRecord, TableFile, read_rows
-from quarry.pipelines.read import ReadFiles, beside, clean_source, read_limited
+from quarry.operators.inputs import reasons
+from quarry.operators.inputs.records import Unreadable
+from quarry.pipelines.read import (
+    InputFile,
+    ReadFiles,
+    RowRecord,
+    beside,
+    clean_source,
+    read_limited,
+    read_reject,
+    read_rows,
+)
 from quarry.pipelines.stage import REJECTED, count_stage, refused, reject_row, run_stage
 from quarry.pipelines.stats import write_stats
 from quarry.pipelines.write import any_copy
@@ -44,8 +53,8 @@ from quarry.schemas.imagemining import (
     ImageMiningConfig,
     KbSection,
     LinkSection,
-    QaSection,
     QARow,
+    QaSection,
     RewriterSection,
     TierSection,
 )
@@ -117,21 +126,17 @@ def parse_image_row(rec: RowRecord, default_source: str, max_image_bytes: int) -
     `url`, `license`, `id`.
     """
     name = posixpath.basename(rec.file)
-    origin = Origin(file=rec.file, key=rec.key)
-    rid = content_id("reject", name, rec.key)
     if rec.row is None:
-        return Reject(sample_id=rid, source=clean_source(default_source), stage="read", reason=rec.reason,
-                      detail=rec.detail[:500], origin=origin)
+        return read_reject(rec.file, default_source, Unreadable(rec.key, rec.reason, rec.detail))
     row = rec.row
     source = clean_source(row["source"] if isinstance(row.get("source"), str) and row["source"] else default_source)
     key = rec.key
     if isinstance(row.get("id"), (str, int)) and not isinstance(row.get("id"), bool):
         key = f"{key}:{row['id']}"
     origin = Origin(file=rec.file, key=key)
-    rid = content_id("reject", name, key)
 
     def bad(reason: str, detail: str) -> Reject:
-        return Reject(sample_id=rid, source=source, stage="read", reason=reason, detail=detail[:500], origin=origin)
+        return read_reject(rec.file, source, Unreadable(key, reason, detail))
 
     value = next((row[k] for k in IMAGE_FIELDS if row.get(k) is not None), None)
     if isinstance(value, dict):
@@ -139,31 +144,31 @@ def parse_image_row(rec: RowRecord, default_source: str, max_image_bytes: int) -
     if isinstance(value, (bytes, bytearray)):
         data: Union[bytes, str] = bytes(value)
         if len(data) > max_image_bytes:
-            return bad("file_too_large", f"{len(data)} bytes > reader.max_image_bytes")
+            return bad(reasons.FILE_TOO_LARGE, f"{len(data)} bytes > reader.max_image_bytes")
     elif isinstance(value, str) and value:
         data = read_limited(beside(value, rec.file), max_image_bytes)
         if isinstance(data, str):
-            return bad("missing_image" if "cannot read" in data else "file_too_large", data)
+            return bad(reasons.MISSING_IMAGE if "cannot read" in data else reasons.FILE_TOO_LARGE, data)
     else:
-        return bad("missing_image", f"no image ({', '.join(IMAGE_FIELDS)}: a path, bytes or {{bytes, path}})")
+        return bad(reasons.MISSING_IMAGE, f"no image ({', '.join(IMAGE_FIELDS)}: a path, bytes or {{bytes, path}})")
     raw_entities = row.get("entities") or []
     if not isinstance(raw_entities, (list, tuple)):
-        return bad("invalid_entities", f"entities is {type(raw_entities).__name__}, not a list")
+        return bad(reasons.INVALID_ENTITIES, f"entities is {type(raw_entities).__name__}, not a list")
     entities = []
     for e in raw_entities:
         if isinstance(e, str):
             e = {"id": e}
         if not isinstance(e, dict):
-            return bad("invalid_entities", f"entity {e!r} is not an object")
+            return bad(reasons.INVALID_ENTITIES, f"entity {e!r} is not an object")
         eid = next((e[k] for k in ("id", "kb_id", "entity_id", "qid") if e.get(k) is not None), None)
         ename = e.get("name")
         box = _box(e.get("box"))
         if isinstance(box, str):
-            return bad("invalid_entities", box)
+            return bad(reasons.INVALID_ENTITIES, box)
         eid = str(eid) if isinstance(eid, (str, int)) and not isinstance(eid, bool) and str(eid) else None
         ename = ename if isinstance(ename, str) and ename.strip() else None
         if eid is None and ename is None:
-            return bad("invalid_entities", f"entity {e!r} has neither an id nor a name")
+            return bad(reasons.INVALID_ENTITIES, f"entity {e!r} has neither an id nor a name")
         entities.append((eid, ename, box))
     texts = []
     for f in TEXT_FIELDS:
@@ -373,7 +378,7 @@ class _ReadImageRows(beam.DoFn):
         self.default_source = default_source
         self.max_image_bytes = max_image_bytes
 
-    def process(self, f: TableFile):
+    def process(self, f: InputFile):
         for rec in read_rows(f):
             out = parse_image_row(rec, self.default_source, self.max_image_bytes)
             if isinstance(out, Reject):
@@ -385,7 +390,7 @@ class _ReadImageRows(beam.DoFn):
 class ReadImageRows(beam.PTransform):
     """Image-row files (JSONL/Parquet) -> (ImageInput, rejects at stage `read`)."""
 
-    def __init__(self, files: list[TableFile], default_source: str, max_image_bytes: int):
+    def __init__(self, files: list[InputFile], default_source: str, max_image_bytes: int):
         super().__init__()
         self.files = files
         self.fn = _ReadImageRows(clean_source(default_source), max_image_bytes)

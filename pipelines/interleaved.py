@@ -24,13 +24,10 @@ An image shared by documents of several files is written by the first file
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from quarry.operators.interleaved.ads import AdDetector
@@ -39,7 +36,11 @@ from quarry.operators.clip import clip_thumbnail
 from quarry.operators.clip import decide as clip_decide
 from quarry.operators.decode import decode_image
 from quarry.operators.heuristics import HeuristicFilter, image_stats
-from quarry.operators.ids import content_id, digest
+from quarry.operators.ids import digest
+from quarry.operators.inputs import reasons
+from quarry.operators.inputs.jsonl import bounded_objects
+from quarry.operators.inputs.parquet import parquet_rows
+from quarry.operators.inputs.records import Unreadable
 from quarry.operators.interleaved.documents import (
     IMAGE_IRRELEVANT,
     MISSING_IMAGE,
@@ -58,7 +59,19 @@ from quarry.operators.interleaved.documents import (
 )
 from quarry.operators.phash import phash64, to_hex
 from quarry.operators.interleaved.text_quality import TextQuality
-from quarry.pipelines.read import InputError, InputFile, beside, clean_source, file_kind, match_inputs, read_limited
+from quarry.pipelines.read import (
+    TABLE_ERRORS,
+    Head,
+    InputError,
+    InputFile,
+    InputSpec,
+    clean_source,
+    load_beside,
+    open_input,
+    plan_files,
+    read_reject,
+    unreadable_table,
+)
 from quarry.pipelines.stats import CountTo, Progress, read_stats, write_stats
 from quarry.pipelines.write import StreamingShard, hive_partition, shard_path
 from quarry.schemas.arrow import arrow_schema
@@ -68,7 +81,6 @@ from quarry.schemas.interleaved import ImageInfo, InterleavedConfig, Interleaved
 
 STAGE_READ = "read"
 IMAGE_REASONS = "image_rejects"  # _stats/image_rejects.json
-_CHUNK = 1 << 20
 
 
 class Outputs(NamedTuple):
@@ -81,58 +93,16 @@ class Outputs(NamedTuple):
 
 def plan_documents(patterns: list[str]) -> list[InputFile]:
     """JSONL and Parquet document files; InputError for what cannot be read at all."""
-    files: list[InputFile] = []
-    for pattern in patterns:
-        paths = match_inputs(pattern)
-        if not paths:
-            raise InputError(f"input {pattern}: no files match")
-        readable = [(p, file_kind(p)) for p in paths if file_kind(p) in ("jsonl", "parquet")]
-        if not readable:
-            raise InputError(f"input {pattern}: none of the {len(paths)} matching files is a JSONL or Parquet "
-                             f"document file (interleaved reads documents, not loose images)")
-        for path, kind in readable:
-            if kind == "parquet":
-                try:
-                    with FileSystems.open(path) as fh:
-                        names = pq.ParquetFile(fh).schema_arrow.names
-                except (BeamIOError, OSError, ValueError) as e:
-                    raise InputError(f"input {path}: not a readable Parquet file ({e})") from None
-                if detect_shape({n: None for n in names}) is None:
-                    raise InputError(f"input {path}: no document columns (segments, texts+images, or "
-                                     f"text_list+image_info); columns are {names}")
-            files.append(InputFile(path, kind))
-    return files
+    return plan_files(patterns, InputSpec(
+        kinds=("jsonl", "parquet"), readable="a JSONL or Parquet document file (interleaved reads documents, "
+                                             "not loose images)", finish=_has_documents))
 
 
-def bounded_lines(fh, limit: int) -> Iterator[tuple[int, Optional[bytes], int]]:
-    """(1-based line number, the line, its length) per line; the line is None when
-    longer than `limit`, whose bytes are skipped without being held (bounded memory)."""
-    buf = bytearray()
-    lineno = 0
-    over = 0  # > 0 while skipping an overlong line: its length so far
-    while True:
-        chunk = fh.read(_CHUNK)
-        if not chunk:
-            break
-        start = 0
-        while True:
-            nl = chunk.find(b"\n", start)
-            piece = chunk[start:] if nl < 0 else chunk[start:nl]
-            if over:
-                over += len(piece)
-            else:
-                buf += piece
-                if len(buf) > limit:
-                    over, buf = len(buf), bytearray()
-            if nl < 0:
-                break
-            lineno += 1
-            yield (lineno, None, over) if over else (lineno, bytes(buf), len(buf))
-            buf, over = bytearray(), 0
-            start = nl + 1
-    if buf or over:
-        lineno += 1
-        yield (lineno, None, over) if over else (lineno, bytes(buf), len(buf))
+def _has_documents(f: InputFile, _pattern: str, head: Optional[Head]) -> InputFile:
+    if head is not None and detect_shape({n: None for n in head.names}) is None:
+        raise InputError(f"input {f.path}: no document columns (segments, texts+images, or "
+                         f"text_list+image_info); columns are {head.names}")
+    return f
 
 
 def _record_key(prefix: str, rec: dict) -> str:
@@ -149,64 +119,45 @@ class _DocMaker:
         self.name = f.path.rsplit("/", 1)[-1]
         self.default_source = default_source
         self.cfg = cfg
-        limit = cfg.reader.max_image_bytes
-        self.load = lambda rel: read_limited(beside(rel, f.path), limit)
+        self.load = load_beside(f.path, cfg.reader.max_image_bytes)
 
-    def reject(self, key: str, reason: str, detail: str, source: Optional[str] = None,
-               sample_id: Optional[str] = None) -> Reject:
-        return Reject(sample_id=sample_id or content_id("reject", self.name, key),
-                      source=clean_source(source or self.default_source), stage=STAGE_READ, reason=reason,
-                      detail=detail[:500], origin=Origin(file=self.f.path, key=key))
-
-    def document(self, rec: Union[dict, str], key: str) -> Union[RawDocument, Reject]:
+    def document(self, rec: Union[dict, str], key: str) -> Union[RawDocument, Unreadable]:
         if isinstance(rec, str):
-            return self.reject(key, "invalid_json", rec)
+            return Unreadable(key, reasons.INVALID_JSON, rec)
         doc = parse_document(rec, self.name, key, self.load, self.cfg.document)
         if isinstance(doc, Rejection):
             src = rec.get("source") if isinstance(rec.get("source"), str) else None
-            return self.reject(key, doc.reason, doc.detail, src)
+            return Unreadable(key, doc.reason, doc.detail, src)
         doc.file = self.f.path
         return doc
 
 
 def _jsonl_records(fh, cfg: InterleavedConfig) -> Iterator[tuple[str, Union[dict, str, None], int]]:
     """(key, the record | why it is not one | None when too large, size)."""
-    for lineno, raw, size in bounded_lines(fh, cfg.document.max_record_bytes):
+    for lineno, rec, size in bounded_objects(fh, cfg.document.max_record_bytes):
         key = f"line:{lineno}"
-        if raw is None:
-            yield key, None, size
-            continue
-        if not raw.strip():
-            continue
-        try:
-            rec = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            yield key, f"not JSON ({e})"[:300], size
-            continue
-        if not isinstance(rec, dict):
-            yield key, f"line is a JSON {type(rec).__name__}, not an object", size
-            continue
-        yield _record_key(key, rec), rec, size
+        yield (_record_key(key, rec) if isinstance(rec, dict) else key), rec, size
 
 
 def _parquet_records(fh) -> Iterator[tuple[str, Union[dict, str, None], int]]:
-    pf = pq.ParquetFile(fh)
-    row = 0
-    for batch in pf.iter_batches(batch_size=16):
-        for rec in batch.to_pylist():
-            yield _record_key(f"row:{row}", rec), rec, 0
-            row += 1
+    for row, rec in parquet_rows(fh, batch_size=16):
+        yield _record_key(f"row:{row}", rec), rec, 0
 
 
 def read_documents(f: InputFile, default_source: str, cfg: InterleavedConfig,
                    wanted: Optional[set[str]] = None) -> Iterator[Union[RawDocument, Reject]]:
     """Every document of one input file, or its read reject. With `wanted`, only
     records whose key is in it are parsed (and their images loaded)."""
+    for doc in _documents(f, default_source, cfg, wanted):
+        yield read_reject(f.path, default_source, doc) if isinstance(doc, Unreadable) else doc
+
+
+def _documents(f: InputFile, default_source: str, cfg: InterleavedConfig,
+               wanted: Optional[set[str]]) -> Iterator[Union[RawDocument, Unreadable]]:
     maker = _DocMaker(f, default_source, cfg)
-    try:
-        fh = FileSystems.open(f.path)  # AUTO compression: .jsonl.gz inflates on the fly
-    except (BeamIOError, OSError) as e:
-        yield maker.reject("", "unreadable_file", str(e))
+    fh = open_input(f.path)  # AUTO compression: .jsonl.gz inflates on the fly
+    if isinstance(fh, Unreadable):
+        yield fh
         return
     with fh:
         records = _jsonl_records(fh, cfg) if f.kind == "jsonl" else _parquet_records(fh)
@@ -215,12 +166,12 @@ def read_documents(f: InputFile, default_source: str, cfg: InterleavedConfig,
                 if wanted is not None and key not in wanted:
                     continue
                 if rec is None:
-                    yield maker.reject(key, "record_too_large",
-                                       f"{size} bytes > document.max_record_bytes={cfg.document.max_record_bytes}")
+                    yield Unreadable(key, reasons.RECORD_TOO_LARGE,
+                                     f"{size} bytes > document.max_record_bytes={cfg.document.max_record_bytes}")
                     continue
                 yield maker.document(rec, key)
-        except (OSError, ValueError, EOFError) as e:  # a truncated .gz, a corrupt Parquet page
-            yield maker.reject("#unreadable", "unreadable_file", f"{type(e).__name__}: {e}")
+        except (*TABLE_ERRORS, EOFError) as e:  # a truncated .gz, a corrupt Parquet page
+            yield unreadable_table(e)
 
 
 class _ReadDocuments(beam.DoFn):

@@ -22,16 +22,11 @@ files. Unlike the caption reader, a missing caption is no reason to reject.
 from __future__ import annotations
 
 import functools
-import json
-import posixpath
-import tarfile
 from dataclasses import dataclass, field
-from typing import IO, Any, Iterator, NamedTuple, Optional, Union
+from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
 import numpy as np
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
 from quarry.operators import decode as decode_ops
@@ -39,6 +34,13 @@ from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.decode import decode_image
 from quarry.operators.ids import content_id, digest
+from quarry.operators.inputs.columns import IMAGE_COLUMNS
+from quarry.operators.inputs.files import image_file
+from quarry.operators.inputs.image_text import PICTURE_ROW_EXTRA, PictureRecords
+from quarry.operators.inputs.jsonl import jsonl_objects
+from quarry.operators.inputs.parquet import parquet_rows
+from quarry.operators.inputs.records import Unreadable
+from quarry.operators.inputs.tar import tar_samples
 from quarry.operators.ocr.engine import OcrLine, fit_for_ocr
 from quarry.operators.ocr.layout import build_layout, valid_lines
 from quarry.operators.ocr.tasks import (
@@ -58,19 +60,19 @@ from quarry.operators.ocr.tasks import (
 )
 from quarry.pipelines.ocr import RunOcr
 from quarry.pipelines.read import (
-    IMAGE_COLUMNS,
-    IMAGE_EXTS,
-    IMAGE_PATH_FIELDS,
-    InputError,
+    TABLE_ERRORS,
+    ColumnNeed,
     InputFile,
+    InputSpec,
     ReadEachFile,
     ReadFiles,
-    beside,
     clean_source,
-    file_kind,
-    jsonl_objects,
-    match_inputs,
+    load_beside,
+    open_input,
+    plan_files,
     read_limited,
+    read_reject,
+    unreadable_table,
 )
 from quarry.pipelines.stage import count_stage, refused, reject_row, run_stage, to_reject
 from quarry.pipelines.stats import Progress
@@ -107,175 +109,46 @@ REASONS: tuple[str, ...] = (IMAGE_TOO_SMALL, OCR_FAILED, NO_TEXT)
 
 def plan_ocr_inputs(patterns: list[str], cfg: ReaderConfig) -> list[InputFile]:
     """Typed input files; InputError for what cannot be read at all (Parquet without an image column)."""
-    files: list[InputFile] = []
-    for pattern in patterns:
-        paths = match_inputs(pattern)
-        if not paths:
-            raise InputError(f"input {pattern}: no files match")
-        readable = [(p, file_kind(p)) for p in paths if file_kind(p)]
-        if not readable:
-            raise InputError(f"input {pattern}: none of the {len(paths)} matching files is a tar, Parquet, "
-                             "JSONL or image file")
-        for path, kind in readable:
-            if kind != "parquet":
-                files.append(InputFile(path, kind))
-                continue
-            try:
-                with FileSystems.open(path) as fh:
-                    names = pq.ParquetFile(fh).schema_arrow.names
-            except (BeamIOError, OSError, ValueError) as e:
-                raise InputError(f"input {path}: not a readable Parquet file ({e})") from None
-            column = cfg.image_column or next((c for c in IMAGE_COLUMNS if c in names), None)
-            if column not in names:
-                raise InputError(f"input {path}: no image column (looked for {cfg.image_column or IMAGE_COLUMNS}); "
-                                 f"columns are {names}. Name it with --set reader.image_column=COLUMN")
-            files.append(InputFile(path, kind, image_column=column))
-    return files
+    return plan_files(patterns, InputSpec(
+        kinds=("tar", "parquet", "jsonl", "image"), readable="a tar, Parquet, JSONL or image file",
+        columns=(ColumnNeed("image_column", "image", cfg.image_column, IMAGE_COLUMNS, "reader.image_column",
+                            named_missing=_NO_IMAGE_COLUMN.replace("{candidates}", "{wanted}"),
+                            not_found=_NO_IMAGE_COLUMN),)))
 
 
-class _Records:
-    """Makes samples and read rejects for one input file."""
-
-    def __init__(self, path: str, default_source: str, cfg: ReaderConfig):
-        self.path, self.name, self.default_source, self.cfg = path, posixpath.basename(path), default_source, cfg
-
-    def source(self, meta: dict[str, Any]) -> str:
-        s = meta.get("source")
-        return clean_source(s if isinstance(s, str) and s else self.default_source)
-
-    def reject(self, key: str, reason: str, detail: str, meta: Optional[dict[str, Any]] = None) -> Reject:
-        return Reject(sample_id=content_id("reject", self.name, key), source=self.source(meta or {}), stage="read",
-                      reason=reason, detail=detail[:500], origin=Origin(file=self.path, key=key))
-
-    def sample(self, key: str, image: bytes, meta: dict[str, Any]) -> Union[ImageText, Reject]:
-        if len(image) > self.cfg.max_image_bytes:
-            return self.reject(key, "file_too_large", f"{len(image)} bytes > reader.max_image_bytes", meta)
-        text = meta.get("caption") or meta.get("text")
-        url, lic = meta.get("url"), meta.get("license")
-        return ImageText(sample_id=content_id(digest(image), self.name, key), source=self.source(meta),
-                         origin=Origin(file=self.path, key=key), image_bytes=image,
-                         caption=text if isinstance(text, str) else "",
-                         url=url if isinstance(url, str) and url else None,
-                         license=lic if isinstance(lic, str) and lic else None)
-
-
-def _meta(raw: Optional[bytes]) -> Union[dict[str, Any], str]:
-    if not raw:
-        return {}
-    try:
-        meta = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return f"metadata is not JSON ({e})"
-    return meta if isinstance(meta, dict) else "metadata JSON is not an object"
-
-
-def _read_tar(fh: IO[bytes], rec: _Records) -> Iterator[Union[ImageText, Reject]]:
-    key: Optional[str] = None
-    members: dict[str, bytes] = {}
-
-    def flush() -> Iterator[Union[ImageText, Reject]]:
-        if key is None:
-            return
-        meta = _meta(members.get("json"))
-        if isinstance(meta, str):
-            yield rec.reject(key, "invalid_metadata", meta)
-            return
-        ext = next((e for e in IMAGE_EXTS if e in members), None)
-        if ext is None:
-            yield rec.reject(key, "missing_image", f"members: {sorted(members)}", meta)
-        elif members[ext] is None:
-            yield rec.reject(key, "file_too_large", "image member > reader.max_image_bytes", meta)
-        else:
-            yield rec.sample(key, members[ext], meta)
-
-    try:
-        with tarfile.open(fileobj=fh, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile() or posixpath.basename(member.name).startswith("."):
-                    continue
-                folder, base = posixpath.split(member.name)
-                stem, _, ext = base.partition(".")
-                stem = f"{folder}/{stem}" if folder else stem
-                if stem != key:
-                    yield from flush()
-                    key, members = stem, {}
-                if member.size > rec.cfg.max_image_bytes:
-                    members[ext.lower()] = None  # type: ignore[assignment]
-                    continue
-                data = tar.extractfile(member)
-                members[ext.lower()] = data.read() if data is not None else b""
-            yield from flush()
-            key = None
-    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-        yield rec.reject(f"{key}#unreadable" if key else "#unreadable", "unreadable_tar", f"{type(e).__name__}: {e}")
-
-
-def _read_parquet(fh: IO[bytes], rec: _Records, column: str) -> Iterator[Union[ImageText, Reject]]:
-    pf = pq.ParquetFile(fh)
-    extra = [c for c in ("source", "url", "license", "caption", "text") if c in pf.schema_arrow.names and c != column]
-    row = 0
-    for batch in pf.iter_batches(batch_size=64, columns=[column, *extra]):
-        for values in batch.to_pylist():
-            key = f"row:{row}"
-            row += 1
-            image = values.get(column)
-            if isinstance(image, dict):  # Hugging Face Image struct {bytes, path}
-                image = image.get("bytes")
-            meta = {k: values.get(k) for k in extra}
-            if not isinstance(image, (bytes, bytearray)) or not image:
-                yield rec.reject(key, "missing_image", f"column {column!r} holds {type(image).__name__}", meta)
-            else:
-                yield rec.sample(key, bytes(image), meta)
-
-
-def _read_jsonl(fh: IO[bytes], rec: _Records) -> Iterator[Union[ImageText, Reject]]:
-    for lineno, obj in jsonl_objects(fh):
-        key = f"line:{lineno}"
-        if isinstance(obj, str):
-            yield rec.reject(key, "invalid_json", obj)
-            continue
-        rel = next((obj[k] for k in IMAGE_PATH_FIELDS if isinstance(obj.get(k), str)), None)
-        if rel is None:
-            yield rec.reject(key, "missing_image", f"no image path field ({', '.join(IMAGE_PATH_FIELDS)})", obj)
-            continue
-        data = read_limited(beside(rel, rec.path), rec.cfg.max_image_bytes)
-        if isinstance(data, str):
-            yield rec.reject(key, "missing_image" if "cannot read" in data else "file_too_large", data, obj)
-        else:
-            yield rec.sample(key, data, obj)
+_NO_IMAGE_COLUMN = "no image column (looked for {candidates}); columns are {names}. Name it with --set {option}=COLUMN"
 
 
 def read_ocr_file(f: InputFile, default_source: str, cfg: ReaderConfig) -> Iterator[Union[ImageText, Reject]]:
     """Every picture of one input file, as samples (caption optional) or read rejects."""
-    rec = _Records(f.path, default_source, cfg)
+    for rec in _pictures(f, default_source, cfg):
+        yield read_reject(f.path, default_source, rec) if isinstance(rec, Unreadable) else rec
+
+
+def _pictures(f: InputFile, default_source: str, cfg: ReaderConfig) -> Iterator[Union[ImageText, Unreadable]]:
+    make = PictureRecords(f.path, default_source, cfg.max_image_bytes)
     if f.kind == "image":
-        data = read_limited(f.path, cfg.max_image_bytes)
-        if isinstance(data, str):
-            yield rec.reject(rec.name, "file_too_large" if "larger" in data else "missing_image", data)
-            return
-        stem = f.path.rsplit(".", 1)[0]
-        raw = read_limited(stem + ".json", 1 << 20) if FileSystems.exists(stem + ".json") else None
-        meta = _meta(raw if isinstance(raw, bytes) else None)
-        if isinstance(meta, str):
-            yield rec.reject(rec.name, "invalid_metadata", meta)
-            return
-        yield rec.sample(rec.name, data, meta)
+        yield make.from_image_file(image_file(f.path, read_limited, FileSystems.exists, cfg.max_image_bytes,
+                                              sidecars=("json",)))
         return
-    try:
-        fh = FileSystems.open(f.path)
-    except (BeamIOError, OSError) as e:
-        yield rec.reject("", "unreadable_file", str(e))
+    fh = open_input(f.path)
+    if isinstance(fh, Unreadable):
+        yield fh
         return
     with fh:
         if f.kind == "tar":
-            yield from _read_tar(fh, rec)
+            yield from map(make.from_tar, tar_samples(fh, cfg.max_image_bytes, blank_metadata_is_empty=True))
         elif f.kind == "jsonl":
-            yield from _read_jsonl(fh, rec)
+            load = load_beside(f.path, cfg.max_image_bytes)
+            for lineno, obj in jsonl_objects(fh):
+                yield make.from_line(lineno, obj, load)
         else:
+            column = f.image_column or "image"
             try:
-                yield from _read_parquet(fh, rec, f.image_column or "image")
-            except (OSError, ValueError) as e:
-                yield rec.reject("#unreadable", "unreadable_file", f"{type(e).__name__}: {e}")
+                for row, rec in parquet_rows(fh, [column, *PICTURE_ROW_EXTRA], 64):
+                    yield make.from_row(row, rec, column)
+            except TABLE_ERRORS as e:
+                yield unreadable_table(e)
 
 
 class ReadImages(beam.PTransform):

@@ -1,49 +1,57 @@
-"""Read image-text inputs in the formats users already have.
+"""The Beam side of reading inputs: matching patterns, planning, opening files, `ReadFiles`.
 
-- WebDataset / img2dataset tar shards: `key.jpg|png|webp|...` + `key.txt` +
-  optional `key.json` (members of one sample adjacent, as WebDataset writes them);
-- Parquet with image bytes (binary, or a `{bytes, path}` struct as Hugging Face
-  writes it) and a caption column;
-- JSONL whose lines point to image files (relative to the JSONL's folder);
-- a directory or glob of image files, a sidecar `stem.txt` being the caption.
+Parsing one opened file is `quarry.operators.inputs` (plain Python); this
+module is what needs Beam: paths go through Beam's FileSystems (so `gs://` and
+`s3://` work where Beam supports them), files are planned before the pipeline
+starts, and `ReadFiles` spreads planned files over workers.
 
-Every path goes through Beam's FileSystems, so `gs://` and `s3://` work where
-Beam supports them. A record that cannot be read becomes a `Reject` at stage
-`read`; an input that cannot be read at all fails before the pipeline starts
-(`plan_inputs`).
+- `plan_files(patterns, InputSpec)`: the one planner. An `InputSpec` says what
+  a DAG reads: which kinds of file, which columns it must find or sniff in a
+  table (and with what config option the error names), what it looks at in a
+  file at plan time. Every DAG's planner is a call of it; an input that cannot
+  be read at all fails there, before the pipeline starts, with one line.
+- `InputFile`: the one planned-file type (kind, resolved columns, position).
+- `read_reject`: a record that did not read (`Unreadable`) -> its `read` reject row.
+
+The caption DAG's reader is here too (`plan_inputs`, `read_file`,
+`ReadImageText`): WebDataset tars (`key.jpg|png|...` + `key.txt` + optional
+`key.json`), Parquet with image bytes and a caption column, JSONL lines
+naming image files, and plain image files with a `stem.txt` caption.
 """
 
 from __future__ import annotations
 
 import functools
-import json
+import os
 import posixpath
-import re
-import tarfile
-from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterable, Iterator, NamedTuple, Optional, Union
+from dataclasses import dataclass, field
+from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Union
 
 import apache_beam as beam
-import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
-from quarry.operators.ids import content_id, digest
-from quarry.operators.tables import jsonl_objects
+from quarry.operators.ids import content_id
+from quarry.operators.inputs import reasons
+from quarry.operators.inputs.columns import CAPTION_COLUMNS, IMAGE_COLUMNS, sniff
+from quarry.operators.inputs.files import image_file
+from quarry.operators.inputs.image_text import CAPTION_ROW_EXTRA, CaptionRecords
+from quarry.operators.inputs.jsonl import jsonl_objects
+from quarry.operators.inputs.kinds import TABLE_KINDS, TABLE_SUFFIXES, kind_of
+from quarry.operators.inputs.parquet import parquet_names, parquet_rows
+from quarry.operators.inputs.records import Unreadable, clean_source
+from quarry.operators.inputs.tables import first_columns, table_rows
+from quarry.operators.inputs.tar import tar_samples
+from quarry.pipelines.stage import reject_row
 from quarry.schemas.common import ImageText, Origin, Reject
 from quarry.schemas.config import ReaderConfig
 
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp", "gif", "bmp", "tif", "tiff")
-SIDECAR_EXTS = ("txt", "json", "caption")
-TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
-PARQUET_SUFFIXES = (".parquet",)
-JSONL_SUFFIXES = (".jsonl", ".jsonl.gz", ".ndjson")
-IMAGE_COLUMNS = ("image", "jpg", "png", "webp", "image_bytes", "bytes", "img")
-CAPTION_COLUMNS = ("caption", "text", "txt", "alt", "TEXT", "CAPTION")
-IMAGE_PATH_FIELDS = ("image", "image_path", "path", "file", "file_name")
 STAGE = "read"
+TABLE_ERRORS = (OSError, ValueError)  # what pyarrow raises for a corrupt Parquet page (ArrowInvalid is a ValueError)
 
-_SOURCE_CHARS = re.compile(r"[^A-Za-z0-9_.\-]+")
+__all__ = ["STAGE", "ColumnNeed", "Head", "InputError", "InputFile", "InputSpec", "Read", "ReadEachFile",
+           "ReadFiles", "ReadImageText", "RowRecord", "beside", "clean_source", "match_inputs", "open_input", "plan_files",
+           "plan_inputs", "plan_tables", "read_file", "read_limited", "read_reject", "read_rows", "unreadable_table"]
 
 
 class InputError(ValueError):
@@ -55,33 +63,7 @@ class Read(NamedTuple):
     rejected: Any  # PCollection[Reject]
 
 
-@dataclass(frozen=True)
-class InputFile:
-    path: str
-    kind: str  # "tar" | "parquet" | "jsonl" | "image"
-    image_column: Optional[str] = None
-    caption_column: Optional[str] = None
-
-
-def clean_source(name: str) -> str:
-    """Source names become Hive partition values: keep them path-safe."""
-    cleaned = _SOURCE_CHARS.sub("_", name.strip()).strip("_.")
-    return cleaned or "unknown"
-
-
-def file_kind(path: str) -> Optional[str]:
-    """"tar", "parquet", "jsonl" or "image" from a path's suffix; None for anything else."""
-    low = path.lower()
-    if low.endswith(TAR_SUFFIXES):
-        return "tar"
-    if low.endswith(PARQUET_SUFFIXES):
-        return "parquet"
-    if low.endswith(JSONL_SUFFIXES):
-        return "jsonl"
-    ext = low.rsplit(".", 1)[-1] if "." in posixpath.basename(low) else ""
-    if ext in IMAGE_EXTS:
-        return "image"
-    return None
+# --- files through Beam's FileSystems ------------------------------------------------------------
 
 
 def match_inputs(pattern: str) -> list[str]:
@@ -98,206 +80,7 @@ def match_inputs(pattern: str) -> list[str]:
 
 
 def _is_dir(path: str) -> bool:
-    import os
-
     return "://" not in path and os.path.isdir(path)
-
-
-def _pick_column(names: list[str], wanted: Optional[str], candidates: tuple[str, ...], what: str,
-                 path: str, option: str) -> str:
-    if wanted:
-        if wanted not in names:
-            raise InputError(f"input {path}: no column {wanted!r} ({what}); columns are {names}")
-        return wanted
-    for c in candidates:
-        if c in names:
-            return c
-    raise InputError(
-        f"input {path}: no {what} column (looked for {', '.join(candidates)}); columns are {names}. "
-        f"Name it with --set {option}=COLUMN"
-    )
-
-
-def plan_inputs(patterns: list[str], cfg: ReaderConfig) -> list[InputFile]:
-    """Expand patterns to typed input files; raise InputError for what cannot be read at all.
-
-    Parquet footers are read here so a file with the wrong columns fails before
-    anything is written, with the columns it has.
-    """
-    files: list[InputFile] = []
-    for pattern in patterns:
-        paths = match_inputs(pattern)
-        if not paths:
-            raise InputError(f"input {pattern}: no files match")
-        typed = [(p, file_kind(p)) for p in paths]
-        readable = [(p, k) for p, k in typed if k]
-        if not readable:
-            raise InputError(
-                f"input {pattern}: none of the {len(paths)} matching files is a tar, Parquet, JSONL or image file"
-            )
-        for path, kind in readable:
-            if kind == "parquet":
-                try:
-                    with FileSystems.open(path) as fh:
-                        names = pq.ParquetFile(fh).schema_arrow.names
-                except (BeamIOError, OSError, ValueError) as e:  # pyarrow: ArrowInvalid is a ValueError
-                    raise InputError(f"input {path}: not a readable Parquet file ({e})") from None
-                image_col = _pick_column(names, cfg.image_column, IMAGE_COLUMNS, "image", path, "reader.image_column")
-                cap_col = _pick_column(names, cfg.caption_column, CAPTION_COLUMNS, "caption", path,
-                                       "reader.caption_column")
-                files.append(InputFile(path, kind, image_col, cap_col))
-            else:
-                files.append(InputFile(path, kind, caption_column=cfg.caption_column))
-    return files
-
-
-# --- record parsing: plain generators over one file, no Beam --------------------------------
-
-
-class _Maker:
-    """Builds records and rejects for one input file."""
-
-    def __init__(self, path: str, default_source: str):
-        self.path = path
-        self.name = posixpath.basename(path)
-        self.default_source = default_source
-
-    def origin(self, key: str) -> Origin:
-        return Origin(file=self.path, key=key)
-
-    def reject(self, key: str, reason: str, detail: str, source: Optional[str] = None) -> Reject:
-        return Reject(
-            sample_id=content_id("reject", self.name, key),
-            source=clean_source(source or self.default_source),
-            stage=STAGE,
-            reason=reason,
-            detail=detail[:500],
-            origin=self.origin(key),
-        )
-
-    def sample(self, key: str, image: bytes, caption: str, meta: dict[str, Any]) -> ImageText:
-        source = meta.get("source") if isinstance(meta.get("source"), str) else None
-        return ImageText(
-            # Content plus position: stable across reruns and moves, and two
-            # identical inputs stay two samples (dedup then keeps one).
-            sample_id=content_id(digest(image), caption, self.name, key),
-            source=clean_source(source or self.default_source),
-            origin=self.origin(key),
-            image_bytes=image,
-            caption=caption,
-            url=_str_or_none(meta.get("url") or meta.get("URL")),
-            license=_str_or_none(meta.get("license") or meta.get("LICENSE")),
-        )
-
-
-def _str_or_none(v: Any) -> Optional[str]:
-    return v if isinstance(v, str) and v else None
-
-
-def _caption_from(raw: Optional[bytes], meta: dict[str, Any], field: Optional[str]) -> Union[str, tuple[str, str]]:
-    """The caption text, or (reason, detail) when there is none usable."""
-    if raw is not None:
-        try:
-            return raw.decode("utf-8").strip()
-        except UnicodeDecodeError as e:
-            return ("caption_not_text", f"caption is not UTF-8 ({e.reason} at byte {e.start})")
-    for k in ((field,) if field else ()) + CAPTION_COLUMNS:
-        if k and isinstance(meta.get(k), str):
-            return meta[k].strip()
-    return ("missing_caption", "no caption file or caption field")
-
-
-def _parse_meta(raw: Optional[bytes]) -> Union[dict[str, Any], str]:
-    if raw is None:
-        return {}
-    try:
-        meta = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return f"metadata is not JSON ({e})"
-    return meta if isinstance(meta, dict) else "metadata JSON is not an object"
-
-
-def read_tar(fh: IO[bytes], maker: _Maker, cfg: ReaderConfig) -> Iterator[Union[ImageText, Reject]]:
-    """WebDataset tar: consecutive members sharing a key form one sample."""
-    group_key: Optional[str] = None
-    members: dict[str, bytes] = {}
-
-    def flush() -> Iterator[Union[ImageText, Reject]]:
-        if group_key is not None:
-            yield _tar_sample(group_key, members, maker, cfg)
-
-    try:
-        with tarfile.open(fileobj=fh, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                if posixpath.basename(member.name).startswith("."):
-                    continue  # macOS resource forks and other dotfiles
-                folder, base = posixpath.split(member.name)
-                stem, _, ext = base.partition(".")  # WebDataset: key is the path up to the first dot
-                if folder:
-                    stem = f"{folder}/{stem}"
-                if stem != group_key:
-                    yield from flush()
-                    group_key, members = stem, {}
-                if member.size > cfg.max_image_bytes:
-                    members[ext.lower()] = b""
-                    members["__too_large__"] = str(member.size).encode()
-                    continue
-                data = tar.extractfile(member)
-                members[ext.lower()] = data.read() if data is not None else b""
-            yield from flush()
-            group_key = None
-    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-        # A truncated or corrupt tar: samples completed before the damage stay; the
-        # sample being read (its members may be cut) and the rest become one reject.
-        key = f"{group_key}#unreadable" if group_key else "#unreadable"
-        yield maker.reject(key, "unreadable_tar", f"{type(e).__name__}: {e}")
-
-
-def _tar_sample(key: str, members: dict[str, bytes], maker: _Maker, cfg: ReaderConfig) -> Union[ImageText, Reject]:
-    meta = _parse_meta(members.get("json"))
-    if isinstance(meta, str):
-        return maker.reject(key, "invalid_metadata", meta)
-    if "__too_large__" in members:
-        return maker.reject(key, "file_too_large",
-                            f"{members['__too_large__'].decode()} bytes > reader.max_image_bytes={cfg.max_image_bytes}",
-                            meta.get("source"))
-    image_ext = next((e for e in IMAGE_EXTS if e in members), None)
-    if image_ext is None:
-        return maker.reject(key, "missing_image", f"members: {sorted(members)}", meta.get("source"))
-    caption = _caption_from(members.get("txt", members.get("caption")), meta, cfg.caption_column)
-    if isinstance(caption, tuple):
-        return maker.reject(key, caption[0], caption[1], meta.get("source"))
-    return maker.sample(key, members[image_ext], caption, meta)
-
-
-def read_parquet(fh: IO[bytes], maker: _Maker, f: InputFile, cfg: ReaderConfig) -> Iterator[Union[ImageText, Reject]]:
-    """Parquet rows, streamed batch by batch (never the whole file in memory)."""
-    pf = pq.ParquetFile(fh)
-    names = pf.schema_arrow.names
-    extra = [c for c in ("source", "url", "URL", "license", "key") if c in names]
-    columns = [f.image_column, f.caption_column] + [c for c in extra if c not in (f.image_column, f.caption_column)]
-    row = 0
-    for batch in pf.iter_batches(batch_size=256, columns=columns):
-        for rec in batch.to_pylist():
-            key = f"row:{row}"
-            row += 1
-            image = rec.get(f.image_column)
-            if isinstance(image, dict):  # Hugging Face Image struct {bytes, path}
-                image = image.get("bytes")
-            caption = rec.get(f.caption_column)
-            meta = {k: rec.get(k) for k in extra}
-            if not isinstance(image, (bytes, bytearray)) or not image:
-                yield maker.reject(key, "missing_image", f"column {f.image_column!r} holds {type(image).__name__}",
-                                   _str_or_none(meta.get("source")))
-            elif not isinstance(caption, str):
-                yield maker.reject(key, "missing_caption", f"column {f.caption_column!r} holds {type(caption).__name__}",
-                                   _str_or_none(meta.get("source")))
-            elif len(image) > cfg.max_image_bytes:
-                yield maker.reject(key, "file_too_large", f"{len(image)} bytes", _str_or_none(meta.get("source")))
-            else:
-                yield maker.sample(key, bytes(image), caption.strip(), meta)
 
 
 def beside(path: str, base_file: str) -> str:
@@ -319,82 +102,255 @@ def read_limited(path: str, limit: int) -> Union[bytes, str]:
     return data
 
 
-def table_kind(path: str) -> Optional[str]:
-    """"parquet" or "jsonl" for a table file (a .json file of JSON lines too), else None."""
-    kind = "jsonl" if path.lower().endswith(".json") else file_kind(path)
-    return kind if kind in ("parquet", "jsonl") else None
+def open_input(path: str, key: str = "") -> Union[IO[bytes], Unreadable]:
+    """`path` opened (AUTO compression: .gz inputs inflate on the fly), or why not (the file is gone)."""
+    try:
+        return FileSystems.open(path)
+    except (BeamIOError, OSError) as e:
+        return Unreadable(key, reasons.UNREADABLE_FILE, str(e))
 
 
-def read_jsonl(fh: IO[bytes], maker: _Maker, cfg: ReaderConfig) -> Iterator[Union[ImageText, Reject]]:
-    """JSONL lines `{"image": "rel/or/abs/path.jpg", "caption": "...", ...}`."""
-    for lineno, rec in jsonl_objects(fh):
-        key = f"line:{lineno}"
-        if isinstance(rec, str):
-            yield maker.reject(key, "invalid_json", rec)
-            continue
-        if isinstance(rec.get("id") or rec.get("key"), (str, int)):
-            key = f"{key}:{rec.get('id') or rec.get('key')}"
-        rel = next((rec[k] for k in IMAGE_PATH_FIELDS if isinstance(rec.get(k), str)), None)
-        if rel is None:
-            yield maker.reject(key, "missing_image", f"no image path field ({', '.join(IMAGE_PATH_FIELDS)})",
-                               _str_or_none(rec.get("source")))
-            continue
-        data = read_limited(beside(rel, maker.path), cfg.max_image_bytes)
-        if isinstance(data, str):
-            yield maker.reject(key, "missing_image" if "cannot read" in data else "file_too_large", data,
-                               _str_or_none(rec.get("source")))
-            continue
-        caption = _caption_from(None, rec, cfg.caption_column)
-        if isinstance(caption, tuple):
-            yield maker.reject(key, caption[0], caption[1], _str_or_none(rec.get("source")))
-            continue
-        yield maker.sample(key, data, caption, rec)
+def unreadable_table(e: BaseException) -> Unreadable:
+    """A table that broke while being read (a corrupt Parquet page, a truncated .gz): rows before it stay."""
+    return Unreadable("#unreadable", reasons.UNREADABLE_FILE, f"{type(e).__name__}: {e}")
 
 
-def read_image_file(maker: _Maker, cfg: ReaderConfig) -> Iterator[Union[ImageText, Reject]]:
-    """A plain image file; `stem.txt` beside it is the caption, `stem.json` its metadata."""
-    key = maker.name
-    data = read_limited(maker.path, cfg.max_image_bytes)
-    if isinstance(data, str):
-        yield maker.reject(key, "file_too_large" if "larger" in data else "missing_image", data)
+def read_reject(path: str, default_source: str, bad: Unreadable, sample_id: Optional[str] = None) -> Reject:
+    """The `read` reject of a record of `path` that did not read; its id is the file name and key's unless given."""
+    return reject_row(sample_id or content_id("reject", posixpath.basename(path), bad.key),
+                      clean_source(bad.source or default_source), Origin(file=path, key=bad.key), STAGE,
+                      (bad.reason, bad.detail))
+
+
+# --- planning: one planner, one planned-file type ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One planned input file: what it is, and what planning resolved for its reader."""
+
+    path: str
+    kind: str  # one of the planning spec's kinds: "tar", "parquet", "jsonl", "image", "svg", "urls", "html", ...
+    image_column: Optional[str] = None  # Parquet: the column of image bytes
+    caption_column: Optional[str] = None  # Parquet: the caption column; others: the caption field asked for
+    svg_column: Optional[str] = None  # Parquet: the SVG column; JSONL: the SVG field asked for
+    root: Optional[str] = None  # a saved page: the folder served as the site root
+    index: int = 0  # position in the plan (shard numbers of writers that write one shard per input file)
+    text_fields: tuple[str, ...] = ()  # columns checked as text (decontam)
+    image_fields: tuple[str, ...] = ()  # columns checked as images (decontam)
+
+
+class Head(NamedTuple):
+    """What planning learned by looking into a file: its column names, and anything else the spec's `look` finds."""
+
+    names: Optional[list[str]]  # None: not known (a JSONL file without an object), nothing is checked
+    info: Any = None
+
+
+def footer_names(fh: IO[bytes], kind: str) -> Head:
+    """A Parquet file's column names, from its footer."""
+    return Head(parquet_names(fh))
+
+
+@dataclass(frozen=True)
+class ColumnNeed:
+    """A column a DAG must find in a table: the config names it (`wanted`), or it is sniffed among `candidates`.
+
+    Resolved in the files planning looks into (Parquet footers); other files
+    get `wanted` as it is (a JSON field to use, or None). `field` is the
+    `InputFile` field that receives the column (None: only checked). The error
+    messages are templates over wanted, what, names, option, looked (the
+    candidates joined) and candidates.
+    """
+
+    field: Optional[str]
+    what: str
+    wanted: Optional[str]
+    candidates: tuple[str, ...] = ()
+    option: str = ""
+    named_missing: str = "no column {wanted!r} ({what}); columns are {names}"
+    not_found: str = "no {what} column (looked for {looked}); columns are {names}. Name it with --set {option}=COLUMN"
+
+    def resolve(self, names: list[str]) -> Union[str, "_Missing"]:
+        fmt = dict(wanted=self.wanted, what=self.what, names=names, option=self.option,
+                   looked=", ".join(self.candidates), candidates=self.candidates)
+        if self.wanted:
+            return self.wanted if self.wanted in names else _Missing(self.named_missing.format(**fmt))
+        found = sniff(names, self.candidates)
+        return found if found is not None else _Missing(self.not_found.format(**fmt))
+
+
+class _Missing(NamedTuple):
+    message: str
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What a DAG reads, for `plan_files`.
+
+    - `kinds`: the kinds it accepts, by suffix (`operators.inputs.kinds`), first match wins;
+      `suffixes` adds kinds of its own or replaces a kind's suffixes;
+    - `readable`: how the error names them ("none of the N matching files is {readable}");
+    - `columns`: the columns it must find or sniff; `required`: columns every table must have;
+    - `look(fh, kind) -> Head`: what planning reads of the files of `look_kinds` (default: Parquet footers);
+      `unreadable`: the message when that fails (template over kind and e);
+    - `finish(file, pattern, head) -> file`: what else it checks or resolves per file;
+    - `what`: the message prefix ("input", "samples", ...); `error`: the exception raised;
+      `match`: pattern -> paths (default `match_inputs`).
+    """
+
+    kinds: tuple[str, ...]
+    readable: str
+    suffixes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    columns: tuple[ColumnNeed, ...] = ()
+    required: tuple[str, ...] = ()
+    look: Callable[[IO[bytes], str], Head] = footer_names
+    look_kinds: tuple[str, ...] = ("parquet",)
+    unreadable: str = "not a readable Parquet file ({e})"
+    finish: Optional[Callable[[InputFile, str, Optional[Head]], InputFile]] = None
+    what: str = "input"
+    error: type = InputError
+    match: Callable[[str], list[str]] = match_inputs
+
+
+def plan_files(patterns: Iterable[str], spec: InputSpec) -> list[InputFile]:
+    """Expand patterns to planned input files; `spec.error` (one line) for what cannot be read at all."""
+    files: list[InputFile] = []
+    for pattern in patterns:
+        paths = spec.match(pattern)
+        if not paths:
+            raise spec.error(f"{spec.what} {pattern}: no files match")
+        readable = [(p, k) for p, k in ((p, kind_of(p, spec.kinds, spec.suffixes)) for p in paths) if k]
+        if not readable:
+            raise spec.error(f"{spec.what} {pattern}: none of the {len(paths)} matching files is {spec.readable}")
+        for path, kind in readable:
+            files.append(_plan_file(path, kind, pattern, len(files), spec))
+    return files
+
+
+def _plan_file(path: str, kind: str, pattern: str, index: int, spec: InputSpec) -> InputFile:
+    where = f"{spec.what} {path}: "
+    head = None
+    if kind in spec.look_kinds:
+        try:
+            with FileSystems.open(path) as fh:
+                head = spec.look(fh, kind)
+        except (BeamIOError, OSError, ValueError) as e:
+            raise spec.error(where + spec.unreadable.format(kind=kind, e=e)) from None
+    names = head.names if head is not None else None
+    if names is not None and spec.required:
+        missing = [c for c in spec.required if c not in names]
+        if missing:
+            raise spec.error(f"{where}missing column(s) {', '.join(missing)}; columns are {sorted(names)}; "
+                             f"a {spec.what} file needs {', '.join(spec.required)}")
+    resolved: dict[str, Optional[str]] = {}
+    for need in spec.columns:
+        column = need.wanted if names is None else need.resolve(names)
+        if isinstance(column, _Missing):
+            raise spec.error(where + column.message)
+        if need.field:
+            resolved[need.field] = column
+    f = InputFile(path, kind, index=index, **resolved)
+    return spec.finish(f, pattern, head) if spec.finish else f
+
+
+# --- table rows (grade, imagemining) ------------------------------------------------------------
+
+
+def plan_tables(patterns: list[str], required: tuple[str, ...], what: str) -> list[InputFile]:
+    """Parquet/JSONL files; InputError for what cannot be read or lacks a required column.
+
+    Parquet: the footer's columns. JSONL: the first line that is a JSON object
+    (later lines missing a field become rejects).
+    """
+    return plan_files(patterns, InputSpec(
+        kinds=TABLE_KINDS, suffixes=TABLE_SUFFIXES, readable="Parquet or JSONL", required=required, what=what,
+        look=_first_columns, look_kinds=TABLE_KINDS, unreadable="not a readable {kind} file ({e})"))
+
+
+def _first_columns(fh: IO[bytes], kind: str) -> Head:
+    return Head(first_columns(fh, kind))
+
+
+class RowRecord(NamedTuple):
+    """One row of a table file, or why it did not read (`row` None)."""
+
+    file: str
+    key: str  # "line:N" (1-based) or "row:N" (0-based)
+    row: Optional[dict]  # None when the line/row could not be read
+    reason: str = ""
+    detail: str = ""
+
+
+def read_rows(f: InputFile, columns: Optional[tuple[str, ...]] = None) -> Iterator[RowRecord]:
+    """One Parquet/JSONL file -> RowRecords, streamed (a Parquet batch at a time)."""
+    fh = open_input(f.path, "#unreadable")
+    if isinstance(fh, Unreadable):
+        yield RowRecord(f.path, fh.key, None, fh.reason, fh.detail[:500])
         return
-    stem = maker.path.rsplit(".", 1)[0]
-    txt = read_limited(stem + ".txt", 1 << 20) if FileSystems.exists(stem + ".txt") else None
-    raw_meta = read_limited(stem + ".json", 1 << 20) if FileSystems.exists(stem + ".json") else None
-    meta = _parse_meta(raw_meta if isinstance(raw_meta, bytes) else None)
-    if isinstance(meta, str):
-        yield maker.reject(key, "invalid_metadata", meta)
-        return
-    caption = _caption_from(txt if isinstance(txt, bytes) else None, meta, cfg.caption_column)
-    if isinstance(caption, tuple):
-        yield maker.reject(key, caption[0], caption[1], meta.get("source"))
-        return
-    yield maker.sample(key, data, caption, meta)
+    with fh:
+        try:
+            for key, rec in table_rows(fh, f.kind, columns):
+                if isinstance(rec, str):
+                    yield RowRecord(f.path, key, None, reasons.INVALID_JSON, rec)
+                else:
+                    yield RowRecord(f.path, key, rec)
+        except TABLE_ERRORS as e:
+            bad = unreadable_table(e)
+            yield RowRecord(f.path, bad.key, None, bad.reason, bad.detail[:500])
+
+
+# --- the caption DAG's reader --------------------------------------------------------------------
+
+
+def plan_inputs(patterns: list[str], cfg: ReaderConfig) -> list[InputFile]:
+    """Tars, Parquet, JSONL and image files; a Parquet file without an image and a caption column fails here."""
+    return plan_files(patterns, InputSpec(
+        kinds=("tar", "parquet", "jsonl", "image"), readable="a tar, Parquet, JSONL or image file",
+        columns=(ColumnNeed("image_column", "image", cfg.image_column, IMAGE_COLUMNS, "reader.image_column"),
+                 ColumnNeed("caption_column", "caption", cfg.caption_column, CAPTION_COLUMNS,
+                            "reader.caption_column"))))
 
 
 def read_file(f: InputFile, default_source: str, cfg: ReaderConfig) -> Iterator[Union[ImageText, Reject]]:
     """Every record of one input file, as samples or read rejects."""
-    maker = _Maker(f.path, default_source)
+    for rec in _caption_records(f, default_source, cfg):
+        yield read_reject(f.path, default_source, rec) if isinstance(rec, Unreadable) else rec
+
+
+def _caption_records(f: InputFile, default_source: str, cfg: ReaderConfig) -> Iterator[Union[ImageText, Unreadable]]:
+    make = CaptionRecords(f.path, default_source, cfg.caption_column, cfg.max_image_bytes)
     if f.kind == "image":
-        yield from read_image_file(maker, cfg)
+        yield make.from_image_file(image_file(f.path, read_limited, FileSystems.exists, cfg.max_image_bytes))
         return
-    try:
-        fh = FileSystems.open(f.path)  # AUTO compression: .gz inputs are inflated on the fly
-    except (BeamIOError, OSError) as e:  # gone between planning and reading
-        yield maker.reject("", "unreadable_file", str(e))
+    fh = open_input(f.path)
+    if isinstance(fh, Unreadable):
+        yield fh
         return
     with fh:
         if f.kind == "tar":
-            yield from read_tar(fh, maker, cfg)
+            yield from map(make.from_tar, tar_samples(fh, cfg.max_image_bytes))
         elif f.kind == "jsonl":
-            yield from read_jsonl(fh, maker, cfg)
+            load = load_beside(f.path, cfg.max_image_bytes)
+            for lineno, obj in jsonl_objects(fh):
+                yield make.from_line(lineno, obj, load)
         elif f.kind == "parquet":
             try:
-                yield from read_parquet(fh, maker, f, cfg)
-            except (OSError, ValueError) as e:  # pyarrow raises these for corrupt pages
-                yield maker.reject("#unreadable", "unreadable_file", f"{type(e).__name__}: {e}")
+                for row, rec in parquet_rows(fh, [f.image_column, f.caption_column, *CAPTION_ROW_EXTRA], 256):
+                    yield make.from_row(row, rec, f.image_column, f.caption_column)
+            except TABLE_ERRORS as e:
+                yield unreadable_table(e)
         else:  # pragma: no cover - plan_inputs only makes the kinds above
             raise ValueError(f"unknown input kind {f.kind}")
+
+
+def _load_beside(rel: str, base: str, limit: int) -> Union[bytes, str]:
+    return read_limited(beside(rel, base), limit)
+
+
+def load_beside(base: str, limit: int) -> Callable[[str], Union[bytes, str]]:
+    """A reader of files named in `base` (relative to its folder), up to `limit` bytes; picklable."""
+    return functools.partial(_load_beside, base=base, limit=limit)
 
 
 class ReadEachFile(beam.DoFn):

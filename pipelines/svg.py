@@ -22,18 +22,21 @@ from __future__ import annotations
 
 import functools
 import posixpath
-import tarfile
 from dataclasses import dataclass
-from typing import IO, Any, Iterator, NamedTuple, Optional, Union
+from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import BeamIOError
-from apache_beam.io.filesystems import FileSystems
-
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.ids import content_id, digest
+from quarry.operators.inputs import reasons
+from quarry.operators.inputs.columns import META_FIELDS, SVG_COLUMNS
+from quarry.operators.inputs.files import svg_field, svg_value
+from quarry.operators.inputs.jsonl import jsonl_objects
+from quarry.operators.inputs.kinds import SVG_SUFFIXES
+from quarry.operators.inputs.parquet import parquet_rows
+from quarry.operators.inputs.records import Unreadable, str_or_none
+from quarry.operators.inputs.tar import TarDamage, TarMember, tar_members
 from quarry.operators.phash import to_hex
 from quarry.operators.svg import prepare as prepare_ops
 from quarry.operators.svg import render as render_ops
@@ -41,14 +44,18 @@ from quarry.operators.svg.prepare import SVG_NS, NormaliseOptions, PreparedSvg, 
 from quarry.operators.svg.render import Rendered, RenderOptions, RenderWorker, render, render_png
 from quarry.pipelines.dedup import NEAR_DUPLICATE, DedupKey, SplitDuplicates
 from quarry.pipelines.read import (
-    InputError,
+    TABLE_ERRORS,
+    ColumnNeed,
+    InputFile,
+    InputSpec,
     ReadEachFile,
     ReadFiles,
     clean_source,
-    file_kind,
-    jsonl_objects,
-    match_inputs,
+    open_input,
+    plan_files,
     read_limited,
+    read_reject,
+    unreadable_table,
 )
 from quarry.pipelines.stage import REJECTED, count_stage, refused, run_stage, to_reject
 from quarry.pipelines.stats import Progress
@@ -63,9 +70,6 @@ from quarry.schemas.svg import (
     SvgRow,
 )
 
-SVG_SUFFIXES = (".svg", ".svgz")
-SVG_COLUMNS = ("svg", "svg_code", "code", "text")
-META_FIELDS = ("source", "url", "URL", "license", "LICENSE")
 EXACT_DUPLICATE = "exact_duplicate"  # the exact-dedup step's (no operator decides it)
 REASONS: tuple[str, ...] = (EXACT_DUPLICATE,)  # the recipe's own; read rejects are the reader's
 
@@ -73,71 +77,21 @@ REASONS: tuple[str, ...] = (EXACT_DUPLICATE,)  # the recipe's own; read rejects 
 # --- planning and reading ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class SvgInput:
-    path: str
-    kind: str  # "svg" | "tar" | "parquet" | "jsonl"
-    column: Optional[str] = None  # Parquet/JSONL field holding the SVG text
-
-
-def svg_file_kind(path: str) -> Optional[str]:
-    if path.lower().endswith(SVG_SUFFIXES):
-        return "svg"
-    kind = file_kind(path)
-    return kind if kind in ("tar", "parquet", "jsonl") else None
-
-
-def plan_svg_inputs(patterns: list[str], cfg: SvgReaderConfig) -> list[SvgInput]:
+def plan_svg_inputs(patterns: list[str], cfg: SvgReaderConfig) -> list[InputFile]:
     """Expand patterns to typed inputs; InputError for what cannot be read at all (before the run)."""
-    files: list[SvgInput] = []
-    for pattern in patterns:
-        paths = match_inputs(pattern)
-        if not paths:
-            raise InputError(f"input {pattern}: no files match")
-        typed = [(p, svg_file_kind(p)) for p in paths]
-        readable = [(p, k) for p, k in typed if k]
-        if not readable:
-            raise InputError(f"input {pattern}: none of the {len(paths)} matching files is .svg, .svgz, a tar, "
-                             "Parquet or JSONL")
-        for path, kind in readable:
-            if kind == "parquet":
-                try:
-                    with FileSystems.open(path) as fh:
-                        names = pq.ParquetFile(fh).schema_arrow.names
-                except (OSError, ValueError) as e:
-                    raise InputError(f"input {path}: not a readable Parquet file ({e})") from None
-                column = _pick_svg_column(names, cfg.svg_column, path)
-                files.append(SvgInput(path, kind, column))
-            elif kind == "jsonl":
-                files.append(SvgInput(path, kind, cfg.svg_column))
-            else:
-                files.append(SvgInput(path, kind))
-    return files
-
-
-def _pick_svg_column(names: list[str], wanted: Optional[str], path: str) -> str:
-    if wanted:
-        if wanted not in names:
-            raise InputError(f"input {path}: no column {wanted!r}; columns are {names}")
-        return wanted
-    for c in SVG_COLUMNS:
-        if c in names:
-            return c
-    raise InputError(f"input {path}: no SVG column (looked for {', '.join(SVG_COLUMNS)}); columns are {names}. "
-                     "Name it with --set reader.svg_column=COLUMN")
+    return plan_files(patterns, InputSpec(
+        kinds=("svg", "tar", "parquet", "jsonl"), readable=".svg, .svgz, a tar, Parquet or JSONL",
+        columns=(ColumnNeed("svg_column", "SVG", cfg.svg_column, SVG_COLUMNS, "reader.svg_column",
+                            named_missing="no column {wanted!r}; columns are {names}"),)))
 
 
 class _Records:
-    """Builds records and read rejects for one input file."""
+    """Builds the records of one input file."""
 
     def __init__(self, path: str, default_source: str):
         self.path = path
         self.name = posixpath.basename(path)
         self.default_source = default_source
-
-    def reject(self, key: str, reason: str, detail: str, source: Optional[str] = None) -> Reject:
-        return Reject(sample_id=content_id("reject", self.name, key), source=clean_source(source or self.default_source),
-                      stage="read", reason=reason, detail=detail[:500], origin=Origin(file=self.path, key=key))
 
     def record(self, key: str, data: bytes, meta: dict[str, Any]) -> SvgRecord:
         source = meta.get("source") if isinstance(meta.get("source"), str) else None
@@ -149,109 +103,80 @@ class _Records:
             origin=Origin(file=self.path, key=key),
             data=data,
             gzipped=data[:2] == b"\x1f\x8b",
-            url=_text(meta.get("url") or meta.get("URL")),
-            license=_text(meta.get("license") or meta.get("LICENSE")),
+            url=str_or_none(meta.get("url") or meta.get("URL")),
+            license=str_or_none(meta.get("license") or meta.get("LICENSE")),
         )
 
+    def sized(self, key: str, data: bytes, meta: dict[str, Any], cfg: SvgReaderConfig) -> Union[SvgRecord, Unreadable]:
+        if len(data) > cfg.max_bytes:
+            return Unreadable(key, reasons.FILE_TOO_LARGE, f"{len(data)} bytes > reader.max_bytes={cfg.max_bytes}",
+                              str_or_none(meta.get("source")))
+        return self.record(key, data, meta)
 
-def _text(v: Any) -> Optional[str]:
-    return v if isinstance(v, str) and v else None
+    def from_member(self, m: Union[TarMember, TarDamage], cfg: SvgReaderConfig) -> Union[SvgRecord, Unreadable]:
+        if isinstance(m, TarDamage):
+            return Unreadable(m.key, reasons.UNREADABLE_TAR, m.detail)
+        if m.data is None:
+            return Unreadable(m.name, reasons.FILE_TOO_LARGE, f"{m.size} bytes > reader.max_bytes={cfg.max_bytes}")
+        return self.record(m.name, m.data, {})
 
+    def from_row(self, row: int, values: dict, column: str, cfg: SvgReaderConfig) -> Union[SvgRecord, Unreadable]:
+        key = f"row:{row}"
+        meta = {k: values.get(k) for k in META_FIELDS if k in values and k != column}
+        data = svg_value(values.get(column))
+        if data is None:
+            return Unreadable(key, reasons.MISSING_SVG, f"column {column!r} holds {type(values.get(column)).__name__}",
+                              str_or_none(meta.get("source")))
+        return self.sized(key, data, meta, cfg)
 
-def _svg_value(v: Any) -> Optional[bytes]:
-    if isinstance(v, str):
-        return v.encode("utf-8")
-    if isinstance(v, (bytes, bytearray)):
-        return bytes(v)
-    return None
-
-
-def read_svg_tar(fh: IO[bytes], rec: _Records, cfg: SvgReaderConfig) -> Iterator[Union[SvgRecord, Reject]]:
-    try:
-        with tarfile.open(fileobj=fh, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile() or not member.name.lower().endswith(SVG_SUFFIXES):
-                    continue
-                if posixpath.basename(member.name).startswith("."):
-                    continue
-                if member.size > cfg.max_bytes:
-                    yield rec.reject(member.name, "file_too_large",
-                                     f"{member.size} bytes > reader.max_bytes={cfg.max_bytes}")
-                    continue
-                data = tar.extractfile(member)
-                yield rec.record(member.name, data.read() if data is not None else b"", {})
-    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
-        yield rec.reject("#unreadable", "unreadable_tar", f"{type(e).__name__}: {e}")
-
-
-def read_svg_parquet(fh: IO[bytes], rec: _Records, f: SvgInput,
-                     cfg: SvgReaderConfig) -> Iterator[Union[SvgRecord, Reject]]:
-    pf = pq.ParquetFile(fh)
-    extra = [c for c in META_FIELDS if c in pf.schema_arrow.names and c != f.column]
-    row = 0
-    for batch in pf.iter_batches(batch_size=256, columns=[f.column] + extra):
-        for values in batch.to_pylist():
-            key = f"row:{row}"
-            row += 1
-            meta = {k: values.get(k) for k in extra}
-            data = _svg_value(values.get(f.column))
-            if data is None:
-                yield rec.reject(key, "missing_svg", f"column {f.column!r} holds "
-                                 f"{type(values.get(f.column)).__name__}", _text(meta.get("source")))
-            elif len(data) > cfg.max_bytes:
-                yield rec.reject(key, "file_too_large", f"{len(data)} bytes > reader.max_bytes={cfg.max_bytes}",
-                                 _text(meta.get("source")))
-            else:
-                yield rec.record(key, data, meta)
-
-
-def read_svg_jsonl(fh: IO[bytes], rec: _Records, f: SvgInput,
-                   cfg: SvgReaderConfig) -> Iterator[Union[SvgRecord, Reject]]:
-    fields = (f.column,) if f.column else SVG_COLUMNS
-    for lineno, obj in jsonl_objects(fh):
+    def from_line(self, lineno: int, obj: Union[dict, str], fields: tuple[str, ...],
+                  cfg: SvgReaderConfig) -> Union[SvgRecord, Unreadable]:
         key = f"line:{lineno}"
         if isinstance(obj, str):
-            yield rec.reject(key, "invalid_json", obj)
-            continue
+            return Unreadable(key, reasons.INVALID_JSON, obj)
         if isinstance(obj.get("id") or obj.get("key"), (str, int)):
             key = f"{key}:{obj.get('id') or obj.get('key')}"
-        data = next((_svg_value(obj[k]) for k in fields if _svg_value(obj.get(k)) is not None), None)
+        data = svg_field(obj, fields)
         if data is None:
-            yield rec.reject(key, "missing_svg", f"no SVG text field ({', '.join(fields)})", _text(obj.get("source")))
-        elif len(data) > cfg.max_bytes:
-            yield rec.reject(key, "file_too_large", f"{len(data)} bytes > reader.max_bytes={cfg.max_bytes}",
-                             _text(obj.get("source")))
-        else:
-            yield rec.record(key, data, obj)
+            return Unreadable(key, reasons.MISSING_SVG, f"no SVG text field ({', '.join(fields)})",
+                              str_or_none(obj.get("source")))
+        return self.sized(key, data, obj, cfg)
 
 
-def read_svg_input(f: SvgInput, default_source: str, cfg: SvgReaderConfig) -> Iterator[Union[SvgRecord, Reject]]:
+def read_svg_input(f: InputFile, default_source: str, cfg: SvgReaderConfig) -> Iterator[Union[SvgRecord, Reject]]:
     """Every record of one input, as `SvgRecord`s or read rejects."""
-    rec = _Records(f.path, default_source)
+    for rec in _svg_records(f, _Records(f.path, default_source), cfg):
+        yield read_reject(f.path, default_source, rec) if isinstance(rec, Unreadable) else rec
+
+
+def _svg_records(f: InputFile, rec: _Records, cfg: SvgReaderConfig) -> Iterator[Union[SvgRecord, Unreadable]]:
     if f.kind == "svg":
         data = read_limited(f.path, cfg.max_bytes)
         if isinstance(data, str):
-            reason = "file_too_large" if "larger" in data else "unreadable_file"
-            yield rec.reject(rec.name, reason, data.replace("reader.max_image_bytes", "reader.max_bytes"))
+            reason = reasons.FILE_TOO_LARGE if "larger" in data else reasons.UNREADABLE_FILE
+            yield Unreadable(rec.name, reason, data.replace("reader.max_image_bytes", "reader.max_bytes"))
         else:
             yield rec.record(rec.name, data, {})
         return
-    try:
-        # Tars and tables may be gzipped (.tar.gz, .jsonl.gz): Beam inflates them by suffix.
-        fh = FileSystems.open(f.path)
-    except (BeamIOError, OSError) as e:
-        yield rec.reject("", "unreadable_file", str(e))
+    # Tars and tables may be gzipped (.tar.gz, .jsonl.gz): Beam inflates them by suffix.
+    fh = open_input(f.path)
+    if isinstance(fh, Unreadable):
+        yield fh
         return
     with fh:
         if f.kind == "tar":
-            yield from read_svg_tar(fh, rec, cfg)
+            for member in tar_members(fh, cfg.max_bytes, SVG_SUFFIXES):
+                yield rec.from_member(member, cfg)
         elif f.kind == "jsonl":
-            yield from read_svg_jsonl(fh, rec, f, cfg)
+            fields = (f.svg_column,) if f.svg_column else SVG_COLUMNS
+            for lineno, obj in jsonl_objects(fh):
+                yield rec.from_line(lineno, obj, fields, cfg)
         elif f.kind == "parquet":
             try:
-                yield from read_svg_parquet(fh, rec, f, cfg)
-            except (OSError, ValueError) as e:
-                yield rec.reject("#unreadable", "unreadable_file", f"{type(e).__name__}: {e}")
+                for row, values in parquet_rows(fh, [f.svg_column, *META_FIELDS], 256):
+                    yield rec.from_row(row, values, f.svg_column, cfg)
+            except TABLE_ERRORS as e:
+                yield unreadable_table(e)
         else:  # pragma: no cover - plan_svg_inputs only makes the kinds above
             raise ValueError(f"unknown input kind {f.kind}")
 
@@ -259,7 +184,7 @@ def read_svg_input(f: SvgInput, default_source: str, cfg: SvgReaderConfig) -> It
 class ReadSvg(beam.PTransform):
     """Planned inputs -> `(records: PCollection[SvgRecord], rejected: PCollection[Reject])`."""
 
-    def __init__(self, files: list[SvgInput], default_source: str, cfg: SvgReaderConfig):
+    def __init__(self, files: list[InputFile], default_source: str, cfg: SvgReaderConfig):
         super().__init__()
         self.files = files
         self.default_source = clean_source(default_source)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import random
-from pathlib import Path
 
 import duckdb
 import numpy as np

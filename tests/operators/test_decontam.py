@@ -28,14 +28,13 @@ from quarry.operators.decontam import (
     IndexSettings,
     benchmark_name,
     check_row,
-    file_columns,
-    index_item,
     item_from_row,
     normalize_text,
     read_benchmark_rows,
     resolve_columns,
     tokenize,
 )
+from quarry.operators.inputs.tables import table_columns as file_columns
 from quarry.schemas.config import BenchColumns
 
 Q1 = ("A rectangular garden is 12 meters long and 5 meters wide. A path of uniform width surrounds it, "

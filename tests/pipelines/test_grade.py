@@ -18,17 +18,14 @@ from quarry.pipelines.grade import (
     ROLLOUT_COLUMNS,
     SAMPLE_COLUMNS,
     GradePipeline,
-    RowRecord,
-    TableFile,
     parse_rollout,
     parse_sample,
-    plan_tables,
-    read_rows,
     read_summary,
     reference_for,
     score,
 )
-from quarry.pipelines.read import InputError
+from quarry.pipelines.read import InputError, RowRecord, plan_tables, read_rows
+from quarry.pipelines.read import InputFile as TableFile
 from quarry.schemas.config import load_config
 from quarry.schemas.grade import GradeConfig
 

@@ -14,7 +14,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
 from quarry.pipelines import imagemining as pim
-from quarry.pipelines.grade import RowRecord
+from quarry.pipelines.read import RowRecord
 from quarry.schemas.common import Reject
 from quarry.schemas.imagemining import ImageMiningConfig
 
@@ -138,7 +138,8 @@ def test_parquet_rows_with_image_structs_and_entity_lists(tmp_path):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from quarry.pipelines.grade import TableFile, read_rows
+    from quarry.pipelines.read import InputFile as TableFile
+    from quarry.pipelines.read import read_rows
 
     table = pa.table({
         "image": [{"bytes": png(), "path": None}, {"bytes": None, "path": None}],

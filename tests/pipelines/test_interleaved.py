@@ -1,4 +1,4 @@
-"""Reading documents (bounded lines, Parquet, caps), finishing decisions, and the composite in TestPipeline."""
+"""Reading documents (Parquet, caps), finishing decisions, and the composite in TestPipeline."""
 
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from quarry.operators.interleaved.documents import RawDocument
 from quarry.pipelines.interleaved import (
     DocState,
     InterleavedPipeline,
-    bounded_lines,
     finish,
     plan_documents,
     read_documents,
@@ -37,26 +36,6 @@ TINY = ["relevance.model=quarry-tiny", "relevance.pretrained=none"]
 
 def cfg_with(*sets: str) -> InterleavedConfig:
     return load_config(InterleavedConfig, None, list(sets))
-
-
-@pytest.mark.parametrize("data, limit, expected", [
-    (b"a\nbb\n", 10, [(1, b"a", 1), (2, b"bb", 2)]),
-    (b"a\nbb", 10, [(1, b"a", 1), (2, b"bb", 2)]),  # no final newline
-    (b"", 10, []),
-    (b"\n\n", 10, [(1, b"", 0), (2, b"", 0)]),
-    (b"short\n" + b"x" * 25 + b"\nok\n", 10, [(1, b"short", 5), (2, None, 25), (3, b"ok", 2)]),
-    (b"x" * 25, 10, [(1, None, 25)]),
-])
-def test_bounded_lines(data, limit, expected):
-    assert list(bounded_lines(io.BytesIO(data), limit)) == expected
-
-
-def test_bounded_lines_across_chunks(monkeypatch):
-    import quarry.pipelines.interleaved as mod
-
-    monkeypatch.setattr(mod, "_CHUNK", 4)
-    data = b"abcdefghij\n" + b"y" * 30 + b"\nlast"
-    assert list(bounded_lines(io.BytesIO(data), 12)) == [(1, b"abcdefghij", 10), (2, None, 30), (3, b"last", 4)]
 
 
 def _write_jsonl(path, docs, gz=False):

@@ -11,7 +11,7 @@ import pytest
 
 from quarry.operators.imagemining import qa
 from quarry.operators.imagemining.kb import KnowledgeBase, Literal, normalise, contains_phrase
-from quarry.operators.imagemining.qa import Candidate, Filters, ImageContext, ImageEntity, Path
+from quarry.operators.imagemining.qa import Filters, ImageContext, ImageEntity, Path
 
 
 def kb_of(entities, facts) -> KnowledgeBase:

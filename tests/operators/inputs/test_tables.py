@@ -7,7 +7,8 @@ import io
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from quarry.operators.tables import first_objects, table_rows
+from quarry.operators.inputs.jsonl import first_objects
+from quarry.operators.inputs.tables import table_rows
 
 
 def test_jsonl_rows_keep_line_numbers_and_say_why_a_line_is_not_an_object():
