@@ -218,10 +218,9 @@ def _local_or_fs_read(root: str, relpath: str) -> Optional[bytes]:
     path = FileSystems.join(root, relpath)
     try:
         with FileSystems.open(path, compression_type="uncompressed") as fh:
-            data = fh.read(MAX_HTML_BYTES + 1)
+            return page_bytes(fh, MAX_HTML_BYTES)
     except (BeamIOError, OSError):
         return None
-    return data if len(data) <= MAX_HTML_BYTES else None
 
 
 class _Worker:

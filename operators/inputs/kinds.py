@@ -23,7 +23,8 @@ TABLE_KINDS = ("parquet", "jsonl")
 TABLE_SUFFIXES = {"jsonl": JSONL_SUFFIXES + (".json",)}  # a table reader takes a .json file of JSON lines too
 
 
-def kind_of(path: str, kinds: tuple[str, ...], suffixes: Optional[Mapping[str, tuple[str, ...]]] = None) -> Optional[str]:
+def kind_of(path: str, kinds: tuple[str, ...],
+            suffixes: Optional[Mapping[str, tuple[str, ...]]] = None) -> Optional[str]:
     """The first of `kinds` whose suffixes `path` ends with (case-insensitive); None for none of them.
 
     `suffixes` adds kinds of a reader's own or replaces the table's suffixes of a kind.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import tarfile
@@ -15,7 +16,19 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
-from quarry.pipelines.read import InputError, ReadImageText, plan_inputs, read_file
+from quarry.operators.ids import content_id
+from quarry.operators.inputs.records import Unreadable
+from quarry.pipelines.read import (
+    ColumnNeed,
+    Head,
+    InputError,
+    InputSpec,
+    ReadImageText,
+    plan_files,
+    plan_inputs,
+    read_file,
+    read_reject,
+)
 from quarry.schemas.common import ImageText, Reject
 from quarry.schemas.config import ReaderConfig
 
@@ -185,3 +198,57 @@ def test_gzipped_jsonl(tmp_path):
     samples, rejects = read_all(tmp_path / "d.jsonl.gz")
     assert [s.caption for s in samples] == ["from a gzipped file"]
     assert [r.reason for r in rejects] == ["invalid_json"]
+
+
+# --- the one planner -------------------------------------------------------------------------------
+
+
+def planner_inputs(tmp_path: Path) -> Path:
+    pq.write_table(pa.table({"pixels": [b"x"], "words": ["w"]}), tmp_path / "t.parquet")
+    (tmp_path / "d.jsonl").write_text('{"q": 1}\n')
+    (tmp_path / "x.svg").write_text("<svg/>")
+    return tmp_path
+
+
+NEED = ColumnNeed("image_column", "image", None, ("image", "img"), "reader.image_column")
+
+
+@pytest.mark.parametrize("spec, pattern, message", [
+    (InputSpec(("parquet",), "Parquet"), "nope-*.parquet", "input {d}/nope-*.parquet: no files match"),
+    (InputSpec(("tar",), "a tar"), "*.svg", "input {d}/*.svg: none of the 1 matching files is a tar"),
+    (InputSpec(("parquet",), "Parquet", columns=(NEED,)), "t.parquet",
+     "input {d}/t.parquet: no image column (looked for image, img); columns are ['pixels', 'words']. "
+     "Name it with --set reader.image_column=COLUMN"),
+    (InputSpec(("parquet",), "Parquet", columns=(dataclasses.replace(NEED, wanted="pic"),)), "t.parquet",
+     "input {d}/t.parquet: no column 'pic' (image); columns are ['pixels', 'words']"),
+    (InputSpec(("parquet", "jsonl"), "tables", required=("q", "a"), what="samples", look_kinds=("parquet", "jsonl"),
+               look=lambda fh, kind: Head(["q"])), "d.jsonl",
+     "samples {d}/d.jsonl: missing column(s) a; columns are ['q']; a samples file needs q, a"),
+    (InputSpec(("jsonl",), "JSONL", look_kinds=("jsonl",), unreadable="not a readable {kind} file ({e})",
+               look=lambda fh, kind: (_ for _ in ()).throw(ValueError("bad"))), "d.jsonl",
+     "input {d}/d.jsonl: not a readable jsonl file (bad)"),
+])
+def test_plan_files_says_in_one_line_what_cannot_be_read(tmp_path, spec, pattern, message):
+    d = planner_inputs(tmp_path)
+    with pytest.raises(InputError) as e:
+        plan_files([str(d / pattern)], spec)
+    assert str(e.value) == message.format(d=d)
+
+
+def test_plan_files_resolves_columns_and_numbers_the_files(tmp_path):
+    d = planner_inputs(tmp_path)
+    need = dataclasses.replace(NEED, candidates=("img", "pixels"))
+    spec = InputSpec(("parquet", "jsonl", "svg"), "anything", columns=(need,),
+                     finish=lambda f, pattern, head: dataclasses.replace(f, root=pattern))
+    files = plan_files([str(d / "*.parquet"), str(d)], spec)
+    assert [(Path(f.path).name, f.kind, f.image_column, f.index) for f in files] == [
+        ("t.parquet", "parquet", "pixels", 0), ("d.jsonl", "jsonl", None, 1), ("t.parquet", "parquet", "pixels", 2),
+        ("x.svg", "svg", None, 3)]
+    assert files[1].root == str(d)
+
+
+def test_read_reject_keeps_the_ids_of_the_readers():
+    bad = read_reject("/in/a.tar", "web", Unreadable("k#unreadable", "unreadable_tar", "x" * 600, "my shop"))
+    assert (bad.sample_id, bad.source, bad.stage, bad.origin.key, len(bad.detail)) == (
+        content_id("reject", "a.tar", "k#unreadable"), "my_shop", "read", "k#unreadable", 500)
+    assert read_reject("/in/a.tar", "web", Unreadable("", "unreadable_file", "gone"), sample_id="s1").sample_id == "s1"
