@@ -78,7 +78,7 @@ SPEC = DagSpec(
     name="caption",
     summary="image-caption pairs: heuristic filters, pHash dedup, CLIP score >= 0.3, MetaCLIP balancing",
     stages=(
-        Stage("read", "WebDataset tar, Parquet, JSONL or image files -> records", where="pipelines/read.py"),
+        Stage("read", "WebDataset tar, Parquet, JSONL or image files -> records", where="operators/inputs/image_text.py, pipelines/read.py"),
         Stage("decode", "Pillow decode under a pixel limit, EXIF orientation, RGB", where="operators/decode.py"),
         Stage("heuristics", "min side, aspect ratio, solid colour, caption length and text-ness", where="operators/heuristics.py"),
         Stage("dedup", "64-bit pHash near-duplicates (banded, no all-pairs), best resolution kept", where="operators/phash.py, pipelines/dedup.py"),

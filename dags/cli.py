@@ -104,7 +104,8 @@ def cmd_list() -> int:
             if stage.where:
                 print(f"    {'':<11} in: {stage.where}")
             if stage.reasons:
-                print(f"    {'':<11} rejects: {', '.join(stage.reasons)}")
+                as_stage = f" (as stage {stage.rejects_as})" if stage.rejects_as else ""
+                print(f"    {'':<11} rejects{as_stage}: {', '.join(stage.reasons)}")
     return 0
 
 

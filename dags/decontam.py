@@ -354,7 +354,7 @@ SPEC = DagSpec(
     name="decontam",
     summary="contamination check against benchmark sets: normalised text 13-grams, image pHash + exact hash",
     stages=(
-        Stage("read", "quarry shards (DIR/data/**/*.parquet) or any Parquet/JSONL; image pHashes computed while reading", where="dags/decontam.py"),
+        Stage("read", "quarry shards (DIR/data/**/*.parquet) or any Parquet/JSONL; image pHashes computed while reading", where="operators/inputs/tables.py, dags/decontam.py"),
         Stage("index", "benchmark Parquet/JSONL -> text n-gram hashes, short-question hashes, image pHashes + digests "
                        "(one Beam combine; a side input loaded once per worker)", where="operators/decontam.py, pipelines/decontam.py"),
         Stage("decontam", "n-gram / exact text and pHash / exact image lookups; drop to rejects or flag", where="operators/decontam.py, pipelines/decontam.py"),

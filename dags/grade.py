@@ -53,6 +53,7 @@ import apache_beam as beam
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.grade.judge import judge_verifier_from
 from quarry.operators.grade.verify import verifier_for
+from quarry.operators.inputs import reasons as read_reasons
 from quarry.pipelines.grade import (
     ROLLOUT_COLUMNS,
     SAMPLE_COLUMNS,
@@ -170,12 +171,16 @@ def finish(output: str, cfg: GradeConfig, info: BuildInfo, run: RunCounts) -> No
         info.notes.append(f"{summary['unknown_rollouts']} rollouts named a sample_id no sample has (ignored)")
 
 
+# What this DAG's reader can reject a record for (operators/inputs/reasons.py).
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.MISSING_FIELD, read_reasons.MISSING_IMAGE, read_reasons.INVALID_LABEL_TIER)
+
+
 SPEC = DagSpec(
     name="grade",
     summary="RL difficulty tiers: verifier-scored rollouts -> pass@k per model -> five tiers, human labels win",
     stages=with_reasons((
         Stage("read", "samples (Parquet/JSONL: sample_id, task, question, answer[, source, label_tier, options]) "
-                      "and rollouts (files, or generated with the generate section)", where="pipelines/grade.py"),
+                      "and rollouts (files, or generated with the generate section)", where="operators/inputs/tables.py, pipelines/grade.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): question, answer, options and image against "
                           "benchmark sets", where="pipelines/decontam.py"),
         Stage("mc", "multiple choice -> fill in the blank (grade.mc_to_fill_in); unconvertible items rejected", where="operators/grade/mc.py"),
@@ -183,7 +188,7 @@ SPEC = DagSpec(
         Stage("grade", "verifier (or model judge) reward per rollout, correct >= grade.correct_at, pass@k per model, "
                        "mean, tier", where="operators/grade/verify.py, operators/grade/tiers.py"),
         Stage("write", "Parquet shards by source and tier; tier counts + sampling weights in _stats/grade_summary.json", where="pipelines/write.py"),
-    ), STAGE_REASONS),
+    ), {**STAGE_REASONS, "read": READ_REASONS}),
     config_model=GradeConfig,
     plan=plan,
     read=read,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.gui.browser import BrowserLaunchError, find_chromium
+from quarry.operators.inputs import reasons as read_reasons
 from quarry.pipelines.decontam import FieldProbe
 from quarry.pipelines.gui import STAGE_REASONS, GuiPipeline, ReadPages, plan_gui_inputs
 from quarry.pipelines.stats import CountTo
@@ -80,18 +81,22 @@ def finish(output: str, cfg: GuiConfig, info: BuildInfo, run: RunCounts) -> None
     info.extra["requests_blocked"] = counts.get("requests_blocked", 0)
 
 
+# What this DAG's reader can reject a record for (operators/inputs/reasons.py).
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.MISSING_URL, read_reasons.INVALID_URL)
+
+
 SPEC = DagSpec(
     name="gui",
     summary="GUI grounding: Playwright renders pages; visible elements with boxes -> perception, grounding, action tasks",
     stages=with_reasons((
-        Stage("read", "URL lists, Parquet/JSONL url tables, or folders of saved .html pages -> one page per viewport", where="pipelines/gui.py"),
+        Stage("read", "URL lists, Parquet/JSONL url tables, or folders of saved .html pages -> one page per viewport", where="operators/inputs/files.py, pipelines/gui.py"),
         Stage("render", "Chromium via Playwright: fresh context per page, pages in flight, address guard on every request, "
                         "screenshot + visible elements (box, role, name, interactive, DOM path)", where="operators/gui/browser.py, pipelines/gui.py"),
         Stage("tasks", "element_perception, grounding (name or positional expressions, ambiguous ones dropped), "
                        "action (click/type/scroll); tier from area and crowding", where="operators/gui/tasks.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): prompt, expression and element name against benchmark sets", where="pipelines/decontam.py"),
         Stage("write", "task rows by source and tier; screenshots once in DIR/images", where="pipelines/write.py"),
-    ), STAGE_REASONS),
+    ), {**STAGE_REASONS, "read": READ_REASONS}),
     config_model=GuiConfig,
     plan=plan,
     read=read,

@@ -29,6 +29,7 @@ from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Sta
 from quarry.operators.imagemining.kb import KbError
 from quarry.operators.imagemining.kb_store import ensure_kb_store
 from quarry.operators.imagemining.qa import TemplateError, load_rewrite_prompt, load_templates
+from quarry.operators.inputs import reasons as read_reasons
 from quarry.operators.inputs.jsonl import jsonl_objects
 from quarry.pipelines.imagemining import KB_STATS, STAGE_REASONS, ImageMiningPipeline, ReadImageRows
 from quarry.pipelines.read import InputError, plan_tables
@@ -125,11 +126,15 @@ def finish(output: str, cfg: ImageMiningConfig, info: BuildInfo, run: RunCounts)
                               "question was kept (extra.rewriter.fallback_error)")
 
 
+# What this DAG's reader can reject a record for (operators/inputs/reasons.py).
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.MISSING_IMAGE, read_reasons.INVALID_ENTITIES)
+
+
 SPEC = DagSpec(
     name="imagemining",
     summary="Visual-Jump multi-hop QA from images with KB entities: paths, templated questions, shortcut filters",
     stages=with_reasons((
-        Stage("read", "JSONL or Parquet image rows: image (path/bytes), entities (KB id or name, box), texts", where="pipelines/imagemining.py"),
+        Stage("read", "JSONL or Parquet image rows: image (path/bytes), entities (KB id or name, box), texts", where="operators/inputs/tables.py, pipelines/imagemining.py"),
         Stage("kb", "knowledge-base lines that cannot be used (not JSON, no id, unknown entities): rejects, not inputs",
               where="operators/imagemining/kb.py"),
         Stage("decode", "Pillow decode under a pixel limit (corrupt and bomb images rejected)", where="operators/decode.py"),
@@ -140,7 +145,7 @@ SPEC = DagSpec(
         Stage("dedup", "near-duplicate questions for the same answer (rapidfuzz)", where="operators/imagemining/qa.py, pipelines/imagemining.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): questions and answers against benchmark sets", where="pipelines/decontam.py"),
         Stage("write", "Parquet shards by source and tier; each image once in DIR/images", where="pipelines/write.py"),
-    ), STAGE_REASONS),
+    ), {**STAGE_REASONS, "read": READ_REASONS}),
     config_model=ImageMiningConfig,
     plan=plan,
     read=read,

@@ -21,6 +21,7 @@ An `ocr` row takes the tier of its hardest entity.
 from __future__ import annotations
 
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage, with_reasons
+from quarry.operators.inputs import reasons as read_reasons
 from quarry.operators.ocr.engine import OcrLoadError, make_engine
 from quarry.operators.ocr.engine import describe as describe_engine
 from quarry.pipelines.decontam import FieldProbe
@@ -53,11 +54,15 @@ def describe(cfg: OcrSearchConfig, files) -> BuildInfo:
     return info
 
 
+# What this DAG's reader can reject a record for (operators/inputs/reasons.py).
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.UNREADABLE_TAR, read_reasons.INVALID_METADATA, read_reasons.MISSING_IMAGE)
+
+
 SPEC = DagSpec(
     name="ocr_search",
     summary="PP-OCR text lines, entities and crop-then-search tasks from posters, charts, maps and scenes",
     stages=with_reasons((
-        Stage("read", "image folders, WebDataset tars, Parquet or JSONL -> pictures (no caption needed)", where="pipelines/ocr_search.py"),
+        Stage("read", "image folders, WebDataset tars, Parquet or JSONL -> pictures (no caption needed)", where="operators/inputs/image_text.py, pipelines/ocr_search.py"),
         Stage("decode", "Pillow decode under a pixel limit (bombs rejected by header), downscale to ocr.max_side", where="operators/decode.py"),
         Stage("ocr", "PP-OCR det+cls+rec via RunInference (rapidocr ONNX or PaddleOCR); valid lines or no_text", where="operators/ocr/engine.py, pipelines/ocr.py"),
         Stage("layout", "reading order, entities by proximity/alignment/height, kinds, ViCrop tiers", where="operators/ocr/layout.py"),
@@ -65,7 +70,7 @@ SPEC = DagSpec(
         Stage("verify", "OCR the upscaled crop again; edit similarity < tasks.min_similarity is crop_unreadable", where="operators/ocr/tasks.py, pipelines/ocr_search.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): text read, question, answer and crop against benchmark sets", where="pipelines/decontam.py"),
         Stage("write", "rows by source and tier; pictures once in DIR/images", where="pipelines/write.py"),
-    ), STAGE_REASONS),
+    ), {**STAGE_REASONS, "read": READ_REASONS}),
     config_model=OcrSearchConfig,
     plan=plan,
     read=read,

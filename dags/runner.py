@@ -65,6 +65,11 @@ class Stage:
     what: str
     where: str = ""  # the files that implement it, from the repo root
     reasons: tuple[str, ...] = ()  # the reject reason codes it can give (its operators' REASONS)
+    rejects_as: str = ""  # the `stage` its reject rows carry, where that is not `name`
+
+    @property
+    def reject_stage(self) -> str:
+        return self.rejects_as or self.name
 
 
 def with_reasons(stages: tuple[Stage, ...], reasons: dict[str, tuple[str, ...]]) -> tuple[Stage, ...]:

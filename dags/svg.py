@@ -23,6 +23,7 @@ manifest's `kept` counts rows and `stages.rows` says pairs in, rows out.
 from __future__ import annotations
 
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
+from quarry.operators.inputs import reasons as read_reasons
 from quarry.pipelines.svg import STAGE_REASONS, ReadSvg, SvgPipeline, plan_svg_inputs
 from quarry.schemas.config import ConfigError
 from quarry.schemas.svg import SvgConfig, SvgRow
@@ -76,19 +77,23 @@ def finish(output: str, cfg: SvgConfig, info: BuildInfo, run: RunCounts) -> None
                       f"inputs {inputs} = pairs {pairs} + rejected {rejected}: {inputs == pairs + rejected}")
 
 
+# What this DAG's reader can reject a record for (operators/inputs/reasons.py).
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.UNREADABLE_TAR, read_reasons.INVALID_METADATA, read_reasons.MISSING_SVG)
+
+
 SPEC = DagSpec(
     name="svg",
     summary="SVG code <-> image pairs: safe parse, sanitise, normalise, resvg render, blank filter, exact + pHash dedup",
     stages=with_reasons((
-        Stage("read", ".svg/.svgz files, tars of them, Parquet/JSONL with an svg column -> records", where="pipelines/svg.py"),
+        Stage("read", ".svg/.svgz files, tars of them, Parquet/JSONL with an svg column -> records", where="operators/inputs/files.py, pipelines/svg.py"),
         Stage("prepare", "inflate (capped), lxml parse without entities/DTD/network, sanitise, normalise, measure", where="operators/svg/prepare.py"),
-        Stage("exact_dedup", "one record per normalised SVG text", where="pipelines/svg.py"),
+        Stage("exact_dedup", "one record per normalised SVG text", where="pipelines/svg.py", rejects_as="dedup"),
         Stage("render", "resvg PNG at render.size on the long side, blank/near-uniform renders dropped, pHash", where="operators/svg/render.py"),
-        Stage("near_dedup", "64-bit pHash near-duplicates of the renders (the caption DAG's SplitDuplicates)", where="pipelines/dedup.py"),
+        Stage("near_dedup", "64-bit pHash near-duplicates of the renders (the caption DAG's SplitDuplicates)", where="pipelines/dedup.py", rejects_as="dedup"),
         Stage("decontam", "optional (--set decontam.bench=PATH): renders and visible text against benchmark sets", where="pipelines/decontam.py"),
         Stage("rows", "one row per task (svg_to_image, image_to_svg) per pair, tier from length and path complexity", where="pipelines/svg.py"),
         Stage("write", "Parquet shards by source and tier, PNG bytes in the row", where="pipelines/write.py"),
-    ), STAGE_REASONS),
+    ), {**STAGE_REASONS, "read": READ_REASONS}),
     config_model=SvgConfig,
     plan=plan,
     read=read,
