@@ -26,9 +26,10 @@ null responses scored 0) and judge calls (`judge`: inputs - outputs = judge erro
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
 from quarry.operators import decontam as decontam_ops
@@ -51,6 +52,7 @@ from quarry.operators.inputs.records import Unreadable
 from quarry.pipelines.read import (
     InputFile,
     ReadFiles,
+    ReadRecords,
     RowRecord,
     beside,
     clean_source,
@@ -263,21 +265,6 @@ def judge_verdicts(judge: Any, responses: list[str], answer: str, question: str)
 # --- Beam ---------------------------------------------------------------------------------
 
 
-class _ReadSamples(beam.DoFn):
-    REJECTED = "rejected"
-
-    def __init__(self, default_source: str):
-        self.default_source = default_source
-
-    def process(self, f: InputFile):
-        for rec in read_rows(f, SAMPLE_COLUMNS + OPTIONAL_SAMPLE_COLUMNS):
-            out = parse_sample(rec, self.default_source)
-            if isinstance(out, Reject):
-                yield beam.pvalue.TaggedOutput(self.REJECTED, out)
-            else:
-                yield out
-
-
 class _ReadRollouts(beam.DoFn):
     INVALID = "invalid"
 
@@ -290,16 +277,17 @@ class _ReadRollouts(beam.DoFn):
                 yield out
 
 
-class ReadSamples(beam.PTransform):
+def read_samples(f: InputFile, default_source: str) -> Iterator[Union[dict, Reject]]:
+    """One sample file -> samples (dicts) and read rejects."""
+    for rec in read_rows(f, SAMPLE_COLUMNS + OPTIONAL_SAMPLE_COLUMNS):
+        yield parse_sample(rec, default_source)
+
+
+class ReadSamples(ReadRecords):
     """Sample files -> (samples as dicts, rejects at stage `read`)."""
 
     def __init__(self, files: list[InputFile], default_source: str):
-        super().__init__()
-        self.files, self.default_source = files, clean_source(default_source)
-
-    def expand(self, pbegin):
-        out = pbegin | ReadFiles(self.files, _ReadSamples(self.default_source), _ReadSamples.REJECTED)
-        return out.main, out[_ReadSamples.REJECTED]
+        super().__init__(files, functools.partial(read_samples, default_source=clean_source(default_source)))
 
 
 class _ToFillIn(beam.DoFn):

@@ -47,8 +47,7 @@ from quarry.pipelines.read import (
     InputError,
     InputFile,
     InputSpec,
-    ReadEachFile,
-    ReadFiles,
+    ReadRecords,
     clean_source,
     open_input,
     plan_files,
@@ -189,19 +188,11 @@ def _url_record(path: str, key: str, source: str, url: str, viewports: list[View
     yield from _page_inputs(source, Origin(file=path, key=key), "url", url, f"url:{url}", viewports)
 
 
-class ReadPages(beam.PTransform):
+class ReadPages(ReadRecords):
     """Planned input files -> (pages, rejected)."""
 
     def __init__(self, files: list[InputFile], source: str, cfg: GuiConfig):
-        super().__init__()
-        self.files = files
-        self.source = clean_source(source)
-        self.cfg = cfg
-
-    def expand(self, pbegin):
-        reader = ReadEachFile(functools.partial(read_gui_file, source=self.source, cfg=self.cfg))
-        out = pbegin | ReadFiles(self.files, reader, ReadEachFile.REJECTED)
-        return out.main, out[ReadEachFile.REJECTED]
+        super().__init__(files, functools.partial(read_gui_file, source=clean_source(source), cfg=cfg))
 
 
 # --- rendering ------------------------------------------------------------------------------

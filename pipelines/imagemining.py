@@ -16,9 +16,10 @@ candidate questions, `filter`, `rewrite` and `dedup` count questions.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple, Optional, Union
+from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
 from apache_beam.utils import shared
@@ -35,7 +36,7 @@ from quarry.operators.inputs import reasons
 from quarry.operators.inputs.records import Unreadable
 from quarry.pipelines.read import (
     InputFile,
-    ReadFiles,
+    ReadRecords,
     RowRecord,
     beside,
     clean_source,
@@ -371,33 +372,18 @@ def mine_image(miner: Miner, image: ImageMeta, cfg: MineSections):
 # --------------------------------------------------------------------------- Beam
 
 
-class _ReadImageRows(beam.DoFn):
-    REJECTED = "rejected"
-
-    def __init__(self, default_source: str, max_image_bytes: int):
-        self.default_source = default_source
-        self.max_image_bytes = max_image_bytes
-
-    def process(self, f: InputFile):
-        for rec in read_rows(f):
-            out = parse_image_row(rec, self.default_source, self.max_image_bytes)
-            if isinstance(out, Reject):
-                yield beam.pvalue.TaggedOutput(self.REJECTED, out)
-            else:
-                yield out
+def read_image_rows(f: InputFile, default_source: str, max_image_bytes: int) -> Iterator[Union[ImageInput, Reject]]:
+    """One image-row file -> image inputs and read rejects."""
+    for rec in read_rows(f):
+        yield parse_image_row(rec, default_source, max_image_bytes)
 
 
-class ReadImageRows(beam.PTransform):
+class ReadImageRows(ReadRecords):
     """Image-row files (JSONL/Parquet) -> (ImageInput, rejects at stage `read`)."""
 
     def __init__(self, files: list[InputFile], default_source: str, max_image_bytes: int):
-        super().__init__()
-        self.files = files
-        self.fn = _ReadImageRows(clean_source(default_source), max_image_bytes)
-
-    def expand(self, pbegin):
-        out = pbegin | ReadFiles(self.files, self.fn, _ReadImageRows.REJECTED)
-        return out.main, out[_ReadImageRows.REJECTED]
+        super().__init__(files, functools.partial(read_image_rows, default_source=clean_source(default_source),
+                                                  max_image_bytes=max_image_bytes))
 
 
 class _Decode(beam.DoFn):

@@ -24,13 +24,12 @@ An image shared by documents of several files is written by the first file
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-
-from quarry.operators.interleaved.ads import AdDetector
 from quarry.operators.base import Rejection
 from quarry.operators.clip import clip_thumbnail
 from quarry.operators.clip import decide as clip_decide
@@ -41,6 +40,7 @@ from quarry.operators.inputs import reasons
 from quarry.operators.inputs.jsonl import bounded_objects
 from quarry.operators.inputs.parquet import parquet_rows
 from quarry.operators.inputs.records import Unreadable
+from quarry.operators.interleaved.ads import AdDetector
 from quarry.operators.interleaved.documents import (
     IMAGE_IRRELEVANT,
     MISSING_IMAGE,
@@ -57,14 +57,15 @@ from quarry.operators.interleaved.documents import (
     tail_flags,
     tier_for,
 )
-from quarry.operators.phash import phash64, to_hex
 from quarry.operators.interleaved.text_quality import TextQuality
+from quarry.operators.phash import phash64, to_hex
 from quarry.pipelines.read import (
     TABLE_ERRORS,
     Head,
     InputError,
     InputFile,
     InputSpec,
+    ReadRecords,
     clean_source,
     load_beside,
     open_input,
@@ -172,21 +173,6 @@ def _documents(f: InputFile, default_source: str, cfg: InterleavedConfig,
                 yield maker.document(rec, key)
         except (*TABLE_ERRORS, EOFError) as e:  # a truncated .gz, a corrupt Parquet page
             yield unreadable_table(e)
-
-
-class _ReadDocuments(beam.DoFn):
-    REJECTED = "rejected"
-
-    def __init__(self, default_source: str, cfg: InterleavedConfig):
-        self.default_source = default_source
-        self.cfg = cfg
-
-    def process(self, f: InputFile):
-        for item in read_documents(f, self.default_source, self.cfg):
-            if isinstance(item, Reject):
-                yield beam.pvalue.TaggedOutput(self.REJECTED, item)
-            else:
-                yield item
 
 
 # --- per-document checks -----------------------------------------------------------------------
@@ -475,22 +461,12 @@ def read_image_reasons(output_dir: str) -> dict[str, int]:
 # --- reading and writing -------------------------------------------------------------------
 
 
-class ReadDocuments(beam.PTransform):
+class ReadDocuments(ReadRecords):
     """Planned files -> (documents, read rejects). Files spread over workers; one file, one reader."""
 
     def __init__(self, files: list[InputFile], default_source: str, cfg: InterleavedConfig):
-        super().__init__()
-        self.files = files
-        self.fn = _ReadDocuments(clean_source(default_source), cfg)
-
-    def expand(self, pbegin):
-        out = (
-            pbegin
-            | "ListFiles" >> beam.Create(self.files)
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadRecords" >> beam.ParDo(self.fn).with_outputs(_ReadDocuments.REJECTED, main="docs")
-        )
-        return out.docs, out[_ReadDocuments.REJECTED]
+        super().__init__(files, functools.partial(read_documents, default_source=clean_source(default_source),
+                                                  cfg=cfg))
 
 
 class _WriteFromSource(beam.DoFn):

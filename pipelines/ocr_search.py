@@ -28,7 +28,6 @@ from typing import Any, Iterator, NamedTuple, Optional, Union
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-
 from quarry.operators import decode as decode_ops
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
@@ -64,8 +63,7 @@ from quarry.pipelines.read import (
     ColumnNeed,
     InputFile,
     InputSpec,
-    ReadEachFile,
-    ReadFiles,
+    ReadRecords,
     clean_source,
     load_beside,
     open_input,
@@ -151,17 +149,12 @@ def _pictures(f: InputFile, default_source: str, cfg: ReaderConfig) -> Iterator[
                 yield unreadable_table(e)
 
 
-class ReadImages(beam.PTransform):
+class ReadImages(ReadRecords):
     """Planned input files -> (samples, rejected); one file per worker, streaming."""
 
     def __init__(self, files: list[InputFile], default_source: str, cfg: ReaderConfig):
-        super().__init__()
-        self.files, self.default_source, self.cfg = files, clean_source(default_source), cfg
-
-    def expand(self, pbegin):
-        reader = ReadEachFile(functools.partial(read_ocr_file, default_source=self.default_source, cfg=self.cfg))
-        out = pbegin | ReadFiles(self.files, reader, ReadEachFile.REJECTED)
-        return out.main, out[ReadEachFile.REJECTED]
+        super().__init__(files, functools.partial(read_ocr_file, default_source=clean_source(default_source),
+                                                  cfg=cfg))
 
 
 # --- the OCR steps ---------------------------------------------------------------------------

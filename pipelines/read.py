@@ -30,7 +30,6 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, O
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-
 from quarry.operators.ids import content_id
 from quarry.operators.inputs import reasons
 from quarry.operators.inputs.columns import CAPTION_COLUMNS, IMAGE_COLUMNS, sniff
@@ -376,23 +375,29 @@ class ReadEachFile(beam.DoFn):
                 yield rec
 
 
-class ReadImageText(beam.PTransform):
-    """Planned input files -> `Read(samples, rejected)`.
+class ReadRecords(beam.PTransform):
+    """Planned input files -> `Read(records, rejected)`: what `read(file)` yields, `Reject`s apart.
 
-    Files are reshuffled so that many files spread over workers; one file is
-    read by one worker, streaming.
+    `read` is a module-level function, or a `functools.partial` of one (it pickles to workers). Files
+    are reshuffled so that many files spread over workers; one file is read by one worker, streaming.
+    Each family's reader is this transform with its own `read`.
     """
 
-    def __init__(self, files: list[InputFile], default_source: str, cfg: ReaderConfig):
+    def __init__(self, files: list[InputFile], read: Callable[[InputFile], Iterable[Any]]):
         super().__init__()
         self.files = files
-        self.default_source = clean_source(default_source)
-        self.cfg = cfg
+        self.read = read
 
     def expand(self, pbegin):
-        reader = ReadEachFile(functools.partial(read_file, default_source=self.default_source, cfg=self.cfg))
-        out = pbegin | ReadFiles(self.files, reader, ReadEachFile.REJECTED)
+        out = pbegin | ReadFiles(self.files, ReadEachFile(self.read), ReadEachFile.REJECTED)
         return Read(out.main, out[ReadEachFile.REJECTED])
+
+
+class ReadImageText(ReadRecords):
+    """Image-text inputs (the caption DAG) -> `Read(samples, rejected)`."""
+
+    def __init__(self, files: list[InputFile], default_source: str, cfg: ReaderConfig):
+        super().__init__(files, functools.partial(read_file, default_source=clean_source(default_source), cfg=cfg))
 
 
 class ReadFiles(beam.PTransform):

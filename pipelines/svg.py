@@ -48,8 +48,7 @@ from quarry.pipelines.read import (
     ColumnNeed,
     InputFile,
     InputSpec,
-    ReadEachFile,
-    ReadFiles,
+    ReadRecords,
     clean_source,
     open_input,
     plan_files,
@@ -181,19 +180,12 @@ def _svg_records(f: InputFile, rec: _Records, cfg: SvgReaderConfig) -> Iterator[
             raise ValueError(f"unknown input kind {f.kind}")
 
 
-class ReadSvg(beam.PTransform):
+class ReadSvg(ReadRecords):
     """Planned inputs -> `(records: PCollection[SvgRecord], rejected: PCollection[Reject])`."""
 
     def __init__(self, files: list[InputFile], default_source: str, cfg: SvgReaderConfig):
-        super().__init__()
-        self.files = files
-        self.default_source = clean_source(default_source)
-        self.cfg = cfg
-
-    def expand(self, pbegin):
-        reader = ReadEachFile(functools.partial(read_svg_input, default_source=self.default_source, cfg=self.cfg))
-        out = pbegin | ReadFiles(self.files, reader, ReadEachFile.REJECTED)
-        return out.main, out[ReadEachFile.REJECTED]
+        super().__init__(files, functools.partial(read_svg_input, default_source=clean_source(default_source),
+                                                  cfg=cfg))
 
 
 # --- the recipe -----------------------------------------------------------------------------------

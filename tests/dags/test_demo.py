@@ -32,3 +32,13 @@ def test_grade_demo_spans_every_tier(demo_dir):
     assert tiers == set(TIERS)
     rejects = con.sql(f"SELECT sample_id, reason FROM read_parquet('{demo_dir}/grade/rejects/*.parquet')").fetchall()
     assert rejects == [("g-none", "no_rollouts")]
+
+
+def test_every_reject_in_the_demo_is_declared_by_its_stage(demo_dir):
+    """Each (stage, reason) a demo run wrote is one `quarry list` names for that stage (declared, not retyped)."""
+    con = duckdb.connect()
+    for name, spec in DAGS.items():
+        declared = {(s.reject_stage, r) for s in spec.stages for r in s.reasons}
+        written = set(con.sql(f"SELECT DISTINCT stage, reason FROM read_parquet('{demo_dir}/{name}/rejects/*.parquet')")
+                      .fetchall())
+        assert written and written <= declared, (name, written - declared)
