@@ -37,7 +37,6 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 from pydantic import BaseModel
-
 from quarry.operators.base import Rejection
 from quarry.operators.decontam import (
     BenchFile,
@@ -437,7 +436,6 @@ def contamination_summary(output_dir: str) -> Optional[dict]:
     """Matches per benchmark, per source and per kind from `DIR/contamination/`, plus the index stats
     (None when the run had no decontam stage)."""
     import pyarrow.parquet as pq
-
     from quarry.pipelines.write import written_files
 
     index_stats = read_stats(output_dir, INDEX_STATS)

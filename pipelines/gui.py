@@ -49,8 +49,8 @@ from quarry.pipelines.read import (
     InputSpec,
     ReadRecords,
     clean_source,
-    open_input,
     plan_files,
+    read_opened,
     read_reject,
     unreadable_table,
 )
@@ -148,11 +148,7 @@ def _gui_records(f: InputFile, source: str, cfg: GuiConfig) -> Iterator[Union[Pa
         yield from _page_inputs(source, Origin(file=f.path, key=rel), "html", rel, f"html:{rel}:{digest(data)}",
                                 viewports, f.root)
         return
-    fh = open_input(f.path)
-    if isinstance(fh, Unreadable):
-        yield fh
-        return
-    with fh:
+    def parse(fh):
         if f.kind == "urls":
             for lineno, line in url_lines(fh):
                 yield from _url_record(f.path, f"line:{lineno}", source, line, viewports)
@@ -168,6 +164,8 @@ def _gui_records(f: InputFile, source: str, cfg: GuiConfig) -> Iterator[Union[Pa
                     yield Unreadable(f"line:{lineno}", reasons.INVALID_JSON, rec)
                     continue
                 yield from _table_record(f.path, f"line:{lineno}", source, rec, cfg, viewports)
+
+    yield from read_opened(f.path, parse)
 
 
 def _table_record(path: str, key: str, source: str, rec: dict, cfg: GuiConfig, viewports: list[Viewport]):

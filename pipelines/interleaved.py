@@ -68,8 +68,8 @@ from quarry.pipelines.read import (
     ReadRecords,
     clean_source,
     load_beside,
-    open_input,
     plan_files,
+    read_opened,
     read_reject,
     unreadable_table,
 )
@@ -156,11 +156,7 @@ def read_documents(f: InputFile, default_source: str, cfg: InterleavedConfig,
 def _documents(f: InputFile, default_source: str, cfg: InterleavedConfig,
                wanted: Optional[set[str]]) -> Iterator[Union[RawDocument, Unreadable]]:
     maker = _DocMaker(f, default_source, cfg)
-    fh = open_input(f.path)  # AUTO compression: .jsonl.gz inflates on the fly
-    if isinstance(fh, Unreadable):
-        yield fh
-        return
-    with fh:
+    def parse(fh):  # AUTO compression: .jsonl.gz inflates on the fly
         records = _jsonl_records(fh, cfg) if f.kind == "jsonl" else _parquet_records(fh)
         try:
             for key, rec, size in records:
@@ -173,6 +169,8 @@ def _documents(f: InputFile, default_source: str, cfg: InterleavedConfig,
                 yield maker.document(rec, key)
         except (*TABLE_ERRORS, EOFError) as e:  # a truncated .gz, a corrupt Parquet page
             yield unreadable_table(e)
+
+    yield from read_opened(f.path, parse)
 
 
 # --- per-document checks -----------------------------------------------------------------------

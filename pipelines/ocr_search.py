@@ -66,9 +66,9 @@ from quarry.pipelines.read import (
     ReadRecords,
     clean_source,
     load_beside,
-    open_input,
     plan_files,
     read_limited,
+    read_opened,
     read_reject,
     unreadable_table,
 )
@@ -129,11 +129,7 @@ def _pictures(f: InputFile, default_source: str, cfg: ReaderConfig) -> Iterator[
         yield make.from_image_file(image_file(f.path, read_limited, FileSystems.exists, cfg.max_image_bytes,
                                               sidecars=("json",)))
         return
-    fh = open_input(f.path)
-    if isinstance(fh, Unreadable):
-        yield fh
-        return
-    with fh:
+    def parse(fh):
         if f.kind == "tar":
             yield from map(make.from_tar, tar_samples(fh, cfg.max_image_bytes, blank_metadata_is_empty=True))
         elif f.kind == "jsonl":
@@ -147,6 +143,8 @@ def _pictures(f: InputFile, default_source: str, cfg: ReaderConfig) -> Iterator[
                     yield make.from_row(row, rec, column)
             except TABLE_ERRORS as e:
                 yield unreadable_table(e)
+
+    yield from read_opened(f.path, parse)
 
 
 class ReadImages(ReadRecords):

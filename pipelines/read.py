@@ -109,6 +109,16 @@ def open_input(path: str, key: str = "") -> Union[IO[bytes], Unreadable]:
         return Unreadable(key, reasons.UNREADABLE_FILE, str(e))
 
 
+def read_opened(path: str, parse: Callable[[IO[bytes]], Iterable[Any]], key: str = "") -> Iterator[Any]:
+    """What `parse` yields from `path` opened, or its Unreadable when it cannot be opened; closed after."""
+    fh = open_input(path, key)
+    if isinstance(fh, Unreadable):
+        yield fh
+        return
+    with fh:
+        yield from parse(fh)
+
+
 def unreadable_table(e: BaseException) -> Unreadable:
     """A table that broke while being read (a corrupt Parquet page, a truncated .gz): rows before it stay."""
     return Unreadable("#unreadable", reasons.UNREADABLE_FILE, f"{type(e).__name__}: {e}")
@@ -322,11 +332,7 @@ def _caption_records(f: InputFile, default_source: str, cfg: ReaderConfig) -> It
     if f.kind == "image":
         yield make.from_image_file(image_file(f.path, read_limited, FileSystems.exists, cfg.max_image_bytes))
         return
-    fh = open_input(f.path)
-    if isinstance(fh, Unreadable):
-        yield fh
-        return
-    with fh:
+    def parse(fh):
         if f.kind == "tar":
             yield from map(make.from_tar, tar_samples(fh, cfg.max_image_bytes))
         elif f.kind == "jsonl":
@@ -341,6 +347,8 @@ def _caption_records(f: InputFile, default_source: str, cfg: ReaderConfig) -> It
                 yield unreadable_table(e)
         else:  # pragma: no cover - plan_inputs only makes the kinds above
             raise ValueError(f"unknown input kind {f.kind}")
+
+    yield from read_opened(f.path, parse)
 
 
 def _load_beside(rel: str, base: str, limit: int) -> Union[bytes, str]:

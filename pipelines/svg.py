@@ -50,9 +50,9 @@ from quarry.pipelines.read import (
     InputSpec,
     ReadRecords,
     clean_source,
-    open_input,
     plan_files,
     read_limited,
+    read_opened,
     read_reject,
     unreadable_table,
 )
@@ -158,11 +158,7 @@ def _svg_records(f: InputFile, rec: _Records, cfg: SvgReaderConfig) -> Iterator[
             yield rec.record(rec.name, data, {})
         return
     # Tars and tables may be gzipped (.tar.gz, .jsonl.gz): Beam inflates them by suffix.
-    fh = open_input(f.path)
-    if isinstance(fh, Unreadable):
-        yield fh
-        return
-    with fh:
+    def parse(fh):
         if f.kind == "tar":
             for member in tar_members(fh, cfg.max_bytes, SVG_SUFFIXES):
                 yield rec.from_member(member, cfg)
@@ -178,6 +174,8 @@ def _svg_records(f: InputFile, rec: _Records, cfg: SvgReaderConfig) -> Iterator[
                 yield unreadable_table(e)
         else:  # pragma: no cover - plan_svg_inputs only makes the kinds above
             raise ValueError(f"unknown input kind {f.kind}")
+
+    yield from read_opened(f.path, parse)
 
 
 class ReadSvg(ReadRecords):
