@@ -106,10 +106,10 @@ def build_dag(spec: DagSpec, pipeline: beam.Pipeline, cfg: DagConfig, plan: Any,
     out = spec.transform(records, cfg, plan, output)
     rows, rejects = out.rows, [read_rejected, out.rejected]
     if spec.decontam_fields is not None:
-        from quarry.pipelines.decontam import MaybeDecontaminate  # only DAGs that check rows pay for it
+        from quarry.pipelines.decontam import MaybeDecontaminate, pixel_limit  # only DAGs that check rows pay for it
 
         rows, dc_rejected = rows | "Decontam" >> MaybeDecontaminate(
-            cfg.decontam, output, spec.decontam_fields, dag=spec.name, shards=cfg.shards)
+            cfg.decontam, output, spec.decontam_fields, dag=spec.name, shards=cfg.shards, max_pixels=pixel_limit(cfg))
         rejects.append(dc_rejected)
     if spec.write is not None:
         write_rejected = spec.write(rows, cfg, plan, output)
