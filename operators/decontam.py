@@ -61,10 +61,11 @@ from quarry.schemas.config import DecontamSection
 
 CONTAMINATED_TEXT = "contaminated_text"
 CONTAMINATED_IMAGE = "contaminated_image"
-REASONS: tuple[str, ...] = (CONTAMINATED_TEXT, CONTAMINATED_IMAGE)  # reject rows at stage decontam
+MATCH_REASONS: tuple[str, ...] = (CONTAMINATED_TEXT, CONTAMINATED_IMAGE)  # a `Match`: reject rows at stage decontam
 UNREADABLE_IMAGE = "unreadable_image"
 # Why a benchmark image could not be indexed (counted in the index stats, never a reject row).
 BENCH_IMAGE_REASONS: tuple[str, ...] = (TOO_LARGE, UNREADABLE_IMAGE)
+REASONS: tuple[str, ...] = MATCH_REASONS + (UNREADABLE_IMAGE,)
 
 # Defaults are the config sections' (schemas/): the decode pixel limit and the `decontam` section.
 DEFAULT_MAX_PIXELS: int = DecodeConfig().max_pixels

@@ -275,7 +275,7 @@ STAGE_REASONS: dict[str, tuple[str, ...]] = {
     "heuristics": heuristic_ops.REASONS,
     "dedup": (NEAR_DUPLICATE,),
     "clip": clip_ops.REASONS,
-    "decontam": decontam_ops.REASONS,
+    "decontam": decontam_ops.MATCH_REASONS,
     "balance": concept_ops.REASONS,
     "write": (SOURCE_CHANGED,),
 }

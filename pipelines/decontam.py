@@ -478,7 +478,7 @@ def contamination_summary(output_dir: str) -> Optional[dict]:
 # the reader's. The index rejects nothing (unreadable benchmark images are counted: BENCH_IMAGE_REASONS).
 STAGE_REASONS: dict[str, tuple[str, ...]] = {
     "index": (),
-    "decontam": decontam_ops.REASONS,
+    "decontam": decontam_ops.MATCH_REASONS,
     "write": (SOURCE_CHANGED,),
 }
 

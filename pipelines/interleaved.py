@@ -663,6 +663,6 @@ STAGE_REASONS: dict[str, tuple[str, ...]] = {
     "checks": (MISSING_IMAGE, FILE_TOO_LARGE) + decode_ops.REASONS + ad_ops.REASONS + heuristic_ops.IMAGE_REASONS,
     "relevance": (IMAGE_IRRELEVANT, clip_ops.UNDECODABLE),
     "assemble": (NO_IMAGES_LEFT,),
-    "decontam": decontam_ops.REASONS,
+    "decontam": decontam_ops.MATCH_REASONS,
     "write": (SOURCE_CHANGED,),
 }
