@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage, with_reasons
 from quarry.operators.clip import ClipLoadError, ClipScorer
 from quarry.operators.concepts import VocabularyError, load_vocabulary
-from quarry.pipelines.caption import CaptionPipeline, WriteFromSource
+from quarry.pipelines.caption import STAGE_REASONS, CaptionPipeline, WriteFromSource
 from quarry.pipelines.read import ReadImageText, plan_inputs
 from quarry.schemas.caption import CaptionConfig
 from quarry.schemas.config import ConfigError
@@ -56,7 +56,7 @@ def transform(samples, cfg: CaptionConfig, plan: CaptionPlan, output: str) -> Fa
 
 def write(kept, cfg: CaptionConfig, plan: CaptionPlan, output: str):
     """Kept rows are written from a second read of their input files (no image bytes in shuffles)."""
-    _, write_rejected = kept | "Write" >> WriteFromSource(plan.files, cfg.source or "unknown", cfg, output)
+    _, write_rejected = kept | "Write" >> WriteFromSource(plan.files, cfg.source or "unknown", cfg.reader, cfg.shards, output)
     return write_rejected
 
 
@@ -77,7 +77,7 @@ def describe(cfg: CaptionConfig, plan: CaptionPlan) -> BuildInfo:
 SPEC = DagSpec(
     name="caption",
     summary="image-caption pairs: heuristic filters, pHash dedup, CLIP score >= 0.3, MetaCLIP balancing",
-    stages=(
+    stages=with_reasons((
         Stage("read", "WebDataset tar, Parquet, JSONL or image files -> records", where="operators/inputs/image_text.py, pipelines/read.py"),
         Stage("decode", "Pillow decode under a pixel limit, EXIF orientation, RGB", where="operators/decode.py"),
         Stage("heuristics", "min side, aspect ratio, solid colour, caption length and text-ness", where="operators/heuristics.py"),
@@ -86,7 +86,7 @@ SPEC = DagSpec(
         Stage("decontam", "optional (--set decontam.bench=PATH): caption and pHash against benchmark sets", where="operators/decontam.py, pipelines/decontam.py"),
         Stage("balance", "MetaCLIP concept matching (Aho-Corasick), head concepts capped at t", where="operators/concepts.py, pipelines/balance.py"),
         Stage("write", "Parquet shards by source and tier, bytes read again from the inputs (no image shuffle)", where="pipelines/caption.py, pipelines/write.py"),
-    ),
+    ), STAGE_REASONS),
     config_model=CaptionConfig,
     plan=plan,
     read=read,

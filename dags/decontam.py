@@ -37,7 +37,7 @@ import apache_beam as beam
 import pyarrow as pa
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
-from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage, with_reasons
 from quarry.operators.base import Rejection
 from quarry.operators.decontam import BenchFile, ImageKey, Match
 from quarry.operators.ids import content_id
@@ -48,7 +48,7 @@ from quarry.operators.inputs.kinds import TABLE_KINDS, TABLE_SUFFIXES
 from quarry.operators.inputs.parquet import parquet_schema as footer_schema
 from quarry.operators.inputs.records import Unreadable
 from quarry.operators.inputs.tables import table_rows
-from quarry.pipelines.decontam import Decontaminate, Probe, match_summary, plan_benchmarks
+from quarry.pipelines.decontam import STAGE_REASONS, Decontaminate, Probe, match_summary, plan_benchmarks
 from quarry.pipelines.read import (
     TABLE_ERRORS,
     Head,
@@ -64,9 +64,11 @@ from quarry.pipelines.read import (
     read_reject,
     unreadable_table,
 )
-from quarry.pipelines.write import StreamingShard, shard_path
+from quarry.pipelines.stage import REJECTED, refused, to_reject
+from quarry.pipelines.write import SOURCE_CHANGED, StreamingShard, shard_path
+from quarry.pipelines.write import STAGE as WRITE
 from quarry.schemas.arrow import arrow_schema
-from quarry.schemas.common import TIERS, Origin, Reject
+from quarry.schemas.common import TIERS, Origin
 from quarry.schemas.config import ConfigError
 from quarry.schemas.decontam import DecontamConfig, FlagColumns
 
@@ -283,7 +285,7 @@ class _WriteKept(beam.DoFn):
             if ref is None or isinstance(row, str):
                 continue
             if _sample_id(row, f, key) != ref.probe.sample_id:
-                yield beam.pvalue.TaggedOutput(self.REJECTED, _changed(ref, "the input row changed between reads"))
+                yield refused(to_reject(ref.probe, WRITE, (SOURCE_CHANGED, "the input row changed between reads")))
                 continue
             row = self._finish_row(row, ref)
             partition = (f"source={row['source']}", f"tier={row['tier']}")
@@ -296,7 +298,8 @@ class _WriteKept(beam.DoFn):
             else:
                 pending.setdefault(partition, []).append(row)
         for ref in wanted.values():
-            yield beam.pvalue.TaggedOutput(self.REJECTED, _changed(ref, "the input row was not found on the second read"))
+            yield refused(to_reject(ref.probe, WRITE, (SOURCE_CHANGED,
+                                                       "the input row was not found on the second read")))
         for shard in shards.values():
             yield shard.close()
         for partition, rows in pending.items():  # JSONL: one table per file and partition, schema from its rows
@@ -309,11 +312,6 @@ class _WriteKept(beam.DoFn):
             for r in table.to_pylist():
                 shard.add(r)
             yield shard.close()
-
-
-def _changed(ref: RowRef, detail: str) -> Reject:
-    return Reject(sample_id=ref.probe.sample_id, source=ref.probe.source, stage="write", reason="source_changed",
-                  detail=detail, origin=ref.probe.origin)
 
 
 def read(pbegin, cfg: DecontamConfig, plan: DecontamPlan):
@@ -334,10 +332,9 @@ def write(kept, cfg: DecontamConfig, plan: DecontamPlan, output: str):
         kept
         | "KeyByInputFile" >> beam.Map(lambda r: (r.file, r))
         | "GroupByInputFile" >> beam.GroupByKey()
-        | "WriteKept" >> beam.ParDo(_WriteKept(plan.files, cfg, output)).with_outputs(_WriteKept.REJECTED,
-                                                                                       main="paths")
+        | "WriteKept" >> beam.ParDo(_WriteKept(plan.files, cfg, output)).with_outputs(REJECTED, main="paths")
     )
-    return written[_WriteKept.REJECTED]
+    return written[REJECTED]
 
 
 def describe(cfg: DecontamConfig, plan: DecontamPlan) -> BuildInfo:
@@ -353,14 +350,14 @@ def describe(cfg: DecontamConfig, plan: DecontamPlan) -> BuildInfo:
 SPEC = DagSpec(
     name="decontam",
     summary="contamination check against benchmark sets: normalised text 13-grams, image pHash + exact hash",
-    stages=(
+    stages=with_reasons((
         Stage("read", "quarry shards (DIR/data/**/*.parquet) or any Parquet/JSONL; image pHashes computed while reading", where="operators/inputs/tables.py, dags/decontam.py"),
         Stage("index", "benchmark Parquet/JSONL -> text n-gram hashes, short-question hashes, image pHashes + digests "
                        "(one Beam combine; a side input loaded once per worker)", where="operators/decontam.py, pipelines/decontam.py"),
         Stage("decontam", "n-gram / exact text and pHash / exact image lookups; drop to rejects or flag", where="operators/decontam.py, pipelines/decontam.py"),
         Stage("write", "the input rows minus the contaminated (or flagged), the input's schema, one shard per input "
                        "file and partition; DIR/contamination/ one row per match", where="dags/decontam.py"),
-    ),
+    ), STAGE_REASONS),
     config_model=DecontamConfig,
     plan=plan,
     read=read,

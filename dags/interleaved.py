@@ -25,10 +25,11 @@ stage `images`: inputs = images of kept rows, outputs = kept images).
 
 from __future__ import annotations
 
-from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.clip import ClipLoadError, ClipScorer
 from quarry.operators.interleaved.text_quality import TextQuality
 from quarry.pipelines.interleaved import (
+    STAGE_REASONS,
     InterleavedPipeline,
     ReadDocuments,
     WriteFromSource,
@@ -96,7 +97,7 @@ def finish(output: str, cfg: InterleavedConfig, info: BuildInfo, run: RunCounts)
 SPEC = DagSpec(
     name="interleaved",
     summary="interleaved web documents: image relevance, QR/ad removal, photo albums, datatrove text quality",
-    stages=(
+    stages=with_reasons((
         Stage("read", "OBELICS/MINT, MMC4 or segment-list documents from JSONL/Parquet; images as bytes or paths", where="operators/inputs/jsonl.py, operators/interleaved/documents.py, pipelines/interleaved.py"),
         Stage("density", "image-dense text-sparse documents (photo albums): words per image", where="operators/interleaved/documents.py"),
         Stage("text", "HTML fragments stripped; datatrove Gopher quality/repetition, C4, FineWeb filters", where="operators/interleaved/text_quality.py"),
@@ -105,7 +106,7 @@ SPEC = DagSpec(
         Stage("assemble", "documents left without images dropped unless keep_text_only; knowledge-density tier", where="pipelines/interleaved.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): text segments and kept images against benchmark sets", where="pipelines/decontam.py"),
         Stage("write", "document shards by source and tier + DIR/images, bytes read again from the inputs", where="pipelines/interleaved.py"),
-    ),
+    ), STAGE_REASONS),
     config_model=InterleavedConfig,
     plan=plan,
     read=read,

@@ -28,10 +28,16 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
 from quarry.pipelines.stats import CountTo, read_counts
-from quarry.pipelines.write import WRITE_REJECTS, WRITE_ROWS, WriteImages, WriteRejects, WriteShards, count_rows, \
-    written_files
+from quarry.pipelines.write import (
+    WRITE_REJECTS,
+    WRITE_ROWS,
+    WriteImages,
+    WriteRejects,
+    WriteShards,
+    count_rows,
+    written_files,
+)
 from quarry.schemas.config import ConfigError, DagConfig, load_config
 from quarry.schemas.manifest import Manifest, StageCount
 
@@ -111,10 +117,10 @@ def build_dag(spec: DagSpec, pipeline: beam.Pipeline, cfg: DagConfig, plan: Any,
     out = spec.transform(records, cfg, plan, output)
     rows, rejects = out.rows, [read_rejected, out.rejected]
     if spec.decontam_fields is not None:
-        from quarry.pipelines.decontam import MaybeDecontaminate  # only DAGs that check rows pay for it
+        from quarry.pipelines.decontam import MaybeDecontaminate, pixel_limit  # only DAGs that check rows pay for it
 
         rows, dc_rejected = rows | "Decontam" >> MaybeDecontaminate(
-            cfg.decontam, output, spec.decontam_fields, dag=spec.name, shards=cfg.shards)
+            cfg.decontam, output, spec.decontam_fields, dag=spec.name, shards=cfg.shards, max_pixels=pixel_limit(cfg))
         rejects.append(dc_rejected)
     if spec.write is not None:
         write_rejected = spec.write(rows, cfg, plan, output)

@@ -51,6 +51,7 @@ log = logging.getLogger(__name__)
 
 BELOW_THRESHOLD = "clip_below_threshold"
 UNDECODABLE = "clip_undecodable"
+REASONS: tuple[str, ...] = (BELOW_THRESHOLD, UNDECODABLE)
 
 TINY_MODEL = "quarry-tiny"
 # A ViT with 4 patches of 32 px and a 2-layer text tower: ~3.5 M parameters,

@@ -39,12 +39,14 @@ import ahocorasick
 
 from quarry.operators.base import Rejection
 from quarry.operators.ids import seeded_uniform
+from quarry.schemas.caption import BalanceConfig
 from quarry.schemas.common import Tier
 
 NO_CONCEPT_MATCH = "no_concept_match"
 CONCEPT_DOWNSAMPLED = "concept_downsampled"
+REASONS: tuple[str, ...] = (NO_CONCEPT_MATCH, CONCEPT_DOWNSAMPLED)
 
-DEFAULT_T = 20_000  # MetaCLIP, 400M pairs
+DEFAULT_T: int = BalanceConfig().t  # MetaCLIP's t (written once, in schemas/caption.py)
 UNMATCHED_TIER = Tier.medium.value
 
 # MetaCLIP's spacing rule: marks padded with spaces, line breaks and tabs to spaces.

@@ -43,6 +43,7 @@ from quarry.schemas.caption import DecodeConfig
 
 CORRUPT = "corrupt_image"
 TOO_LARGE = "image_too_large"
+REASONS: tuple[str, ...] = (CORRUPT, TOO_LARGE)
 
 # Formats a training image may come in. Image.open only runs these plugins'
 # header parsers, which keeps exotic parsers (and, e.g., EPS's Ghostscript)

@@ -51,14 +51,24 @@ from datatrove.utils.hashes.xxhash import xxhash64
 from datatrove.utils.text import PUNCTUATION_TRANS, TextNormConfig, simplify_text
 
 from quarry.operators.base import Rejection
-from quarry.operators.decode import decode_image
+from quarry.operators.decode import TOO_LARGE, decode_image
 from quarry.operators.ids import digest
 from quarry.operators.phash import phash64, hamming
 from quarry.operators.inputs.tables import table_rows
 from quarry.schemas.caption import DecodeConfig
+from quarry.schemas.config import DecontamSection
 
 CONTAMINATED_TEXT = "contaminated_text"
 CONTAMINATED_IMAGE = "contaminated_image"
+MATCH_REASONS: tuple[str, ...] = (CONTAMINATED_TEXT, CONTAMINATED_IMAGE)  # a `Match`: reject rows at stage decontam
+UNREADABLE_IMAGE = "unreadable_image"
+# Why a benchmark image could not be indexed (counted in the index stats, never a reject row).
+BENCH_IMAGE_REASONS: tuple[str, ...] = (TOO_LARGE, UNREADABLE_IMAGE)
+REASONS: tuple[str, ...] = MATCH_REASONS + (UNREADABLE_IMAGE,)
+
+# Defaults are the config sections' (schemas/): the decode pixel limit and the `decontam` section.
+DEFAULT_MAX_PIXELS: int = DecodeConfig().max_pixels
+_SECTION = DecontamSection()
 
 QUESTION_COLUMNS = ("question", "prompt", "query", "problem")
 OPTION_COLUMNS = ("options", "choices")
@@ -162,7 +172,7 @@ class ImageKey:
     digest64: Optional[int] = None  # first 8 bytes of the blake2b content digest (None: bytes not at hand)
 
     @staticmethod
-    def of_bytes(data: bytes, max_pixels: int = 40_000_000) -> Union["ImageKey", Rejection]:
+    def of_bytes(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Union["ImageKey", Rejection]:
         decoded = decode_image(data, DecodeConfig(max_pixels=max_pixels))
         if isinstance(decoded, Rejection):
             return decoded
@@ -326,23 +336,23 @@ def image_bytes(cell: Any, base_file: str, read_bytes: ReadBytes, limit: int) ->
     if isinstance(cell, dict):
         data = cell.get("bytes")
         if isinstance(data, (bytes, bytearray)) and data:
-            return bytes(data) if len(data) <= limit else Rejection("image_too_large", f"{len(data)} bytes")
+            return bytes(data) if len(data) <= limit else Rejection(TOO_LARGE, f"{len(data)} bytes")
         cell = cell.get("path")
         if not cell:
             return None
     if isinstance(cell, (bytes, bytearray)):
         if not cell:
             return None
-        return bytes(cell) if len(cell) <= limit else Rejection("image_too_large", f"{len(cell)} bytes")
+        return bytes(cell) if len(cell) <= limit else Rejection(TOO_LARGE, f"{len(cell)} bytes")
     if isinstance(cell, str):
         if not cell.strip():
             return None
         path = cell if ("://" in cell or cell.startswith("/")) else posixpath.join(posixpath.dirname(base_file), cell)
         data = read_bytes(path, limit)
         if isinstance(data, str):
-            return Rejection("unreadable_image", data)
+            return Rejection(UNREADABLE_IMAGE, data)
         return data
-    return Rejection("unreadable_image", f"an image cell of type {type(cell).__name__}")
+    return Rejection(UNREADABLE_IMAGE, f"an image cell of type {type(cell).__name__}")
 
 
 def item_from_row(row: dict, f: BenchFile, key: str, read_bytes: ReadBytes, limit: int) -> BenchItem:
@@ -442,11 +452,11 @@ class IndexPart:
 
 @dataclass(frozen=True)
 class IndexSettings:
-    ngram: int = 13
-    min_exact_tokens: int = 3
-    check_options: bool = True
-    max_hamming: int = 8
-    max_pixels: int = 40_000_000
+    ngram: int = _SECTION.ngram
+    min_exact_tokens: int = _SECTION.min_exact_tokens
+    check_options: bool = _SECTION.check_options
+    max_hamming: int = _SECTION.max_hamming
+    max_pixels: int = DEFAULT_MAX_PIXELS  # benchmark images decode under the DAG's decode.max_pixels
 
 
 def index_item(part: IndexPart, item: BenchItem, s: IndexSettings) -> None:

@@ -43,6 +43,9 @@ SOLID_COLOR = "solid_color"
 CAPTION_NOT_TEXT = "caption_not_text"
 CAPTION_TOO_SHORT = "caption_too_short"
 CAPTION_TOO_LONG = "caption_too_long"
+IMAGE_REASONS: tuple[str, ...] = (TOO_SMALL, BAD_ASPECT_RATIO, SOLID_COLOR)  # `check_image`
+CAPTION_REASONS: tuple[str, ...] = (CAPTION_NOT_TEXT, CAPTION_TOO_SHORT, CAPTION_TOO_LONG)
+REASONS: tuple[str, ...] = IMAGE_REASONS + CAPTION_REASONS
 
 # The solid-colour measure is taken on a thumbnail of this side: the cost is
 # one box-filtered resize, whatever the image size, and pixel-level noise

@@ -17,28 +17,30 @@ data in memory, what keeps it from growing with the input).
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, NamedTuple, Optional
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from quarry.operators import clip as clip_ops
+from quarry.operators import concepts as concept_ops
+from quarry.operators import decode as decode_ops
+from quarry.operators import decontam as decontam_ops
+from quarry.operators import heuristics as heuristic_ops
 from quarry.operators.base import Rejection
 from quarry.operators.clip import clip_thumbnail
 from quarry.operators.decode import decode_image
 from quarry.operators.heuristics import HeuristicFilter
 from quarry.operators.phash import phash64, to_hex
 from quarry.pipelines.balance import BalanceConcepts
-from quarry.pipelines.dedup import DedupKey, SplitDuplicates
+from quarry.pipelines.dedup import NEAR_DUPLICATE, DedupKey, SplitDuplicates
 from quarry.pipelines.read import InputFile, read_file
-from quarry.pipelines.stats import CountTo, Progress
-from quarry.pipelines.write import StreamingShard, hive_partition, shard_path
+from quarry.pipelines.stage import REJECTED, StageOutputs, count, refused, run_stage, to_reject
+from quarry.pipelines.stats import Progress
+from quarry.pipelines.write import SOURCE_CHANGED, StreamingShard, hive_partition, shard_path
 from quarry.schemas.arrow import arrow_schema
-from quarry.schemas.caption import CaptionConfig, CaptionRow
-from quarry.schemas.common import ImageCell, ImageText, Reject
-
-
-class Outputs(NamedTuple):
-    kept: Any  # PCollection[BalancedPair]: metadata, scores, tier; no image bytes
-    rejected: Any  # PCollection[Reject]
+from quarry.schemas.caption import CaptionConfig, CaptionRow, ClipConfig, DecodeConfig, HeuristicsConfig
+from quarry.schemas.common import ImageCell, ImageText
+from quarry.schemas.config import ReaderConfig, ShardConfig
 
 
 @dataclass
@@ -64,11 +66,6 @@ class Candidate:
         return self.sample.caption
 
 
-def to_reject(sample: ImageText, stage: str, verdict: Rejection) -> Reject:
-    return Reject(sample_id=sample.sample_id, source=sample.source, stage=stage, reason=verdict.reason,
-                  detail=verdict.detail, origin=sample.origin)
-
-
 def dedup_key(c: Candidate) -> DedupKey:
     return DedupKey(c.sample_id, c.phash, c.width, c.height)
 
@@ -78,24 +75,26 @@ def _origin_order(c: Candidate) -> tuple[str, str]:
 
 
 class _DecodeAndFilter(beam.DoFn):
-    REJECTED = "rejected"
+    """ImageText -> a light `Candidate`, or a `decode` / `heuristics` reject."""
 
-    def __init__(self, cfg: CaptionConfig):
-        self.cfg = cfg
+    def __init__(self, decode: DecodeConfig, heuristics: HeuristicsConfig, clip: ClipConfig):
+        self.decode = decode
+        self.heuristics = heuristics
+        self.clip = clip
 
     def setup(self):
-        self.filter = HeuristicFilter(self.cfg.heuristics)
+        self.filter = HeuristicFilter(self.heuristics)
 
     def process(self, sample: ImageText):
-        decoded = decode_image(sample.image_bytes, self.cfg.decode)
+        decoded = decode_image(sample.image_bytes, self.decode)
         if isinstance(decoded, Rejection):
-            yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(sample, "decode", decoded))
+            yield refused(to_reject(sample, "decode", decoded))
             return
         verdict = self.filter.check(decoded, sample.caption)
         if verdict is not None:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(sample, "heuristics", verdict))
+            yield refused(to_reject(sample, "heuristics", verdict))
             return
-        thumb = clip_thumbnail(decoded.image, self.cfg.clip.thumbnail_side) if self.cfg.clip.enabled else b""
+        thumb = clip_thumbnail(decoded.image, self.clip.thumbnail_side) if self.clip.enabled else b""
         light = sample.model_copy(update={"image_bytes": thumb})
         yield Candidate(light, decoded.width, decoded.height, decoded.format, phash64(decoded.image))
 
@@ -109,7 +108,7 @@ def _clip_decide(element, threshold: float, label: str):
     if verdict is None:
         yield candidate
     else:
-        yield beam.pvalue.TaggedOutput("rejected", to_reject(candidate.sample, "clip", verdict))
+        yield refused(to_reject(candidate.sample, "clip", verdict))
 
 
 def decontam_probe(c: Candidate):
@@ -144,12 +143,12 @@ class _WriteFromSource(beam.DoFn):
     unchanged (the input changed under the run) is a `write/source_changed` reject.
     """
 
-    REJECTED = "rejected"
-
-    def __init__(self, files: list[InputFile], default_source: str, cfg: CaptionConfig, output_dir: str):
+    def __init__(self, files: list[InputFile], default_source: str, reader: ReaderConfig, shards: ShardConfig,
+                 output_dir: str):
         self.files = {f.path: (i, f) for i, f in enumerate(files)}
         self.default_source = default_source
-        self.cfg = cfg
+        self.reader = reader
+        self.shards = shards
         self.data_dir = FileSystems.join(output_dir, "data")
         self.rows = beam.metrics.Metrics.counter("write", "caption_rows")
 
@@ -159,25 +158,25 @@ class _WriteFromSource(beam.DoFn):
         wanted = {p.element.sample.origin.key: p for p in pairs}
         shards: dict[tuple[str, ...], StreamingShard] = {}
         schema = arrow_schema(CaptionRow)
-        for rec in read_file(f, self.default_source, self.cfg.reader):
+        for rec in read_file(f, self.default_source, self.reader):
             pair = wanted.get(rec.origin.key) if isinstance(rec, ImageText) else None
             if pair is None:
                 continue
             del wanted[rec.origin.key]
             if rec.sample_id != pair.element.sample_id:
-                yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(pair.element.sample, "write", Rejection(
-                    "source_changed", "the input record changed between the first and the second read")))
+                yield refused(to_reject(pair.element.sample, "write", (
+                    SOURCE_CHANGED, "the input record changed between the first and the second read")))
                 continue
             row = to_row(pair.element, list(pair.concepts), pair.rarest_count, pair.tier, rec.image_bytes).model_dump()
             partition = hive_partition(row)
             if partition not in shards:
                 shards[partition] = StreamingShard(
-                    shard_path(self.data_dir, partition, "caption", index, len(self.files)), schema, self.cfg.shards)
+                    shard_path(self.data_dir, partition, "caption", index, len(self.files)), schema, self.shards)
             shards[partition].add(row)
             self.rows.inc()
         for pair in wanted.values():
-            yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(pair.element.sample, "write", Rejection(
-                "source_changed", "the input record was not found on the second read")))
+            yield refused(to_reject(pair.element.sample, "write", (
+                SOURCE_CHANGED, "the input record was not found on the second read")))
         for shard in shards.values():
             yield shard.close()
 
@@ -188,22 +187,23 @@ class WriteFromSource(beam.PTransform):
     Returns `(paths, rejected)`.
     """
 
-    def __init__(self, files: list[InputFile], default_source: str, cfg: CaptionConfig, output_dir: str):
+    def __init__(self, files: list[InputFile], default_source: str, reader: ReaderConfig, shards: ShardConfig,
+                 output_dir: str):
         super().__init__()
-        self.fn = _WriteFromSource(files, default_source, cfg, output_dir)
+        self.fn = _WriteFromSource(files, default_source, reader, shards, output_dir)
 
     def expand(self, kept):
         out = (
             kept
             | "KeyByInputFile" >> beam.Map(lambda p: (p.element.sample.origin.file, p))
             | "GroupByInputFile" >> beam.GroupByKey()
-            | "WriteFromSource" >> beam.ParDo(self.fn).with_outputs(_WriteFromSource.REJECTED, main="paths")
+            | "WriteFromSource" >> beam.ParDo(self.fn).with_outputs(REJECTED, main="paths")
         )
-        return out.paths, out[_WriteFromSource.REJECTED]
+        return out.paths, out[REJECTED]
 
 
 class CaptionPipeline(beam.PTransform):
-    """PCollection[ImageText] -> Outputs(kept=BalancedPair, rejected=Reject).
+    """PCollection[ImageText] -> StageOutputs(kept=BalancedPair, rejected=Reject).
 
     Kept pairs carry metadata, scores and tiers but not the image bytes:
     `WriteFromSource` writes them. `output_dir` receives per-stage counts
@@ -216,31 +216,22 @@ class CaptionPipeline(beam.PTransform):
         self.vocabulary = vocabulary
         self.output_dir = output_dir
 
-    def _count(self, pcoll, name: str) -> None:
-        if self.output_dir is not None:
-            pcoll | f"Count[{name}]" >> CountTo(self.output_dir, name)
-
     def expand(self, samples):
-        cfg = self.cfg
+        cfg, out_dir = self.cfg, self.output_dir
         rejected = []
 
-        filtered = (
-            samples
-            | "ProgressDecode" >> Progress("decode")
-            | "DecodeAndFilter" >> beam.ParDo(_DecodeAndFilter(cfg)).with_outputs(_DecodeAndFilter.REJECTED,
-                                                                                 main="kept")
-        )
-        rejected.append(filtered[_DecodeAndFilter.REJECTED])
+        # `decode.in` / `decode.out`: decode and heuristics run as one step (their rejects keep their stages).
+        filtered = run_stage(samples | "ProgressDecode" >> Progress("decode"), "DecodeAndFilter",
+                             _DecodeAndFilter(cfg.decode, cfg.heuristics, cfg.clip), out_dir, stage="decode")
+        rejected.append(filtered.rejected)
         candidates = filtered.kept
-        self._count(samples, "decode.in")
-        self._count(candidates, "decode.out")
 
         if cfg.dedup.enabled:
             dedup = candidates | "Dedup" >> SplitDuplicates(cfg.dedup.max_hamming, dedup_key, order_key=_origin_order)
             rejected.append(dedup.rejected | "DedupRejects" >> beam.MapTuple(
                 lambda c, verdict: to_reject(c.sample, "dedup", verdict)))
             candidates = dedup.kept
-            self._count(candidates, "dedup.out")
+            count(candidates, out_dir, "dedup.out")
 
         if cfg.clip.enabled:
             # Imported here: Beam's RunInference module imports torch (~4 s per
@@ -254,18 +245,18 @@ class CaptionPipeline(beam.PTransform):
                 | "ClipInputs" >> beam.Map(lambda c: (c, (c.sample.image_bytes, c.sample.caption)))
                 | "ClipScore" >> ScoreClip(cfg.clip)
                 | "ClipDecide" >> beam.FlatMap(_clip_decide, cfg.clip.threshold, label).with_outputs(
-                    "rejected", main="kept")
+                    REJECTED, main="kept")
             )
-            rejected.append(scored.rejected)
+            rejected.append(scored[REJECTED])
             candidates = scored.kept
-            self._count(candidates, "clip.out")
+            count(candidates, out_dir, "clip.out")
 
         if cfg.decontam.enabled:  # --set decontam.bench=PATH: caption and image against benchmark sets
             from quarry.pipelines.decontam import MaybeDecontaminate
 
             candidates, dc_rejected = candidates | "Decontam" >> MaybeDecontaminate(
-                cfg.decontam, self.output_dir, decontam_probe, dag="caption", flag_fn=_keep_unflagged,
-                shards=cfg.shards)
+                cfg.decontam, out_dir, decontam_probe, dag="caption", flag_fn=_keep_unflagged,
+                shards=cfg.shards, max_pixels=cfg.decode.max_pixels)
             rejected.append(dc_rejected)
 
         balanced = candidates | "Balance" >> BalanceConcepts(cfg.balance, self.vocabulary)
@@ -273,4 +264,17 @@ class CaptionPipeline(beam.PTransform):
             lambda c, verdict: to_reject(c.sample, "balance", verdict)))
         kept = balanced.kept | "ProgressKept" >> Progress("kept")
         all_rejected = rejected | "AllRejects" >> beam.Flatten()
-        return Outputs(kept, all_rejected)
+        return StageOutputs(kept, all_rejected)
+
+
+# The reasons each stage of the caption DAG (dags/caption.py: SPEC.stages) can give its reject rows; `read` is the
+# reader's.
+STAGE_REASONS: dict[str, tuple[str, ...]] = {
+    "decode": decode_ops.REASONS,
+    "heuristics": heuristic_ops.REASONS,
+    "dedup": (NEAR_DUPLICATE,),
+    "clip": clip_ops.REASONS,
+    "decontam": decontam_ops.MATCH_REASONS,
+    "balance": concept_ops.REASONS,
+    "write": (SOURCE_CHANGED,),
+}

@@ -20,7 +20,8 @@ Switching it on in another DAG (two lines, after `rows` and before the writer)::
 
     from quarry.pipelines.decontam import FieldProbe, MaybeDecontaminate
     rows, dc_rejected = rows | "Decontam" >> MaybeDecontaminate(
-        cfg.decontam, output, FieldProbe(text=("question", "answer"), image=("image",)), dag="mydag")
+        cfg.decontam, output, FieldProbe(text=("question", "answer"), image=("image",)), dag="mydag",
+        max_pixels=pixel_limit(cfg))
 
 and add `dc_rejected` to the rejects Flatten. With `decontam.bench` unset it
 passes `rows` through untouched and `dc_rejected` is empty.
@@ -37,8 +38,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 from pydantic import BaseModel
+from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.decontam import (
+    DEFAULT_MAX_PIXELS,
     BenchFile,
     BenchmarkError,
     Columns,
@@ -58,10 +61,12 @@ from quarry.operators.ids import content_id
 from quarry.operators.inputs.kinds import TABLE_KINDS, TABLE_SUFFIXES
 from quarry.operators.inputs.tables import table_columns
 from quarry.pipelines.read import Head, InputError, InputFile, InputSpec, match_inputs, plan_files, read_limited
-from quarry.pipelines.stats import CountTo, read_stats, write_stats
-from quarry.pipelines.write import WriteParquetTable
-from quarry.schemas.common import ImageCell, Origin, Reject
-from quarry.schemas.config import ConfigError, DecontamSection, ShardConfig
+from quarry.pipelines.stage import REJECTED, count_stage, refused, reject_row
+from quarry.pipelines.stats import read_stats, write_stats
+from quarry.pipelines.write import SOURCE_CHANGED, WriteParquetTable
+from quarry.schemas.caption import DecodeConfig
+from quarry.schemas.common import ImageCell, Origin
+from quarry.schemas.config import ConfigError, DagConfig, DecontamSection, ShardConfig
 from quarry.schemas.decontam import ContaminationMatch
 
 STAGE = "decontam"
@@ -107,9 +112,15 @@ def _columns_of(fh, kind: str) -> Head:
     return Head(table_columns(fh, kind))
 
 
-def settings_of(section: DecontamSection) -> IndexSettings:
+def settings_of(section: DecontamSection, max_pixels: int) -> IndexSettings:
     return IndexSettings(ngram=section.ngram, min_exact_tokens=section.min_exact_tokens,
-                         check_options=section.check_options, max_hamming=section.max_hamming)
+                         check_options=section.check_options, max_hamming=section.max_hamming, max_pixels=max_pixels)
+
+
+def pixel_limit(cfg: DagConfig) -> int:
+    """The decontam stage's image pixel limit in a DAG: its `decode.max_pixels`, else the decode section's default."""
+    decode = getattr(cfg, "decode", None)
+    return decode.max_pixels if isinstance(decode, DecodeConfig) else DEFAULT_MAX_PIXELS
 
 
 # --- the index --------------------------------------------------------------------------------
@@ -169,12 +180,14 @@ class BuildDecontamIndex(beam.PTransform):
     Files are read in parallel (one file per worker), the parts merged by one
     combine. Index stats (items per benchmark, unreadable images with
     examples) go to `DIR/_stats/decontam_index.json` when `output_dir` is given.
+    Benchmark images decode under `max_pixels` (the DAG's `decode.max_pixels`).
     """
 
-    def __init__(self, files: list[BenchFile], section: DecontamSection, output_dir: Optional[str] = None):
+    def __init__(self, files: list[BenchFile], section: DecontamSection, output_dir: Optional[str] = None,
+                 *, max_pixels: int = DEFAULT_MAX_PIXELS):
         super().__init__()
         self.files = files
-        self.settings = settings_of(section)
+        self.settings = settings_of(section, max_pixels)
         self.max_image_bytes = section.max_image_bytes
         self.output_dir = output_dir
 
@@ -315,11 +328,10 @@ class _LoadedIndex:
 
 
 class _CheckRows(beam.DoFn):
-    REJECTED = "rejected"
     MATCHES = "matches"
 
     def __init__(self, probe_fn: Callable[[Any], Probe], action: str, dag: str,
-                 flag_fn: Callable[[Any, list[Match]], Any], max_pixels: int = 40_000_000):
+                 flag_fn: Callable[[Any, list[Match]], Any], max_pixels: int):
         self.probe_fn = probe_fn
         self.action = action
         self.dag = dag
@@ -358,9 +370,8 @@ class _CheckRows(beam.DoFn):
             return
         first = matches[0]  # texts are checked first: a row matching both is contaminated_text
         more = f" (+{len(matches) - 1} more field(s))" if len(matches) > 1 else ""
-        yield beam.pvalue.TaggedOutput(self.REJECTED, Reject(
-            sample_id=probe.sample_id, source=probe.source, stage=STAGE, reason=first.reason,
-            detail=(match_summary(first) + more)[:500], origin=probe.origin))
+        yield refused(reject_row(probe.sample_id, probe.source, probe.origin, STAGE,
+                                 (first.reason, match_summary(first) + more)))
 
 
 class DecontamOutputs(NamedTuple):
@@ -375,12 +386,14 @@ class Decontaminate(beam.PTransform):
     `files` are planned benchmark files (`plan_benchmarks`); planned here when
     not given. With `output_dir`, matches go to `DIR/contamination/` and counts
     to `_stats` (`decontam.in`, `decontam.out`, `decontam_index.json`).
+    Images (training rows' bytes and benchmark images) decode under `max_pixels`:
+    pass the DAG's `decode.max_pixels` (`pixel_limit(cfg)`).
     """
 
     def __init__(self, section: DecontamSection, probe_fn: Callable[[Any], Probe], output_dir: Optional[str] = None,
                  *, dag: str = "", files: Optional[list[BenchFile]] = None,
                  flag_fn: Callable[[Any, list[Match]], Any] = flag_row, shards: Optional[ShardConfig] = None,
-                 max_pixels: int = 40_000_000):
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         super().__init__()
         if not section.enabled:
             raise ConfigError("Decontaminate needs decontam.bench (benchmark Parquet/JSONL files)")
@@ -394,17 +407,17 @@ class Decontaminate(beam.PTransform):
         self.max_pixels = max_pixels
 
     def expand(self, rows):
-        index = rows.pipeline | "BuildDecontamIndex" >> BuildDecontamIndex(self.files, self.section, self.output_dir)
+        index = rows.pipeline | "BuildDecontamIndex" >> BuildDecontamIndex(
+            self.files, self.section, self.output_dir, max_pixels=self.max_pixels)
         out = rows | "CheckRows" >> beam.ParDo(
             _CheckRows(self.probe_fn, self.section.action, self.dag, self.flag_fn, self.max_pixels),
             index_blob=beam.pvalue.AsSingleton(index),
-        ).with_outputs(_CheckRows.REJECTED, _CheckRows.MATCHES, main="kept")
+        ).with_outputs(REJECTED, _CheckRows.MATCHES, main="kept")
+        count_stage(self.output_dir, STAGE, rows, out.kept)
         if self.output_dir is not None:
-            rows | "CountIn" >> CountTo(self.output_dir, f"{STAGE}.in")
-            out.kept | "CountOut" >> CountTo(self.output_dir, f"{STAGE}.out")
             out[_CheckRows.MATCHES] | "WriteContamination" >> WriteParquetTable(
                 FileSystems.join(self.output_dir, CONTAMINATION_DIR), "contamination", ContaminationMatch, self.shards)
-        return DecontamOutputs(out.kept, out[_CheckRows.REJECTED], out[_CheckRows.MATCHES])
+        return DecontamOutputs(out.kept, out[REJECTED], out[_CheckRows.MATCHES])
 
 
 class MaybeDecontaminate(beam.PTransform):
@@ -412,7 +425,7 @@ class MaybeDecontaminate(beam.PTransform):
 
     def __init__(self, section: DecontamSection, output_dir: Optional[str], probe_fn: Callable[[Any], Probe],
                  *, dag: str = "", flag_fn: Callable[[Any, list[Match]], Any] = flag_row,
-                 shards: Optional[ShardConfig] = None):
+                 shards: Optional[ShardConfig] = None, max_pixels: int = DEFAULT_MAX_PIXELS):
         super().__init__()
         self.section = section
         self.output_dir = output_dir
@@ -420,12 +433,14 @@ class MaybeDecontaminate(beam.PTransform):
         self.dag = dag
         self.flag_fn = flag_fn
         self.shards = shards
+        self.max_pixels = max_pixels
 
     def expand(self, rows):
         if not self.section.enabled:
             return rows, rows.pipeline | "NoDecontamRejects" >> beam.Create([])
         out = rows | "Decontaminate" >> Decontaminate(self.section, self.probe_fn, self.output_dir, dag=self.dag,
-                                                      flag_fn=self.flag_fn, shards=self.shards)
+                                                      flag_fn=self.flag_fn, shards=self.shards,
+                                                      max_pixels=self.max_pixels)
         return out.kept, out.rejected
 
 
@@ -462,5 +477,14 @@ def contamination_summary(output_dir: str) -> Optional[dict]:
             "index": index_stats}
 
 
+# The reasons each stage of the decontam DAG (dags/decontam.py: SPEC.stages) can give its reject rows; `read` is
+# the reader's. The index rejects nothing (unreadable benchmark images are counted: BENCH_IMAGE_REASONS).
+STAGE_REASONS: dict[str, tuple[str, ...]] = {
+    "index": (),
+    "decontam": decontam_ops.MATCH_REASONS,
+    "write": (SOURCE_CHANGED,),
+}
+
+
 __all__ = ["BuildDecontamIndex", "Decontaminate", "DecontamOutputs", "FieldProbe", "MaybeDecontaminate", "Probe",
-           "contamination_summary", "flag_row", "plan_benchmarks"]
+           "contamination_summary", "flag_row", "pixel_limit", "plan_benchmarks"]

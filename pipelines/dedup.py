@@ -45,7 +45,8 @@ from apache_beam.metrics import Metrics
 from quarry.operators.base import Rejection
 from quarry.operators.phash import Member, band_keys, band_layout, near_duplicates_in_group, rank_key
 
-NEAR_DUPLICATE = "near_duplicate"
+NEAR_DUPLICATE = "near_duplicate"  # the dedup step's (operators/phash.py finds pairs, decides nothing)
+REASONS: tuple[str, ...] = (NEAR_DUPLICATE,)
 
 _SIGN_BIT = 1 << 63
 _TWO_64 = 1 << 64

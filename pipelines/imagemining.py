@@ -579,7 +579,7 @@ class ImageMiningPipeline(beam.PTransform):
 
             rows, dc_rejected = rows | "Decontam" >> MaybeDecontaminate(
                 cfg.decontam, out_dir, FieldProbe(text=("question", "answer")), dag="imagemining",
-                flag_fn=lambda row, _matches: row, shards=cfg.shards)
+                flag_fn=lambda row, _matches: row, shards=cfg.shards, max_pixels=cfg.decode.max_pixels)
             rejected.append(dc_rejected)
         kb_rejected = kb | "KbIssues" >> beam.FlatMap(kb_rejects, self.handle, sections, cfg.source, out_dir)
         rejected.append(kb_rejected)

@@ -26,10 +26,14 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple, Optional, Union
+from typing import Iterator, Optional, Union
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+from quarry.operators import clip as clip_ops
+from quarry.operators import decode as decode_ops
+from quarry.operators import decontam as decontam_ops
+from quarry.operators import heuristics as heuristic_ops
 from quarry.operators.base import Rejection
 from quarry.operators.clip import clip_thumbnail
 from quarry.operators.clip import decide as clip_decide
@@ -40,8 +44,11 @@ from quarry.operators.inputs import reasons
 from quarry.operators.inputs.jsonl import bounded_objects
 from quarry.operators.inputs.parquet import parquet_rows
 from quarry.operators.inputs.records import Unreadable
+from quarry.operators.interleaved import ads as ad_ops
+from quarry.operators.interleaved import text_quality as text_ops
 from quarry.operators.interleaved.ads import AdDetector
 from quarry.operators.interleaved.documents import (
+    IMAGE_DENSE,
     IMAGE_IRRELEVANT,
     MISSING_IMAGE,
     NO_IMAGES_LEFT,
@@ -73,20 +80,32 @@ from quarry.pipelines.read import (
     read_reject,
     unreadable_table,
 )
-from quarry.pipelines.stats import CountTo, Progress, read_stats, write_stats
-from quarry.pipelines.write import StreamingShard, hive_partition, shard_path
+from quarry.pipelines.stage import REJECTED, StageOutputs, count, count_stage, refused, reject_row, run_stage, to_reject
+from quarry.pipelines.stats import Progress, read_stats, write_stats
+from quarry.pipelines.write import SOURCE_CHANGED, StreamingShard, hive_partition, shard_path
+from quarry.pipelines.write import STAGE as WRITE
 from quarry.schemas.arrow import arrow_schema
-from quarry.schemas.caption import HeuristicsConfig
+from quarry.schemas.caption import DecodeConfig, HeuristicsConfig
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
-from quarry.schemas.interleaved import ImageInfo, InterleavedConfig, InterleavedRow, Segment
+from quarry.schemas.config import ReaderConfig
+from quarry.schemas.interleaved import (
+    AdsConfig,
+    DensityConfig,
+    DocumentConfig,
+    ImageHeuristicsConfig,
+    ImageInfo,
+    InterleavedConfig,
+    InterleavedRow,
+    RelevanceConfig,
+    Segment,
+    TextQualityConfig,
+    TierConfig,
+)
 
 STAGE_READ = "read"
+FILE_TOO_LARGE = "file_too_large"  # an image over reader.max_image_bytes (the readers' code, image level here)
+REASONS: tuple[str, ...] = (FILE_TOO_LARGE,)
 IMAGE_REASONS = "image_rejects"  # _stats/image_rejects.json
-
-
-class Outputs(NamedTuple):
-    kept: Any  # PCollection[InterleavedRow]: text, ids and scores; no image bytes
-    rejected: Any  # PCollection[Reject]
 
 
 # --- planning and reading: plain generators over one file ------------------------------------
@@ -193,19 +212,31 @@ class DocState:
     scored: int = 0  # images sent to CLIP
 
 
-def to_reject(state: Union[DocState, RawDocument], source: str, origin: Origin, stage: str,
-              verdict: Rejection) -> Reject:
-    return Reject(sample_id=state.sample_id, source=source, stage=stage, reason=verdict.reason,
-                  detail=verdict.detail[:500], origin=origin)
+@dataclass(frozen=True)
+class CheckSections:
+    """The config sections the per-document checks read (`document.strip_html`, `reader.max_image_bytes`, ...)."""
+
+    document: DocumentConfig
+    density: DensityConfig
+    text: TextQualityConfig
+    reader: ReaderConfig
+    decode: DecodeConfig
+    ads: AdsConfig
+    image_heuristics: ImageHeuristicsConfig
+    relevance: RelevanceConfig
+
+    @classmethod
+    def of(cls, cfg: InterleavedConfig) -> "CheckSections":
+        return cls(cfg.document, cfg.density, cfg.text, cfg.reader, cfg.decode, cfg.ads, cfg.image_heuristics,
+                   cfg.relevance)
 
 
 class _CheckDocuments(beam.DoFn):
     """RawDocument -> DocState (main), CLIP requests (`clip`), document rejects (`rejected`)."""
 
-    REJECTED = "rejected"
     CLIP = "clip"
 
-    def __init__(self, cfg: InterleavedConfig, default_source: str):
+    def __init__(self, cfg: CheckSections, default_source: str):
         self.cfg = cfg
         self.default_source = default_source
         self.images_checked = beam.metrics.Metrics.counter("interleaved", "images_checked")
@@ -228,12 +259,12 @@ class _CheckDocuments(beam.DoFn):
         n_images = len(doc.images)
         verdict = check_density(n_words, n_images, cfg.density)
         if verdict is not None:
-            yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(doc, source, origin, "density", verdict))
+            yield refused(reject_row(doc.sample_id, source, origin, "density", verdict))
             return
         if self.text_quality is not None:
             verdict = self.text_quality.check(text.joined)
             if verdict is not None:
-                yield beam.pvalue.TaggedOutput(self.REJECTED, to_reject(doc, source, origin, "text", verdict))
+                yield refused(reject_row(doc.sample_id, source, origin, "text", verdict))
                 return
         tails = tail_flags(text.segments, cfg.ads.tail_words)
         images: list[ImageInfo] = []
@@ -270,7 +301,7 @@ class _CheckDocuments(beam.DoFn):
             return info, None
         info.image_id = digest(ref.data)
         if len(ref.data) > cfg.reader.max_image_bytes:
-            info.stage, info.reason = STAGE_READ, "file_too_large"
+            info.stage, info.reason = STAGE_READ, FILE_TOO_LARGE
             info.detail = f"{len(ref.data)} bytes > reader.max_image_bytes={cfg.reader.max_image_bytes}"
             return info, None
         decoded = decode_image(ref.data, cfg.decode)
@@ -298,10 +329,12 @@ class _CheckDocuments(beam.DoFn):
 # --- finishing -------------------------------------------------------------------------------
 
 
-def finish(state: DocState, scores: dict[int, list[float]], cfg: InterleavedConfig) -> Union[InterleavedRow, Reject]:
-    """Relevance decisions, the text-only rule and the tier: a row, or a `no_images_left` reject."""
+def finish(state: DocState, scores: dict[int, list[float]], relevance: RelevanceConfig, document: DocumentConfig,
+           tiers: TierConfig) -> Union[InterleavedRow, Reject]:
+    """Relevance decisions, the text-only rule (`document.keep_text_only`) and the tier: a row, or a
+    `no_images_left` reject."""
     images = [i.model_copy() for i in state.images]
-    label = f"{cfg.relevance.model}/{cfg.relevance.pretrained}"
+    label = f"{relevance.model}/{relevance.pretrained}"
     for info in images:
         got = scores.get(info.index)
         if not info.kept or not got:
@@ -309,27 +342,26 @@ def finish(state: DocState, scores: dict[int, list[float]], cfg: InterleavedConf
         real = [s for s in got if s == s]  # NaN: thumbnail undecodable
         best = max(real) if real else float("nan")
         info.clip_score = None if best != best else round(best, 4)
-        verdict = clip_decide(best, cfg.relevance.threshold, label)
+        verdict = clip_decide(best, relevance.threshold, label)
         if verdict is not None:
             info.kept = False
             info.stage, info.detail = "relevance", verdict.detail
-            info.reason = IMAGE_IRRELEVANT if verdict.reason != "clip_undecodable" else verdict.reason
+            info.reason = IMAGE_IRRELEVANT if verdict.reason != clip_ops.UNDECODABLE else verdict.reason
     kept = {i.index: i for i in images if i.kept}
-    if not kept and not cfg.document.keep_text_only:
+    if not kept and not document.keep_text_only:
         counts: dict[str, int] = {}
         for i in images:
             counts[i.reason or "?"] = counts.get(i.reason or "?", 0) + 1
         detail = ("the document has no images" if not images else
                   "every image was dropped: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
-        return Reject(sample_id=state.sample_id, source=state.source, stage="assemble", reason=NO_IMAGES_LEFT,
-                      detail=detail, origin=state.origin)
+        return to_reject(state, "assemble", (NO_IMAGES_LEFT, detail))
     segments = []
     for kind, value in state.segments:
         if kind == "text":
             segments.append(Segment(kind="text", text=value))
         elif value in kept:
             segments.append(Segment(kind="image", image_id=kept[value].image_id))
-    tier, per_image, share = tier_for(state.n_words, [kept[i].diagram_score or 0.0 for i in sorted(kept)], cfg.tiers)
+    tier, per_image, share = tier_for(state.n_words, [kept[i].diagram_score or 0.0 for i in sorted(kept)], tiers)
     return InterleavedRow(
         sample_id=state.sample_id, source=state.source, tier=tier, task="interleaved", origin=state.origin,
         url=state.url, license=state.license, segments=segments, images=images, n_words=state.n_words,
@@ -339,7 +371,7 @@ def finish(state: DocState, scores: dict[int, list[float]], cfg: InterleavedConf
     )
 
 
-def _finish_joined(element, cfg: InterleavedConfig):
+def _finish_joined(element, relevance: RelevanceConfig, document: DocumentConfig, tiers: TierConfig):
     _, grouped = element
     states, score_lists = list(grouped["doc"]), grouped["scores"]
     if not states:  # scores of a document that is not there cannot happen; nothing to emit
@@ -347,7 +379,7 @@ def _finish_joined(element, cfg: InterleavedConfig):
     scores: dict[int, list[float]] = {}
     for index, score in score_lists:
         scores.setdefault(index, []).append(float(score))
-    yield _route(finish(states[0], scores, cfg))
+    yield _route(finish(states[0], scores, relevance, document, tiers))
 
 
 def decontam_probe(row: InterleavedRow):
@@ -370,16 +402,14 @@ def _unchanged(row: InterleavedRow, matches) -> InterleavedRow:
 
 
 def _route(result):
-    if isinstance(result, Reject):
-        return beam.pvalue.TaggedOutput("rejected", result)
-    return result
+    return refused(result) if isinstance(result, Reject) else result
 
 
 # --- the composite -------------------------------------------------------------------------
 
 
 class InterleavedPipeline(beam.PTransform):
-    """PCollection[RawDocument] -> Outputs(kept=InterleavedRow without image bytes, rejected=Reject)."""
+    """PCollection[RawDocument] -> StageOutputs(kept=InterleavedRow without image bytes, rejected=Reject)."""
 
     def __init__(self, cfg: InterleavedConfig, default_source: str, output_dir: Optional[str] = None):
         super().__init__()
@@ -387,21 +417,13 @@ class InterleavedPipeline(beam.PTransform):
         self.default_source = clean_source(default_source)
         self.output_dir = output_dir
 
-    def _count(self, pcoll, name: str) -> None:
-        if self.output_dir is not None:
-            pcoll | f"Count[{name}]" >> CountTo(self.output_dir, name)
-
     def expand(self, docs):
-        cfg = self.cfg
-        checked = (
-            docs
-            | "ProgressCheck" >> Progress("check")
-            | "CheckDocuments" >> beam.ParDo(_CheckDocuments(cfg, self.default_source)).with_outputs(
-                _CheckDocuments.REJECTED, _CheckDocuments.CLIP, main="docs")
-        )
-        states = checked.docs
-        self._count(docs, "checks.in")
-        self._count(states, "checks.out")
+        cfg, out_dir = self.cfg, self.output_dir
+        checked = run_stage(docs | "ProgressCheck" >> Progress("check"), "CheckDocuments",
+                            _CheckDocuments(CheckSections.of(cfg), self.default_source), out_dir, stage="checks",
+                            tags=(_CheckDocuments.CLIP,))
+        states = checked.kept
+        finish_sections = (cfg.relevance, cfg.document, cfg.tiers)
         if cfg.relevance.enabled:
             from quarry.pipelines.clip import ScoreClip  # imports torch: only when CLIP runs
 
@@ -414,35 +436,34 @@ class InterleavedPipeline(beam.PTransform):
             finished = (
                 {"doc": states | "KeyDocs" >> beam.Map(lambda s: (s.sample_id, s)), "scores": scores}
                 | "JoinScores" >> beam.CoGroupByKey()
-                | "Finish" >> beam.FlatMap(_finish_joined, cfg).with_outputs("rejected", main="kept")
+                | "Finish" >> beam.FlatMap(_finish_joined, *finish_sections).with_outputs(REJECTED, main="kept")
             )
         else:
-            finished = states | "Finish" >> beam.FlatMap(lambda s: [_route(finish(s, {}, cfg))]).with_outputs(
-                "rejected", main="kept")
+            finished = states | "Finish" >> beam.FlatMap(
+                lambda s: [_route(finish(s, {}, *finish_sections))]).with_outputs(REJECTED, main="kept")
         kept = finished.kept
-        rejected_parts = [checked[_CheckDocuments.REJECTED], finished.rejected]
+        rejected_parts = [checked.rejected, finished[REJECTED]]
         if cfg.decontam.enabled:  # --set decontam.bench=PATH: texts and kept images against benchmark sets
             from quarry.pipelines.decontam import MaybeDecontaminate
 
             kept, dc_rejected = kept | "Decontam" >> MaybeDecontaminate(
-                cfg.decontam, self.output_dir, decontam_probe, dag="interleaved", flag_fn=_unchanged,
-                shards=cfg.shards)
+                cfg.decontam, out_dir, decontam_probe, dag="interleaved", flag_fn=_unchanged,
+                shards=cfg.shards, max_pixels=cfg.decode.max_pixels)
             rejected_parts.append(dc_rejected)
         kept = kept | "ProgressKept" >> Progress("kept")
-        self._count(finished.kept, "assemble.out")
+        count(finished.kept, out_dir, "assemble.out")
         all_images = kept | "ImagesOfRows" >> beam.FlatMap(lambda r: r.images)
-        self._count(all_images, "images.in")
-        self._count(all_images | "KeptImages" >> beam.Filter(lambda i: i.kept), "images.out")
-        if self.output_dir is not None:
+        count_stage(out_dir, "images", all_images, all_images | "KeptImages" >> beam.Filter(lambda i: i.kept))
+        if out_dir is not None:
             (
                 (kept | "ImageReasons" >> beam.FlatMap(
                     lambda r: [f"{i.stage}/{i.reason}" for i in r.images if not i.kept]))
                 | "CountImageReasons" >> beam.combiners.Count.PerElement()
                 | "ToDict" >> beam.combiners.ToDict()
-                | "WriteImageReasons" >> beam.Map(_write_image_reasons, self.output_dir)
+                | "WriteImageReasons" >> beam.Map(_write_image_reasons, out_dir)
             )
         rejected = rejected_parts | "AllRejects" >> beam.Flatten()
-        return Outputs(kept, rejected)
+        return StageOutputs(kept, rejected)
 
 
 def _write_image_reasons(reasons: dict, output_dir: str) -> None:
@@ -468,9 +489,10 @@ class ReadDocuments(ReadRecords):
 
 
 class _WriteFromSource(beam.DoFn):
-    """(input file, {rows, owned image ids}) -> document shards and images shard, from a second read."""
+    """(input file, {rows, owned image ids}) -> document shards and images shard, from a second read.
 
-    REJECTED = "rejected"
+    Takes the DAG config: `read_documents` (the reader) reads the file with it.
+    """
 
     def __init__(self, files: list[InputFile], default_source: str, cfg: InterleavedConfig, output_dir: str):
         self.files = {f.path: (i, f) for i, f in enumerate(files)}
@@ -499,9 +521,8 @@ class _WriteFromSource(beam.DoFn):
             if row is None:
                 continue
             if isinstance(doc, Reject) or doc.sample_id != row.sample_id:
-                yield beam.pvalue.TaggedOutput(self.REJECTED, Reject(
-                    sample_id=row.sample_id, source=row.source, stage="write", reason="source_changed",
-                    detail="the input document changed between the first and the second read", origin=row.origin))
+                yield refused(to_reject(row, WRITE, (
+                    SOURCE_CHANGED, "the input document changed between the first and the second read")))
                 continue
             refs = doc.images
             for info in row.images:
@@ -522,9 +543,7 @@ class _WriteFromSource(beam.DoFn):
             shards[partition].add(out)
             self.rows.inc()
         for row in wanted.values():
-            yield beam.pvalue.TaggedOutput(self.REJECTED, Reject(
-                sample_id=row.sample_id, source=row.source, stage="write", reason="source_changed",
-                detail="the input document was not found on the second read", origin=row.origin))
+            yield refused(to_reject(row, WRITE, (SOURCE_CHANGED, "the input document was not found on the second read")))
         for shard in shards.values():
             yield shard.close()
         if images_shard is not None:
@@ -556,6 +575,20 @@ class WriteFromSource(beam.PTransform):
         out = (
             {"rows": by_file, "owned": owned}
             | "GroupByInputFile" >> beam.CoGroupByKey()
-            | "WriteFromSource" >> beam.ParDo(self.fn).with_outputs(_WriteFromSource.REJECTED, main="paths")
+            | "WriteFromSource" >> beam.ParDo(self.fn).with_outputs(REJECTED, main="paths")
         )
-        return out.paths, out[_WriteFromSource.REJECTED]
+        return out.paths, out[REJECTED]
+
+
+# The reasons each stage of the interleaved DAG (dags/interleaved.py: SPEC.stages) can give; `read` is the
+# reader's. `checks` and `relevance` drop images, not documents: their codes are in the rows' `images` lists
+# (and `extra.image_rejects`), never reject rows.
+STAGE_REASONS: dict[str, tuple[str, ...]] = {
+    "density": (IMAGE_DENSE,),
+    "text": text_ops.REASONS,
+    "checks": (MISSING_IMAGE, FILE_TOO_LARGE) + decode_ops.REASONS + ad_ops.REASONS + heuristic_ops.IMAGE_REASONS,
+    "relevance": (IMAGE_IRRELEVANT, clip_ops.UNDECODABLE),
+    "assemble": (NO_IMAGES_LEFT,),
+    "decontam": decontam_ops.MATCH_REASONS,
+    "write": (SOURCE_CHANGED,),
+}

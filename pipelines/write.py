@@ -30,6 +30,12 @@ from quarry.pipelines.stats import CountTo
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.config import ShardConfig
 
+STAGE = "write"
+# Writers that read an input file a second time (caption, interleaved, decontam) reject a kept sample
+# whose record is no longer there unchanged.
+SOURCE_CHANGED = "source_changed"
+REASONS: tuple[str, ...] = (SOURCE_CHANGED,)
+
 Partition = tuple[str, ...]  # e.g. ("source=laion", "tier=hard"); () for an unpartitioned table
 
 

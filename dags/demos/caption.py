@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Optional
 
 from PIL import Image, ImageOps
-
 from quarry.dags.demos import DemoInput
 
 CAPTIONS = {

@@ -30,6 +30,7 @@ from quarry.schemas.interleaved import AdsConfig
 
 QR_CODE = "qr_code"
 AD_IMAGE = "ad_image"
+REASONS: tuple[str, ...] = (QR_CODE, AD_IMAGE)
 
 AD_URL = "ad_url"
 IAB_SIZE = "iab_size"
@@ -57,7 +58,7 @@ def _formats(names: list[str]):
         raise ValueError(f"ads.code_formats: {e} (zxing-cpp names such as QRCode, DataMatrix, EAN13)") from None
 
 
-def find_codes(img: Image.Image, formats=None, max_side: int = 1024) -> list[Code]:
+def find_codes(img: Image.Image, formats=None, max_side: int = AdsConfig().scan_max_side) -> list[Code]:
     """Barcodes zxing-cpp reads in `img` (valid ones only), on a copy at most `max_side` large."""
     import zxingcpp
 

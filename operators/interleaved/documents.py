@@ -47,6 +47,12 @@ MISSING_IMAGE = "missing_image"
 IMAGE_DENSE = "image_dense"
 NO_IMAGES_LEFT = "no_images_left"
 IMAGE_IRRELEVANT = "image_irrelevant"
+# `parse_document` (stage read), `check_density` (density), the assembly (no image left); the image-level
+# codes are not reject rows: they are recorded in the row's `images` list.
+DOCUMENT_REASONS: tuple[str, ...] = (UNKNOWN_SHAPE, UNEQUAL_LENGTHS, POSITION_OUT_OF_RANGE, INVALID_DOCUMENT,
+                                     TOO_MANY_IMAGES)
+IMAGE_REASONS: tuple[str, ...] = (MISSING_IMAGE, IMAGE_IRRELEVANT)
+REASONS: tuple[str, ...] = DOCUMENT_REASONS + (IMAGE_DENSE, NO_IMAGES_LEFT) + IMAGE_REASONS
 
 Loader = Callable[[str], Union[bytes, str]]  # path -> bytes, or why it cannot be read
 

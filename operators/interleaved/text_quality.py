@@ -28,6 +28,7 @@ from quarry.schemas.interleaved import TextQualityConfig
 
 LOW_QUALITY = "low_quality_text"
 TOO_MUCH_TEXT = "too_much_text"
+REASONS: tuple[str, ...] = (LOW_QUALITY, TOO_MUCH_TEXT)
 
 # Something that looks like markup: a tag, a comment, or a character entity.
 _TAG = r"</?[A-Za-z][A-Za-z0-9:-]{0,30}(?:\s[^<>]{0,2000})?/?>|<!--.{0,10000}?-->|<![A-Za-z][^<>]{0,2000}>"

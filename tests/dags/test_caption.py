@@ -13,7 +13,8 @@ import pytest
 
 from quarry.dags.demos.caption import DEMO_SETS, build_caption_input
 from quarry.dags.registry import DAGS
-from quarry.dags.runner import resolve_config, run_dag
+from quarry.dags.runner import reject_counts, resolve_config, run_dag
+from quarry.pipelines.caption import STAGE_REASONS
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.caption import CaptionRow
 from quarry.schemas.common import TIERS
@@ -113,3 +114,15 @@ def test_run_directory_loads_in_pyarrow_pandas_and_datasets(demo_dir, tmp_path):
                                cache_dir=str(tmp_path / "hf"))
     assert len(ds) == kept and isinstance(ds.features["image"], datasets.Image)
     assert ds[0]["image"].size == (ds[0]["width"], ds[0]["height"])
+
+
+def test_every_reject_reason_is_listed_for_its_stage(demo_dir):
+    """STAGE_REASONS names every stage of SPEC (but `read`, the reader's) and every (stage, reason) the demo wrote."""
+    spec = DAGS["caption"]
+    assert set(STAGE_REASONS) == {s.name for s in spec.stages} - {"read"}
+    assert {s.name: s.reasons for s in spec.stages if s.name != "read"} == STAGE_REASONS  # what `quarry list` shows
+    listed = {(stage, r) for stage, reasons in STAGE_REASONS.items() for r in reasons}
+    written = {(stage, r) for stage, reasons in reject_counts(str(demo_dir / "caption")).items() for r in reasons
+               if stage != "read"}
+    assert len(written) >= 6 and written <= listed, written - listed
+

@@ -17,7 +17,8 @@ from PIL import Image
 
 from quarry.dags.demos import decontam as decontam_demo
 from quarry.dags import decontam
-from quarry.dags.runner import resolve_config, run_dag
+from quarry.dags.runner import reject_counts, resolve_config, run_dag
+from quarry.pipelines.decontam import STAGE_REASONS
 from quarry.pipelines.read import InputError
 from quarry.schemas.config import ConfigError
 
@@ -195,3 +196,13 @@ def test_bad_benchmark_and_config_fail_before_running(tmp_path):
         run_dag(SPEC, [str(tmp_path / "t.parquet")], str(tmp_path / "o5"),
                 resolve_config(SPEC, None, ok + ["decontam.text_fields=[caption]"], None))
     assert not (tmp_path / "o2").exists()
+
+
+def test_every_reject_reason_is_listed_for_its_stage(demo_dir):
+    """STAGE_REASONS names every stage of SPEC (but `read`, the reader's) and every (stage, reason) the demo wrote."""
+    assert set(STAGE_REASONS) == {s.name for s in decontam.SPEC.stages} - {"read"}
+    listed = {(stage, r) for stage, reasons in STAGE_REASONS.items() for r in reasons}
+    written = {(stage, r) for stage, reasons in reject_counts(str(demo_dir / "decontam")).items() for r in reasons
+               if stage != "read"}
+    assert written == {("decontam", "contaminated_text"), ("decontam", "contaminated_image")} and written <= listed
+

@@ -8,7 +8,10 @@ import io
 import json
 
 import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
+from PIL import Image
 
 from quarry.dags import caption, grade
 from quarry.dags.demos.caption import CAPTIONS, DEMO_SETS, base_images, build_caption_input
@@ -41,6 +44,24 @@ def test_caption_with_decontam(tmp_path):
     assert m.stages["decontam"].inputs - m.stages["decontam"].outputs == 2
     text = summary(str(tmp_path / "out"))
     assert "contamination matches by benchmark x source" in text and "spacebench" in text
+
+
+def test_caption_decode_limit_reaches_the_decontam_stage(tmp_path):
+    """--set decode.max_pixels=N: the decontam stage decodes benchmark images under N too (one over it is counted
+    unreadable, image_too_large); without the setting the same image is indexed."""
+    build_caption_input(tmp_path / "in")
+    (tmp_path / "bench").mkdir()
+    big = io.BytesIO()
+    Image.new("RGB", (1200, 1000), (30, 60, 90)).save(big, "PNG")  # 1.2 MP
+    pq.write_table(pa.table({"id": ["b1"], "question": ["Which colour fills the whole picture, edge to edge?"],
+                             "image": [big.getvalue()]}), tmp_path / "bench" / "big.parquet")
+    for name, extra, unreadable in (("limited", ["decode.max_pixels=1000000"], 1), ("default", [], 0)):
+        sets = DEMO_SETS + ["clip.enabled=false", f"decontam.bench={tmp_path / 'bench'}"] + extra
+        m = run_dag(caption.SPEC, [str(tmp_path / "in" / "*.tar")], str(tmp_path / name),
+                    resolve_config(caption.SPEC, None, sets, "demo"))
+        index = m.extra["contamination"]["index"]
+        assert m.balanced and index["images_unreadable"] == unreadable, (name, index)
+        assert (unreadable == 1) == any("image_too_large" in e for e in index["unreadable_examples"])
 
 
 def _write_jsonl(path, rows):

@@ -19,8 +19,9 @@ from PIL import Image
 from quarry.dags.demos import interleaved as interleaved_demo
 from quarry.dags.demos.interleaved import DEMO_EXPECTED, DEMO_IMAGES, demo_images
 from quarry.dags.interleaved import SPEC
-from quarry.dags.runner import resolve_config, run_dag
+from quarry.dags.runner import reject_counts, resolve_config, run_dag
 from quarry.operators.ids import digest
+from quarry.pipelines.interleaved import STAGE_REASONS
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.common import TIERS, ImageRecord
 from quarry.schemas.interleaved import InterleavedRow
@@ -196,3 +197,17 @@ def test_optional_decontam_stage_drops_documents_that_quote_a_benchmark(demo, tm
     assert got["line:2:coffee"] == ("decontam", "contaminated_image")
     assert m.balanced and m.kept == sum(v is None for v in DEMO_EXPECTED.values()) - 2
     assert m.extra["contamination"]["by_benchmark"] == {"TinyVQA": 2}
+
+
+def test_every_reject_reason_is_listed_for_its_stage(demo):
+    """STAGE_REASONS names every stage of SPEC (but `read`, the reader's) and every (stage, reason) the demo wrote:
+    document rejects under their stage, image drops (`extra.image_rejects`) under `checks` or `relevance`."""
+    folder, _, _, manifest = demo
+    assert set(STAGE_REASONS) == {s.name for s in SPEC.stages} - {"read"}
+    listed = {(stage, r) for stage, reasons in STAGE_REASONS.items() for r in reasons}
+    written = {(stage, r) for stage, reasons in reject_counts(str(folder / "out")).items() for r in reasons
+               if stage != "read"}
+    assert len(written) >= 3 and written <= listed, written - listed
+    image_reasons = {key.split("/", 1)[1] for key in manifest.extra["image_rejects"]}
+    assert image_reasons and image_reasons <= set(STAGE_REASONS["checks"] + STAGE_REASONS["relevance"])
+

@@ -49,7 +49,7 @@ def test_write_from_source_rereads_bytes_and_rejects_what_vanished(tmp_path):
         update={"key": "missing"})})
     pairs.append(BalancedPair(Candidate(ghost, 1, 1, "JPEG", 0), ("x",), 3, "hard"))
 
-    fn = _WriteFromSource(files, "src", cfg, str(tmp_path / "out"))
+    fn = _WriteFromSource(files, "src", cfg.reader, cfg.shards, str(tmp_path / "out"))
     outputs = list(fn.process((str(path), pairs)))
     rejects = [o.value for o in outputs if hasattr(o, "tag")]
     written = [o for o in outputs if isinstance(o, str)]

@@ -20,8 +20,11 @@ from quarry.pipelines.decontam import (
     FieldProbe,
     MaybeDecontaminate,
     contamination_summary,
+    pixel_limit,
     plan_benchmarks,
 )
+from quarry.schemas.caption import CaptionConfig, DecodeConfig
+from quarry.schemas.decontam import DecontamConfig
 from quarry.schemas.common import ImageCell, Origin
 from quarry.schemas.config import ConfigError, DecontamSection
 
@@ -135,3 +138,26 @@ def test_field_probe_on_pydantic_rows_and_precomputed_hashes():
                                                                                          ("im[1]", b"xy"))
     restricted = FieldProbe(text=("a",)).restricted(DecontamSection(text_fields=["b"]))
     assert restricted.text == ("b",)
+
+
+@pytest.mark.parametrize("limit,kept,unreadable", [
+    (100 * 100, ["r2"], 1),  # the 96x96 benchmark image indexes, the 200x200 training copy is over the limit
+    (90 * 90, ["r2"], 2),  # the benchmark image is over it too: counted unreadable (image_too_large)
+    (DecodeConfig().max_pixels, [], 1),  # the default: the copy is found
+])
+def test_pixel_limit_reaches_both_image_decodes(bench, tmp_path, limit, kept, unreadable):
+    section = DecontamSection(bench=[str(bench)])
+    out_dir = str(tmp_path / "out")
+    with TestPipeline() as p:
+        rows = p | beam.Create([r for r in _rows() if r["sample_id"] == "r2"])
+        out_rows, _ = rows | MaybeDecontaminate(section, out_dir, PROBE, max_pixels=limit)
+        assert_that(out_rows | beam.Map(lambda r: r["sample_id"]), equal_to(kept))
+    index = contamination_summary(out_dir)["index"]
+    assert index["images_unreadable"] == unreadable
+    assert (unreadable == 2) == any("image_too_large" in e for e in index["unreadable_examples"])
+
+
+def test_pixel_limit_is_the_dags_decode_limit_else_the_sections_default():
+    assert pixel_limit(CaptionConfig.model_validate({"decode": {"max_pixels": 1234}})) == 1234
+    assert pixel_limit(DecontamConfig()) == DecodeConfig().max_pixels == CaptionConfig().decode.max_pixels
+

@@ -105,24 +105,28 @@ def _state(images: list[ImageInfo]) -> DocState:
                     n_words=50, html_stripped=0)
 
 
+def finish_with(state: DocState, scores: dict, cfg: InterleavedConfig):
+    return finish(state, scores, cfg.relevance, cfg.document, cfg.tiers)
+
+
 def test_finish_decides_relevance_and_text_only():
     images = [ImageInfo(index=0, image_id="a", kept=True, diagram_score=0.1),
               ImageInfo(index=1, image_id="b", kept=True, diagram_score=0.9),
               ImageInfo(index=2, kept=False, stage="read", reason="missing_image")]
     cfg = cfg_with("relevance.threshold=0.2")
-    row = finish(_state(images), {0: [0.1, 0.25], 1: [0.05, float("nan")]}, cfg)
+    row = finish_with(_state(images), {0: [0.1, 0.25], 1: [0.05, float("nan")]}, cfg)
     assert isinstance(row, InterleavedRow)
     assert [(i.kept, i.reason, i.clip_score) for i in row.images] == [
         (True, None, 0.25), (False, "image_irrelevant", 0.05), (False, "missing_image", None)]
     assert [s.kind for s in row.segments] == ["text", "image"] and row.segments[1].image_id == "a"
     assert (row.n_images, row.n_images_in, row.tier) == (1, 3, "easy")  # 50 words per photo
-    rej = finish(_state(images), {0: [0.1], 1: [0.1]}, cfg)
+    rej = finish_with(_state(images), {0: [0.1], 1: [0.1]}, cfg)
     assert (rej.stage, rej.reason) == ("assemble", "no_images_left")
     assert rej.detail == "every image was dropped: image_irrelevant=2, missing_image=1"
-    text_only = finish(_state(images), {0: [0.1], 1: [0.1]}, cfg_with("relevance.threshold=0.2",
+    text_only = finish_with(_state(images), {0: [0.1], 1: [0.1]}, cfg_with("relevance.threshold=0.2",
                                                                         "document.keep_text_only=true"))
     assert text_only.n_images == 0 and text_only.tier == "medium" and [s.kind for s in text_only.segments] == ["text"]
-    undecodable = finish(_state(images[:1]), {0: [float("nan")]}, cfg)
+    undecodable = finish_with(_state(images[:1]), {0: [float("nan")]}, cfg)
     assert undecodable.reason == "no_images_left" and "clip_undecodable=1" in undecodable.detail
 
 

@@ -17,8 +17,13 @@ EMITTERS = [  # modules whose `Rejection(...)` / reject rows carry reasons of th
     "quarry.operators.ocr.tasks", "quarry.operators.imagemining.qa", "quarry.operators.imagemining.kb",
     "quarry.operators.grade.mc", "quarry.pipelines.svg", "quarry.pipelines.gui", "quarry.pipelines.ocr_search",
     "quarry.pipelines.imagemining", "quarry.pipelines.grade",
+    "quarry.operators.decode", "quarry.operators.heuristics", "quarry.operators.clip", "quarry.operators.concepts",
+    "quarry.operators.decontam", "quarry.operators.interleaved.ads", "quarry.operators.interleaved.documents",
+    "quarry.operators.interleaved.text_quality", "quarry.pipelines.interleaved", "quarry.pipelines.dedup",
+    "quarry.pipelines.write",
 ]
-FAMILIES = ["svg", "gui", "ocr_search", "imagemining", "grade"]
+FAMILIES = ["svg", "gui", "ocr_search", "imagemining", "grade", "caption", "interleaved", "decontam"]
+QUIET = ["quarry.pipelines.caption", "quarry.pipelines.decontam", "quarry.pipelines.balance", "quarry.dags.decontam"]
 SHARED = {decode.CORRUPT, decode.TOO_LARGE, decontam.CONTAMINATED_TEXT, decontam.CONTAMINATED_IMAGE,
           "near_duplicate"}  # codes of the shared steps (decode, decontam, pHash dedup)
 CODE = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -58,3 +63,15 @@ def test_stage_reasons_come_from_the_reason_tables(family):
     declared = _declared()
     for stage, reasons in table.items():
         assert isinstance(reasons, tuple) and set(reasons) <= declared, (stage, set(reasons) - declared)
+
+
+@pytest.mark.parametrize("name", QUIET)
+def test_modules_without_codes_of_their_own_write_none_inline(name):
+    """Steps that only pass on their operators' verdicts: no `Rejection("code", ...)`, no `reason="code"`."""
+    tree = ast.parse(inspect.getsource(importlib.import_module(name)))
+    inline = [n.args[0].value for n in ast.walk(tree) if isinstance(n, ast.Call)
+              and getattr(n.func, "id", None) == "Rejection" and n.args and isinstance(n.args[0], ast.Constant)]
+    inline += [k.value.value for n in ast.walk(tree) if isinstance(n, ast.Call) for k in n.keywords
+               if k.arg == "reason" and isinstance(k.value, ast.Constant)]
+    assert not inline, f"{name}: inline reason codes {inline}"
+
