@@ -14,6 +14,7 @@ from typing import NamedTuple
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage, with_reasons
 from quarry.operators.clip import ClipLoadError, ClipScorer
 from quarry.operators.concepts import VocabularyError, load_vocabulary
+from quarry.operators.inputs import reasons as read_reasons
 from quarry.pipelines.caption import STAGE_REASONS, CaptionPipeline, WriteFromSource
 from quarry.pipelines.read import ReadImageText, plan_inputs
 from quarry.schemas.caption import CaptionConfig
@@ -74,6 +75,10 @@ def describe(cfg: CaptionConfig, plan: CaptionPlan) -> BuildInfo:
     return info
 
 
+# What this DAG's reader can reject a record for (operators/inputs/reasons.py).
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.UNREADABLE_TAR, read_reasons.INVALID_METADATA, read_reasons.MISSING_IMAGE, read_reasons.MISSING_CAPTION, read_reasons.CAPTION_NOT_TEXT)
+
+
 SPEC = DagSpec(
     name="caption",
     summary="image-caption pairs: heuristic filters, pHash dedup, CLIP score >= 0.3, MetaCLIP balancing",
@@ -86,7 +91,7 @@ SPEC = DagSpec(
         Stage("decontam", "optional (--set decontam.bench=PATH): caption and pHash against benchmark sets", where="operators/decontam.py, pipelines/decontam.py"),
         Stage("balance", "MetaCLIP concept matching (Aho-Corasick), head concepts capped at t", where="operators/concepts.py, pipelines/balance.py"),
         Stage("write", "Parquet shards by source and tier, bytes read again from the inputs (no image shuffle)", where="pipelines/caption.py, pipelines/write.py"),
-    ), STAGE_REASONS),
+    ), {**STAGE_REASONS, "read": READ_REASONS}),
     config_model=CaptionConfig,
     plan=plan,
     read=read,

@@ -42,6 +42,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.decontam import BenchFile, ImageKey, Match
 from quarry.operators.ids import content_id
 from quarry.operators.inputs import reasons
+from quarry.operators.inputs import reasons as read_reasons
 from quarry.operators.inputs.columns import first_values, is_image_type, is_text_type, is_text_value
 from quarry.operators.inputs.jsonl import first_objects
 from quarry.operators.inputs.kinds import TABLE_KINDS, TABLE_SUFFIXES
@@ -347,6 +348,10 @@ def describe(cfg: DecontamConfig, plan: DecontamPlan) -> BuildInfo:
     return info
 
 
+# What this DAG's reader can reject a record for (operators/inputs/reasons.py).
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.INVALID_JSON)
+
+
 SPEC = DagSpec(
     name="decontam",
     summary="contamination check against benchmark sets: normalised text 13-grams, image pHash + exact hash",
@@ -357,7 +362,7 @@ SPEC = DagSpec(
         Stage("decontam", "n-gram / exact text and pHash / exact image lookups; drop to rejects or flag", where="operators/decontam.py, pipelines/decontam.py"),
         Stage("write", "the input rows minus the contaminated (or flagged), the input's schema, one shard per input "
                        "file and partition; DIR/contamination/ one row per match", where="dags/decontam.py"),
-    ), STAGE_REASONS),
+    ), {**STAGE_REASONS, "read": READ_REASONS}),
     config_model=DecontamConfig,
     plan=plan,
     read=read,

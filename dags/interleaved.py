@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.clip import ClipLoadError, ClipScorer
+from quarry.operators.inputs import reasons as read_reasons
+from quarry.operators.interleaved import documents
 from quarry.operators.interleaved.text_quality import TextQuality
 from quarry.pipelines.interleaved import (
     STAGE_REASONS,
@@ -94,6 +96,10 @@ def finish(output: str, cfg: InterleavedConfig, info: BuildInfo, run: RunCounts)
     info.extra["image_rejects"] = read_image_reasons(output)
 
 
+# What this DAG's reader can reject a record for (operators/inputs/reasons.py).
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.RECORD_TOO_LARGE, *documents.DOCUMENT_REASONS)
+
+
 SPEC = DagSpec(
     name="interleaved",
     summary="interleaved web documents: image relevance, QR/ad removal, photo albums, datatrove text quality",
@@ -106,7 +112,7 @@ SPEC = DagSpec(
         Stage("assemble", "documents left without images dropped unless keep_text_only; knowledge-density tier", where="pipelines/interleaved.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): text segments and kept images against benchmark sets", where="pipelines/decontam.py"),
         Stage("write", "document shards by source and tier + DIR/images, bytes read again from the inputs", where="pipelines/interleaved.py"),
-    ), STAGE_REASONS),
+    ), {**STAGE_REASONS, "read": READ_REASONS}),
     config_model=InterleavedConfig,
     plan=plan,
     read=read,
