@@ -30,9 +30,12 @@ passes `rows` through untouched and `dc_rejected` is empty.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, NamedTuple, Optional, Union
+import json
+import posixpath
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
@@ -58,16 +61,35 @@ from quarry.operators.decontam import (
     resolve_columns,
 )
 from quarry.operators.ids import content_id
+from quarry.operators.inputs import reasons
 from quarry.operators.inputs.kinds import TABLE_KINDS, TABLE_SUFFIXES
+from quarry.operators.inputs.parquet import parquet_schema as footer_schema
+from quarry.operators.inputs.records import Unreadable
+from quarry.operators.inputs.tables import table_rows
 from quarry.operators.inputs.tables import table_columns
-from quarry.pipelines.read import Head, InputError, InputFile, InputSpec, match_inputs, plan_files, read_limited
-from quarry.pipelines.stage import REJECTED, count_stage, refused, reject_row
+from quarry.pipelines.read import (
+    TABLE_ERRORS,
+    Head,
+    InputError,
+    InputFile,
+    InputSpec,
+    beside,
+    clean_source,
+    match_inputs,
+    plan_files,
+    read_limited,
+    read_reject,
+    unreadable_table,
+)
+from quarry.pipelines.stage import REJECTED, count_stage, refused, reject_row, to_reject
 from quarry.pipelines.stats import read_stats, write_stats
-from quarry.pipelines.write import SOURCE_CHANGED, WriteParquetTable
+from quarry.pipelines.write import SOURCE_CHANGED, StreamingShard, WriteParquetTable, shard_path
+from quarry.pipelines.write import STAGE as WRITE
+from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.caption import DecodeConfig
-from quarry.schemas.common import ImageCell, Origin
+from quarry.schemas.common import TIERS, ImageCell, Origin
 from quarry.schemas.config import ConfigError, DagConfig, DecontamSection, ShardConfig
-from quarry.schemas.decontam import ContaminationMatch
+from quarry.schemas.decontam import ContaminationMatch, DecontamConfig, FlagColumns
 
 STAGE = "decontam"
 INDEX_STATS = "decontam_index"  # _stats/decontam_index.json
@@ -488,3 +510,206 @@ STAGE_REASONS: dict[str, tuple[str, ...]] = {
 
 __all__ = ["BuildDecontamIndex", "Decontaminate", "DecontamOutputs", "FieldProbe", "MaybeDecontaminate", "Probe",
            "contamination_summary", "flag_row", "pixel_limit", "plan_benchmarks"]
+
+
+# === the decontam DAG: existing rows checked, the kept ones rewritten from a second read ==========
+
+# --- reading: rows -> small references with what the check needs -----------------------------
+
+
+class RowRef(NamedTuple):
+    """One input row, without its payload: where it is, and what to check (image hashes precomputed)."""
+
+    file: str
+    key: str
+    probe: Probe
+    flags: tuple[str, ...] = ()
+    flagged: bool = False
+
+
+def _rows(f: InputFile) -> Iterator[tuple[str, Union[dict, str]]]:
+    """(key, row or why it is unreadable); raises OSError/ValueError for a corrupt Parquet file."""
+    with FileSystems.open(f.path) as fh:
+        yield from table_rows(fh, f.kind, batch_size=256)
+
+
+def _sample_id(row: dict, f: InputFile, key: str) -> str:
+    sid = row.get("sample_id")
+    if isinstance(sid, str) and sid:
+        return sid
+    return content_id("decontam", posixpath.basename(f.path), key)
+
+
+def _source(row: dict, default: str) -> str:
+    s = row.get("source")
+    return clean_source(s) if isinstance(s, str) and s.strip() else default
+
+
+def _row_texts(row: dict, fields: tuple[str, ...]) -> list[tuple[str, str]]:
+    out = []
+    for name in fields:
+        v: Any = row
+        for part in name.split("."):
+            v = v.get(part) if isinstance(v, dict) else None
+        if isinstance(v, str):
+            out.append((name, v))
+        elif isinstance(v, list):
+            out.extend((f"{name}[{i}]", x) for i, x in enumerate(v) if isinstance(x, str))
+    return out
+
+
+class ReadRowProbes(beam.DoFn):
+    REJECTED = "rejected"
+
+    def __init__(self, default_source: str, max_image_bytes: int):
+        self.default_source = default_source
+        self.max_image_bytes = max_image_bytes
+        self.bad_images = beam.metrics.Metrics.counter("decontam", "training_images_unreadable")
+
+    def _image_keys(self, f: InputFile, row: dict) -> list[tuple[str, ImageKey]]:
+        out = []
+        for name in f.image_fields:
+            value = row.get(name)
+            cells = value if isinstance(value, list) else [value]
+            for i, cell in enumerate(cells):
+                label = name if len(cells) == 1 else f"{name}[{i}]"
+                if isinstance(cell, dict):
+                    cell = cell.get("bytes") or cell.get("path")
+                if isinstance(cell, str) and cell:
+                    cell = read_limited(beside(cell, f.path), self.max_image_bytes)
+                    if isinstance(cell, str):
+                        self.bad_images.inc()
+                        continue
+                if not isinstance(cell, (bytes, bytearray)) or not cell:
+                    continue
+                if len(cell) > self.max_image_bytes:
+                    self.bad_images.inc()
+                    continue
+                key = ImageKey.of_bytes(bytes(cell))
+                if isinstance(key, Rejection):
+                    self.bad_images.inc()
+                    continue
+                out.append((label, key))
+        return out
+
+    def process(self, f: InputFile):
+        def reject(bad: Unreadable) -> beam.pvalue.TaggedOutput:
+            return beam.pvalue.TaggedOutput(self.REJECTED, read_reject(f.path, self.default_source, bad))
+
+        try:
+            for key, row in _rows(f):
+                if isinstance(row, str):
+                    yield reject(Unreadable(key, reasons.INVALID_JSON, row))
+                    continue
+                probe = Probe(_sample_id(row, f, key), _source(row, self.default_source),
+                              Origin(file=f.path, key=key), tuple(_row_texts(row, f.text_fields)),
+                              tuple(self._image_keys(f, row)))
+                yield RowRef(f.path, key, probe)
+        except (BeamIOError, *TABLE_ERRORS) as e:  # corrupt Parquet: rows read before stay
+            yield reject(unreadable_table(e))
+
+
+def flag_ref(ref: RowRef, matches: list[Match]) -> RowRef:
+    return ref._replace(flags=tuple(match_summary(m) for m in matches), flagged=bool(matches))
+
+
+# --- writing: a second read of each input file ------------------------------------------------
+
+
+def _output_schema(schema: pa.Schema, flag: bool) -> pa.Schema:
+    for name in ("source", "tier"):
+        if name not in schema.names:
+            schema = schema.append(pa.field(name, pa.string()))
+    if flag:
+        for f in arrow_schema(FlagColumns):
+            i = schema.get_field_index(f.name)
+            schema = schema.set(i, f) if i >= 0 else schema.append(f)
+    return schema
+
+
+def _jsonable(v: Any) -> Any:
+    return json.dumps(v, ensure_ascii=False, sort_keys=True) if isinstance(v, (dict, list)) else v
+
+
+class WriteKeptRows(beam.DoFn):
+    REJECTED = "rejected"
+
+    def __init__(self, files: list[InputFile], cfg: DecontamConfig, output_dir: str):
+        self.files = {f.path: f for f in files}
+        self.count = len(files)
+        self.cfg = cfg
+        self.data_dir = FileSystems.join(output_dir, "data")
+        self.flag = cfg.decontam.action == "flag"
+        self.default_source = clean_source(cfg.source or "unknown")
+        self.default_tier = getattr(cfg.input.default_tier, "value", cfg.input.default_tier)
+
+    def _finish_row(self, row: dict, ref: RowRef) -> dict:
+        row["source"] = _source(row, self.default_source)
+        if row.get("tier") not in TIERS:
+            row["tier"] = self.default_tier
+        if self.flag:
+            row["contaminated"] = ref.flagged
+            row["contamination"] = list(ref.flags)
+        return row
+
+    def process(self, element):
+        path, refs = element
+        f = self.files[path]
+        wanted = {r.key: r for r in refs}
+        parquet_schema = None
+        if f.kind == "parquet":
+            with FileSystems.open(path) as fh:
+                parquet_schema = _output_schema(footer_schema(fh), self.flag)
+        shards: dict[tuple[str, ...], Any] = {}
+        pending: dict[tuple[str, ...], list[dict]] = {}
+        for key, row in _rows(f):
+            ref = wanted.pop(key, None)
+            if ref is None or isinstance(row, str):
+                continue
+            if _sample_id(row, f, key) != ref.probe.sample_id:
+                yield refused(to_reject(ref.probe, WRITE, (SOURCE_CHANGED, "the input row changed between reads")))
+                continue
+            row = self._finish_row(row, ref)
+            partition = (f"source={row['source']}", f"tier={row['tier']}")
+            if parquet_schema is not None:
+                if partition not in shards:
+                    shards[partition] = StreamingShard(
+                        shard_path(self.data_dir, partition, "decontam", f.index, self.count), parquet_schema,
+                        self.cfg.shards)
+                shards[partition].add(row)
+            else:
+                pending.setdefault(partition, []).append(row)
+        for ref in wanted.values():
+            yield refused(to_reject(ref.probe, WRITE, (SOURCE_CHANGED,
+                                                       "the input row was not found on the second read")))
+        for shard in shards.values():
+            yield shard.close()
+        for partition, rows in pending.items():  # JSONL: one table per file and partition, schema from its rows
+            try:
+                table = pa.Table.from_pylist(rows)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types across lines: nested values as JSON text
+                table = pa.Table.from_pylist([{k: _jsonable(v) for k, v in r.items()} for r in rows])
+            shard = StreamingShard(shard_path(self.data_dir, partition, "decontam", f.index, self.count),
+                                   table.schema, self.cfg.shards)
+            for r in table.to_pylist():
+                shard.add(r)
+            yield shard.close()
+
+
+class WriteKept(beam.PTransform):
+    """Kept row references -> their rows rewritten from a second read of each input file; returns the rejects
+    (`write/source_changed` when an input changed between the reads)."""
+
+    def __init__(self, files: list[InputFile], cfg: DecontamConfig, output_dir: str):
+        super().__init__()
+        self.files, self.cfg, self.output_dir = files, cfg, output_dir
+
+    def expand(self, kept):
+        written = (
+            kept
+            | "KeyByInputFile" >> beam.Map(lambda r: (r.file, r))
+            | "GroupByInputFile" >> beam.GroupByKey()
+            | "WriteKept" >> beam.ParDo(WriteKeptRows(self.files, self.cfg, self.output_dir)).with_outputs(
+                REJECTED, main="paths")
+        )
+        return written[REJECTED]
