@@ -142,8 +142,8 @@ def _bare_chunk(chunk: list[tuple[str, str, dict]]) -> list[tuple[str, str, dict
     """Parse, decode, mine a chunk of rows: (dedup key, question, row dict) of the kept questions."""
     from quarry.operators.decode import decode_image
     from quarry.operators.ids import digest
-    from quarry.pipelines.read import RowRecord
     from quarry.pipelines.imagemining import ImageInput, ImageMeta, Mined, mine_image, parse_image_row
+    from quarry.pipelines.read import RowRecord
 
     cfg, miner = _STATE["cfg"], _STATE["miner"]
     out = []

@@ -123,11 +123,11 @@ _STATE: dict = {}
 
 
 def _init_worker() -> None:
-    from quarry.dags.runner import resolve_config
     from quarry.dags.interleaved import SPEC
-    from quarry.operators.interleaved.ads import AdDetector
+    from quarry.dags.runner import resolve_config
     from quarry.operators.clip import ClipScorer
     from quarry.operators.heuristics import HeuristicFilter
+    from quarry.operators.interleaved.ads import AdDetector
     from quarry.operators.interleaved.text_quality import TextQuality
     from quarry.schemas.caption import HeuristicsConfig
 
@@ -144,8 +144,15 @@ def _bare_doc(item: tuple[str, str, str]) -> str:
     from quarry.operators.clip import clip_thumbnail
     from quarry.operators.decode import decode_image
     from quarry.operators.heuristics import image_stats
-    from quarry.operators.interleaved.documents import (check_density, clean_text, count_words, diagram_score,
-                                              neighbour_texts, parse_document, tail_flags)
+    from quarry.operators.interleaved.documents import (
+        check_density,
+        clean_text,
+        count_words,
+        diagram_score,
+        neighbour_texts,
+        parse_document,
+        tail_flags,
+    )
     from quarry.operators.phash import phash64
 
     path, key, line = item

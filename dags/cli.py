@@ -143,6 +143,7 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     import duckdb
+
     from quarry.dags.inspect import run_sql, summary
 
     try:

@@ -50,6 +50,7 @@ from __future__ import annotations
 import dataclasses
 
 import apache_beam as beam
+
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.grade.judge import judge_verifier_from
 from quarry.operators.grade.verify import verifier_for

@@ -25,6 +25,7 @@ from __future__ import annotations
 import sys
 
 from apache_beam.io.filesystems import FileSystems
+
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.imagemining.kb import KbError
 from quarry.operators.imagemining.kb_store import ensure_kb_store

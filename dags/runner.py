@@ -28,6 +28,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
 from quarry.pipelines.stats import CountTo, read_counts
 from quarry.pipelines.write import (
     WRITE_REJECTS,

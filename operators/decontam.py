@@ -53,8 +53,8 @@ from datatrove.utils.text import PUNCTUATION_TRANS, TextNormConfig, simplify_tex
 from quarry.operators.base import Rejection
 from quarry.operators.decode import TOO_LARGE, decode_image
 from quarry.operators.ids import digest
-from quarry.operators.phash import phash64, hamming
 from quarry.operators.inputs.tables import table_rows
+from quarry.operators.phash import hamming, phash64
 from quarry.schemas.caption import DecodeConfig
 from quarry.schemas.config import DecontamSection
 

@@ -28,6 +28,7 @@ from typing import Any, Callable, NamedTuple, Optional, Sequence
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
+
 from quarry.operators.concepts import (
     CONCEPT_DOWNSAMPLED,
     NO_CONCEPT_MATCH,

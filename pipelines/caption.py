@@ -21,6 +21,7 @@ from typing import Optional
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+
 from quarry.operators import clip as clip_ops
 from quarry.operators import concepts as concept_ops
 from quarry.operators import decode as decode_ops

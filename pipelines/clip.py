@@ -18,6 +18,7 @@ from typing import Any, Optional
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+
 from quarry.operators.clip import ClipScorer
 from quarry.schemas.caption import ClipConfig
 

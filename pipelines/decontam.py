@@ -41,6 +41,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.utils import shared
 from pydantic import BaseModel
+
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.decontam import (
@@ -65,8 +66,7 @@ from quarry.operators.inputs import reasons
 from quarry.operators.inputs.kinds import TABLE_KINDS, TABLE_SUFFIXES
 from quarry.operators.inputs.parquet import parquet_schema as footer_schema
 from quarry.operators.inputs.records import Unreadable
-from quarry.operators.inputs.tables import table_rows
-from quarry.operators.inputs.tables import table_columns
+from quarry.operators.inputs.tables import table_columns, table_rows
 from quarry.pipelines.read import (
     TABLE_ERRORS,
     Head,
@@ -473,6 +473,7 @@ def contamination_summary(output_dir: str) -> Optional[dict]:
     """Matches per benchmark, per source and per kind from `DIR/contamination/`, plus the index stats
     (None when the run had no decontam stage)."""
     import pyarrow.parquet as pq
+
     from quarry.pipelines.write import written_files
 
     index_stats = read_stats(output_dir, INDEX_STATS)

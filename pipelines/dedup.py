@@ -42,6 +42,7 @@ from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
+
 from quarry.operators.base import Rejection
 from quarry.operators.phash import Member, band_keys, band_layout, near_duplicates_in_group, rank_key
 

@@ -32,6 +32,7 @@ import logging
 from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
+
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.grade import mc as mc_ops

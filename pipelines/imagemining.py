@@ -23,6 +23,7 @@ from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
 from apache_beam.utils import shared
+
 from quarry.operators import decode as decode_ops
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection

@@ -30,6 +30,7 @@ from typing import Iterator, Optional, Union
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+
 from quarry.operators import clip as clip_ops
 from quarry.operators import decode as decode_ops
 from quarry.operators import decontam as decontam_ops

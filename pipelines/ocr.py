@@ -25,6 +25,7 @@ from typing import Any, Optional
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+
 from quarry.operators.ocr.engine import OcrEngine, OcrLine, make_engine
 from quarry.schemas.ocr_search import OcrEngineConfig
 

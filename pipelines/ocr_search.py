@@ -28,6 +28,7 @@ from typing import Any, Iterator, NamedTuple, Optional, Union
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
+
 from quarry.operators import decode as decode_ops
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection

@@ -30,6 +30,7 @@ from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, O
 import apache_beam as beam
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
+
 from quarry.operators.ids import content_id
 from quarry.operators.inputs import reasons
 from quarry.operators.inputs.columns import CAPTION_COLUMNS, IMAGE_COLUMNS, sniff

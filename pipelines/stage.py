@@ -18,6 +18,7 @@ from typing import Any, NamedTuple, Optional, Union
 
 from apache_beam import ParDo
 from apache_beam.pvalue import TaggedOutput
+
 from quarry.operators.base import Rejection
 from quarry.pipelines.stats import CountTo
 from quarry.schemas.common import Origin, Reject

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
+
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.ids import content_id, digest

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 from pydantic import BaseModel
+
 from quarry.operators.ids import stable_bucket
 from quarry.pipelines.stats import CountTo
 from quarry.schemas.arrow import arrow_schema

@@ -18,7 +18,6 @@ from quarry.schemas.arrow import ArrowType
 from quarry.schemas.common import ImageCell, Row, Sample, Tier
 from quarry.schemas.config import DagConfig, Section
 
-
 JUDGE_KIND = "judge"
 
 

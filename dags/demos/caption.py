@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from PIL import Image, ImageOps
+
 from quarry.dags.demos import DemoInput
 
 CAPTIONS = {

@@ -19,6 +19,7 @@ def build(folder: pathlib.Path) -> DemoInput:
     `no_text` reject, and the engine and models in the manifest.
     """
     from PIL import Image
+
     from quarry.operators.ocr.synth import bar_chart, poster
 
     demo = pathlib.Path(__file__).resolve().parents[1] / "demo_data"

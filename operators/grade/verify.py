@@ -35,10 +35,10 @@ import sys
 import threading
 import time
 import unicodedata
-from tokenize import TokenError
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal, InvalidOperation
+from tokenize import TokenError
 from typing import Protocol
 
 from rapidfuzz.distance import Levenshtein

@@ -29,8 +29,23 @@ from typing import Any, Optional
 from urllib.request import pathname2url
 
 from quarry.operators.imagemining.kb import (
-    MAX_ISSUES, MIN_CHARS, Entity, FactLine, KbError, KbIssue, KbQueries, KbSink, Linker, Literal, Match, Object,
-    _word_char, entity_names_norm, merge_relations, parse_record, read_kb,
+    MAX_ISSUES,
+    MIN_CHARS,
+    Entity,
+    FactLine,
+    KbError,
+    KbIssue,
+    KbQueries,
+    KbSink,
+    Linker,
+    Literal,
+    Match,
+    Object,
+    _word_char,
+    entity_names_norm,
+    merge_relations,
+    parse_record,
+    read_kb,
 )
 
 FORMAT = 1  # bump when the tables change: older stores are rebuilt

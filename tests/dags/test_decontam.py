@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from quarry.dags.demos import decontam as decontam_demo
 from quarry.dags import decontam
+from quarry.dags.demos import decontam as decontam_demo
 from quarry.dags.runner import reject_counts, resolve_config, run_dag
 from quarry.pipelines.decontam import STAGE_REASONS
 from quarry.pipelines.read import InputError

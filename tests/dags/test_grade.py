@@ -13,10 +13,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from quarry.dags import grade
-from quarry.dags.runner import resolve_config, run_dag
-from quarry.dags.runner import reject_counts
-from quarry.pipelines.grade import read_summary
-from quarry.pipelines.grade import STAGE_REASONS
+from quarry.dags.runner import reject_counts, resolve_config, run_dag
+from quarry.pipelines.grade import STAGE_REASONS, read_summary
 from quarry.pipelines.read import InputError
 from quarry.schemas.config import ConfigError
 

@@ -14,11 +14,10 @@ import pytest
 
 from quarry.dags.demos import gui as gui_demo
 from quarry.dags.gui import SPEC, plan
-from quarry.dags.runner import resolve_config, run_dag
-from quarry.dags.runner import reject_counts
+from quarry.dags.runner import reject_counts, resolve_config, run_dag
+from quarry.operators.gui.browser import find_chromium
 from quarry.pipelines.gui import STAGE_REASONS
 from quarry.schemas.arrow import arrow_schema
-from quarry.operators.gui.browser import find_chromium
 from quarry.schemas.common import TIERS, ImageRecord
 from quarry.schemas.config import ConfigError
 from quarry.schemas.gui import GuiRow

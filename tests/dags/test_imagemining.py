@@ -12,10 +12,9 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from quarry.dags.demos import imagemining as imagemining_demo
 from quarry.dags import imagemining
-from quarry.dags.runner import resolve_config, run_dag
-from quarry.dags.runner import reject_counts
+from quarry.dags.demos import imagemining as imagemining_demo
+from quarry.dags.runner import reject_counts, resolve_config, run_dag
 from quarry.operators.imagemining import qa
 from quarry.operators.imagemining.kb import contains_phrase, load_kb, normalise
 from quarry.pipelines.imagemining import STAGE_REASONS

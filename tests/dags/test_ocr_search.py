@@ -15,8 +15,7 @@ from PIL import Image, ImageDraw
 
 from quarry.dags.demos import ocr_search as ocr_search_demo
 from quarry.dags.ocr_search import SPEC
-from quarry.dags.runner import resolve_config, run_dag
-from quarry.dags.runner import reject_counts
+from quarry.dags.runner import reject_counts, resolve_config, run_dag
 from quarry.operators.ocr.synth import box_contains, draw_text, poster, rotated
 from quarry.operators.ocr.tasks import similarity
 from quarry.pipelines.ocr_search import STAGE_REASONS

@@ -15,9 +15,8 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 
-from quarry.dags.runner import resolve_config, run_dag
 from quarry.dags.demos import svg as svg_demo
-from quarry.dags.runner import reject_counts
+from quarry.dags.runner import reject_counts, resolve_config, run_dag
 from quarry.dags.svg import SPEC
 from quarry.pipelines.svg import REJECT_STAGES, STAGE_REASONS
 from quarry.schemas.arrow import arrow_schema

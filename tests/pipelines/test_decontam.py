@@ -24,9 +24,9 @@ from quarry.pipelines.decontam import (
     plan_benchmarks,
 )
 from quarry.schemas.caption import CaptionConfig, DecodeConfig
-from quarry.schemas.decontam import DecontamConfig
 from quarry.schemas.common import ImageCell, Origin
 from quarry.schemas.config import ConfigError, DecontamSection
+from quarry.schemas.decontam import DecontamConfig
 
 Q1 = "Which of the following best explains why the metal rod expands when it is heated in the flame shown?"
 Q2 = "在如图所示的电路中，电源电压保持不变，闭合开关后滑动变阻器的滑片向右移动时电流表的示数如何变化"

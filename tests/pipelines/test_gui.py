@@ -8,8 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from quarry.dags.runner import resolve_config
 from quarry.dags.gui import SPEC
+from quarry.dags.runner import resolve_config
 from quarry.pipelines.gui import final_url_of, plan_gui_inputs, read_gui_file, url_problem
 from quarry.pipelines.read import InputError
 from quarry.schemas.common import Reject

@@ -10,10 +10,10 @@ import duckdb
 import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
 
+from quarry.pipelines.write import WriteImages, WriteRejects, WriteShards
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject, Sample
 from quarry.schemas.config import ShardConfig
-from quarry.pipelines.write import WriteImages, WriteRejects, WriteShards
 
 
 def rows(n: int) -> list[Sample]:

@@ -12,7 +12,13 @@ import pytest
 
 from quarry.operators.gui import browser as browser_mod
 from quarry.operators.gui.browser import (
-    CHROMIUM_CANDIDATES, DISABLED_FEATURES, BrowserLaunchError, BrowserRenderer, PageJob, RendererSettings, find_chromium,
+    CHROMIUM_CANDIDATES,
+    DISABLED_FEATURES,
+    BrowserLaunchError,
+    BrowserRenderer,
+    PageJob,
+    RendererSettings,
+    find_chromium,
 )
 
 

@@ -6,7 +6,12 @@ import pytest
 
 from quarry.operators.gui.dom import Element, normalise_box
 from quarry.operators.gui.tasks import (
-    TaskSettings, describe, page_tasks, referring_expressions, task_id, tier_for,
+    TaskSettings,
+    describe,
+    page_tasks,
+    referring_expressions,
+    task_id,
+    tier_for,
 )
 
 

@@ -10,7 +10,7 @@ import random
 import pytest
 
 from quarry.operators.imagemining import qa
-from quarry.operators.imagemining.kb import KnowledgeBase, Literal, normalise, contains_phrase
+from quarry.operators.imagemining.kb import KnowledgeBase, Literal, contains_phrase, normalise
 from quarry.operators.imagemining.qa import Filters, ImageContext, ImageEntity, Path
 
 

@@ -8,7 +8,14 @@ from importlib import resources
 
 import pytest
 
-from quarry.operators.interleaved.text_quality import LOW_QUALITY, TOO_MUCH_TEXT, TextQuality, cap_text, looks_like_html, strip_html
+from quarry.operators.interleaved.text_quality import (
+    LOW_QUALITY,
+    TOO_MUCH_TEXT,
+    TextQuality,
+    cap_text,
+    looks_like_html,
+    strip_html,
+)
 from quarry.schemas.interleaved import TextQualityConfig
 
 ARTICLES = json.loads(resources.files("quarry.dags").joinpath("demo_data", "interleaved", "articles.json").read_text())
