@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Iterator, Optional, Union
+from typing import Iterator, NamedTuple, Optional, Union
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -88,7 +88,7 @@ from quarry.pipelines.write import STAGE as WRITE
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.caption import DecodeConfig, HeuristicsConfig
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
-from quarry.schemas.config import ReaderConfig
+from quarry.schemas.config import ReaderConfig, ShardConfig
 from quarry.schemas.interleaved import (
     AdsConfig,
     DensityConfig,
@@ -134,8 +134,19 @@ def _record_key(prefix: str, rec: dict) -> str:
     return prefix
 
 
+class ReadSections(NamedTuple):
+    """The config sections reading documents needs (an InterleavedConfig has both, so it serves as well)."""
+
+    reader: ReaderConfig
+    document: DocumentConfig
+
+    @classmethod
+    def of(cls, cfg: InterleavedConfig) -> "ReadSections":
+        return cls(cfg.reader, cfg.document)
+
+
 class _DocMaker:
-    def __init__(self, f: InputFile, default_source: str, cfg: InterleavedConfig):
+    def __init__(self, f: InputFile, default_source: str, cfg: ReadSections):
         self.f = f
         self.name = f.path.rsplit("/", 1)[-1]
         self.default_source = default_source
@@ -153,7 +164,7 @@ class _DocMaker:
         return doc
 
 
-def _jsonl_records(fh, cfg: InterleavedConfig) -> Iterator[tuple[str, Union[dict, str, None], int]]:
+def _jsonl_records(fh, cfg: ReadSections) -> Iterator[tuple[str, Union[dict, str, None], int]]:
     """(key, the record | why it is not one | None when too large, size)."""
     for lineno, rec, size in bounded_objects(fh, cfg.document.max_record_bytes):
         key = f"line:{lineno}"
@@ -165,7 +176,7 @@ def _parquet_records(fh) -> Iterator[tuple[str, Union[dict, str, None], int]]:
         yield _record_key(f"row:{row}", rec), rec, 0
 
 
-def read_documents(f: InputFile, default_source: str, cfg: InterleavedConfig,
+def read_documents(f: InputFile, default_source: str, cfg: ReadSections,
                    wanted: Optional[set[str]] = None) -> Iterator[Union[RawDocument, Reject]]:
     """Every document of one input file, or its read reject. With `wanted`, only
     records whose key is in it are parsed (and their images loaded)."""
@@ -173,7 +184,7 @@ def read_documents(f: InputFile, default_source: str, cfg: InterleavedConfig,
         yield read_reject(f.path, default_source, doc) if isinstance(doc, Unreadable) else doc
 
 
-def _documents(f: InputFile, default_source: str, cfg: InterleavedConfig,
+def _documents(f: InputFile, default_source: str, cfg: ReadSections,
                wanted: Optional[set[str]]) -> Iterator[Union[RawDocument, Unreadable]]:
     maker = _DocMaker(f, default_source, cfg)
     def parse(fh):  # AUTO compression: .jsonl.gz inflates on the fly
@@ -486,19 +497,18 @@ class ReadDocuments(ReadRecords):
 
     def __init__(self, files: list[InputFile], default_source: str, cfg: InterleavedConfig):
         super().__init__(files, functools.partial(read_documents, default_source=clean_source(default_source),
-                                                  cfg=cfg))
+                                                  cfg=ReadSections.of(cfg)))
 
 
 class _WriteFromSource(beam.DoFn):
-    """(input file, {rows, owned image ids}) -> document shards and images shard, from a second read.
+    """(input file, {rows, owned image ids}) -> document shards and images shard, from a second read."""
 
-    Takes the DAG config: `read_documents` (the reader) reads the file with it.
-    """
-
-    def __init__(self, files: list[InputFile], default_source: str, cfg: InterleavedConfig, output_dir: str):
+    def __init__(self, files: list[InputFile], default_source: str, read: ReadSections, shards: ShardConfig,
+                 output_dir: str):
         self.files = {f.path: (i, f) for i, f in enumerate(files)}
         self.default_source = clean_source(default_source)
-        self.cfg = cfg
+        self.read = read
+        self.shards = shards
         self.data_dir = FileSystems.join(output_dir, "data")
         self.images_dir = FileSystems.join(output_dir, "images")
         self.rows = beam.metrics.Metrics.counter("write", "interleaved_rows")
@@ -516,7 +526,7 @@ class _WriteFromSource(beam.DoFn):
         images_shard: Optional[StreamingShard] = None
         written: set[str] = set()
         schema = arrow_schema(InterleavedRow)
-        for doc in read_documents(f, self.default_source, self.cfg, wanted=set(wanted)):
+        for doc in read_documents(f, self.default_source, self.read, wanted=set(wanted)):
             key = doc.origin.key if isinstance(doc, Reject) else doc.key
             row = wanted.pop(key, None)
             if row is None:
@@ -531,7 +541,7 @@ class _WriteFromSource(beam.DoFn):
                     continue
                 if images_shard is None:
                     images_shard = StreamingShard(shard_path(self.images_dir, (), "images", index, len(self.files)),
-                                                  arrow_schema(ImageRecord), self.cfg.shards)
+                                                  arrow_schema(ImageRecord), self.shards)
                 images_shard.add(ImageRecord(image_id=info.image_id, image=ImageCell(bytes=refs[info.index].data),
                                              width=info.width, height=info.height, format=info.format).model_dump())
                 written.add(info.image_id)
@@ -540,7 +550,7 @@ class _WriteFromSource(beam.DoFn):
             partition = hive_partition(out)
             if partition not in shards:
                 shards[partition] = StreamingShard(shard_path(self.data_dir, partition, "interleaved", index,
-                                                              len(self.files)), schema, self.cfg.shards)
+                                                              len(self.files)), schema, self.shards)
             shards[partition].add(out)
             self.rows.inc()
         for row in wanted.values():
@@ -560,7 +570,7 @@ class WriteFromSource(beam.PTransform):
     def __init__(self, files: list[InputFile], default_source: str, cfg: InterleavedConfig, output_dir: str):
         super().__init__()
         self.order = {f.path: i for i, f in enumerate(files)}
-        self.fn = _WriteFromSource(files, default_source, cfg, output_dir)
+        self.fn = _WriteFromSource(files, default_source, ReadSections.of(cfg), cfg.shards, output_dir)
 
     def expand(self, rows):
         order = self.order
