@@ -52,6 +52,15 @@ def _load_problem(data: str) -> str:
     return r.MISSING_IMAGE if "cannot read" in data else r.FILE_TOO_LARGE
 
 
+def tar_unreadable(item: Union[TarSample, TarDamage]) -> Optional[Unreadable]:
+    """Why a tar item is no sample at all (the tar broke here, or its `key.json` is not an object), else None."""
+    if isinstance(item, TarDamage):
+        return Unreadable(item.key, r.UNREADABLE_TAR, item.detail)
+    if isinstance(item.meta, str):
+        return Unreadable(item.key, r.INVALID_METADATA, item.meta)
+    return None
+
+
 class CaptionRecords:
     """Captioned samples of one input file (the caption DAG's reader)."""
 
@@ -74,11 +83,10 @@ class CaptionRecords:
         )
 
     def from_tar(self, item: Union[TarSample, TarDamage]) -> Record:
-        if isinstance(item, TarDamage):
-            return Unreadable(item.key, r.UNREADABLE_TAR, item.detail)
+        bad = tar_unreadable(item)
+        if bad is not None:
+            return bad
         key, members, meta = item.key, item.members, item.meta
-        if isinstance(meta, str):
-            return Unreadable(key, r.INVALID_METADATA, meta)
         if item.oversize is not None:
             return Unreadable(key, r.FILE_TOO_LARGE,
                               f"{item.oversize} bytes > reader.max_image_bytes={self.max_image_bytes}",
@@ -165,11 +173,10 @@ class PictureRecords:
 
     def from_tar(self, item: Union[TarSample, TarDamage]) -> Record:
         """A tar sample read with `blank_metadata_is_empty=True`."""
-        if isinstance(item, TarDamage):
-            return Unreadable(item.key, r.UNREADABLE_TAR, item.detail)
+        bad = tar_unreadable(item)
+        if bad is not None:
+            return bad
         key, members, meta = item.key, item.members, item.meta
-        if isinstance(meta, str):
-            return Unreadable(key, r.INVALID_METADATA, meta)
         ext = next((e for e in IMAGE_EXTS if e in members), None)
         if ext is None:
             return Unreadable(key, r.MISSING_IMAGE, f"members: {sorted(members)}", self.source_of(meta))
