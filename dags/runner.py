@@ -324,4 +324,5 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
     return manifest
 
 
-__all__ = ["BuildInfo", "ConfigError", "DagSpec", "FamilyOutputs", "Stage", "build_dag", "with_reasons", "DataLossError", "UsageError", "run_dag", "resolve_config", "build_manifest"]
+__all__ = ["BuildInfo", "ConfigError", "DagSpec", "DataLossError", "FamilyOutputs", "RunCounts", "Stage", "UsageError",
+           "build_dag", "build_manifest", "resolve_config", "run_dag", "with_reasons"]
