@@ -46,8 +46,8 @@ def plan(patterns: list[str], cfg: CaptionConfig) -> CaptionPlan:
     return CaptionPlan(files, vocabulary)
 
 
-def read(pbegin, cfg: CaptionConfig, plan: CaptionPlan):
-    return pbegin | ReadImageText(plan.files, cfg.source or "unknown", cfg.reader)
+def read(pipeline, cfg: CaptionConfig, plan: CaptionPlan):
+    return pipeline | ReadImageText(plan.files, cfg.source or "unknown", cfg.reader)
 
 
 def transform(samples, cfg: CaptionConfig, plan: CaptionPlan, output: str) -> FamilyOutputs:

@@ -112,8 +112,8 @@ def plan(patterns: list[str], cfg: DecontamConfig) -> DecontamPlan:
     return DecontamPlan(files, bench)
 
 
-def read(pbegin, cfg: DecontamConfig, plan: DecontamPlan):
-    read = pbegin | ReadFiles(plan.files, ReadRowProbes(clean_source(cfg.source or "unknown"), cfg.input.max_image_bytes),
+def read(pipeline, cfg: DecontamConfig, plan: DecontamPlan):
+    read = pipeline | ReadFiles(plan.files, ReadRowProbes(clean_source(cfg.source or "unknown"), cfg.input.max_image_bytes),
                               ReadRowProbes.REJECTED)
     return read.main, read[ReadRowProbes.REJECTED]
 

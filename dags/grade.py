@@ -105,8 +105,8 @@ def plan(patterns: list[str], cfg: GradeConfig) -> GradePlan:
     return GradePlan(samples, rollouts)
 
 
-def read(pbegin, cfg: GradeConfig, plan: GradePlan):
-    return pbegin | ReadSamples(plan.samples, cfg.source or "unknown")
+def read(pipeline, cfg: GradeConfig, plan: GradePlan):
+    return pipeline | ReadSamples(plan.samples, cfg.source or "unknown")
 
 
 def transform(samples, cfg: GradeConfig, plan: GradePlan, output: str) -> FamilyOutputs:

@@ -45,8 +45,8 @@ def plan(patterns: list[str], cfg: GuiConfig):
     return plan_gui_inputs(patterns, cfg)
 
 
-def read(pbegin, cfg: GuiConfig, files):
-    return pbegin | ReadPages(files, cfg.source or "unknown", cfg)
+def read(pipeline, cfg: GuiConfig, files):
+    return pipeline | ReadPages(files, cfg.source or "unknown", cfg)
 
 
 def transform(pages, cfg: GuiConfig, files, output: str) -> FamilyOutputs:

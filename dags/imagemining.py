@@ -80,8 +80,8 @@ def plan(patterns: list[str], cfg: ImageMiningConfig):
     return plan_tables(patterns, (), "images")
 
 
-def read(pbegin, cfg: ImageMiningConfig, files):
-    return pbegin | ReadImageRows(files, cfg.source or "unknown", cfg.reader.max_image_bytes)
+def read(pipeline, cfg: ImageMiningConfig, files):
+    return pipeline | ReadImageRows(files, cfg.source or "unknown", cfg.reader.max_image_bytes)
 
 
 def transform(images, cfg: ImageMiningConfig, files, output: str) -> FamilyOutputs:

@@ -63,8 +63,8 @@ def plan(patterns: list[str], cfg: InterleavedConfig):
     return files
 
 
-def read(pbegin, cfg: InterleavedConfig, files):
-    return pbegin | ReadDocuments(files, cfg.source or "unknown", cfg)
+def read(pipeline, cfg: InterleavedConfig, files):
+    return pipeline | ReadDocuments(files, cfg.source or "unknown", cfg)
 
 
 def transform(docs, cfg: InterleavedConfig, files, output: str) -> FamilyOutputs:

@@ -38,8 +38,8 @@ def plan(patterns: list[str], cfg: OcrSearchConfig):
     return plan_ocr_inputs(patterns, cfg.reader)
 
 
-def read(pbegin, cfg: OcrSearchConfig, files):
-    return pbegin | ReadImages(files, cfg.source or "unknown", cfg.reader)
+def read(pipeline, cfg: OcrSearchConfig, files):
+    return pipeline | ReadImages(files, cfg.source or "unknown", cfg.reader)
 
 
 def transform(samples, cfg: OcrSearchConfig, files, output: str) -> FamilyOutputs:

@@ -99,7 +99,7 @@ class DagSpec:
     stages: tuple[Stage, ...]  # in order
     config_model: type[DagConfig]
     plan: Callable[[list[str], Any], Any]  # (patterns, cfg) -> plan; raises InputError / ConfigError
-    read: Callable[[Any, Any, Any], tuple[Any, Any]]  # (pbegin, cfg, plan) -> (records, read rejects)
+    read: Callable[[Any, Any, Any], tuple[Any, Any]]  # (pipeline, cfg, plan) -> (records, read rejects)
     transform: Callable[[Any, Any, Any, str], FamilyOutputs]  # (records, cfg, plan, output)
     describe: Callable[[Any, Any], BuildInfo]  # (cfg, plan) -> the manifest's extra facts and notes
     row_model: Optional[type] = None  # rows written by WriteShards with this schema ...
@@ -113,7 +113,7 @@ class DagSpec:
 
 def build_dag(spec: DagSpec, pipeline: beam.Pipeline, cfg: DagConfig, plan: Any, output: str) -> BuildInfo:
     """Wire one DAG on the shared skeleton; returns what its manifest says beyond the counts."""
-    records, read_rejected = pipeline | "Read" >> _Apply(spec.read, cfg, plan)
+    records, read_rejected = spec.read(pipeline, cfg, plan)
     records | "CountRead" >> CountTo(output, "read")
     out = spec.transform(records, cfg, plan, output)
     rows, rejects = out.rows, [read_rejected, out.rejected]
@@ -136,17 +136,6 @@ def build_dag(spec: DagSpec, pipeline: beam.Pipeline, cfg: DagConfig, plan: Any,
     if not cfg.source:
         info.notes.insert(0, f"no --source given: {spec.unsourced} are tagged source=unknown")
     return info
-
-
-class _Apply(beam.PTransform):
-    """A DAG's `read(pbegin, cfg, plan)` as one labelled step."""
-
-    def __init__(self, read: Callable[[Any, Any, Any], tuple[Any, Any]], cfg: Any, plan: Any):
-        super().__init__()
-        self.read_fn, self.cfg, self.plan = read, cfg, plan
-
-    def expand(self, pbegin):
-        return tuple(self.read_fn(pbegin, self.cfg, self.plan))
 
 
 def package_versions() -> dict[str, str]:

@@ -37,8 +37,8 @@ def plan(patterns: list[str], cfg: SvgConfig):
     return plan_svg_inputs(patterns, cfg.reader)
 
 
-def read(pbegin, cfg: SvgConfig, files):
-    return pbegin | ReadSvg(files, cfg.source or "unknown", cfg.reader)
+def read(pipeline, cfg: SvgConfig, files):
+    return pipeline | ReadSvg(files, cfg.source or "unknown", cfg.reader)
 
 
 def transform(records, cfg: SvgConfig, files, output: str) -> FamilyOutputs:

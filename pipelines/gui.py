@@ -149,6 +149,7 @@ def _gui_records(f: InputFile, source: str, cfg: GuiConfig) -> Iterator[Union[Pa
         yield from _page_inputs(source, Origin(file=f.path, key=rel), "html", rel, f"html:{rel}:{digest(data)}",
                                 viewports, f.root)
         return
+
     def parse(fh):
         if f.kind == "urls":
             for lineno, line in url_lines(fh):

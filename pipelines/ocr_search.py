@@ -130,6 +130,7 @@ def _pictures(f: InputFile, default_source: str, cfg: ReaderConfig) -> Iterator[
         yield make.from_image_file(image_file(f.path, read_limited, FileSystems.exists, cfg.max_image_bytes,
                                               sidecars=("json",)))
         return
+
     def parse(fh):
         if f.kind == "tar":
             yield from map(make.from_tar, tar_samples(fh, cfg.max_image_bytes, blank_metadata_is_empty=True))

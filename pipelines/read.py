@@ -294,20 +294,16 @@ class RowRecord(NamedTuple):
 
 def read_rows(f: InputFile, columns: Optional[tuple[str, ...]] = None) -> Iterator[RowRecord]:
     """One Parquet/JSONL file -> RowRecords, streamed (a Parquet batch at a time)."""
-    fh = open_input(f.path, "#unreadable")
-    if isinstance(fh, Unreadable):
-        yield RowRecord(f.path, fh.key, None, fh.reason, fh.detail[:500])
-        return
-    with fh:
+    def parse(fh):
         try:
             for key, rec in table_rows(fh, f.kind, columns):
-                if isinstance(rec, str):
-                    yield RowRecord(f.path, key, None, reasons.INVALID_JSON, rec)
-                else:
-                    yield RowRecord(f.path, key, rec)
+                yield RowRecord(f.path, key, None, reasons.INVALID_JSON, rec) if isinstance(rec, str) else \
+                    RowRecord(f.path, key, rec)
         except TABLE_ERRORS as e:
-            bad = unreadable_table(e)
-            yield RowRecord(f.path, bad.key, None, bad.reason, bad.detail[:500])
+            yield unreadable_table(e)
+
+    for item in read_opened(f.path, parse, "#unreadable"):
+        yield RowRecord(f.path, item.key, None, item.reason, item.detail) if isinstance(item, Unreadable) else item
 
 
 # --- the caption DAG's reader --------------------------------------------------------------------
@@ -333,6 +329,7 @@ def _caption_records(f: InputFile, default_source: str, cfg: ReaderConfig) -> It
     if f.kind == "image":
         yield make.from_image_file(image_file(f.path, read_limited, FileSystems.exists, cfg.max_image_bytes))
         return
+
     def parse(fh):
         if f.kind == "tar":
             yield from map(make.from_tar, tar_samples(fh, cfg.max_image_bytes))
