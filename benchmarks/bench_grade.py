@@ -30,9 +30,8 @@ from pathlib import Path
 
 from quarry.dags import grade
 from quarry.dags.runner import resolve_config, run_dag
-from quarry.operators.grade import tiers
-from quarry.operators.grade.verify import verifier_for
-from quarry.pipelines.grade import reference_for, score
+from quarry.operators.grade import contract, tiers
+from quarry.pipelines.grade import score
 
 WORK = Path(__file__).resolve().parent / "_work"
 MODELS = ("model-a", "model-b")
@@ -104,8 +103,9 @@ def bare_loop(folder: Path, correct_at: float = 0.999, k: int = 1) -> tuple[int,
         for line in f:
             r = json.loads(line)
             samples[r["sample_id"]] = r
-    verifiers = {t: verifier_for(t) for t in TASKS}
-    refs = {sid: reference_for(r["answer"], verifiers[r["task"]]) for sid, r in samples.items()}
+    specs = {t: contract.resolve(t, None, {}) for t in TASKS}
+    verifiers = {t: contract.build(spec) for t, spec in specs.items()}
+    refs = {sid: contract.reference(specs[r["task"]], r["answer"]) for sid, r in samples.items()}
     tallies: dict[str, tiers.SampleTally] = {}
     n = 0
     for path in sorted(folder.glob("rollouts-*.jsonl")):

@@ -6,6 +6,7 @@
     quarry inspect DIR [--sql QUERY]
     quarry decontam --bench BENCH --input PATH_OR_GLOB --output DIR [--action drop|flag] [--set ...] [-- BEAM...]
     quarry demo --output DIR
+    quarry selfcheck DIR [--work DIR] [--limit N]
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ examples:
   quarry inspect out/caption --sql "SELECT tier, count(*) FROM shards GROUP BY tier"
   quarry decontam --bench 'benchmarks/*.parquet' --input out/caption --output out/clean
   quarry run grade --input s.jsonl --output out/g --set rollouts=r.jsonl --set decontam.bench=bench/
+  quarry run grade --input out/gui --output out/gui-graded --set rollouts=rollouts.jsonl
+  quarry selfcheck out/gui
 
 Everything after `--` goes to Beam unchanged (--runner=DataflowRunner, --project, ...).
 Config keys: `quarry run DAG --show-config` prints every key with its default.
@@ -75,6 +78,13 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="e.g. --set decontam.max_hamming=6 --set decontam.columns.mmmu.question=prompt")
     dc.add_argument("--overwrite", action="store_true")
+
+    sc = sub.add_parser("selfcheck", help="grade a run's RL rows with their own answers (all must score 1) and "
+                                           "with perturbed answers (none may score 1), per task")
+    sc.add_argument("dir", help="run directory of an RL-producing DAG (gui, ocr_search, imagemining, svg)")
+    sc.add_argument("--work", metavar="DIR", help="where rollouts, the graded run and selfcheck.json go "
+                                                  "(default: a new temporary folder)")
+    sc.add_argument("--limit", type=int, metavar="N", help="check the first N RL rows only")
 
     demo = sub.add_parser("demo", help="run the DAGs on the sample data shipped with quarry (offline)")
     demo.add_argument("--output", "-o", required=True, metavar="DIR")
@@ -191,6 +201,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return _fail(str(e))
 
 
+def cmd_selfcheck(args: argparse.Namespace, beam_args: list[str]) -> int:
+    from quarry.dags.runner import DataLossError, UsageError
+    from quarry.dags.selfcheck import selfcheck
+    from quarry.pipelines.read import InputError
+
+    try:
+        report = selfcheck(args.dir, args.work, args.limit, beam_args)
+    except (FileNotFoundError, ConfigError, InputError, UsageError, DataLossError) as e:
+        return _fail(str(e))
+    print(report.table())
+    return 0 if report.ok else 1
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     own, beam_args = _split_beam_args(argv)
@@ -205,6 +228,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return cmd_demo(args)
     if args.command == "decontam":
         return cmd_decontam(args, beam_args)
+    if args.command == "selfcheck":
+        return cmd_selfcheck(args, beam_args)
     _parser().print_help()
     return 0
 

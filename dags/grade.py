@@ -1,10 +1,16 @@
 """`quarry run grade --input SAMPLES --output DIR --set rollouts=PATH_OR_GLOB`: offline RL difficulty tiers.
 
+SAMPLES is a run directory of an RL-producing DAG (`--input OUT/gui`: its
+`data/` shards, its `images/` joined by `image_id`) or Parquet/JSONL rows with
+the RL contract of `schemas/rl.py` (task, question, answer, answer_aliases,
+verifier, image or image_id).
+
 GLM-4.5V §5: pass@k of several models, merged with offline human labels, into
 five tiers; sampling then down-weights the too-easy and too-hard tiers.
 
-Tier rule: every rollout is scored by the verifier of its sample's task
-(`operators/grade/verify.py`, `--set verifiers.TASK=KIND` to override); correct
+Tier rule: every rollout is scored by the rule the row's `verifier` names,
+with its parameters, else its task's default (`operators/grade/contract.py`,
+`operators/grade/verify.py`; `--set verifiers.TASK=KIND` overrides both); correct
 when reward >= grade.correct_at (0.999: OCR and grounding rewards are partial,
 so a near-miss is not correct). Per model: unbiased pass@k (k = grade.k,
 default 1 = mean pass rate; capped at the model's rollout count). Per sample:
@@ -13,8 +19,9 @@ medium, > 0 hard, else very_hard (grade.tiers.*). A `label_tier` column
 (an offline human label) overrides the computed tier; both are kept
 (`pass_tier`, `label_tier`).
 
-Accounting: each sample row is one input: a row, or a reject (`read`,
-`join`: duplicate_sample_id, `grade`: no_rollouts / no_verifier). Rollouts
+Accounting: each sample row is one input: a row, or a reject (`read`:
+also invalid_verifier / empty_answer, `join`: duplicate_sample_id (the first
+row in input order wins) / missing_image, `grade`: no_rollouts / no_verifier). Rollouts
 are not inputs: rollouts of unknown sample ids and unreadable rollout rows
 are counted (manifest stages `rollouts_read` and `rollouts_join`: inputs -
 outputs = dropped), not rejected one by one. A sample's `image` column is
@@ -50,8 +57,10 @@ from __future__ import annotations
 import dataclasses
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
+from quarry.operators.grade import contract
 from quarry.operators.grade.judge import judge_verifier_from
 from quarry.operators.grade.verify import verifier_for
 from quarry.operators.inputs import reasons as read_reasons
@@ -62,6 +71,7 @@ from quarry.pipelines.grade import (
     SUMMARY_FILE,
     GenerateRollouts,
     GradePipeline,
+    JoinImages,
     MultipleChoiceToFillIn,
     ReadRollouts,
     ReadSamples,
@@ -78,6 +88,21 @@ from quarry.schemas.grade import GradeConfig, GradeRow
 class GradePlan:
     samples: list
     rollouts: list
+    images: list = dataclasses.field(default_factory=list)  # the `DIR/images` tables of run directories
+
+
+def expand_runs(patterns: list[str]) -> tuple[list[str], list[str]]:
+    """(sample patterns, image-table patterns): a quarry run directory (it has `manifest.json`) stands for its
+    `data/` shards, and its `images/` table is joined to rows that carry an `image_id`."""
+    samples, images = [], []
+    for p in patterns:
+        if FileSystems.exists(FileSystems.join(p, "manifest.json")):
+            samples.append(FileSystems.join(p, "data"))
+            if FileSystems.exists(FileSystems.join(p, "images")):
+                images.append(FileSystems.join(p, "images"))
+        else:
+            samples.append(p)
+    return samples, images
 
 
 def plan(patterns: list[str], cfg: GradeConfig) -> GradePlan:
@@ -100,9 +125,11 @@ def plan(patterns: list[str], cfg: GradeConfig) -> GradePlan:
             judge_verifier_from(cfg.judge.verifier_mapping())
         except (ValueError, OSError) as e:
             raise ConfigError(f"judge: {e}") from None
-    samples = plan_tables(patterns, SAMPLE_COLUMNS, "samples")
+    sample_patterns, image_patterns = expand_runs(patterns)
+    samples = plan_tables(sample_patterns, SAMPLE_COLUMNS, "samples")
     rollouts = plan_tables(cfg.rollout_patterns(), ROLLOUT_COLUMNS, "rollouts") if cfg.rollout_patterns() else []
-    return GradePlan(samples, rollouts)
+    images = plan_tables(image_patterns, ("image_id", "image"), "images") if image_patterns else []
+    return GradePlan(samples, rollouts, images)
 
 
 def read(pipeline, cfg: GradeConfig, plan: GradePlan):
@@ -110,7 +137,11 @@ def read(pipeline, cfg: GradeConfig, plan: GradePlan):
 
 
 def transform(samples, cfg: GradeConfig, plan: GradePlan, output: str) -> FamilyOutputs:
-    rejects = []
+    rejects, images = [], None
+    if plan.images:  # rows of quarry runs: the image each row's image_id names
+        samples, images, image_rejects = samples | "Images" >> JoinImages(
+            plan.images, attach=not plan.rollouts or cfg.decontam.enabled)
+        rejects.append(image_rejects)
     if cfg.decontam.enabled:  # --set decontam.bench=PATH: before fill-in conversion rewrites the question
         from quarry.pipelines.decontam import MaybeDecontaminate
 
@@ -129,7 +160,7 @@ def transform(samples, cfg: GradeConfig, plan: GradePlan, output: str) -> Family
         rollouts | "CountRolloutsRead" >> CountTo(output, "rollouts_read.out")
     graded = (samples, rollouts) | "Grade" >> GradePipeline(cfg, output)
     rejects.append(graded.rejected)
-    return FamilyOutputs(graded.rows, tuple(rejects) | "GradeRejects" >> beam.Flatten())
+    return FamilyOutputs(graded.rows, tuple(rejects) | "GradeRejects" >> beam.Flatten(), images)
 
 
 def describe(cfg: GradeConfig, plan: GradePlan) -> BuildInfo:
@@ -173,19 +204,25 @@ def finish(output: str, cfg: GradeConfig, info: BuildInfo, run: RunCounts) -> No
 
 
 # What this DAG's reader can reject a record for (operators/inputs/reasons.py).
-READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.MISSING_FIELD, read_reasons.MISSING_IMAGE, read_reasons.INVALID_LABEL_TIER)
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON,
+                read_reasons.MISSING_FIELD, read_reasons.MISSING_IMAGE, read_reasons.INVALID_LABEL_TIER,
+                *contract.REASONS)
 
 
 SPEC = DagSpec(
     name="grade",
     summary="RL difficulty tiers: verifier-scored rollouts -> pass@k per model -> five tiers, human labels win",
     stages=with_reasons((
-        Stage("read", "samples (Parquet/JSONL: sample_id, task, question, answer[, source, label_tier, options]) "
-                      "and rollouts (files, or generated with the generate section)", where="operators/inputs/tables.py, pipelines/grade.py"),
+        Stage("read", "samples (a quarry run directory, or Parquet/JSONL with the RL contract of schemas/rl.py: "
+                      "sample_id, task, question, answer[, answer_aliases, verifier, image_id, source, label_tier, "
+                      "options]) and rollouts (files, or generated with the generate section)",
+              where="operators/inputs/tables.py, operators/grade/contract.py, pipelines/grade.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): question, answer, options and image against "
                           "benchmark sets", where="pipelines/decontam.py"),
         Stage("mc", "multiple choice -> fill in the blank (grade.mc_to_fill_in); unconvertible items rejected", where="operators/grade/mc.py"),
-        Stage("join", "CoGroupByKey on sample_id; duplicate sample ids rejected, unknown rollout ids counted", where="pipelines/grade.py"),
+        Stage("join", "a run's images joined by image_id (missing ones rejected); CoGroupByKey on sample_id: the "
+                      "first row in input order wins, later duplicates rejected, unknown rollout ids counted",
+              where="pipelines/grade.py"),
         Stage("grade", "verifier (or model judge) reward per rollout, correct >= grade.correct_at, pass@k per model, "
                        "mean, tier", where="operators/grade/verify.py, operators/grade/tiers.py"),
         Stage("write", "Parquet shards by source and tier; tier counts + sampling weights in _stats/grade_summary.json", where="pipelines/write.py"),

@@ -94,7 +94,7 @@ SPEC = DagSpec(
                         "screenshot + visible elements (box, role, name, interactive, DOM path)", where="operators/gui/browser.py, pipelines/gui.py"),
         Stage("tasks", "element_perception, grounding (name or positional expressions, ambiguous ones dropped), "
                        "action (click/type/scroll); tier from area and crowding", where="operators/gui/tasks.py"),
-        Stage("decontam", "optional (--set decontam.bench=PATH): prompt, expression and element name against benchmark sets", where="pipelines/decontam.py"),
+        Stage("decontam", "optional (--set decontam.bench=PATH): question, expression and element name against benchmark sets", where="pipelines/decontam.py"),
         Stage("write", "task rows by source and tier; screenshots once in DIR/images", where="pipelines/write.py"),
     ), {**STAGE_REASONS, "read": READ_REASONS}),
     config_model=GuiConfig,
@@ -103,8 +103,8 @@ SPEC = DagSpec(
     transform=transform,
     describe=describe,
     row_model=GuiRow,
-    # task text (prompt, expression, element name) against benchmark questions (--set decontam.bench=PATH)
-    decontam_fields=FieldProbe(text=("prompt", "expression", "element_name")),
+    # task text (question, expression, element name) against benchmark questions (--set decontam.bench=PATH)
+    decontam_fields=FieldProbe(text=("question", "expression", "element_name")),
     unsourced="pages without a `source` field",
     one_to_one=False,
     finish=finish,

@@ -34,7 +34,7 @@ from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.gui import browser as browser_ops
 from quarry.operators.gui.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, RenderResult
-from quarry.operators.gui.tasks import TaskSettings, page_tasks, task_id
+from quarry.operators.gui.tasks import TaskSettings, page_tasks, task_id, verifier_spec
 from quarry.operators.ids import content_id, digest
 from quarry.operators.inputs import reasons
 from quarry.operators.inputs.files import page_bytes, url_lines
@@ -355,7 +355,7 @@ def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings) -> tuple[
             sample_id=task_id(p.page_id, t), source=p.source, tier=t.tier, task=t.task, origin=p.origin,
             url=p.url if p.kind == "url" else None, parent_id=p.page_id, image_id=image_id, width=page.width,
             height=page.height, viewport=p.viewport.name, page_url=page_url, final_url=final_url_of(p, page.final_url),
-            prompt=t.prompt, answer=t.answer, expression=t.expression, expression_kind=t.expression_kind,
+            question=t.prompt, answer=t.answer, verifier=verifier_spec(t), expression=t.expression, expression_kind=t.expression_kind,
             action=t.action, element_tag=e.tag if e else None, element_role=e.role if e else None,
             element_name=e.name if e else None, element_interactive=e.interactive if e else None,
             element_path=e.path if e else None, box=list(e.box) if e else None,

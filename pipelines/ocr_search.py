@@ -45,6 +45,7 @@ from quarry.operators.ocr.engine import OcrLine, fit_for_ocr
 from quarry.operators.ocr.layout import build_layout, valid_lines
 from quarry.operators.ocr.tasks import (
     CROP_UNREADABLE,
+    OCR_QUESTION,
     encode_crop,
     image_tier,
     input_height,
@@ -92,6 +93,9 @@ from quarry.schemas.ocr_search import (
     TierConfig,
     ToolCall,
 )
+from quarry.schemas.rl import VerifierSpec
+
+OCR_VERIFIER = VerifierSpec(kind="ocr")  # both tasks: 1 - edit distance / max length
 
 MIN_SIDE = 8  # pictures narrower than this hold no readable text and trip the detector's resizing
 IMAGES, CROPS = "images", "crops"
@@ -263,7 +267,8 @@ class _Layout(beam.DoFn):
             sample_id=item.sample_id, source=item.source, tier=image_tier(sizes, tiers), task=TASK_OCR,
             origin=item.origin, url=item.url, license=item.license, image_id=image_id, width=w, height=h,
             image_format=item.image_format, engine=self.engine_label, text=layout.transcription,
-            lines=[_line_cell(ln, w, h) for ln in layout.lines], entities=entities)
+            lines=[_line_cell(ln, w, h) for ln in layout.lines], entities=entities,
+            question=OCR_QUESTION, answer=layout.transcription, verifier=OCR_VERIFIER)
         yield row
         yield beam.pvalue.TaggedOutput(IMAGES, ImageRecord(image_id=image_id, image=ImageCell(bytes=item.image_bytes),
                                                            width=w, height=h, format=item.image_format))
@@ -306,7 +311,9 @@ class _Verify(beam.DoFn):
             sample_id=c.sample_id, source=p.source, tier=c.tier, task=TASK_SEARCH, origin=p.origin, url=p.url,
             license=p.license, parent_id=p.sample_id, image_id=p.image_id, width=p.width, height=p.height,
             image_format=p.image_format, engine=p.engine, text=c.entity_text, question=c.question,
-            answer=verdict.query, query=verdict.query,  # the upscaled re-read is the sharper reading entity_kind=c.entity_kind, entity_box_1000=c.entity_box_1000,
+            # the upscaled re-read is the sharper reading; the whole-picture reading is right too
+            answer=verdict.query, answer_aliases=[c.entity_text] if c.entity_text != verdict.query else [],
+            verifier=OCR_VERIFIER, query=verdict.query, entity_kind=c.entity_kind, entity_box_1000=c.entity_box_1000,
             crop_box_1000=c.crop_box_1000, crop=ImageCell(bytes=c.crop_bytes), crop_scale=c.crop_scale,
             crop_similarity=round(verdict.similarity, 4), rel_area=round(c.rel_area, 6),
             input_height_px=round(c.input_height, 2),

@@ -60,6 +60,7 @@ from quarry.pipelines.read import (
 from quarry.pipelines.stage import REJECTED, count_stage, refused, run_stage, to_reject
 from quarry.pipelines.stats import Progress
 from quarry.schemas.common import ImageCell, Origin, Reject
+from quarry.schemas.rl import VerifierSpec
 from quarry.schemas.svg import (
     NormaliseConfig,
     RenderConfig,
@@ -317,6 +318,15 @@ def _keep_unflagged(c: Candidate, matches) -> Candidate:
     return c
 
 
+# The RL contract (schemas/rl.py): image_to_svg is an RL task judged by rendering the response (the
+# svg_render rule); svg_to_image pairs train generation and carry no verifier.
+TASK_QUESTIONS = {
+    "image_to_svg": "Write the SVG code that draws this image.",
+    "svg_to_image": "Draw the image that the SVG code in `svg` renders.",
+}
+TASK_VERIFIERS = {"image_to_svg": VerifierSpec(kind="svg_render"), "svg_to_image": None}
+
+
 def to_rows(c: Candidate, tasks: list[str], char_bounds: list[int], command_bounds: list[int]) -> Iterator[SvgRow]:
     s, r = c.svg, c.rendered
     tier = tier_of(s, char_bounds, command_bounds)
@@ -327,7 +337,8 @@ def to_rows(c: Candidate, tasks: list[str], char_bounds: list[int], command_boun
             image=ImageCell(bytes=r.png), width=r.width, height=r.height, image_format="png", svg_chars=s.chars,
             input_bytes=s.input_bytes, element_count=s.element_count, path_count=s.path_count,
             path_commands=s.path_commands, viewbox_derived=s.viewbox_derived, removed=list(s.removed),
-            phash=to_hex(r.phash),
+            phash=to_hex(r.phash), question=TASK_QUESTIONS[task], answer=s.text if task == "image_to_svg" else "",
+            verifier=TASK_VERIFIERS[task],
         )
 
 

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from quarry.schemas.arrow import ArrowType
 from quarry.schemas.common import ImageCell, Row, Sample, Tier
 from quarry.schemas.config import DagConfig, Section
+from quarry.schemas.rl import RlTask
 
 JUDGE_KIND = "judge"
 
@@ -135,11 +136,10 @@ class ModelPass(Row):
     pass_rate: float
 
 
-class GradeRow(Sample):
-    """One graded RL sample. `tier` is `label_tier` when given, else `pass_tier`."""
+class GradeRow(RlTask, Sample):
+    """One graded RL sample (the RL contract of `schemas/rl.py`). `tier` is `label_tier` when given, else
+    `pass_tier`; `verifier` is the rule that judged it (null: the model judge)."""
 
-    question: str
-    answer: str = Field(description="the reference as given (a list of aliases or boxes as JSON text)")
     pass_rate: float = Field(description="mean over models of pass@k")
     mean_reward: float = Field(description="mean verifier reward over all rollouts")
     n_rollouts: Annotated[int, ArrowType(pa.int32())]
@@ -151,3 +151,4 @@ class GradeRow(Sample):
     original_options: Optional[list[str]] = Field(None, description="its options")
     original_answer: Optional[str] = Field(None, description="its answer (letter, index or option text)")
     image: Optional[ImageCell] = Field(None, description="the sample's image, carried from the input's `image` column")
+    image_id: Optional[str] = Field(None, description="the sample's image in DIR/images (rows of a quarry run)")

@@ -16,6 +16,7 @@ from pydantic import Field, field_validator
 from quarry.schemas.arrow import ArrowType
 from quarry.schemas.common import Origin, Row, Sample
 from quarry.schemas.config import DagConfig, Section
+from quarry.schemas.rl import RlTask
 
 TASKS = ("element_perception", "grounding", "action")
 
@@ -133,8 +134,9 @@ class PageInput(Row):
     viewport: Viewport
 
 
-class GuiRow(Sample):
-    """One GUI task on one screenshot; the screenshot is `DIR/images` row `image_id`."""
+class GuiRow(RlTask, Sample):
+    """One GUI task on one screenshot (the RL contract of `schemas/rl.py`); the screenshot is `DIR/images` row
+    `image_id`."""
 
     image_id: str
     width: Annotated[int, ArrowType(pa.int32())] = Field(description="screenshot width in pixels")
@@ -142,8 +144,6 @@ class GuiRow(Sample):
     viewport: str
     page_url: str = Field(description="the URL as given, or the html file's path relative to the input folder")
     final_url: str = Field(description="the URL the page ended at (after redirects); for served html the path inside the input folder, like page_url (the loopback port changes per run)")
-    prompt: str
-    answer: str = Field(description="`<|begin_of_box|>...<|end_of_box|>` around boxes and actions")
     expression: Optional[str] = Field(None, description="the referring expression (grounding, action)")
     expression_kind: Optional[str] = Field(None, description="name | positional | role")
     action: Optional[str] = Field(None, description="click(x,y) | type(x,y,\"text\") | scroll(x,y,\"down\")")

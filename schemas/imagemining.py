@@ -17,6 +17,7 @@ from quarry.schemas.caption import DecodeConfig
 from quarry.schemas.common import Row, Sample
 from quarry.schemas.config import DagConfig, Section
 from quarry.schemas.grade import ClientSection
+from quarry.schemas.rl import RlTask
 
 
 class KbSection(Section):
@@ -111,18 +112,16 @@ class Hop(Row):
     visual: bool
 
 
-class QARow(Sample):
-    """One Visual-Jump question about an image; the image itself lives in DIR/images."""
+class QARow(RlTask, Sample):
+    """One Visual-Jump question about an image (the RL contract of `schemas/rl.py`); the image itself lives in
+    DIR/images."""
 
     image_id: str = Field(description="content hash of the image bytes; the row of DIR/images")
     width: Annotated[int, ArrowType(pa.int32())]
     height: Annotated[int, ArrowType(pa.int32())]
-    question: str
     template_question: str = Field(description="the question as the templates wrote it")
     rewritten: bool = Field(description="question is the rewriter's paraphrase (checked by every filter)")
     language: str
-    answer: str
-    answer_aliases: list[str] = Field(default_factory=list)
     answer_id: Optional[str] = Field(None, description="KB id when the answer is an entity")
     answer_type: str = Field(description="entity type, or the literal's type (year, quantity, ...)")
     answer_unit: Optional[str] = None

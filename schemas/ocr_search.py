@@ -30,6 +30,7 @@ from quarry.schemas.arrow import ArrowType
 from quarry.schemas.caption import DecodeConfig
 from quarry.schemas.common import ImageCell, Row, Sample
 from quarry.schemas.config import DagConfig, Section
+from quarry.schemas.rl import RlTask
 
 TASK_OCR = "ocr"
 TASK_SEARCH = "ocr_search"
@@ -166,8 +167,13 @@ class ToolCall(Row):
     arguments: str = Field(description="JSON object")
 
 
-class OcrSearchRow(Sample):
-    """One `ocr` or `ocr_search` sample; fields of the other task are null/empty."""
+class OcrSearchRow(RlTask, Sample):
+    """One `ocr` or `ocr_search` sample (the RL contract of `schemas/rl.py`); fields of the other task are
+    null/empty.
+
+    `ocr`: question asks for the whole transcription, answer is `text`; `ocr_search`: answer is the text as the
+    upscaled crop reads it, with the whole-picture reading (`text`) as an alias when it differs. Both are judged
+    by the OCR rule (1 - edit distance / max length)."""
 
     image_id: str
     width: Annotated[int, ArrowType(pa.int32())]
@@ -178,9 +184,6 @@ class OcrSearchRow(Sample):
                                   "whole-picture OCR read it")
     lines: list[OcrLineCell] = Field(default_factory=list, description="ocr: every valid line, reading order")
     entities: list[EntityCell] = Field(default_factory=list, description="ocr: entities, reading order")
-    question: Optional[str] = None
-    answer: Optional[str] = Field(
-        None, description="ocr_search: the text in the image, as the upscaled crop reads it (verified against `text`)")
     query: Optional[str] = Field(None, description="ocr_search: OCR of the upscaled crop, the search query")
     entity_kind: Optional[str] = None
     entity_box_1000: Optional[list[int]] = None

@@ -17,6 +17,7 @@ from pydantic import Field, field_validator
 from quarry.schemas.arrow import ArrowType
 from quarry.schemas.common import ImageCell, Origin, Row, Sample
 from quarry.schemas.config import DagConfig, Section
+from quarry.schemas.rl import RlTask
 
 TASKS = ("svg_to_image", "image_to_svg")
 
@@ -120,8 +121,11 @@ class SvgRecord(Row):
     license: Optional[str] = None
 
 
-class SvgRow(Sample):
-    """One task row of a kept SVG <-> image pair (`parent_id` is the input record's sample_id)."""
+class SvgRow(RlTask, Sample):
+    """One task row of a kept SVG <-> image pair (`parent_id` is the input record's sample_id).
+
+    RL contract (`schemas/rl.py`): image_to_svg rows answer with the SVG and are judged by rendering
+    (`svg_render`); svg_to_image rows have an empty answer and no verifier (generation pairs)."""
 
     pair_id: str = Field(description="content hash of the normalised SVG: both task rows of one pair share it")
     svg: str = Field(description="sanitised, normalised, minified SVG text")

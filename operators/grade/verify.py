@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import unicodedata
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Context, Decimal, InvalidOperation
 from tokenize import TokenError
@@ -78,6 +78,17 @@ WRONG = Verdict(0.0, MISMATCH)
 
 def _fail(reason: str) -> Verdict:
     return Verdict(0.0, reason)
+
+
+def _best(verdicts: Iterable[Verdict]) -> Verdict:
+    """The highest reward of several (one per alias); the first verdict on a tie, so a reason stays."""
+    best: Verdict | None = None
+    for v in verdicts:
+        if best is None or v.reward > best.reward:
+            best = v
+        if best.reward == 1.0:
+            break
+    return best if best is not None else WRONG
 
 
 class Verifier(Protocol):
@@ -369,7 +380,12 @@ class NumericVerifier(_ScoresExtractedAnswer):
             raise ValueError("rtol and atol must be >= 0 and timeout_s > 0")
 
     def score(self, answer: str, reference: object) -> Verdict:
-        """Compare an extracted answer with the reference (a str or a number)."""
+        """Compare an extracted answer with the reference (a str or a number), or with any of a list of them."""
+        if isinstance(reference, (list, tuple)):
+            return _best(self._score_one(answer, r) for r in reference) if reference else _fail(UNPARSEABLE_NUMBER)
+        return self._score_one(answer, reference)
+
+    def _score_one(self, answer: str, reference: object) -> Verdict:
         ref = _parse_reference_number(reference, self.timeout_s)
         if isinstance(ref, Verdict):
             return ref
@@ -616,7 +632,7 @@ MAX_OCR_CHARS = 20_000
 
 @dataclass(frozen=True)
 class OcrVerifier(_ScoresExtractedAnswer):
-    """Transcriptions: reward 1 - edit_distance / max(len) on the raw strings.
+    """Transcriptions: reward 1 - edit_distance / max(len) on the raw strings (the best over aliases).
 
     No normalisation beyond the outer whitespace that extraction strips: case,
     punctuation and number formatting all count ("43" vs "43.0" is 1 - 2/4).
@@ -626,6 +642,12 @@ class OcrVerifier(_ScoresExtractedAnswer):
     require_box: bool = True
 
     def score(self, answer: str, reference: object) -> Verdict:
+        """Against a reference text, or the best of a list of them (answer and aliases)."""
+        if isinstance(reference, (list, tuple)):
+            return _best(self._score_one(answer, r) for r in reference) if reference else WRONG
+        return self._score_one(answer, reference)
+
+    def _score_one(self, answer: str, reference: object) -> Verdict:
         ref = str(reference)
         if len(answer) > self.max_chars or len(ref) > self.max_chars:
             return _fail(TOO_LONG)
@@ -747,13 +769,17 @@ def _as_boxes(reference: object) -> list[Box] | None:
 
 @dataclass(frozen=True)
 class GroundingVerifier(_ScoresExtractedAnswer):
-    """Boxes: reward = share of reference boxes matched by a predicted box with IoU >= threshold.
+    """Boxes: reward = matched boxes / max(reference boxes, predicted boxes).
 
-    Boxes are ``[x1, y1, x2, y2]`` in 0-1000. Any predicted box outside that
-    range or inverted is ``box_out_of_range`` (reward 0: the model broke the
-    format). Extra predicted boxes are not penalised beyond the cap of
-    `max_boxes` (``too_many_boxes``) — per the paper's "share of boxes"; a
-    trainer that fears box spamming should lower `max_boxes`.
+    A match is a one-to-one pairing of a predicted and a reference box with
+    IoU >= threshold. GLM-4.5V Table 1 gives the reward as the share of boxes
+    above the IoU threshold without saying share of what; dividing by the
+    reference count alone lets a policy spam boxes (the right box plus 20
+    random ones would score 1.0), so quarry divides by the larger count: every
+    extra box costs reward, every missed box too, and only the exact set of
+    boxes scores 1. Boxes are ``[x1, y1, x2, y2]`` in 0-1000. Any predicted
+    box outside that range or inverted is ``box_out_of_range`` (reward 0: the
+    model broke the format); more than `max_boxes` is ``too_many_boxes``.
     """
 
     threshold: float = 0.5
@@ -775,7 +801,7 @@ class GroundingVerifier(_ScoresExtractedAnswer):
             return _fail(TOO_MANY_BOXES)
         if not all(box_in_range(b) for b in pred):
             return _fail(BOX_OUT_OF_RANGE)
-        share = match_boxes(pred, ref, self.threshold) / len(ref)
+        share = match_boxes(pred, ref, self.threshold) / max(len(ref), len(pred))
         return RIGHT if share == 1.0 else Verdict(share, MISMATCH)
 
 
@@ -786,38 +812,58 @@ class GroundingVerifier(_ScoresExtractedAnswer):
 
 @dataclass(frozen=True)
 class GuiAction:
-    """A parsed action: `kind` plus a box (a click point is a zero-size box) or text."""
+    """A parsed action: `kind`, where (a box; a point is a zero-size box; None when not given) and text.
+
+    `text` is the typed text of ``type`` and the direction of ``scroll``.
+    """
 
     kind: str
     box: Box | None = None
     text: str = ""
 
 
-_CLICK_KINDS = frozenset({"click", "left_click", "double_click", "right_click", "long_press", "tap"})
+_CLICK_KINDS = frozenset({"click", "double_click", "right_click", "long_press"})
+_KIND_ALIASES = {"left_click": "click", "tap": "click"}  # same action, another name
 _DIRECTIONS = frozenset({"up", "down", "left", "right"})
 _ACTION_RE = re.compile(r"^\s*([A-Za-z_]+)\s*\((.*)\)\s*;?\s*$", re.DOTALL)
 _POINT_RE = re.compile(rf"^\[?{_N},{_N}\]?$")
 _BOX_ARG_RE = re.compile(rf"^\[{_N},{_N},{_N},{_N}\]$")
+# A leading point argument of type/scroll: "x, y, rest" or "[x, y], rest".
+_LEADING_POINT_RE = re.compile(rf"^(?:\[{_N},{_N}\]|{_N},{_N})\s*,(.*)$", re.DOTALL)
 _STRING_RE = re.compile(r"""^(?:"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)')$""", re.DOTALL)
 MAX_ACTION_CHARS = 10_000
+
+
+def _leading_point(arg: str) -> tuple[Box | None, str]:
+    """(point, the rest) when `arg` starts with a point argument, else (None, arg)."""
+    m = _LEADING_POINT_RE.match(arg)
+    if not m:
+        return None, arg
+    vals = [v for v in m.groups()[:4] if v is not None]
+    x, y = float(vals[0]), float(vals[1])
+    return (x, y, x, y), m.group(m.lastindex).strip()
 
 
 def parse_action(text: str) -> GuiAction | None:
     """Parse one action; None when it is not in the grammar.
 
-    Grammar (names case-insensitive, whitespace free, an optional ``;``)::
+    The grammar is what the gui DAG writes and prompts for, plus the forms
+    without a point (names case-insensitive, whitespace free, an optional ``;``)::
 
         click(x, y) | click([x, y]) | click([x1, y1, x2, y2])
-            (also left_click, double_click, right_click, long_press, tap)
-        type("text") | type('text')        (backslash escapes \\" \\' \\\\ \\n)
-        scroll(up|down|left|right)         (the direction may be quoted)
+            (also double_click, right_click, long_press; left_click and tap are click)
+        type(x, y, "text") | type([x, y], "text") | type("text")
+            (single or double quotes; backslash escapes \" \' \\ \n)
+        scroll(x, y, "down") | scroll([x, y], down) | scroll(down)
+            (up, down, left, right; quoted or not)
     """
-    if len(text) > MAX_ACTION_CHARS:
+    if not isinstance(text, str) or len(text) > MAX_ACTION_CHARS:
         return None
     m = _ACTION_RE.match(text)
     if not m:
         return None
     kind, arg = m.group(1).lower(), m.group(2).strip()
+    kind = _KIND_ALIASES.get(kind, kind)
     if kind in _CLICK_KINDS:
         if p := _POINT_RE.match(arg):
             x, y = float(p.group(1)), float(p.group(2))
@@ -826,34 +872,60 @@ def parse_action(text: str) -> GuiAction | None:
             return GuiAction(kind, tuple(float(v) for v in b.groups()))  # type: ignore[arg-type]
         return None
     if kind == "type":
-        s = _STRING_RE.match(arg)
+        point, rest = _leading_point(arg)
+        s = _STRING_RE.match(rest)
         if not s:
             return None
         raw = s.group(1) if s.group(1) is not None else s.group(2)
         text_ = re.sub(r"\\(.)", lambda e: "\n" if e.group(1) == "n" else e.group(1), raw)
-        return GuiAction(kind, text=text_)
+        return GuiAction(kind, point, text=text_)
     if kind == "scroll":
-        d = arg.strip("'\"").strip().lower()
-        return GuiAction(kind, text=d) if d in _DIRECTIONS else None
+        point, rest = _leading_point(arg)
+        d = rest.strip().strip("'\"").strip().lower()
+        return GuiAction(kind, point, text=d) if d in _DIRECTIONS else None
     return None
+
+
+def _is_point(b: Box) -> bool:
+    return b[0] == b[2] and b[1] == b[3]
+
+
+def _hits(got: Box, target: Box, threshold: float) -> bool:
+    """A predicted point inside the target (edges included), or a predicted box with IoU >= threshold."""
+    if _is_point(got):
+        return target[0] <= got[0] <= target[2] and target[1] <= got[1] <= target[3]
+    return iou(got, target) >= threshold
 
 
 @dataclass(frozen=True)
 class ActionVerifier(_ScoresExtractedAnswer):
     """Single-step GUI actions (GLM-4.5V Table 1: action match + IoU).
 
-    The reference is an action string (same grammar) or a `GuiAction`; for
-    clicks it gives the target box. Right when the action kinds are equal
-    (else ``action_mismatch``) and: a predicted point lies inside the target
-    box (edges included), or a predicted box has IoU >= threshold with it;
-    typed text is equal exactly; the scroll direction is equal.
+    The reference is an action string (same grammar; box markers are
+    stripped) or a `GuiAction`. Where: the target is `target` (the element's
+    box from the row's verifier spec) when set, else the reference's own box
+    or point. Right when the kinds are equal (else ``action_mismatch``) and:
+
+    - click: a predicted point lies inside the target (edges included), or a
+      predicted box has IoU >= threshold with it. Without a target box the
+      reference point itself must be hit: a DAG should give the box;
+    - type: the typed text is equal exactly, and when the reference says
+      where, the predicted point hits the target (a response without a point
+      is a mismatch: it does not say which field);
+    - scroll: the direction is equal; a predicted point must lie on the
+      screen (0-1000), and inside the target when the reference gives a box.
     """
 
     threshold: float = 0.5
+    target: Box | None = None
     require_box: bool = True
 
     def score(self, answer: str, reference: object) -> Verdict:
-        ref = reference if isinstance(reference, GuiAction) else parse_action(str(reference))
+        if isinstance(reference, GuiAction):
+            ref = reference
+        else:
+            unboxed = extract_answer(str(reference), require_box=False)
+            ref = None if isinstance(unboxed, Verdict) else parse_action(unboxed)
         if ref is None:
             return _fail(UNPARSEABLE_ACTION)
         got = parse_action(answer)
@@ -861,17 +933,19 @@ class ActionVerifier(_ScoresExtractedAnswer):
             return _fail(UNPARSEABLE_ACTION)
         if got.kind != ref.kind:
             return _fail(ACTION_MISMATCH)
+        if got.box is not None and not box_in_range(got.box):
+            return _fail(BOX_OUT_OF_RANGE)
+        target = tuple(self.target) if self.target is not None else ref.box
         if got.kind in _CLICK_KINDS:
-            assert got.box is not None and ref.box is not None
-            if not box_in_range(got.box):
-                return _fail(BOX_OUT_OF_RANGE)
-            x1, y1, x2, y2 = got.box
-            if x1 == x2 and y1 == y2:  # a point
-                rx1, ry1, rx2, ry2 = ref.box
-                inside = rx1 <= x1 <= rx2 and ry1 <= y1 <= ry2
-                return RIGHT if inside else WRONG
-            return RIGHT if iou(got.box, ref.box) >= self.threshold else WRONG
-        return RIGHT if got.text == ref.text else WRONG
+            assert got.box is not None and target is not None
+            return RIGHT if _hits(got.box, target, self.threshold) else WRONG
+        if got.text != ref.text:
+            return WRONG
+        if got.kind == "type" and target is not None:
+            return RIGHT if got.box is not None and _hits(got.box, target, self.threshold) else WRONG
+        if got.kind == "scroll" and target is not None and not _is_point(target) and got.box is not None:
+            return RIGHT if _hits(got.box, target, self.threshold) else WRONG
+        return RIGHT
 
 
 # ---------------------------------------------------------------------------
@@ -885,24 +959,33 @@ class VerifierKind(enum.Enum):
     OCR = "ocr"
     GROUNDING = "grounding"
     ACTION = "action"
+    SVG_RENDER = "svg_render"
 
 
-_FACTORIES: Mapping[VerifierKind, Callable[[], Verifier]] = {
+def _svg_render(**params: object) -> Verifier:
+    from quarry.operators.grade.svg_render import SvgRenderVerifier  # resvg only where SVG rows are graded
+
+    return SvgRenderVerifier(**params)  # type: ignore[arg-type]
+
+
+_FACTORIES: Mapping[VerifierKind, Callable[..., Verifier]] = {
     VerifierKind.EXACT: ExactVerifier,
     VerifierKind.NUMERIC: NumericVerifier,
     VerifierKind.OCR: OcrVerifier,
     VerifierKind.GROUNDING: GroundingVerifier,
     VerifierKind.ACTION: ActionVerifier,
+    VerifierKind.SVG_RENDER: _svg_render,
 }
 
-# Defaults. `svg` is exact match: an SVG answer in RL data is a short choice
-# or value about the image; code-to-image fidelity needs rendering, which is
-# not a rule a verifier can apply here.
+# Defaults for rows without a `verifier` spec (files made outside quarry). quarry's own DAGs name
+# the rule per row (`schemas/rl.py`); `svg` here is exact match for short answers about an SVG.
 TASK_VERIFIERS: Mapping[str, VerifierKind] = {
     "caption_qa": VerifierKind.EXACT,
     "imagemining": VerifierKind.EXACT,
+    "visual_jump_qa": VerifierKind.EXACT,
     "exact": VerifierKind.EXACT,
     "svg": VerifierKind.EXACT,
+    "image_to_svg": VerifierKind.SVG_RENDER,
     "numeric": VerifierKind.NUMERIC,
     "math": VerifierKind.NUMERIC,
     "ocr": VerifierKind.OCR,
@@ -916,9 +999,14 @@ def verifier_for(task: str, overrides: Mapping[str, str] | None = None) -> Verif
     """The verifier (default configuration) for a quarry task type.
 
     `overrides` maps task types to verifier kinds by name ("exact", "numeric",
-    "ocr", "grounding", "action"), replacing or adding to `TASK_VERIFIERS`.
-    An unknown task or kind is a configuration error: ValueError.
+    "ocr", "grounding", "action", "svg_render"), replacing or adding to
+    `TASK_VERIFIERS`. An unknown task or kind is a configuration error: ValueError.
     """
+    return _FACTORIES[kind_for(task, overrides)]()
+
+
+def kind_for(task: str, overrides: Mapping[str, str] | None = None) -> VerifierKind:
+    """The verifier kind of a task type (`verifier_for`'s lookup); ValueError for an unknown task or kind."""
     table = dict(TASK_VERIFIERS)
     for name, kind in (overrides or {}).items():
         try:
@@ -928,4 +1016,22 @@ def verifier_for(task: str, overrides: Mapping[str, str] | None = None) -> Verif
             raise ValueError(f"unknown verifier kind {kind!r} for task {name!r} (known: {known})") from None
     if task not in table:
         raise ValueError(f"no verifier for task {task!r} (known: {', '.join(sorted(table))})")
-    return _FACTORIES[table[task]]()
+    return table[task]
+
+
+def verifier_from_spec(kind: str, *, rel_tol: float | None = None, abs_tol: float | None = None,
+                       iou: float | None = None, box: Sequence[float] | None = None) -> Verifier:
+    """The verifier a row's `verifier` spec names (`schemas/rl.py: VerifierSpec`), with its parameters.
+
+    Unset parameters keep the rule's defaults. ValueError for an unknown kind.
+    """
+    k = VerifierKind(kind)
+    if k is VerifierKind.NUMERIC:
+        params = {"rtol": rel_tol, "atol": abs_tol}
+    elif k is VerifierKind.GROUNDING:
+        params = {"threshold": iou}
+    elif k is VerifierKind.ACTION:
+        params = {"threshold": iou, "target": tuple(float(v) for v in box) if box is not None else None}
+    else:
+        params = {}
+    return _FACTORIES[k](**{name: v for name, v in params.items() if v is not None})

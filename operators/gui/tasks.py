@@ -33,6 +33,7 @@ from typing import Optional, Sequence
 from quarry.operators.gui.dom import Element
 from quarry.operators.ids import content_id, seeded_uniform
 from quarry.schemas.gui import TasksConfig, TierConfig
+from quarry.schemas.rl import VerifierSpec
 
 _TASKS, _TIERS = TasksConfig(), TierConfig()  # the defaults, written once in schemas/gui.py
 
@@ -276,6 +277,22 @@ def page_tasks(page_key: str, elements: Sequence[Element], scrollable: bool, s: 
             tasks = [t for i, t in enumerate(tasks) if i in keep]
         out.extend(tasks)
     return out
+
+
+def verifier_spec(t: Task) -> VerifierSpec:
+    """The rule that judges a task's responses (the RL contract, `schemas/rl.py`).
+
+    grounding: box IoU; action: the action grammar with the target element's
+    box, so any click inside the element is right; element_perception: exact
+    match on the description, asked again of a model judge where `grade` has
+    one (a description is free text: "a link reading 'Home'" and "the Home
+    link" say the same).
+    """
+    if t.task == "grounding":
+        return VerifierSpec(kind="grounding")
+    if t.task == "action":
+        return VerifierSpec(kind="action", box=[float(v) for v in t.element.box] if t.element else None)
+    return VerifierSpec(kind="exact", judge=True)
 
 
 def task_key(t: Task) -> str:

@@ -48,6 +48,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.ids import content_id
 from quarry.operators.imagemining.kb import KnowledgeBase, Literal, Object, contains_phrase, normalise
 from quarry.schemas.imagemining import QaSection
+from quarry.schemas.rl import VerifierSpec
 
 TRIVIAL = "trivial"
 AMBIGUOUS = "ambiguous_answer"
@@ -574,13 +575,29 @@ def tier_for(hops: int, visual_hops: int, requires_crop: bool, degree: int, rare
     return TIER_NAMES[max(0, min(4, score))]
 
 
+# Relative tolerance of quantity answers: KB quantities are rounded figures ("2,737 m" for 2,736.5).
+QUANTITY_REL_TOL = 0.01
+
+
+def verifier_spec(answer_type: str) -> VerifierSpec:
+    """The rule for an answer (the RL contract): years exact, quantities within 1%, names and other literals
+    by exact match over the aliases, asked again of a model judge where `grade` has one (GLM-4.5V Table 1:
+    "exact match, falling back to a model judge")."""
+    if answer_type == "year":
+        return VerifierSpec(kind="numeric", rel_tol=0.0)
+    if answer_type == "quantity":
+        return VerifierSpec(kind="numeric", rel_tol=QUANTITY_REL_TOL)
+    return VerifierSpec(kind="exact", judge=True)
+
+
 def answer_fields(kb: KnowledgeBase, obj: Object) -> dict[str, Any]:
+    """The answer columns of a row: answer, aliases, KB id, type, unit and the verifier spec."""
     if isinstance(obj, Literal):
         return {"answer": obj.value, "answer_aliases": [obj.text()] if obj.unit else [], "answer_id": None,
-                "answer_type": obj.type, "answer_unit": obj.unit}
+                "answer_type": obj.type, "answer_unit": obj.unit, "verifier": verifier_spec(obj.type)}
     e = kb.entities[obj]
     return {"answer": e.name, "answer_aliases": list(e.aliases), "answer_id": e.id, "answer_type": e.type,
-            "answer_unit": None}
+            "answer_unit": None, "verifier": verifier_spec("entity")}
 
 
 def candidate_id(image_row_id: str, path: Path, language: str) -> str:

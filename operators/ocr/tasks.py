@@ -102,6 +102,10 @@ def question_for(kind: str, region: str, seed: str) -> str:
     return variants[pick].format(region=region)
 
 
+# The `ocr` task's prompt: the whole transcription, lines in reading order, one per line (as `text` holds it).
+OCR_QUESTION = "Read all the text in this image in reading order, one line of text per line."
+
+
 @dataclass(frozen=True)
 class TaskPlan:
     """One small entity chosen for a crop-then-search task (boxes in original pixels)."""

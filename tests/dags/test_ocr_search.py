@@ -210,7 +210,9 @@ def test_decontam_drops_rows_whose_text_a_benchmark_question_holds(tmp_path):
     cfg = resolve_config(SPEC, None, SETS + [f"decontam.bench={tmp_path / 'bench'}", f"decontam.ngram={n}"], "posters")
     m = run_dag(SPEC, inputs, str(tmp_path / "out"), cfg)
     assert m.rejected["decontam"] == {"contaminated_text": 1}  # the `ocr` row holding the title
-    assert m.extra["contamination"]["by_benchmark"] == {"posterqa": 1}
+    # one match per field: the row's `text` and its `answer` (the RL contract's copy of the transcription)
+    assert m.extra["contamination"]["by_benchmark"] == {"posterqa": 2}
+    assert m.extra["contamination"]["rows_contaminated"] == 1
     assert [r["task"] for r in rows(tmp_path / "out")] and all(r["task"] == "ocr_search" for r in rows(tmp_path / "out"))
 
 

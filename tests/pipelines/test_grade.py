@@ -13,6 +13,7 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from quarry.operators.grade import contract
 from quarry.operators.grade.verify import verifier_for
 from quarry.pipelines.grade import (
     ROLLOUT_COLUMNS,
@@ -21,7 +22,6 @@ from quarry.pipelines.grade import (
     parse_rollout,
     parse_sample,
     read_summary,
-    reference_for,
     score,
 )
 from quarry.pipelines.read import InputError, RowRecord, plan_tables, read_rows
@@ -90,12 +90,14 @@ def test_parse_rollout():
 
 def test_references_and_scores_never_raise():
     exact, grd, ocr = verifier_for("exact"), verifier_for("grounding"), verifier_for("ocr")
-    assert reference_for('["cat", "kitten"]', exact) == ["cat", "kitten"]
-    assert reference_for("[1, 2", exact) == "[1, 2"
-    assert reference_for('["x"]', ocr) == '["x"]'  # OCR compares text as written
+    spec = contract.VerifierSpec
+    assert contract.reference(spec(kind="exact"), '["cat", "kitten"]') == ["cat", "kitten"]
+    assert contract.reference(spec(kind="exact"), "[1, 2") == "[1, 2"
+    assert contract.reference(spec(kind="ocr"), '["x"]') == '["x"]'  # OCR compares text as written
     assert score(exact, box("Kitten"), ["cat", "kitten"]) == 1.0
     assert score(exact, "no box here", "cat") == 0.0
-    assert score(grd, box("[0,0,100,100]"), reference_for("[[0,0,100,100],[500,500,600,600]]", grd)) == 0.5
+    two = contract.reference(spec(kind="grounding"), "[[0,0,100,100],[500,500,600,600]]")
+    assert score(grd, box("[0,0,100,100]"), two) == 0.5
     assert 0 < score(ocr, box("HELLQ"), "HELLO") < 1
 
     def boom(response, reference):
@@ -160,3 +162,91 @@ def test_a_verifier_that_raises_scores_zero_and_is_named():
 
     assert verdict_of(broken, "x", "y").reward == 0.0
     assert verdict_of(broken, "x", "y").reason == VERIFIER_ERROR
+
+
+def sample(sid, key, **kw):
+    row = {"sample_id": sid, "source": "s", "task": "exact", "question": "q", "answer": "yes", "label_tier": None,
+           "file": "f", "key": key, "aliases": [], "verifier": None}
+    return {**row, **kw}
+
+
+def grade(tmp_path, samples, rollouts, sets=()):
+    """(rows as (sample_id, key, mean_reward), rejects as (sample_id, key, stage, reason, detail)), sorted."""
+    cfg = load_config(GradeConfig, sets=["rollouts=x", *sets])
+    out = tmp_path / "got"
+    with TestPipeline() as p:
+        graded = (p | "S" >> beam.Create(samples), p | "R" >> beam.Create(rollouts)) | GradePipeline(cfg, str(tmp_path))
+        for name, pcoll, fn in (
+                ("rows", graded.rows, lambda r: [r.sample_id, r.origin.key, r.mean_reward]),
+                ("rejects", graded.rejected, lambda r: [r.sample_id, r.origin.key, r.stage, r.reason, r.detail])):
+            (pcoll | f"{name}Json" >> beam.Map(lambda r, fn=fn: json.dumps(fn(r)))
+             | f"{name}Write" >> beam.io.WriteToText(str(out / name), shard_name_template=""))
+    return tuple(sorted(tuple(json.loads(line)) for line in (out / name).read_text().splitlines())
+                 for name in ("rows", "rejects"))
+
+
+def test_duplicate_ids_first_in_input_order_wins(tmp_path):
+    # line:2 comes before line:12, though "line:12" < "line:2" as text
+    samples = [sample("a", "line:12", answer="no"), sample("a", "line:2", answer="yes"),
+               sample("a", "row:10", file="g", answer="no"), sample("b", "00012.jpg", file="t.tar"),
+               sample("b", "00002.jpg", file="t.tar", answer="no")]
+    rollouts = [("a", ("m", box("yes"))), ("b", ("m", box("no")))]
+    rows, rejects = grade(tmp_path, samples, rollouts)
+    assert rows == [("a", "line:2", 1.0), ("b", "00002.jpg", 1.0)]
+    assert [(r[0], r[1], r[3]) for r in rejects] == [
+        ("a", "line:12", "duplicate_sample_id"), ("a", "row:10", "duplicate_sample_id"),
+        ("b", "00012.jpg", "duplicate_sample_id")]
+    assert "also at f line:2" in rejects[0][4]
+
+
+def test_row_spec_aliases_and_overrides(tmp_path):
+    samples = [
+        sample("uk", "line:1", answer="United Kingdom", aliases=["UK"]),
+        sample("chart", "line:2", task="chart_qa", answer="70", verifier={"kind": "numeric", "rel_tol": 0.02}),
+        sample("year", "line:3", task="chart_qa", answer="1990", verifier={"kind": "numeric", "rel_tol": 0.0}),
+        sample("spam", "line:4", task="grounding", answer=box("[100,100,300,300]"), verifier={"kind": "grounding"}),
+        sample("click", "line:5", task="action", answer=box("click(510,300)"),
+               verifier={"kind": "action", "box": [400.0, 280.0, 620.0, 320.0]}),
+        sample("svg2img", "line:6", task="svg_to_image", answer=""),
+        sample("odd", "line:7", task="mystery"),
+    ]
+    spam = " ".join(["[100,100,300,300]"] + [f"[{i},{i},{i + 5},{i + 5}]" for i in range(400, 420)])
+    rollouts = [("uk", ("m", box("UK"))), ("chart", ("m", box("71"))), ("year", ("m", box("1991"))),
+                ("spam", ("m", box(spam))), ("click", ("m", box("click(401,281)"))),
+                ("svg2img", ("m", "x")), ("odd", ("m", box("yes")))]
+    rows, rejects = grade(tmp_path, samples, rollouts)
+    assert rows == [("chart", "line:2", 1.0), ("click", "line:5", 1.0), ("spam", "line:4", pytest.approx(1 / 21)),
+                    ("uk", "line:1", 1.0), ("year", "line:3", 0.0)]
+    assert [(r[0], r[2], r[3]) for r in rejects] == [("odd", "grade", "no_verifier"),
+                                                     ("svg2img", "grade", "no_verifier")]
+    assert "mystery" in rejects[0][4] and "names no verifier" in rejects[0][4]
+    # --set verifiers.TASK=KIND replaces the row's rule: 71 is no longer within tolerance
+    rows, _ = grade(tmp_path / "o", samples[1:2], rollouts[1:2], ["verifiers.chart_qa=exact"])
+    assert rows == [("chart", "line:2", 0.0)]
+
+
+@pytest.mark.parametrize(
+    "row, reason, detail",
+    [
+        ({"answer": ""}, "empty_answer", "answer is empty"),
+        ({"answer": box("")}, "empty_answer", "answer is empty"),
+        ({"verifier": {"kind": "numeric", "tol": 1}}, "invalid_verifier", "tol"),
+        ({"verifier": {"kind": "exact", "iou": 0.5}}, "invalid_verifier", "takes no iou"),
+        ({"verifier": {"kind": "telepathy"}}, "invalid_verifier", "kind"),
+        ({"verifier": "{"}, "invalid_verifier", "not a JSON object"),
+        ({"answer_aliases": "UK"}, "missing_field", "answer_aliases"),
+    ],
+)
+def test_bad_contract_fields_are_read_rejects_naming_the_row(row, reason, detail):
+    base = {"sample_id": "x", "task": "exact", "question": "q", "answer": "a"}
+    bad = parse_sample(rec({**base, **row}, key="line:9"), "d")
+    assert (bad.sample_id, bad.stage, bad.reason, bad.origin.key) == ("x", "read", reason, "line:9")
+    assert detail in bad.detail
+
+
+def test_contract_fields_are_carried():
+    got = parse_sample(rec({"sample_id": "x", "task": "action", "question": "q", "answer": box("click(1,2)"),
+                            "answer_aliases": None, "image_id": "abc",
+                            "verifier": {"kind": "action", "box": [0, 0, 10, 10], "rel_tol": None}}), "d")
+    assert got["image_id"] == "abc" and got["aliases"] == []
+    assert got["verifier"]["box"] == [0, 0, 10, 10] and got["verifier"]["kind"] == "action"

@@ -145,6 +145,24 @@ def test_numeric_tolerance_is_configurable():
     assert NumericVerifier()(boxed("101"), "100").reward == 0.0
 
 
+# Per-task relative tolerance (GLM-4.5V Table 1: relative tolerance, except years) and aliases.
+@pytest.mark.parametrize(
+    "answer, reference, rtol, reward, reason",
+    [
+        ("71", "70", 0.02, 1.0, ""),  # a chart value read to 1.4%
+        ("73", "70", 0.02, 0.0, "mismatch"),
+        ("0.702", "0.7", 0.02, 1.0, ""),
+        ("1991", "1990", 0.0, 0.0, "mismatch"),  # years are exact: rel_tol 0
+        ("1990.0", "1990", 0.0, 1.0, ""),
+        ("12 kg", ["12000 g", "12"], 1e-6, 1.0, ""),  # aliases: any one is right
+        ("13", ["12000", "12"], 1e-6, 0.0, "mismatch"),
+        ("x", ["12"], 1e-6, 0.0, "unparseable_number"),
+    ],
+)
+def test_numeric_tolerance_and_aliases(answer, reference, rtol, reward, reason):
+    assert NumericVerifier(rtol=rtol)(boxed(answer), reference) == Verdict(reward, reason)
+
+
 @pytest.mark.parametrize(
     "bomb",
     [
@@ -183,6 +201,12 @@ def test_ocr(answer, reference, reward):
     out = OCR(boxed(answer), reference)
     assert out.reward == pytest.approx(reward)
     assert out.reason == ("" if reward == 1.0 else "mismatch")
+
+
+def test_ocr_takes_the_best_alias():
+    assert OCR(boxed("Main St."), ["Main Street", "Main St."]) == Verdict(1.0, "")
+    out = OCR(boxed("Main St"), ["Main Street", "Main St."])
+    assert out.reward == pytest.approx(1 - 1 / 8) and out.reason == "mismatch"
 
 
 def test_ocr_empty_both_and_too_long():
@@ -232,7 +256,11 @@ REF2 = [[100, 100, 300, 300], [500, 500, 700, 700]]
         ("[100, 100, 300, 300] and [500, 500, 700, 700]", REF2, 1.0, ""),
         ("[500, 500, 700, 700]", REF2, 0.5, "mismatch"),
         ("[100, 100, 300, 300], [100, 100, 300, 300]", REF2, 0.5, "mismatch"),  # one-to-one
-        ("(100, 100, 300, 300) (510, 510, 700, 700) [0, 0, 10, 10]", REF2, 1.0, ""),
+        ("(100, 100, 300, 300) (510, 510, 700, 700)", REF2, 1.0, ""),
+        # extra boxes cost reward: matched / max(reference, predicted)
+        ("(100, 100, 300, 300) (510, 510, 700, 700) [0, 0, 10, 10]", REF2, 2 / 3, "mismatch"),
+        ("[100, 100, 300, 300] " + " ".join(f"[{i}, {i}, {i + 5}, {i + 5}]" for i in range(400, 420)),
+         [[100, 100, 300, 300]], 1 / 21, "mismatch"),
         ("[0, 0, 1000, 1000]", [[0, 0, 1000, 1000]], 1.0, ""),
         ("[0, 0, 1001, 500]", [[0, 0, 1000, 500]], 0.0, "box_out_of_range"),
         ("[-5, 0, 100, 100]", [[0, 0, 100, 100]], 0.0, "box_out_of_range"),
@@ -254,6 +282,7 @@ def test_grounding_threshold_is_configurable():
 
 ACTION = ActionVerifier()
 TARGET = "click([100, 200, 300, 400])"
+BOXED_TYPE = boxed('type(510,300,"hello world")')
 
 
 @pytest.mark.parametrize(
@@ -268,6 +297,19 @@ TARGET = "click([100, 200, 300, 400])"
         ("double_click(150, 250)", TARGET, 0.0, "action_mismatch"),
         ("type(\"hello\")", TARGET, 0.0, "action_mismatch"),
         ("click(1500, 250)", TARGET, 0.0, "box_out_of_range"),
+        # the forms the gui DAG writes: a point before the text or direction, box markers on the reference
+        ('type(510, 300, "hello world")', BOXED_TYPE, 1.0, ""),
+        ('type([510, 300], "hello world")', BOXED_TYPE, 1.0, ""),
+        ('type(510, 300, "hello")', BOXED_TYPE, 0.0, "mismatch"),
+        ('type("hello world")', BOXED_TYPE, 0.0, "mismatch"),  # a reference with a point needs one
+        ('scroll(500, 500, "down")', boxed('scroll(500,500,"down")'), 1.0, ""),
+        ("scroll(10, 990, down)", 'scroll(500,500,"down")', 1.0, ""),  # anywhere on the page scrolls it
+        ('scroll(500, 500, "up")', 'scroll(500,500,"down")', 0.0, "mismatch"),
+        ("scroll(down)", 'scroll(500,500,"down")', 1.0, ""),
+        ('scroll(500, 1200, "down")', 'scroll(500,500,"down")', 0.0, "box_out_of_range"),
+        ("click(510, 300)", boxed("click(510,300)"), 1.0, ""),
+        ("left_click(150, 250)", TARGET, 1.0, ""),
+        ("tap(150, 250)", TARGET, 1.0, ""),
         ("type(\"hello world\")", "type('hello world')", 1.0, ""),
         ("type('say \\'hi\\'')", 'type("say \'hi\'")', 1.0, ""),
         ("type(\"Hello world\")", "type('hello world')", 0.0, "mismatch"),
@@ -283,6 +325,25 @@ TARGET = "click([100, 200, 300, 400])"
 )
 def test_action(answer, reference, reward, reason):
     assert ACTION(boxed(answer), reference) == Verdict(reward, reason)
+
+
+# A target box from the row's verifier spec: a click inside the element but off its centre is right.
+@pytest.mark.parametrize(
+    "answer, reference, target, reward, reason",
+    [
+        ("click(510, 300)", "click(510,300)", (400, 280, 620, 320), 1.0, ""),
+        ("click(401, 281)", "click(510,300)", (400, 280, 620, 320), 1.0, ""),  # off centre, inside
+        ("click(399, 300)", "click(510,300)", (400, 280, 620, 320), 0.0, "mismatch"),
+        ("click([400, 280, 620, 320])", "click(510,300)", (400, 280, 620, 320), 1.0, ""),  # box IoU 1
+        ("click([0, 0, 1000, 1000])", "click(510,300)", (400, 280, 620, 320), 0.0, "mismatch"),  # no spamming
+        ('type(450, 310, "Oslo")', 'type(510,300,"Oslo")', (400, 280, 620, 320), 1.0, ""),
+        ('type(450, 100, "Oslo")', 'type(510,300,"Oslo")', (400, 280, 620, 320), 0.0, "mismatch"),
+        ('scroll(450, 310, "down")', 'scroll(510,300,"down")', (400, 280, 620, 320), 1.0, ""),
+        ('scroll(450, 900, "down")', 'scroll(510,300,"down")', (400, 280, 620, 320), 0.0, "mismatch"),
+    ],
+)
+def test_action_with_target_box(answer, reference, target, reward, reason):
+    assert ActionVerifier(target=target)(boxed(answer), boxed(reference)) == Verdict(reward, reason)
 
 
 def test_action_reference_as_dataclass():
