@@ -421,7 +421,16 @@ class ClipScorer:
     # ---- scoring
 
     def score_batch(self, images: Sequence[Image.Image], captions: Sequence[str]) -> list[float]:
-        """Cosine similarity of each image with its caption (one forward pass), in [-1, 1]."""
+        """Cosine similarity of each image with its caption, in [-1, 1].
+
+        Every forward pass has the same shape, `clip.max_batch_size` rows (a
+        shorter batch is padded with copies of its first pair, a longer one
+        split): CPU and GPU kernels pick their blocking and threading by
+        shape, so the same pair scored in batches of different sizes differs
+        in the last float bits (measured: 2 torch threads, batch 1 vs 2), and
+        batch boundaries differ between runners and reruns. With one shape a
+        row's score depends on the row alone, and shards are byte-identical.
+        """
         import torch
         import torch.nn.functional as F
 
@@ -430,15 +439,22 @@ class ClipScorer:
         if not images:
             return []
         self.load()
-        pixels = torch.stack([self._preprocess(im) for im in images])
-        tokens = self._tokenizer(list(captions))
-        with torch.inference_mode():
-            pixels = pixels.to(self._device, dtype=self._input_dtype, non_blocking=True)
-            tokens = tokens.to(self._device, non_blocking=True)
-            img = F.normalize(self._model.encode_image(pixels).float(), dim=-1)
-            txt = F.normalize(self._model.encode_text(tokens).float(), dim=-1)
-            scores = (img * txt).sum(dim=-1).clamp_(-1.0, 1.0)
-        return scores.cpu().tolist()
+        shape = self.cfg.max_batch_size
+        out: list[float] = []
+        for start in range(0, len(images), shape):
+            chunk = list(range(start, min(start + shape, len(images))))
+            rows = chunk + [chunk[0]] * (shape - len(chunk))
+            pixels = torch.stack([self._preprocess(images[i]) for i in chunk])
+            pixels = torch.cat([pixels, pixels[:1].expand(shape - len(chunk), *pixels.shape[1:])])
+            tokens = self._tokenizer([captions[i] for i in rows])
+            with torch.inference_mode():
+                pixels = pixels.to(self._device, dtype=self._input_dtype, non_blocking=True)
+                tokens = tokens.to(self._device, non_blocking=True)
+                img = F.normalize(self._model.encode_image(pixels).float(), dim=-1)
+                txt = F.normalize(self._model.encode_text(tokens).float(), dim=-1)
+                scores = (img * txt).sum(dim=-1).clamp_(-1.0, 1.0)
+            out.extend(scores[: len(chunk)].cpu().tolist())
+        return out
 
     def score_bytes_batch(self, items: Sequence[tuple[bytes, str]]) -> list[float]:
         """Scores for (image bytes, caption) pairs, in order.

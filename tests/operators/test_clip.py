@@ -269,3 +269,25 @@ def test_decide_without_label_and_scorer_decide():
     s = ClipScorer(tiny(threshold=0.25))
     assert s.decide(0.2) == Rejection(BELOW_THRESHOLD, "score=0.200 < 0.25 (quarry-tiny/none)")
     assert s.decide(0.25) is None
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_a_score_does_not_depend_on_the_batch_it_is_in(threads):
+    """Batch boundaries differ between runners and reruns; the score of a pair must not (shards stay
+    byte-identical). Without a fixed forward shape, 2 torch threads score batch 1 and batch 2 differently."""
+    import numpy as np
+    import torch
+
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)) for _ in range(20)]
+    captions = [f"a photo of thing {i}" for i in range(20)]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        s = ClipScorer(tiny(max_batch_size=8)).load()
+        alone = [s.score_batch([im], [c])[0] for im, c in zip(images, captions)]
+        assert s.score_batch(images[:3], captions[:3]) == alone[:3]
+        assert s.score_batch(images, captions) == alone  # 20 rows: 3 forward passes of 8
+        assert s.score_batch(images[::-1], captions[::-1]) == alone[::-1]
+    finally:
+        torch.set_num_threads(before)
