@@ -178,6 +178,25 @@ def test_judge_scores_judge_tasks_and_exact_fallback(tmp_path, server):
     assert m.stages["judge"].inputs == 4 and m.balanced
 
 
+def test_rows_whose_verifier_asks_for_the_judge_fall_back_without_the_global_switch(tmp_path, server):
+    """VQA-type rows (verifier.judge=true, as gui element_perception and imagemining names write) ask the
+    judge on an exact mismatch whenever a judge is configured; rows without it do not."""
+    judge = server(judge_reply)
+    write_jsonl(tmp_path / "s.jsonl", [
+        {"sample_id": "vqa", "task": "vqa", "question": "Which city?", "answer": "Rome",
+         "verifier": {"kind": "exact", "judge": True}},
+        {"sample_id": "strict", "task": "vqa", "question": "Which city?", "answer": "Rome",
+         "verifier": {"kind": "exact"}},
+    ])
+    write_jsonl(tmp_path / "r.jsonl", [{"sample_id": sid, "model": "m", "response": box("the city of Rome")}
+                                       for sid in ("vqa", "strict")])
+    cfg = resolve_config(SPEC, None, [f"rollouts={tmp_path}/r.jsonl", *judge.sets("judge", "j")], None)
+    m = run_dag(SPEC, [str(tmp_path / "s.jsonl")], str(tmp_path / "out"), cfg)
+    got = rows_of(tmp_path / "out", "pass_rate")
+    assert got == {"vqa": (1.0,), "strict": (0.0,)}
+    assert len(judge.bodies) == 1 and m.stages["judge"].inputs == 1
+
+
 def test_judge_errors_score_zero_and_are_counted(tmp_path, server):
     judge = server(lambda body: 500)
     write_jsonl(tmp_path / "s.jsonl", JUDGE_SAMPLES[:1])
