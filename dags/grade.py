@@ -62,7 +62,6 @@ from apache_beam.io.filesystems import FileSystems
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.grade import contract
 from quarry.operators.grade.judge import judge_verifier_from
-from quarry.operators.grade.verify import verifier_for
 from quarry.operators.inputs import reasons as read_reasons
 from quarry.pipelines.grade import (
     ROLLOUT_COLUMNS,
@@ -109,11 +108,6 @@ def plan(patterns: list[str], cfg: GradeConfig) -> GradePlan:
     if not cfg.rollout_patterns() and cfg.generate is None:
         raise ConfigError("grade needs rollouts: --set rollouts=PATH_OR_GLOB (Parquet or JSONL with "
                           "sample_id, model, response), or a generate section (generate.base_url, generate.model)")
-    for task, kind in cfg.rule_verifiers().items():
-        try:
-            verifier_for(task, {task: kind})
-        except ValueError as e:
-            raise ConfigError(f"verifiers.{task}: {e}") from None
     judged = sorted(cfg.judge_tasks())
     if judged and cfg.judge is None:
         raise ConfigError(f"verifiers.{judged[0]}=judge needs a judge section: --set judge.base_url=URL "

@@ -378,7 +378,7 @@ class _Grade(beam.DoFn):
     UNKNOWN = "unknown"
     JUDGED = "judged"
 
-    def __init__(self, grade: GradeSection, rule_verifiers: dict[str, str], judge_tasks: set[str],
+    def __init__(self, grade: GradeSection, rule_verifiers: dict[str, VerifierSpec], judge_tasks: set[str],
                  judge: Optional[JudgeSection]):
         """`rule_verifiers`, `judge_tasks`: `verifiers` split (GradeConfig.rule_verifiers, judge_tasks)."""
         self.grade = grade

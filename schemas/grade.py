@@ -17,7 +17,7 @@ from pydantic import Field, field_validator, model_validator
 from quarry.schemas.arrow import ArrowType
 from quarry.schemas.common import ImageCell, Row, Sample, Tier
 from quarry.schemas.config import DagConfig, Section
-from quarry.schemas.rl import RlTask
+from quarry.schemas.rl import VERIFIER_NAMES, RlTask, VerifierSpec
 
 JUDGE_KIND = "judge"
 
@@ -98,10 +98,11 @@ class GenerateSection(ClientSection):
 class GradeConfig(DagConfig):
     rollouts: Optional[Union[str, list[str]]] = Field(
         None, description="rollout files (Parquet or JSONL with sample_id, model, response): a path, glob or list")
-    verifiers: dict[str, str] = Field(
+    verifiers: dict[str, Union[str, VerifierSpec]] = Field(
         default_factory=dict,
-        description="task -> verifier kind (exact, numeric, ocr, grounding, action, judge), adding to or replacing "
-                    "the defaults; judge needs the judge section")
+        description="task -> a verifier kind (exact, numeric, ocr, grounding, action, svg_render, judge) or a rule "
+                    "with parameters ({kind: numeric, rel_tol: 0.02}), replacing the rows' own verifier and the "
+                    "task's default; judge needs the judge section")
     grade: GradeSection = GradeSection()
     judge: Optional[JudgeSection] = Field(None, description="model judge endpoint; unset = no judge")
     generate: Optional[GenerateSection] = Field(
@@ -114,12 +115,22 @@ class GradeConfig(DagConfig):
             raise ValueError("rollouts must be paths or globs")
         return v
 
+    @field_validator("verifiers")
+    @classmethod
+    def _known_kinds(cls, v: dict) -> dict:
+        for task, kind in v.items():
+            if isinstance(kind, str) and kind != JUDGE_KIND and kind not in VERIFIER_NAMES:
+                raise ValueError(f"unknown verifier kind {kind!r} for task {task!r} (known: "
+                                 f"{', '.join(VERIFIER_NAMES + (JUDGE_KIND,))})")
+        return v
+
     def judge_tasks(self) -> set[str]:
         return {task for task, kind in self.verifiers.items() if kind == JUDGE_KIND}
 
-    def rule_verifiers(self) -> dict[str, str]:
-        """`verifiers` without the judge entries (what `verifier_for` understands)."""
-        return {task: kind for task, kind in self.verifiers.items() if kind != JUDGE_KIND}
+    def rule_verifiers(self) -> dict[str, VerifierSpec]:
+        """`verifiers` without the judge entries, each as a spec (a bare kind: the rule's default parameters)."""
+        return {task: kind if isinstance(kind, VerifierSpec) else VerifierSpec(kind=kind)
+                for task, kind in self.verifiers.items() if kind != JUDGE_KIND}
 
     def rollout_patterns(self) -> list[str]:
         if self.rollouts is None:

@@ -61,11 +61,12 @@ def unbox(answer: str) -> str:
     return answer if isinstance(got, verify.Verdict) else got
 
 
-def resolve(task: str, spec: Optional[VerifierSpec], overrides: Mapping[str, str]) -> Union[VerifierSpec, str]:
-    """The spec that judges a row: the config's override for its task (a bare kind, default parameters),
-    else the row's own spec, else the task's default kind; a str saying why there is none."""
+def resolve(task: str, spec: Optional[VerifierSpec],
+            overrides: Mapping[str, VerifierSpec]) -> Union[VerifierSpec, str]:
+    """The spec that judges a row: the config's override for its task (`grade --set verifiers.TASK=...`), else
+    the row's own spec, else the task's default kind; a str saying why there is none."""
     if task in overrides:
-        return VerifierSpec(kind=overrides[task])
+        return overrides[task]
     if spec is not None:
         return spec
     try:

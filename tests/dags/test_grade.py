@@ -217,7 +217,7 @@ def test_missing_columns_and_missing_rollouts_fail_before_the_run(tmp_path):
         run_dag(SPEC, [str(tmp_path / "ok.jsonl")], str(tmp_path / "o2"), cfg)
     with pytest.raises(ConfigError, match="rollouts"):
         run_dag(SPEC, [str(tmp_path / "ok.jsonl")], str(tmp_path / "o3"), resolve_config(SPEC, None, [], None))
-    with pytest.raises(ConfigError, match="verifiers.math"):
+    with pytest.raises(ConfigError, match="unknown verifier kind 'magic' for task 'math'"):
         cfg = resolve_config(SPEC, None, [f"rollouts={tmp_path}/r.jsonl", "verifiers.math=magic"], None)
         run_dag(SPEC, [str(tmp_path / "ok.jsonl")], str(tmp_path / "o4"), cfg)
     assert not any((tmp_path / o).exists() for o in ("o1", "o2", "o3", "o4"))

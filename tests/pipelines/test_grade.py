@@ -223,6 +223,21 @@ def test_row_spec_aliases_and_overrides(tmp_path):
     # --set verifiers.TASK=KIND replaces the row's rule: 71 is no longer within tolerance
     rows, _ = grade(tmp_path / "o", samples[1:2], rollouts[1:2], ["verifiers.chart_qa=exact"])
     assert rows == [("chart", "line:2", 0.0)]
+    # a rule with parameters, per task: the year row is now within 0.1% as well
+    rows, _ = grade(tmp_path / "p", samples[1:3], rollouts[1:3], ["verifiers.chart_qa={kind: numeric, rel_tol: 0.001}"])
+    assert rows == [("chart", "line:2", 0.0), ("year", "line:3", 1.0)]
+
+
+@pytest.mark.parametrize("value, message", [
+    ("magic", "unknown verifier kind 'magic' for task 'chart'"),
+    ("{kind: exact, rel_tol: 0.1}", "takes no rel_tol"),
+    ("{kind: numeric, tolerance: 0.1}", "tolerance"),
+])
+def test_bad_verifier_overrides_fail_at_config_time(value, message):
+    from quarry.schemas.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        load_config(GradeConfig, sets=["rollouts=x", f"verifiers.chart={value}"])
 
 
 @pytest.mark.parametrize(

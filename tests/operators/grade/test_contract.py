@@ -47,7 +47,7 @@ def test_parse_spec_refuses_what_would_change_a_reward_silently(value, message):
 def test_resolve_override_then_row_then_task_default():
     row = VerifierSpec(kind="numeric", rel_tol=0.02)
     assert contract.resolve("chart", row, {}) == row
-    assert contract.resolve("chart", row, {"chart": "exact"}) == VerifierSpec(kind="exact")
+    assert contract.resolve("chart", row, {"chart": VerifierSpec(kind="exact")}) == VerifierSpec(kind="exact")
     assert contract.resolve("ocr", None, {}) == VerifierSpec(kind="ocr")
     assert "no verifier for task 'svg_to_image'" in contract.resolve("svg_to_image", None, {})
 
