@@ -91,3 +91,35 @@ def run_sql(run_dir: str, query: str, limit: Optional[int] = 100) -> str:
     if rel is None:  # a statement without a result
         return "ok"
     return str(rel.limit(limit) if limit else rel)
+
+
+# What two runs must share to be the same run: every Parquet file's bytes, and the manifest's counts.
+_COUNT_KEYS = ("inputs", "kept", "rejected", "rows_by_partition")
+
+
+def fingerprint(run_dir: str) -> dict:
+    """{relative path: sha256} of every Parquet file of a run (data, rejects, images, contamination), plus
+    `manifest:<key>` entries for its counts (inputs, kept, rejected, rows per partition, stage counts).
+
+    Two runs of one DAG on the same inputs (same input paths: rows carry them) must have equal fingerprints,
+    whatever the runner, the number of workers and the rerun; run ids and timings are not part of it.
+    """
+    import hashlib
+
+    root = Path(run_dir)
+    out: dict = {}
+    for f in sorted(root.glob("**/*.parquet")):
+        rel = f.relative_to(root)
+        if rel.parts[0] in ("data", "rejects", "images", "contamination"):
+            out[str(rel)] = hashlib.sha256(f.read_bytes()).hexdigest()
+    manifest = json.loads((root / "manifest.json").read_text())
+    for key in _COUNT_KEYS:
+        out[f"manifest:{key}"] = json.dumps(manifest.get(key), sort_keys=True)
+    out["manifest:stages"] = json.dumps({name: {k: v for k, v in s.items() if k in ("inputs", "outputs")}
+                                         for name, s in (manifest.get("stages") or {}).items()}, sort_keys=True)
+    return out
+
+
+def differences(a: dict, b: dict) -> list[str]:
+    """The keys two fingerprints disagree on (a file only one has, or other bytes or counts)."""
+    return sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
