@@ -72,7 +72,18 @@ EVENTS = ("link.in", "link.out", "link.unknown_entities", "link.ambiguous_names"
 UNKNOWN_ENTITY = "unknown_entity"  # link: none of the given entities is in the KB
 NO_ENTITIES = "no_entities"  # link: nothing to link in the row's texts
 NO_PATH = "no_path"  # discover: no templated path from the image's entities
-REASONS: tuple[str, ...] = (UNKNOWN_ENTITY, NO_ENTITIES, NO_PATH)
+BOX_OUTSIDE_IMAGE = "box_outside_image"  # link: a listed entity's box is not on the image (wrong image or units)
+REASONS: tuple[str, ...] = (UNKNOWN_ENTITY, NO_ENTITIES, NO_PATH, BOX_OUTSIDE_IMAGE)
+
+
+def box_off_image(box: Optional[tuple[float, float, float, float]], width: int, height: int) -> bool:
+    """A listed box (pixels, or 0-1 relative) that leaves the image by more than 1% of a side."""
+    if box is None:
+        return False
+    if max(box) <= 1.0:
+        box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
+    sx, sy = 0.01 * width, 0.01 * height
+    return box[0] < -sx or box[1] < -sy or box[2] > width + sx or box[3] > height + sy
 
 
 # --------------------------------------------------------------------------- plain parts
@@ -329,6 +340,11 @@ def mine_image(miner: Miner, image: ImageMeta, cfg: MineSections):
     """
     inp = image.input
     yield "link.in"
+    off = [name or eid for eid, name, box in inp.entities if box_off_image(box, image.width, image.height)]
+    if off:  # boxes that miss the picture: the listing belongs to another image or another scale
+        yield reject_row(inp.sample_id, inp.source, inp.origin, "link", Rejection(
+            BOX_OUTSIDE_IMAGE, f"box of {off[0]!r} lies outside the {image.width}x{image.height} image"))
+        return
     entities, unknown, ambiguous = link_entities(miner, image, cfg)
     if unknown:
         yield from ["link.unknown_entities"] * unknown
@@ -606,7 +622,7 @@ class ImageMiningPipeline(beam.PTransform):
 # `read` is the reader's. `kb` is no stage of the DAG's list: skipped KB lines, rejects but not inputs.
 STAGE_REASONS: dict[str, tuple[str, ...]] = {
     "decode": (decode_ops.CORRUPT, decode_ops.TOO_LARGE),
-    "link": (UNKNOWN_ENTITY, NO_ENTITIES),
+    "link": (UNKNOWN_ENTITY, NO_ENTITIES, BOX_OUTSIDE_IMAGE),
     "discover": (NO_PATH,),
     "filter": qa.FILTER_REASONS,
     "rewrite": (),

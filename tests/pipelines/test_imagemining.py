@@ -168,3 +168,18 @@ def test_relative_boxes_and_other_id_keys(kb_path):
     assert unknown == 0 and entities[0].box == (0.0, 0.0, 320.0, 240.0)
     rows = [o.row for o in pim.mine_image(miner, meta, cfg) if isinstance(o, pim.Mined)]
     assert rows and not any(r.requires_crop for r in rows) and all(r.box_share == pytest.approx(0.25) for r in rows)
+
+
+@pytest.mark.parametrize("box, off", [
+    ((0.0, 0.0, 0.5, 0.5), False), ((10, 10, 640, 480), False), ((0, 0, 645, 484), False),  # 1% slack
+    ((600, 400, 900, 700), True), ((-40, 0, 100, 100), True), (None, False),
+])
+def test_listed_boxes_must_lie_on_the_image(kb_path, box, off):
+    assert pim.box_off_image(box, 640, 480) == off
+    if off:
+        cfg = ImageMiningConfig.model_validate({"kb": {"path": kb_path}})
+        miner = pim.Miner(kb_path, None, "en", 2, True, 3)
+        rec = RowRecord("f.jsonl", "line:1", {"image": b"png", "entities": [{"id": "T1", "box": list(box)}]})
+        meta = pim.ImageMeta(pim.parse_image_row(rec, "src", 50), "img", 640, 480)
+        got = [(o.stage, o.reason) for o in pim.mine_image(miner, meta, cfg) if isinstance(o, Reject)]
+        assert got == [("link", "box_outside_image")]
