@@ -1,16 +1,23 @@
 """`quarry run ocr_search`: OCR data and crop-then-search tasks from posters, charts, maps and scenes.
 
-Two tasks, one table:
+Three tasks, one table:
 - `ocr` (GLM-4.5V §3.1): every picture with at least one valid line (recognition
   score >= text.min_score, line height >= text.min_height_px) becomes one row
   with its transcription in reading order, its lines (quadrilateral, box,
   confidence) and its entities; a picture without one is rejected `ocr/no_text`.
-- `ocr_search` (GLM-5V-Turbo §3.3): each entity too small to read at the model's
+- crop tasks (GLM-5V-Turbo §3.3): each entity too small to read at the model's
   input size (line height < tasks.readable_px with the long side at
-  tasks.model_input_side) becomes a question, a crop box (0-1000, with margin),
-  the upscaled crop, the query (OCR of the crop) and the answer, as the tool
-  calls crop(bbox) then search(query); a crop whose re-read does not match the
-  entity (similarity < tasks.min_similarity) is rejected `verify/crop_unreadable`.
+  tasks.model_input_side) gets a crop box (0-1000, with margin), the upscaled
+  crop and the query (OCR of the crop); a crop whose re-read does not match the
+  entity (similarity < tasks.min_similarity) is rejected `verify/crop_unreadable`,
+  one whose region another entity of its kind shares `verify/ambiguous_reference`.
+  - `ocr_search`: the query is the name of exactly one entity of the knowledge
+    source (`search.kb`, imagemining's KB format): the question asks for one of
+    its facts, the answer is that fact (never the name), the trajectory is
+    crop(bbox) -> search(query) with their results (and OpenAI messages);
+    refusals `no_facts`, `ambiguous_name`, `search_leak`, `answer_in_image`.
+  - `ocr_zoom`: anything else (no KB, no such name, numbers and units): the
+    question asks what the small text says; the trajectory is crop(bbox).
 
 Tier rule: the entity's relative area (ViCrop buckets: < 0.005 hard, 0.005-0.05
 medium, >= 0.05 easy), one step harder when its line height at the model input
@@ -66,8 +73,11 @@ SPEC = DagSpec(
         Stage("decode", "Pillow decode under a pixel limit (bombs rejected by header), downscale to ocr.max_side", where="operators/decode.py"),
         Stage("ocr", "PP-OCR det+cls+rec via RunInference (rapidocr ONNX or PaddleOCR); valid lines or no_text", where="operators/ocr/engine.py, pipelines/ocr.py"),
         Stage("layout", "reading order, entities by proximity/alignment/height, kinds, ViCrop tiers", where="operators/ocr/layout.py"),
-        Stage("tasks", "small entities -> crop box with margin, upscaled crop, question, crop()->search() trajectory", where="operators/ocr/tasks.py"),
-        Stage("verify", "OCR the upscaled crop again; edit similarity < tasks.min_similarity is crop_unreadable", where="operators/ocr/tasks.py, pipelines/ocr_search.py"),
+        Stage("tasks", "small entities -> crop box with margin, upscaled crop, question; a region another entity of "
+                       "its kind shares is ambiguous_reference", where="operators/ocr/tasks.py, operators/ocr/search.py"),
+        Stage("verify", "OCR the upscaled crop again (edit similarity < tasks.min_similarity: crop_unreadable); a read "
+                        "that is one KB entity's name (search.kb) -> ocr_search: a fact about it, crop -> search "
+                        "trajectory; else ocr_zoom", where="operators/ocr/tasks.py, operators/ocr/search.py, pipelines/ocr_search.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): text read, question, answer and crop against benchmark sets", where="pipelines/decontam.py"),
         Stage("write", "rows by source and tier; pictures once in DIR/images", where="pipelines/write.py"),
     ), {**STAGE_REASONS, "read": READ_REASONS}),

@@ -22,6 +22,7 @@ files. Unlike the caption reader, a missing caption is no reason to reject.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass, field
 from typing import Any, Iterator, NamedTuple, Optional, Union
 
@@ -41,6 +42,7 @@ from quarry.operators.inputs.jsonl import jsonl_objects
 from quarry.operators.inputs.parquet import parquet_rows
 from quarry.operators.inputs.records import Unreadable
 from quarry.operators.inputs.tar import tar_samples
+from quarry.operators.ocr import search as search_ops
 from quarry.operators.ocr.engine import OcrLine, fit_for_ocr
 from quarry.operators.ocr.layout import build_layout, valid_lines
 from quarry.operators.ocr.tasks import (
@@ -56,7 +58,6 @@ from quarry.operators.ocr.tasks import (
     rel_area,
     tier_for,
     to_1000,
-    trajectory,
     verify_crop,
 )
 from quarry.pipelines.ocr import RunOcr
@@ -82,6 +83,7 @@ from quarry.schemas.config import ReaderConfig
 from quarry.schemas.ocr_search import (
     TASK_OCR,
     TASK_SEARCH,
+    TASK_ZOOM,
     EntityCell,
     EntityConfig,
     OcrEngineConfig,
@@ -93,7 +95,7 @@ from quarry.schemas.ocr_search import (
     TierConfig,
     ToolCall,
 )
-from quarry.schemas.rl import VerifierSpec
+from quarry.schemas.rl import VerifierSpec, answer_verifier
 
 OCR_VERIFIER = VerifierSpec(kind="ocr")  # both tasks: 1 - edit distance / max length
 
@@ -198,6 +200,8 @@ class CropItem:
     tier: str
     rel_area: float
     input_height: float
+    region: str = ""  # where the entity is ("top-right"), as the question says
+    ambiguous: bool = False  # another entity of its kind sits in the same region
 
 
 class _Prepare(beam.DoFn):
@@ -274,6 +278,8 @@ class _Layout(beam.DoFn):
                                                            width=w, height=h, format=item.image_format))
         if not tasks.enabled:
             return
+        regions = [(e.kind, region_name(e.box, w, h)) for e in layout.entities]
+        ambiguous = search_ops.ambiguous_regions(regions)
         for plan in plan_tasks(layout, w, h, tasks):
             e = plan.entity
             crop, scale = make_crop(item.pixels, item.scale, plan.crop_box, e.height, tasks)
@@ -286,38 +292,74 @@ class _Layout(beam.DoFn):
                 sample_id=task_id, parent=row, entity_text=e.text, entity_kind=e.kind,
                 entity_box_1000=to_1000(e.box, w, h), entity_box_in_crop=in_crop, crop_box_1000=crop_1000,
                 crop_bytes=encode_crop(crop, tasks.crop_format), crop_scale=round(scale, 4),
-                question=question_for(e.kind, region_name(e.box, w, h), task_id),
+                question=question_for(e.kind, regions[plan.entity_index][1], task_id),
                 tier=tier_for(plan.area, plan.input_height, tiers), rel_area=plan.area,
-                input_height=plan.input_height), crop))
+                input_height=plan.input_height, region=regions[plan.entity_index][1],
+                ambiguous=plan.entity_index in ambiguous), crop))
 
 
 class _Verify(beam.DoFn):
-    """Re-read crop -> an `ocr_search` row, or `crop_unreadable`."""
+    """Re-read crop -> an `ocr_zoom` row, an `ocr_search` row when the crop reads a KB name, or a refusal
+    (`crop_unreadable`, and `operators/ocr/search.py`'s reasons)."""
 
-    def __init__(self, tasks: SearchTaskConfig):
+    def __init__(self, tasks: SearchTaskConfig, kb_path: Optional[str] = None):
         self.min_similarity = tasks.min_similarity
+        self.kb_path = kb_path
+        self.kb = self.index = None
+
+    def setup(self):
+        if self.kb_path:  # once per worker: the KB is small next to the pictures (imagemining has the sqlite store)
+            from quarry.operators.imagemining.kb import KnowledgeBase
+            from quarry.operators.imagemining.qa import load_templates
+
+            with FileSystems.open(self.kb_path) as fh:
+                self.kb = KnowledgeBase.from_lines(line.decode("utf-8", "replace") for line in fh)
+            self.index = search_ops.NameIndex(self.kb)
+            self.templates = load_templates()
 
     def process(self, element):
         c, result = element
         p = c.parent
-        if result.error is not None:
+        if c.ambiguous:
+            verdict = Rejection(search_ops.AMBIGUOUS_REFERENCE,
+                                f"another {c.entity_kind} is near the {c.region} too: the question cannot point at it")
+        elif result.error is not None:
             verdict = Rejection(CROP_UNREADABLE, f"OCR failed on the crop: {result.error}")
         else:
             verdict = verify_crop(c.entity_text, c.entity_box_in_crop, result.lines, self.min_similarity)
+        fact = None
+        if not isinstance(verdict, Rejection) and self.kb is not None:
+            fact = search_ops.find_fact(self.kb, self.index, verdict.query, c.sample_id)
+            if isinstance(fact, Rejection):
+                verdict = fact
+        question = c.question
+        if isinstance(fact, search_ops.SearchFact):
+            question = search_ops.search_question(c.entity_kind, c.region, fact, self.templates)
+            verdict = search_ops.check_search(fact, question, p.text) or verdict
         if isinstance(verdict, Rejection):
             yield refused(reject_row(c.sample_id, p.source, p.origin, "verify", verdict))
             return
+        if isinstance(fact, search_ops.SearchFact):
+            task, answer, aliases, verifier = TASK_SEARCH, fact.answer, list(fact.answer_aliases), \
+                answer_verifier(fact.answer_type)
+        else:  # the upscaled re-read is the sharper reading; the whole-picture reading is right too
+            task, answer, verifier = TASK_ZOOM, verdict.query, OCR_VERIFIER
+            aliases = [c.entity_text] if c.entity_text != verdict.query else []
+            fact = None
+        steps = search_ops.tool_steps(c.crop_box_1000, verdict.query, fact)
         yield OcrSearchRow(
-            sample_id=c.sample_id, source=p.source, tier=c.tier, task=TASK_SEARCH, origin=p.origin, url=p.url,
+            sample_id=c.sample_id, source=p.source, tier=c.tier, task=task, origin=p.origin, url=p.url,
             license=p.license, parent_id=p.sample_id, image_id=p.image_id, width=p.width, height=p.height,
-            image_format=p.image_format, engine=p.engine, text=c.entity_text, question=c.question,
-            # the upscaled re-read is the sharper reading; the whole-picture reading is right too
-            answer=verdict.query, answer_aliases=[c.entity_text] if c.entity_text != verdict.query else [],
-            verifier=OCR_VERIFIER, query=verdict.query, entity_kind=c.entity_kind, entity_box_1000=c.entity_box_1000,
+            image_format=p.image_format, engine=p.engine, text=c.entity_text, question=question,
+            answer=answer, answer_aliases=aliases, verifier=verifier, query=verdict.query,
+            entity_kind=c.entity_kind, entity_box_1000=c.entity_box_1000,
             crop_box_1000=c.crop_box_1000, crop=ImageCell(bytes=c.crop_bytes), crop_scale=c.crop_scale,
             crop_similarity=round(verdict.similarity, 4), rel_area=round(c.rel_area, 6),
             input_height_px=round(c.input_height, 2),
-            trajectory=[ToolCall(name=n, arguments=a) for n, a in trajectory(c.crop_box_1000, verdict.query)])
+            trajectory=[ToolCall(name=n, arguments=a, result=r) for n, a, r in steps],
+            messages=json.dumps(search_ops.openai_messages(question, steps, answer), ensure_ascii=False),
+            search_entity_id=fact.entity_id if fact else None, search_result=fact.result if fact else None,
+            answer_type=fact.answer_type if fact else None)
 
 
 class Outputs(NamedTuple):
@@ -348,7 +390,7 @@ class OcrSearchPipeline(beam.PTransform):
         count_stage(out_dir, "ocr", prepared.kept, read.kept)
         rows, rejected = [read.kept], [prepared.rejected, read.rejected]
         if cfg.tasks.enabled:  # no crop step (and no second engine handle) without tasks
-            verified = run_stage(read[CROPS] | "CropOcr" >> self.crop_ocr, "Verify", _Verify(cfg.tasks))
+            verified = run_stage(read[CROPS] | "CropOcr" >> self.crop_ocr, "Verify", _Verify(cfg.tasks, cfg.search.kb))
             count_stage(out_dir, "tasks", read[CROPS], verified.kept)
             rows.append(verified.kept)
             rejected.append(verified.rejected)
@@ -364,7 +406,7 @@ STAGE_REASONS: dict[str, tuple[str, ...]] = {
     "ocr": (OCR_FAILED, NO_TEXT),
     "layout": (),
     "tasks": (),
-    "verify": (CROP_UNREADABLE,),
+    "verify": (CROP_UNREADABLE, *search_ops.REASONS),
     "decontam": (decontam_ops.CONTAMINATED_TEXT, decontam_ops.CONTAMINATED_IMAGE),
     "write": (),
 }

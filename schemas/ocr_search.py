@@ -33,7 +33,8 @@ from quarry.schemas.config import DagConfig, Section
 from quarry.schemas.rl import RlTask
 
 TASK_OCR = "ocr"
-TASK_SEARCH = "ocr_search"
+TASK_ZOOM = "ocr_zoom"  # crop the small text, read it: the answer is the text
+TASK_SEARCH = "ocr_search"  # crop, read a name, search it: the answer is a fact about the name
 
 
 class OcrEngineConfig(Section):
@@ -127,6 +128,14 @@ class TierConfig(Section):
         return self
 
 
+class SearchSourceConfig(Section):
+    """Where the search step looks names up (off unless set: small text then makes `ocr_zoom` tasks only)."""
+
+    kb: Optional[str] = Field(
+        None, description="knowledge-base JSONL in the imagemining format (entities, aliases, facts): a crop "
+                          "whose text is an entity's name becomes an `ocr_search` task asking for one of its facts")
+
+
 class OcrSearchConfig(DagConfig):
     decode: DecodeConfig = DecodeConfig()
     ocr: OcrEngineConfig = OcrEngineConfig()
@@ -134,6 +143,7 @@ class OcrSearchConfig(DagConfig):
     entities: EntityConfig = EntityConfig()
     tasks: SearchTaskConfig = SearchTaskConfig()
     tiers: TierConfig = TierConfig()
+    search: SearchSourceConfig = SearchSourceConfig()
 
 
 class OcrLineCell(Row):
@@ -163,17 +173,20 @@ class EntityCell(Row):
 
 
 class ToolCall(Row):
-    name: str
+    name: str = Field(description="crop | search")
     arguments: str = Field(description="JSON object")
+    result: str = Field("", description="what the tool returned: the crop's reading, the search result snippet")
 
 
 class OcrSearchRow(RlTask, Sample):
-    """One `ocr` or `ocr_search` sample (the RL contract of `schemas/rl.py`); fields of the other task are
-    null/empty.
+    """One `ocr`, `ocr_zoom` or `ocr_search` sample (the RL contract of `schemas/rl.py`); fields of the other
+    tasks are null/empty.
 
-    `ocr`: question asks for the whole transcription, answer is `text`; `ocr_search`: answer is the text as the
-    upscaled crop reads it, with the whole-picture reading (`text`) as an alias when it differs. Both are judged
-    by the OCR rule (1 - edit distance / max length)."""
+    `ocr`: the question asks for the whole transcription, the answer is `text` (OCR rule). `ocr_zoom`: crop a
+    small text and read it; the answer is the text as the upscaled crop reads it, the whole-picture reading
+    (`text`) an alias when it differs (OCR rule). `ocr_search`: the crop reads a name (`query`) that one KB
+    entity has; the answer is a fact about it (`search_result` is what the search returns), never the name
+    (exact match with aliases, numeric for years and quantities)."""
 
     image_id: str
     width: Annotated[int, ArrowType(pa.int32())]
@@ -193,4 +206,12 @@ class OcrSearchRow(RlTask, Sample):
     crop_similarity: Annotated[Optional[float], ArrowType(pa.float32())] = None
     rel_area: Annotated[Optional[float], ArrowType(pa.float32())] = None
     input_height_px: Annotated[Optional[float], ArrowType(pa.float32())] = None
-    trajectory: list[ToolCall] = Field(default_factory=list, description="ocr_search: crop(bbox) then search(query)")
+    trajectory: list[ToolCall] = Field(
+        default_factory=list, description="ocr_zoom: crop(bbox); ocr_search: crop(bbox) then search(query), "
+                                          "each with its result")
+    messages: Optional[str] = Field(
+        None, description="ocr_zoom/ocr_search: the trajectory as OpenAI chat messages (JSON: user question, "
+                          "assistant tool_calls, tool results, boxed answer)")
+    search_entity_id: Optional[str] = Field(None, description="ocr_search: the KB entity the name is")
+    search_result: Optional[str] = Field(None, description="ocr_search: the search result snippet")
+    answer_type: Optional[str] = Field(None, description="ocr_search: entity, year, quantity, ...")

@@ -89,3 +89,18 @@ class RlTask(Row):
     answer_aliases: list[str] = Field(default_factory=list, description="other answers that count as right")
     verifier: Optional[VerifierSpec] = Field(
         description="the rule that judges responses, with its parameters; null when the row is not an RL task")
+
+
+# Relative tolerance of quantity answers: KB quantities are rounded figures ("2,737 m" for 2,736.5).
+QUANTITY_REL_TOL = 0.01
+
+
+def answer_verifier(answer_type: str) -> VerifierSpec:
+    """The rule for a knowledge answer (imagemining, ocr_search): years exact, quantities within 1%, names and
+    other literals by exact match over the aliases, asked again of a model judge where `grade` has one
+    (GLM-4.5V Table 1: "exact match, falling back to a model judge")."""
+    if answer_type == "year":
+        return VerifierSpec(kind="numeric", rel_tol=0.0)
+    if answer_type == "quantity":
+        return VerifierSpec(kind="numeric", rel_tol=QUANTITY_REL_TOL)
+    return VerifierSpec(kind="exact", judge=True)

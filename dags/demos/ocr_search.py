@@ -36,4 +36,18 @@ def build(folder: pathlib.Path) -> DemoInput:
         photo.convert("RGB").resize((320, 240)).save(folder / "no_text.jpg", quality=90)
     # What was drawn where (text, glyph box, font size): not an input (JSON is not an image or JSONL file).
     (folder / "truth.json").write_text(json.dumps(truth, indent=1))
-    return DemoInput([str(folder)])
+    # The search step's knowledge source (imagemining's KB format), beside the folder: names the poster shows,
+    # one with a fact of each answer kind and one with none (no_facts).
+    kb = folder.with_name(folder.name + "-kb.jsonl")
+    kb.write_text("".join(json.dumps(r) + "\n" for r in DEMO_KB))
+    return DemoInput([str(folder)], [f"search.kb={kb}"])
+
+
+DEMO_KB = (
+    {"id": "E1", "name": "Orchard", "type": "cafe", "description": "a cafe by the harbour"},
+    {"subject": "E1", "relation": "opened_in", "value": 1987, "value_type": "year"},
+    {"id": "E2", "name": "South Museum", "type": "museum", "description": "a museum of maps"},
+    {"id": "E3", "name": "Harbour District", "aliases": ["the Harbour"], "type": "district"},
+    {"subject": "E2", "relation": "located_in", "object": "E3"},
+    {"id": "E4", "name": "Little", "type": "shop"},  # named, but no fact to ask about: no_facts
+)

@@ -48,7 +48,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.ids import content_id
 from quarry.operators.imagemining.kb import KnowledgeBase, Literal, Object, contains_phrase, normalise
 from quarry.schemas.imagemining import QaSection
-from quarry.schemas.rl import VerifierSpec
+from quarry.schemas.rl import answer_verifier
 
 TRIVIAL = "trivial"
 AMBIGUOUS = "ambiguous_answer"
@@ -108,7 +108,7 @@ class Templates:
         return self.categories.get(self.canonical(relation), "recognition")
 
 
-def _fill(template: str, **values: str) -> str:
+def fill_template(template: str, **values: str) -> str:
     """Replace `{name}` placeholders literally (names and phrases may hold braces)."""
     out = template
     for k, v in values.items():
@@ -306,8 +306,8 @@ def reference_for(kb: KnowledgeBase, templates: Templates, ctx: ImageContext, ie
         pos = position_of(ie.box, ctx.width, ctx.height)
         if all(position_of(o.box, ctx.width, ctx.height) != pos for o in same_type):  # type: ignore[arg-type]
             words = templates.positions.get(pos, pos.replace("_", " "))
-            return Reference(_fill(templates.image_reference_at, noun=noun, position=words), pos)
-    return Reference(_fill(templates.image_reference, noun=noun), None)
+            return Reference(fill_template(templates.image_reference_at, noun=noun, position=words), pos)
+    return Reference(fill_template(templates.image_reference, noun=noun), None)
 
 
 def build_question(kb: KnowledgeBase, templates: Templates, path: Path, reference: str) -> str:
@@ -319,11 +319,11 @@ def build_question(kb: KnowledgeBase, templates: Templates, path: Path, referenc
             raise ValueError(f"no template for relation {relation!r}")
         onoun = templates.noun(kb.object_type(obj))
         if i < len(path.hops) - 1:
-            phrase = _fill(t.phrase, subject=phrase, object_noun=onoun)
+            phrase = fill_template(t.phrase, subject=phrase, object_noun=onoun)
         elif t.question is not None:
-            phrase = _fill(t.question, subject=phrase, object_noun=onoun)
+            phrase = fill_template(t.question, subject=phrase, object_noun=onoun)
         else:
-            phrase = _fill(templates.question, phrase=_fill(t.phrase, subject=phrase, object_noun=onoun))
+            phrase = fill_template(templates.question, phrase=fill_template(t.phrase, subject=phrase, object_noun=onoun))
     return phrase[:1].upper() + phrase[1:]
 
 
@@ -575,29 +575,14 @@ def tier_for(hops: int, visual_hops: int, requires_crop: bool, degree: int, rare
     return TIER_NAMES[max(0, min(4, score))]
 
 
-# Relative tolerance of quantity answers: KB quantities are rounded figures ("2,737 m" for 2,736.5).
-QUANTITY_REL_TOL = 0.01
-
-
-def verifier_spec(answer_type: str) -> VerifierSpec:
-    """The rule for an answer (the RL contract): years exact, quantities within 1%, names and other literals
-    by exact match over the aliases, asked again of a model judge where `grade` has one (GLM-4.5V Table 1:
-    "exact match, falling back to a model judge")."""
-    if answer_type == "year":
-        return VerifierSpec(kind="numeric", rel_tol=0.0)
-    if answer_type == "quantity":
-        return VerifierSpec(kind="numeric", rel_tol=QUANTITY_REL_TOL)
-    return VerifierSpec(kind="exact", judge=True)
-
-
 def answer_fields(kb: KnowledgeBase, obj: Object) -> dict[str, Any]:
     """The answer columns of a row: answer, aliases, KB id, type, unit and the verifier spec."""
     if isinstance(obj, Literal):
         return {"answer": obj.value, "answer_aliases": [obj.text()] if obj.unit else [], "answer_id": None,
-                "answer_type": obj.type, "answer_unit": obj.unit, "verifier": verifier_spec(obj.type)}
+                "answer_type": obj.type, "answer_unit": obj.unit, "verifier": answer_verifier(obj.type)}
     e = kb.entities[obj]
     return {"answer": e.name, "answer_aliases": list(e.aliases), "answer_id": e.id, "answer_type": e.type,
-            "answer_unit": None, "verifier": verifier_spec("entity")}
+            "answer_unit": None, "verifier": answer_verifier("entity")}
 
 
 def candidate_id(image_row_id: str, path: Path, language: str) -> str:
@@ -647,5 +632,5 @@ def rewrite_messages(prompt: str, questions: Iterable[str], images: Optional[Seq
     out = []
     for i, q in enumerate(questions):
         image = images[i] if images is not None else None
-        out.append([user_message(_fill(prompt, question=q), image)])
+        out.append([user_message(fill_template(prompt, question=q), image)])
     return out

@@ -1,12 +1,13 @@
-"""Crop-then-search tasks (GLM-5V-Turbo §3.3 "OCR Search"), crop checks and tiers.
+"""Crop tasks (GLM-5V-Turbo §3.3 "OCR Search"), crop checks and tiers.
 
 An entity whose text is too small to read at the trained model's input size
 (`input_height_px < tasks.readable_px`, with the image scaled so its long side
 is `tasks.model_input_side`) becomes a task: a question that needs the
 entity's text, the crop box (0-1000, `margin` text heights around the
-entity), the crop upscaled so its text is `upscale_to_px` tall, and the
-trajectory `crop(bbox)` -> `search(query)`. The query is what OCR reads in the
-upscaled crop; `verify_crop` keeps the task only when that re-read matches
+entity) and the crop upscaled so its text is `upscale_to_px` tall. What OCR
+reads in the upscaled crop is the query; `operators/ocr/search.py` turns a
+query that is a KB name into a search task, the rest stay zoom-and-read
+tasks. `verify_crop` keeps the task only when that re-read matches
 the entity text (1 - edit distance / max length >= `min_similarity`, the OCR
 reward of GLM-4.5V Table 1), else `crop_unreadable`.
 
@@ -20,7 +21,6 @@ when it is at least `large_text_px`. So tiny text in a tiny box is
 from __future__ import annotations
 
 import io
-import json
 import math
 from dataclasses import dataclass
 from typing import Sequence
@@ -82,16 +82,16 @@ def region_name(box: Box, width: int, height: int) -> str:
     return _REGIONS[min(2, int(cy * 3))][min(2, int(cx * 3))]
 
 
+# Zoom-and-read questions: the answer is the text itself (the search questions are in operators/ocr/search.py).
 _QUESTIONS = {
-    "number": ("What is the small number near the {region} of the image? Zoom in on it, then look it up.",
-               "Read the small figure printed near the {region} of the image and search for it: what is it?"),
-    "field": ("What does the small field near the {region} of the image say? Crop it, then search for it.",
+    "number": ("What is the small number near the {region} of the image? Zoom in on it to read it.",
+               "Read the small figure printed near the {region} of the image: what is it?"),
+    "field": ("What does the small field near the {region} of the image say? Crop it to read it.",
               "Zoom in on the small key-value text near the {region} of the image: what does it read?"),
-    "paragraph": ("What does the small block of text near the {region} of the image say? Crop it to read it, "
-                  "then search for it.",
+    "paragraph": ("What does the small block of text near the {region} of the image say? Crop it to read it.",
                   "Zoom in on the fine print near the {region} of the image: what is written there?"),
-    "label": ("What does the small label near the {region} of the image say? Crop it, then search for it.",
-              "Zoom in on the small text near the {region} of the image and look it up: what does it read?"),
+    "label": ("What does the small label near the {region} of the image say? Crop it to read it.",
+              "Zoom in on the small text near the {region} of the image: what does it read?"),
 }
 
 
@@ -202,8 +202,3 @@ def verify_crop(entity_text: str, entity_box_in_crop: Box, crop_lines: Sequence[
                                           f"similarity {score:.2f} < {min_similarity}")
     return Verified(query, score)
 
-
-def trajectory(crop_box_1000: list[int], query: str) -> list[tuple[str, str]]:
-    """The tool calls of the task: crop the region, then search what it says."""
-    return [("crop", json.dumps({"bbox": crop_box_1000})),
-            ("search", json.dumps({"query": query}, ensure_ascii=False))]

@@ -17,7 +17,7 @@ from quarry.schemas.rl import VerifierSpec
 
 RL_DAGS = {  # DAG -> the RL tasks its demo rows hold
     "gui": {"action", "element_perception", "grounding"},
-    "ocr_search": {"ocr", "ocr_search"},
+    "ocr_search": {"ocr", "ocr_zoom", "ocr_search"},
     "imagemining": {"visual_jump_qa"},
     "svg": {"image_to_svg"},
 }

@@ -106,8 +106,9 @@ def test_composite_makes_ocr_and_search_rows_and_rejects():
     small = synth.texts[1].text
     with TestPipeline() as p:
         out = p | beam.Create(samples) | OcrSearchPipeline(CFG, "rapidocr/test")
-        assert_that(out.rows | "Tasks" >> beam.Map(lambda r: (r.task, r.text if r.task == "ocr_search" else r.sample_id)),
-                     equal_to([("ocr", "id-poster"), ("ocr_search", small)]), label="rows")
+        # no knowledge source configured: the small word is a crop-and-read task
+        assert_that(out.rows | "Tasks" >> beam.Map(lambda r: (r.task, r.sample_id if r.task == "ocr" else r.text)),
+                    equal_to([("ocr", "id-poster"), ("ocr_zoom", small)]), label="rows")
         assert_that(out.rejected | beam.Map(lambda r: (r.sample_id, r.stage, r.reason)),
                     equal_to([("id-blank", "ocr", "no_text"), ("id-broken", "decode", "corrupt_image")]),
                     label="rejects")

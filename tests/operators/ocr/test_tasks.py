@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -25,7 +24,6 @@ from quarry.operators.ocr.tasks import (
     similarity,
     tier_for,
     to_1000,
-    trajectory,
     verify_crop,
 )
 from quarry.schemas.common import TIERS
@@ -134,12 +132,6 @@ def test_plan_tasks_picks_small_entities_smallest_first():
     assert [p.entity.text for p in plans] == ["tiny", "small"]
     assert plans[0].crop_box == (5, 395, 45, 415)
     assert plan_tasks(page, 640, 480, SearchTaskConfig(readable_px=20, max_tasks_per_image=1))[0].entity.text == "tiny"
-
-
-def test_trajectory_is_crop_then_search():
-    calls = trajectory([1, 2, 3, 4], "Gare du Nord")
-    assert [n for n, _ in calls] == ["crop", "search"]
-    assert json.loads(calls[0][1]) == {"bbox": [1, 2, 3, 4]} and json.loads(calls[1][1]) == {"query": "Gare du Nord"}
 
 
 def test_real_blurred_crop_is_unreadable(rapid_engine):
