@@ -34,7 +34,7 @@ def parse_spec(value: Any) -> Union[VerifierSpec, None, str]:
     if isinstance(value, str):
         try:
             value = json.loads(value)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # RecursionError: JSON nested beyond Python's stack
             return "verifier is text but not a JSON object"
     if not isinstance(value, Mapping):
         return f"verifier is {type(value).__name__}, not an object"
@@ -94,7 +94,7 @@ def reference(spec: VerifierSpec, answer: str, aliases: Sequence[str] = ()) -> A
     if kind is VerifierKind.GROUNDING or (kind is VerifierKind.EXACT and text.lstrip().startswith("[")):
         try:
             parsed = json.loads(text)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):  # an answer nested 100k deep is text, not a list
             parsed = None
         if isinstance(parsed, list) and parsed:
             return parsed + list(aliases) if kind is VerifierKind.EXACT else parsed

@@ -111,3 +111,10 @@ def test_parse_aliases(value, expected):
 @pytest.mark.parametrize("value", ["UK", [1, 2], {"a": 1}])
 def test_parse_aliases_refuses_non_lists(value):
     assert isinstance(contract.parse_aliases(value), str)
+
+
+def test_json_nested_beyond_the_stack_is_text_not_a_crash():
+    deep = "[" * 100_000 + "]" * 100_000
+    assert contract.reference(VerifierSpec(kind="exact"), deep) == deep
+    assert contract.reference(VerifierSpec(kind="grounding"), deep) == deep
+    assert isinstance(contract.parse_spec(deep), str)
