@@ -76,7 +76,7 @@ def describe(cfg: CaptionConfig, plan: CaptionPlan) -> BuildInfo:
 
 
 # What this DAG's reader can reject a record for (operators/inputs/reasons.py).
-READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.UNREADABLE_TAR, read_reasons.INVALID_METADATA, read_reasons.MISSING_IMAGE, read_reasons.MISSING_CAPTION, read_reasons.CAPTION_NOT_TEXT)
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.RECORD_TOO_LARGE, read_reasons.UNREADABLE_TAR, read_reasons.INVALID_METADATA, read_reasons.MISSING_IMAGE, read_reasons.MISSING_CAPTION, read_reasons.CAPTION_NOT_TEXT)
 
 
 SPEC = DagSpec(

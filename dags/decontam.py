@@ -140,7 +140,7 @@ def describe(cfg: DecontamConfig, plan: DecontamPlan) -> BuildInfo:
 
 
 # What this DAG's reader can reject a record for (operators/inputs/reasons.py).
-READ_REASONS = (reasons.UNREADABLE_FILE, reasons.INVALID_JSON)
+READ_REASONS = (reasons.UNREADABLE_FILE, reasons.INVALID_JSON, reasons.RECORD_TOO_LARGE)
 
 
 SPEC = DagSpec(

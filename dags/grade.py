@@ -199,7 +199,7 @@ def finish(output: str, cfg: GradeConfig, info: BuildInfo, run: RunCounts) -> No
 
 # What this DAG's reader can reject a record for (operators/inputs/reasons.py).
 READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON,
-                read_reasons.MISSING_FIELD, read_reasons.MISSING_IMAGE, read_reasons.INVALID_LABEL_TIER,
+                read_reasons.RECORD_TOO_LARGE, read_reasons.MISSING_FIELD, read_reasons.MISSING_IMAGE, read_reasons.INVALID_LABEL_TIER,
                 *contract.REASONS)
 
 

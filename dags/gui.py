@@ -82,7 +82,7 @@ def finish(output: str, cfg: GuiConfig, info: BuildInfo, run: RunCounts) -> None
 
 
 # What this DAG's reader can reject a record for (operators/inputs/reasons.py).
-READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.MISSING_URL, read_reasons.INVALID_URL)
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.RECORD_TOO_LARGE, read_reasons.MISSING_URL, read_reasons.INVALID_URL)
 
 
 SPEC = DagSpec(

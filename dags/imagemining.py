@@ -33,7 +33,7 @@ from quarry.operators.imagemining.qa import TemplateError, load_rewrite_prompt, 
 from quarry.operators.inputs import reasons as read_reasons
 from quarry.operators.inputs.jsonl import jsonl_objects
 from quarry.pipelines.imagemining import KB_STATS, STAGE_REASONS, ImageMiningPipeline, ReadImageRows
-from quarry.pipelines.read import InputError, plan_tables
+from quarry.pipelines.read import InputError, open_file, plan_tables
 from quarry.pipelines.stats import read_stats
 from quarry.schemas.config import ConfigError
 from quarry.schemas.imagemining import ImageMiningConfig, QARow
@@ -44,7 +44,7 @@ def _check_kb(path: str) -> None:
     if not FileSystems.exists(path):
         raise InputError(f"kb.path {path}: no such file")
     try:
-        with FileSystems.open(path) as fh:
+        with open_file(path) as fh:
             for i, (_, rec) in enumerate(jsonl_objects(fh)):
                 if isinstance(rec, dict) and "id" in rec and "subject" not in rec:
                     return
@@ -128,7 +128,7 @@ def finish(output: str, cfg: ImageMiningConfig, info: BuildInfo, run: RunCounts)
 
 
 # What this DAG's reader can reject a record for (operators/inputs/reasons.py).
-READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.MISSING_IMAGE, read_reasons.INVALID_ENTITIES)
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.RECORD_TOO_LARGE, read_reasons.MISSING_IMAGE, read_reasons.INVALID_ENTITIES)
 
 
 SPEC = DagSpec(

@@ -62,7 +62,7 @@ def describe(cfg: OcrSearchConfig, files) -> BuildInfo:
 
 
 # What this DAG's reader can reject a record for (operators/inputs/reasons.py).
-READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.UNREADABLE_TAR, read_reasons.INVALID_METADATA, read_reasons.MISSING_IMAGE)
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.RECORD_TOO_LARGE, read_reasons.UNREADABLE_TAR, read_reasons.INVALID_METADATA, read_reasons.MISSING_IMAGE)
 
 
 SPEC = DagSpec(

@@ -153,7 +153,15 @@ def _exists(path: str) -> bool:
 
 
 def prepare_output(output: str, overwrite: bool) -> None:
-    """Refuse to mix two runs in one directory; with overwrite, clear the old run's entries."""
+    """Refuse to mix two runs in one directory, or a local output under an existing file; with overwrite,
+    clear the old run's entries."""
+    if "://" not in output:  # a file where a folder must be: one line now, not Beam's NotADirectoryError mid-run
+        at = Path(output).absolute()
+        while not at.exists() and at != at.parent:
+            at = at.parent
+        if not at.is_dir():
+            where = "" if at == Path(output).absolute() else f": {at}"
+            raise UsageError(f"output {output}{where} is not a directory")
     present = [e for e in RUN_ENTRIES if _exists(FileSystems.join(output, e))]
     if present and not overwrite:
         raise UsageError(f"output {output} already holds a run ({', '.join(present)}); pass --overwrite to replace it")

@@ -78,7 +78,7 @@ def finish(output: str, cfg: SvgConfig, info: BuildInfo, run: RunCounts) -> None
 
 
 # What this DAG's reader can reject a record for (operators/inputs/reasons.py).
-READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.UNREADABLE_TAR, read_reasons.INVALID_METADATA, read_reasons.MISSING_SVG)
+READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON, read_reasons.RECORD_TOO_LARGE, read_reasons.UNREADABLE_TAR, read_reasons.INVALID_METADATA, read_reasons.MISSING_SVG)
 
 
 SPEC = DagSpec(

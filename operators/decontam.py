@@ -303,12 +303,12 @@ def _options_of(v: Any) -> list[str]:
         if s.startswith("["):
             try:
                 parsed = json.loads(s)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 try:  # MMMU writes Python list reprs
                     import ast
 
                     parsed = ast.literal_eval(s)
-                except (ValueError, SyntaxError):
+                except (ValueError, SyntaxError, RecursionError, MemoryError):
                     return [v]
             return [_text_of(x) for x in parsed] if isinstance(parsed, list) else [v]
         return [v]

@@ -62,7 +62,7 @@ from quarry.operators.decontam import (
     resolve_columns,
 )
 from quarry.operators.ids import content_id
-from quarry.operators.inputs import reasons
+from quarry.operators.inputs.jsonl import line_reason
 from quarry.operators.inputs.kinds import TABLE_KINDS, TABLE_SUFFIXES
 from quarry.operators.inputs.parquet import parquet_schema as footer_schema
 from quarry.operators.inputs.records import Unreadable
@@ -76,6 +76,7 @@ from quarry.pipelines.read import (
     beside,
     clean_source,
     match_inputs,
+    open_file,
     plan_files,
     read_limited,
     read_reject,
@@ -152,7 +153,7 @@ def index_file(f: BenchFile, settings: IndexSettings, max_image_bytes: int) -> I
     """One benchmark file's hashes. Unreadable rows and images are counted, never fatal."""
     part = IndexPart()
     try:
-        fh = FileSystems.open(f.path)
+        fh = open_file(f.path)
     except (BeamIOError, OSError) as e:
         part.stats.rows_unreadable += 1
         part.stats.unreadable_examples.append(f"{f.benchmark}: cannot open {f.path}: {e}"[:300])
@@ -530,7 +531,7 @@ class RowRef(NamedTuple):
 
 def _rows(f: InputFile) -> Iterator[tuple[str, Union[dict, str]]]:
     """(key, row or why it is unreadable); raises OSError/ValueError for a corrupt Parquet file."""
-    with FileSystems.open(f.path) as fh:
+    with open_file(f.path) as fh:
         yield from table_rows(fh, f.kind, batch_size=256)
 
 
@@ -600,7 +601,7 @@ class ReadRowProbes(beam.DoFn):
         try:
             for key, row in _rows(f):
                 if isinstance(row, str):
-                    yield reject(Unreadable(key, reasons.INVALID_JSON, row))
+                    yield reject(Unreadable(key, line_reason(row), row))
                     continue
                 probe = Probe(_sample_id(row, f, key), _source(row, self.default_source),
                               Origin(file=f.path, key=key), tuple(_row_texts(row, f.text_fields)),
@@ -659,7 +660,7 @@ class WriteKeptRows(beam.DoFn):
         wanted = {r.key: r for r in refs}
         parquet_schema = None
         if f.kind == "parquet":
-            with FileSystems.open(path) as fh:
+            with open_file(path) as fh:
                 parquet_schema = _output_schema(footer_schema(fh), self.flag)
         shards: dict[tuple[str, ...], Any] = {}
         pending: dict[tuple[str, ...], list[dict]] = {}

@@ -38,7 +38,7 @@ from quarry.operators.gui.tasks import TaskSettings, page_tasks, task_id, verifi
 from quarry.operators.ids import content_id, digest
 from quarry.operators.inputs import reasons
 from quarry.operators.inputs.files import page_bytes, url_lines
-from quarry.operators.inputs.jsonl import jsonl_objects
+from quarry.operators.inputs.jsonl import jsonl_objects, line_reason
 from quarry.operators.inputs.kinds import URL_LIST_SUFFIXES
 from quarry.operators.inputs.parquet import parquet_rows
 from quarry.operators.inputs.records import Unreadable
@@ -163,7 +163,7 @@ def _gui_records(f: InputFile, source: str, cfg: GuiConfig) -> Iterator[Union[Pa
         else:
             for lineno, rec in jsonl_objects(fh):
                 if isinstance(rec, str):
-                    yield Unreadable(f"line:{lineno}", reasons.INVALID_JSON, rec)
+                    yield Unreadable(f"line:{lineno}", line_reason(rec), rec)
                     continue
                 yield from _table_record(f.path, f"line:{lineno}", source, rec, cfg, viewports)
 

@@ -17,6 +17,7 @@ candidate questions, `filter`, `rewrite` and `dedup` count questions.
 from __future__ import annotations
 
 import functools
+import math
 import posixpath
 from dataclasses import dataclass, replace
 from typing import Any, Iterator, NamedTuple, Optional, Union
@@ -120,8 +121,8 @@ def _box(v: Any) -> Union[None, tuple[float, float, float, float], str]:
     if isinstance(v, dict):
         v = [v.get(k) for k in ("x0", "y0", "x1", "y1")]
     if not isinstance(v, (list, tuple)) or len(v) != 4 or not all(
-            isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
-        return f"box {v!r} is not [x0, y0, x1, y1]"
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in v):
+        return f"box {v!r} is not [x0, y0, x1, y1] of finite numbers"
     x0, y0, x1, y1 = (float(x) for x in v)
     if x1 <= x0 or y1 <= y0:
         return f"box {list(v)} is empty"

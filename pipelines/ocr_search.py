@@ -69,6 +69,7 @@ from quarry.pipelines.read import (
     ReadRecords,
     clean_source,
     load_beside,
+    open_file,
     plan_files,
     read_limited,
     read_opened,
@@ -312,7 +313,7 @@ class _Verify(beam.DoFn):
             from quarry.operators.imagemining.kb import KnowledgeBase
             from quarry.operators.imagemining.qa import load_templates
 
-            with FileSystems.open(self.kb_path) as fh:
+            with open_file(self.kb_path) as fh:
                 self.kb = KnowledgeBase.from_lines(line.decode("utf-8", "replace") for line in fh)
             self.index = search_ops.NameIndex(self.kb)
             self.templates = load_templates()

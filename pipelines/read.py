@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import posixpath
+import stat
 from dataclasses import dataclass, field
 from typing import IO, Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Optional, Union
 
@@ -36,8 +37,9 @@ from quarry.operators.inputs import reasons
 from quarry.operators.inputs.columns import CAPTION_COLUMNS, IMAGE_COLUMNS, sniff
 from quarry.operators.inputs.files import image_file
 from quarry.operators.inputs.image_text import CAPTION_ROW_EXTRA, CaptionRecords
-from quarry.operators.inputs.jsonl import jsonl_objects
+from quarry.operators.inputs.jsonl import jsonl_objects, line_reason
 from quarry.operators.inputs.kinds import TABLE_KINDS, TABLE_SUFFIXES, kind_of
+from quarry.operators.inputs.opening import open_file
 from quarry.operators.inputs.parquet import parquet_names, parquet_rows
 from quarry.operators.inputs.records import Unreadable, clean_source
 from quarry.operators.inputs.tables import first_columns, table_rows
@@ -50,7 +52,7 @@ STAGE = "read"
 TABLE_ERRORS = (OSError, ValueError)  # what pyarrow raises for a corrupt Parquet page (ArrowInvalid is a ValueError)
 
 __all__ = ["STAGE", "ColumnNeed", "Head", "InputError", "InputFile", "InputSpec", "Read", "ReadEachFile",
-           "ReadFiles", "ReadImageText", "RowRecord", "beside", "clean_source", "match_inputs", "open_input", "plan_files",
+           "ReadFiles", "ReadImageText", "RowRecord", "beside", "clean_source", "match_inputs", "open_file", "open_input", "plan_files",
            "plan_inputs", "plan_tables", "read_file", "read_limited", "read_reject", "read_rows", "unreadable_table"]
 
 
@@ -76,11 +78,22 @@ def match_inputs(pattern: str) -> list[str]:
     # A bare directory matches itself; read what is below it.
     if len(paths) == 1 and _is_dir(paths[0]):
         return match_inputs(FileSystems.join(paths[0], "**"))
-    return sorted(paths)
+    return sorted(p for p in paths if _not_special(p))
 
 
 def _is_dir(path: str) -> bool:
     return "://" not in path and os.path.isdir(path)
+
+
+def _not_special(path: str) -> bool:
+    """False for a local FIFO, socket or device: opening a FIFO blocks until someone writes to it."""
+    if "://" in path:
+        return True
+    try:
+        return not stat.S_ISFIFO(mode := os.stat(path).st_mode) and not stat.S_ISSOCK(mode) and not (
+            stat.S_ISCHR(mode) or stat.S_ISBLK(mode))
+    except OSError:
+        return True  # gone or unreadable: reading it says so
 
 
 def beside(path: str, base_file: str) -> str:
@@ -91,33 +104,48 @@ def beside(path: str, base_file: str) -> str:
 
 
 def read_limited(path: str, limit: int) -> Union[bytes, str]:
-    """A whole (small) file's bytes, or why not: unreadable, or larger than `limit`."""
+    """A whole (small) file's bytes, or why not: unreadable, not a regular file, or larger than `limit`.
+
+    `path` comes from the data (a JSONL line's image path), so whatever a filesystem raises for it is a reason,
+    not an error: for a scheme it has no filesystem for, Beam raises ValueError (file://, http://, gs:// without
+    the gcp extra), AttributeError (azfs:// without options) or AssertionError (s3:// without boto3). A local
+    FIFO or device (which could block forever or never end) is refused unread.
+    """
+    if "://" not in path and not _not_special(path):
+        return f"cannot read {path}: not a regular file"
     try:
         with FileSystems.open(path, compression_type="uncompressed") as fh:
             data = fh.read(limit + 1)
-    except (BeamIOError, OSError) as e:
-        return f"cannot read {path}: {e}"
+    except Exception as e:  # noqa: BLE001 - see above
+        return f"cannot read {path}: {type(e).__name__}: {str(e)[:200]}"
     if len(data) > limit:
         return f"{path} is larger than {limit} bytes (reader.max_image_bytes)"
     return data
 
 
 def open_input(path: str, key: str = "") -> Union[IO[bytes], Unreadable]:
-    """`path` opened (AUTO compression: .gz inputs inflate on the fly), or why not (the file is gone)."""
+    """`path` opened (`open_file`: .gz inputs inflate on the fly), or why not (the file is gone)."""
     try:
-        return FileSystems.open(path)
+        return open_file(path)
     except (BeamIOError, OSError) as e:
         return Unreadable(key, reasons.UNREADABLE_FILE, str(e))
 
 
 def read_opened(path: str, parse: Callable[[IO[bytes]], Iterable[Any]], key: str = "") -> Iterator[Any]:
-    """What `parse` yields from `path` opened, or its Unreadable when it cannot be opened; closed after."""
+    """What `parse` yields from `path` opened, or its Unreadable when it cannot be opened; closed after.
+
+    A file that breaks off while being read (OSError: a truncated .gz) ends with one `#unreadable`
+    Unreadable; what was read before it stays.
+    """
     fh = open_input(path, key)
     if isinstance(fh, Unreadable):
         yield fh
         return
     with fh:
-        yield from parse(fh)
+        try:
+            yield from parse(fh)
+        except OSError as e:
+            yield Unreadable("#unreadable", reasons.UNREADABLE_FILE, f"{type(e).__name__}: {e}")
 
 
 def unreadable_table(e: BaseException) -> Unreadable:
@@ -243,7 +271,7 @@ def _plan_file(path: str, kind: str, pattern: str, index: int, spec: InputSpec) 
     head = None
     if kind in spec.look_kinds:
         try:
-            with FileSystems.open(path) as fh:
+            with open_file(path) as fh:
                 head = spec.look(fh, kind)
         except (BeamIOError, OSError, ValueError) as e:
             raise spec.error(where + spec.unreadable.format(kind=kind, e=e)) from None
@@ -297,7 +325,7 @@ def read_rows(f: InputFile, columns: Optional[tuple[str, ...]] = None) -> Iterat
     def parse(fh):
         try:
             for key, rec in table_rows(fh, f.kind, columns):
-                yield RowRecord(f.path, key, None, reasons.INVALID_JSON, rec) if isinstance(rec, str) else \
+                yield RowRecord(f.path, key, None, line_reason(rec), rec) if isinstance(rec, str) else \
                     RowRecord(f.path, key, rec)
         except TABLE_ERRORS as e:
             yield unreadable_table(e)

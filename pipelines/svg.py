@@ -33,7 +33,7 @@ from quarry.operators.ids import content_id, digest
 from quarry.operators.inputs import reasons
 from quarry.operators.inputs.columns import META_FIELDS, SVG_COLUMNS
 from quarry.operators.inputs.files import svg_field, svg_value
-from quarry.operators.inputs.jsonl import jsonl_objects
+from quarry.operators.inputs.jsonl import jsonl_objects, line_reason
 from quarry.operators.inputs.kinds import SVG_SUFFIXES
 from quarry.operators.inputs.parquet import parquet_rows
 from quarry.operators.inputs.records import Unreadable, str_or_none
@@ -134,7 +134,7 @@ class _Records:
                   cfg: SvgReaderConfig) -> Union[SvgRecord, Unreadable]:
         key = f"line:{lineno}"
         if isinstance(obj, str):
-            return Unreadable(key, reasons.INVALID_JSON, obj)
+            return Unreadable(key, line_reason(obj), obj)
         if isinstance(obj.get("id") or obj.get("key"), (str, int)):
             key = f"{key}:{obj.get('id') or obj.get('key')}"
         data = svg_field(obj, fields)

@@ -218,6 +218,8 @@ def parse_record(raw: str) -> Union[Entity, FactLine, KbIssue]:
         rec = _loads(raw)
     except _JSON_ERRORS as e:
         return KbIssue(0, INVALID_JSON, f"{e.msg} at column {e.colno}")  # orjson's is a json.JSONDecodeError
+    except RecursionError:  # the standard library's parser on nesting deeper than the interpreter's limit
+        return KbIssue(0, INVALID_JSON, "JSON nested too deeply")
     if not isinstance(rec, dict):
         return KbIssue(0, INVALID_JSON, f"line is a JSON {type(rec).__name__}, not an object")
     kind = rec.get("kind")
@@ -480,12 +482,13 @@ def _lines(fh: IO[bytes]) -> Iterator[str]:
 
 
 def load_kb(path: str) -> KnowledgeBase:
-    """Load a KB JSONL file through Beam's FileSystems (local, gs://, s3://; .gz inflated)."""
+    """Load a KB JSONL file through Beam's FileSystems (local, gs://, s3://; .gz inflated a chunk at a time)."""
     from apache_beam.io.filesystem import BeamIOError
-    from apache_beam.io.filesystems import FileSystems
+
+    from quarry.operators.inputs.opening import open_file
 
     try:
-        with FileSystems.open(path) as fh:
+        with open_file(path) as fh:
             kb = KnowledgeBase.from_lines(_lines(fh))
     except (BeamIOError, OSError) as e:
         raise KbError(f"knowledge base {path}: cannot read it ({e})") from None

@@ -287,9 +287,9 @@ def ensure_kb_store(kb_path: str, db_path: str, relation_aliases: dict[str, str]
     """Reuse the store at `db_path` when it was built from this KB file and these relation aliases, else
     build it; returns (KB stats, reused)."""
     from apache_beam.io.filesystem import BeamIOError
-    from apache_beam.io.filesystems import FileSystems
 
     from quarry.operators.imagemining.kb import _lines
+    from quarry.operators.inputs.opening import open_file
 
     try:
         fingerprint = kb_fingerprint(kb_path)
@@ -303,7 +303,7 @@ def ensure_kb_store(kb_path: str, db_path: str, relation_aliases: dict[str, str]
     log(f"kb store {db_path}: {'stale, rebuilding' if meta else 'building'} from {kb_path}")
     t0 = time.monotonic()
     try:
-        with FileSystems.open(kb_path) as fh:
+        with open_file(kb_path) as fh:
             stats = build_kb_store(_lines(fh), db_path, relation_aliases, fingerprint, log)
     except (BeamIOError, OSError) as e:
         raise KbError(f"knowledge base {kb_path}: cannot read it ({e})") from None

@@ -15,6 +15,7 @@ from quarry.operators.ids import content_id, digest
 from quarry.operators.inputs import reasons as r
 from quarry.operators.inputs.columns import CAPTION_COLUMNS, IMAGE_PATH_FIELDS
 from quarry.operators.inputs.files import ImageFile
+from quarry.operators.inputs.jsonl import line_reason
 from quarry.operators.inputs.kinds import IMAGE_EXTS
 from quarry.operators.inputs.records import ReadBytes, Unreadable, clean_source, str_or_none
 from quarry.operators.inputs.tar import TarDamage, TarSample, parse_metadata
@@ -118,7 +119,7 @@ class CaptionRecords:
         """A JSONL line naming an image file; `load(relative or absolute path)` reads it."""
         key = f"line:{lineno}"
         if isinstance(obj, str):
-            return Unreadable(key, r.INVALID_JSON, obj)
+            return Unreadable(key, line_reason(obj), obj)
         if isinstance(obj.get("id") or obj.get("key"), (str, int)):
             key = f"{key}:{obj.get('id') or obj.get('key')}"
         rel = image_path_of(obj)
@@ -197,7 +198,7 @@ class PictureRecords:
     def from_line(self, lineno: int, obj: Union[dict, str], load: ReadBytes) -> Record:
         key = f"line:{lineno}"
         if isinstance(obj, str):
-            return Unreadable(key, r.INVALID_JSON, obj)
+            return Unreadable(key, line_reason(obj), obj)
         rel = image_path_of(obj)
         if rel is None:
             return Unreadable(key, r.MISSING_IMAGE, f"no image path field ({', '.join(IMAGE_PATH_FIELDS)})",

@@ -5,25 +5,44 @@ from __future__ import annotations
 import json
 from typing import IO, Iterator, Optional, Union
 
+from quarry.operators.inputs import reasons
+
 _CHUNK = 1 << 20  # bytes read at a time by `bounded_lines`
+MAX_LINE_BYTES = 16 << 20  # a longer JSONL line is skipped unread by `jsonl_objects` (record_too_large)
+JSON_ERRORS = (json.JSONDecodeError, RecursionError)  # RecursionError: nesting deeper than the interpreter's limit
 
 
-def jsonl_lines(fh: IO[bytes]) -> Iterator[str]:
-    """Text lines of a binary handle. Line by line from the raw handle: Beam's
-    CompressedFile (.jsonl.gz) is not a full io object, so io.TextIOWrapper cannot wrap it."""
-    for raw in iter(fh.readline, b""):
-        yield raw.decode("utf-8", errors="replace")
+class LineTooLong(str):
+    """Why a JSONL line was not parsed: it is longer than the reader's limit (its bytes were never held)."""
 
 
-def jsonl_objects(fh: IO[bytes]) -> Iterator[tuple[int, Union[dict, str]]]:
-    """(1-based line number, the line's JSON object or why it is not one); blank lines skipped."""
-    for lineno, raw in enumerate(jsonl_lines(fh), start=1):
+def line_reason(why: str) -> str:
+    """The read reason for a line that gave no object: `record_too_large` for a `LineTooLong`, else `invalid_json`."""
+    return reasons.RECORD_TOO_LARGE if isinstance(why, LineTooLong) else reasons.INVALID_JSON
+
+
+def _not_json(e: Exception) -> str:
+    if isinstance(e, RecursionError):
+        return "JSON nested too deeply"
+    return f"{e.msg} at column {e.colno}" if isinstance(e, json.JSONDecodeError) else f"not JSON ({e})"[:300]
+
+
+def jsonl_objects(fh: IO[bytes], limit: int = MAX_LINE_BYTES) -> Iterator[tuple[int, Union[dict, str]]]:
+    """(1-based line number, the line's JSON object or why it is not one); blank lines skipped.
+
+    A line longer than `limit` bytes is skipped without being held (its reason is a `LineTooLong`), so
+    memory stays bounded however long a line is (a 1 GiB line of a gzip bomb included).
+    """
+    for lineno, raw, size in bounded_lines(fh, limit):
+        if raw is None:
+            yield lineno, LineTooLong(f"line of {size} bytes is longer than the {limit} bytes a JSONL line may have")
+            continue
         if not raw.strip():
             continue
         try:
-            rec = json.loads(raw)
-        except json.JSONDecodeError as e:
-            yield lineno, f"{e.msg} at column {e.colno}"
+            rec = json.loads(raw.decode("utf-8", errors="replace"))
+        except JSON_ERRORS as e:
+            yield lineno, _not_json(e)
             continue
         yield lineno, rec if isinstance(rec, dict) else f"line is a JSON {type(rec).__name__}, not an object"
 
@@ -43,8 +62,11 @@ def bounded_lines(fh: IO[bytes], limit: int) -> Iterator[tuple[int, Optional[byt
     buf = bytearray()
     lineno = 0
     over = 0  # > 0 while skipping an overlong line: its length so far
+    # read1 where there is one: a gzip stream that breaks off then loses only its last buffer, not the
+    # lines decompressed earlier in the same 1 MiB read
+    read = getattr(fh, "read1", None) or fh.read
     while True:
-        chunk = fh.read(_CHUNK)
+        chunk = read(_CHUNK)
         if not chunk:
             break
         start = 0
@@ -79,8 +101,8 @@ def bounded_objects(fh: IO[bytes], limit: int) -> Iterator[tuple[int, Union[dict
             continue
         try:
             rec = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            yield lineno, f"not JSON ({e})"[:300], size
+        except (*JSON_ERRORS, UnicodeDecodeError) as e:
+            yield lineno, (_not_json(e) if isinstance(e, RecursionError) else f"not JSON ({e})"[:300]), size
             continue
         if not isinstance(rec, dict):
             yield lineno, f"line is a JSON {type(rec).__name__}, not an object", size

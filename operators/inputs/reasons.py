@@ -11,7 +11,7 @@ from __future__ import annotations
 UNREADABLE_FILE = "unreadable_file"  # cannot be opened, or a corrupt Parquet page / truncated .gz
 FILE_TOO_LARGE = "file_too_large"  # a member, cell or file over the configured byte limit
 INVALID_JSON = "invalid_json"  # a JSONL line that is not a JSON object
-RECORD_TOO_LARGE = "record_too_large"  # a JSONL line over document.max_record_bytes (interleaved)
+RECORD_TOO_LARGE = "record_too_large"  # a JSONL line over 16 MiB (jsonl.MAX_LINE_BYTES; interleaved: document.max_record_bytes)
 # WebDataset tars and image files with sidecars
 UNREADABLE_TAR = "unreadable_tar"  # a truncated or corrupt tar: the sample being read and the rest
 INVALID_METADATA = "invalid_metadata"  # `key.json` / `stem.json` is not a JSON object

@@ -51,6 +51,8 @@ def parse_metadata(raw: Optional[bytes], blank_is_empty: bool = False) -> Union[
         meta = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         return f"metadata is not JSON ({e})"
+    except RecursionError:
+        return "metadata is not JSON (nested too deeply)"
     return meta if isinstance(meta, dict) else "metadata JSON is not an object"
 
 

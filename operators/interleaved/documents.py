@@ -134,7 +134,7 @@ def _url_of(rec: dict[str, Any]) -> Optional[str]:
         if isinstance(meta, str):
             try:
                 meta = json.loads(meta)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 continue
         if isinstance(meta, dict) and isinstance(meta.get("url"), str):
             return _str_or_none(meta["url"])

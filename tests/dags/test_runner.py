@@ -61,3 +61,11 @@ def test_written_mismatches_name_each_table():
     notes = written_mismatches(counts, 9, 3)
     assert notes == [f"{LOSS_NOTE}: 10 rows handed to the writer, 9 in the files",
                      f"{LOSS_NOTE}: 2 rejects handed to the writer, 3 in the files"]
+
+
+def test_an_output_that_is_a_file_or_under_one_is_one_line_before_the_run(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UsageError, match=r"output .*/f is not a directory$"):
+        prepare_output(str(tmp_path / "f"), overwrite=True)
+    with pytest.raises(UsageError, match=r"output .*/f/run/x: .*/f is not a directory"):
+        prepare_output(str(tmp_path / "f" / "run" / "x"), overwrite=False)

@@ -56,6 +56,8 @@ def kb_path(tmp_path) -> str:
     ({"image": b"png", "entities": [{"box": [0, 0, 5, 5]}]}, "invalid_entities"),
     ({"image": b"png", "entities": [{"id": "T1", "box": [5, 5, 1, 1]}]}, "invalid_entities"),
     ({"image": b"png", "entities": [{"id": "T1", "box": "left"}]}, "invalid_entities"),
+    ({"image": b"png", "entities": [{"id": "T1", "box": [float("nan"), 0, 5, 5]}]}, "invalid_entities"),  # nan <= x
+    ({"image": b"png", "entities": [{"id": "T1", "box": [0, 0, float("inf"), 5]}]}, "invalid_entities"),  # is False
     ({"image": b"png", "entities": [{"id": "T1", "box": [1, 2, 30, 40]}, "T2", {"name": "Tokyo Tower"}],
       "ocr_text": ["EIFFEL", "1889"], "domain": "places", "id": 7}, None),
     ({"image": {"bytes": b"png", "path": "x.png"}, "caption": "a tower"}, None),

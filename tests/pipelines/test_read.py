@@ -200,6 +200,53 @@ def test_gzipped_jsonl(tmp_path):
     assert [r.reason for r in rejects] == ["invalid_json"]
 
 
+def test_a_gzip_bomb_inflates_a_chunk_at_a_time(tmp_path):
+    """Beam's AUTO decompression inflated each 16 MiB read of compressed bytes at once: 1 MiB on disk
+    became 1 GiB in memory. `open_file` reads through Python's gzip; the 512 MiB line is skipped unread."""
+    import gzip
+    import resource
+
+    (tmp_path / "a.jpg").write_bytes(jpeg())
+    block = gzip.compress(b"a" * (16 << 20), mtime=0)
+    with open(tmp_path / "bomb.jsonl.gz", "wb") as fh:
+        fh.write(gzip.compress(json.dumps({"image": "a.jpg", "caption": "kept"}).encode() + b'\n{"caption": "', mtime=0))
+        fh.write(block * 32)
+        fh.write(gzip.compress(b'"}\n', mtime=0))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    samples, rejects = read_all(tmp_path / "bomb.jsonl.gz")
+    assert [s.caption for s in samples] == ["kept"] and [r.reason for r in rejects] == ["record_too_large"]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 200 * 1024  # KiB
+
+
+def test_a_truncated_gzip_keeps_the_lines_before_the_cut(tmp_path):
+    import base64
+    import gzip
+    import os
+
+    (tmp_path / "a.jpg").write_bytes(jpeg())
+    lines = "".join(json.dumps({"image": "a.jpg", "caption": f"line {i}"}) + "\n" for i in range(3)).encode()
+    data = gzip.compress(lines + b'{"caption": "' + base64.b64encode(os.urandom(100_000)) + b'"}\n', mtime=0)
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
+    samples, rejects = read_all(tmp_path / "cut.jsonl.gz")
+    assert [s.caption for s in samples] == ["line 0", "line 1", "line 2"]
+    assert [(r.origin.key, r.reason) for r in rejects] == [("#unreadable", "unreadable_file")]
+
+
+def test_image_paths_no_filesystem_serves_fifos_and_devices_are_rejects_not_errors(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.jpg")  # opening it would block until someone writes
+    (tmp_path / "pipe.txt").write_text("never read")
+    paths = ["file:///etc/hostname", "http://127.0.0.1:9/x.jpg", "s3://bucket/x.jpg", "gs://bucket/x.jpg",
+             "azfs://account/container/x.jpg", "/dev/zero", "/dev/stdin", str(tmp_path / "pipe.jpg")]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps({"image": p, "caption": "c"}) + "\n" for p in paths))
+    samples, rejects = read_all(tmp_path / "d.jsonl")
+    assert samples == [] and [r.reason for r in rejects] == ["missing_image"] * len(paths)
+    assert "not a regular file" in rejects[-1].detail
+    with pytest.raises(InputError, match="no files match"):  # a FIFO is no input file either
+        plan_inputs([str(tmp_path / "pipe.jpg")], CFG)
+
+
 # --- the one planner -------------------------------------------------------------------------------
 
 

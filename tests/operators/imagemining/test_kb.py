@@ -124,3 +124,10 @@ def test_literal_objects_in_every_spelling():
     assert kb.objects("A", "floors") == [Literal("81", "quantity")]
     assert kb.objects("A", "opened_in") == [Literal("1889", "year")]
     assert sorted((i.line, i.reason) for i in kb.issues) == [(6, kbm.UNKNOWN_OBJECT), (7, kbm.MISSING_FIELD)]
+
+
+def test_a_line_nested_deeper_than_the_recursion_limit_is_invalid_json():
+    from quarry.operators.imagemining.kb import parse_record
+
+    issue = parse_record('{"id": ' * 100_000 + "1" + "}" * 100_000)
+    assert (issue.reason, issue.detail) == (kbm.INVALID_JSON, "JSON nested too deeply")

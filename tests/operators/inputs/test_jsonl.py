@@ -52,3 +52,22 @@ def test_bounded_objects(data, expected):
 def test_bounded_objects_say_why_a_line_is_not_json():
     [(lineno, why, size)] = bounded_objects(io.BytesIO(b"{broken\n"), 100)
     assert (lineno, size) == (1, 7) and why.startswith("not JSON (")
+
+
+DEEP = b"[" * 100_000 + b"]" * 100_000  # deeper than the interpreter's recursion limit
+
+
+def test_deep_nesting_is_a_reason_not_a_recursion_error():
+    assert list(jsonl_objects(io.BytesIO(DEEP + b"\n" + b'{"a": 1}\n'))) == [(1, "JSON nested too deeply"), (2, {"a": 1})]
+    [(lineno, why, _)] = bounded_objects(io.BytesIO(b'{"a": ' + DEEP + b"}\n"), 1 << 20)
+    assert (lineno, why) == (1, "JSON nested too deeply")
+
+
+def test_a_line_over_the_limit_is_skipped_unread_as_record_too_large():
+    from quarry.operators.inputs.jsonl import LineTooLong, line_reason
+
+    data = b'{"a": "' + b"x" * 100 + b'"}\n{"b": 2}\n'
+    [(first, why), (second, rec)] = jsonl_objects(io.BytesIO(data), limit=50)
+    assert (first, second, rec) == (1, 2, {"b": 2})
+    assert isinstance(why, LineTooLong) and "109 bytes" in why
+    assert line_reason(why) == "record_too_large" and line_reason("not an object") == "invalid_json"

@@ -45,6 +45,7 @@ def test_a_member_over_the_cap_is_listed_without_bytes(blank_is_empty, meta):
     (b"", False, "metadata is not JSON (Expecting value: line 1 column 1 (char 0))"),
     (b"", True, {}),
     (b"\xff", False, "metadata is not JSON ('utf-8' codec can't decode byte 0xff in position 0: invalid start byte)"),
+    (b'{"a": ' * 100_000 + b"1" + b"}" * 100_000, False, "metadata is not JSON (nested too deeply)"),
 ])
 def test_parse_metadata(raw, blank_is_empty, expected):
     assert parse_metadata(raw, blank_is_empty) == expected
