@@ -60,6 +60,26 @@ def test_phash64_is_imagehash_phash_as_unsigned_int():
     assert from_hex(to_hex(h)) == h
 
 
+def test_large_images_hash_from_a_box_reduced_copy_within_two_bits_of_the_full_size_hash():
+    """Real photos (the demo's) at 1x, 3x and 6x: the reduced hash equals imagehash's full-size one for most,
+    and never moves by more than 2 bits (the dedup threshold is 4)."""
+    from pathlib import Path
+
+    demo = Path(phash.__file__).resolve().parents[1] / "dags" / "demo_data"
+    photos = sorted(demo.glob("*.jpg"))
+    assert len(photos) >= 10
+    diffs = []
+    for path in photos:
+        with Image.open(path) as im:
+            im.load()
+        for scale in (1, 3, 6):
+            big = im.resize((im.width * scale, im.height * scale)) if scale > 1 else im
+            full = int(str(imagehash.phash(big, hash_size=8)), 16)
+            diffs.append(hamming(phash64(big), full))
+    counts = np.bincount(diffs, minlength=3)
+    assert max(diffs) <= 2 and counts[0] >= 0.85 * len(diffs), counts
+
+
 @pytest.mark.parametrize(
     "copy",
     [
