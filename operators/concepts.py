@@ -13,6 +13,11 @@ The recipe (GLM-4.5V §3.1, step 3; MetaCLIP, Xu et al. 2023, §3.3):
    one of the padded marks (``St. Louis``) can never match. Matching is
    case-sensitive, as in the reference, unless ``fold_case`` folds both sides.
    Each entry counts once per caption.
+   Entries in a script written without spaces (any Han character or kana: Chinese, Japanese) cannot
+   follow the space rule, since their captions have no word boundaries ("一只猫坐在沙发上"), so they
+   match as plain substrings: ``猫`` matches that caption, and also ``熊猫`` (panda), as ``man``
+   would match inside a longer name in English if it were spaced. Prefer two-character entries
+   (``沙发``, ``熊猫``) where one character is ambiguous. Hangul is written with spaces and keeps the rule.
 2. Count, over the whole dataset, how many pairs match each entry.
 3. Keep a pair if any of its entries samples it, where an entry with count
    ``c`` samples with probability ``t / max(c, t)`` (t = 20,000 at MetaCLIP's
@@ -31,6 +36,7 @@ from __future__ import annotations
 import importlib.resources
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Optional, Union
@@ -55,6 +61,8 @@ _TO_SPACE = "\t\n\r"
 _SPACING = str.maketrans({**{m: f" {m} " for m in _PADDED_MARKS}, **{c: " " for c in _TO_SPACE}})
 
 _DEFAULT_VOCABULARY = "data/vocabulary.txt"
+# Han and kana: scripts written without spaces between words (their entries match as plain substrings)
+_UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 
 PathLike = Union[str, os.PathLike]
 
@@ -168,7 +176,8 @@ class ConceptMatcher:
             # key -> every original spelling with that key (several when case is folded)
             spellings: dict[str, list[str]] = {}
             for entry in self.entries:
-                spellings.setdefault(f" {self._key(entry)} ", []).append(entry)
+                key = self._key(entry)
+                spellings.setdefault(key if _UNSPACED.search(entry) else f" {key} ", []).append(entry)
             automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
             for key, originals in spellings.items():
                 automaton.add_word(key, tuple(originals))

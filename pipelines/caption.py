@@ -31,6 +31,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.clip import clip_thumbnail
 from quarry.operators.decode import decode_image
 from quarry.operators.heuristics import HeuristicFilter
+from quarry.operators.lang import detect_lang
 from quarry.operators.phash import phash64, to_hex
 from quarry.pipelines.balance import BalanceConcepts
 from quarry.pipelines.dedup import NEAR_DUPLICATE, DedupKey, SplitDuplicates
@@ -133,7 +134,7 @@ def to_row(c: Candidate, concepts: list[str], rarest: Optional[int], tier: str, 
         sample_id=s.sample_id, source=s.source, tier=tier, task="caption", origin=s.origin, url=s.url,
         license=s.license, caption=s.caption, image=ImageCell(bytes=image), width=c.width,
         height=c.height, image_format=c.image_format, phash=to_hex(c.phash), clip_score=c.clip_score,
-        concepts=concepts, rarest_concept_count=rarest,
+        concepts=concepts, rarest_concept_count=rarest, lang=detect_lang(s.caption),
     )
 
 

@@ -97,3 +97,5 @@ class CaptionRow(Sample):
     clip_score: Annotated[Optional[float], ArrowType(pa.float32())] = None
     concepts: list[str] = Field(default_factory=list, description="vocabulary entries the caption matched")
     rarest_concept_count: Optional[int] = Field(None, description="dataset-wide match count of the rarest matched entry")
+    lang: str = Field("und", description="the caption's language, ISO 639-1 (operators/lang.py: py3langid, CJK by script); "
+                      "'und' for a caption without letters")

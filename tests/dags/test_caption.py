@@ -110,3 +110,26 @@ def test_every_reject_reason_is_listed_for_its_stage(demo_dir):
                if stage != "read"}
     assert len(written) >= 6 and written <= listed, written - listed
 
+
+
+def test_chinese_captions_are_balanced_and_tagged_with_their_language(tmp_path):
+    """Chinese captions used to be dropped as no_concept_match (an English vocabulary, space-bounded matching)."""
+    from PIL import Image
+
+    captions = {"cat": "一只黑猫坐在红色的沙发上", "city": "城市的夜景，高楼和街道", "en": "a black cat sitting on a red sofa",
+                "ja": "東京タワーの夜景とたくさんの車"}
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i, (stem, caption) in enumerate(captions.items()):
+        im = Image.linear_gradient("L").resize((320, 240)).convert("RGB")
+        im.putpixel((i, i), (255, 0, 0))
+        im.rotate(i * 20).save(inp / f"{stem}.jpg", quality=90)
+        (inp / f"{stem}.txt").write_text(caption, encoding="utf-8")
+    spec = DAGS["caption"]
+    m = run_dag(spec, [str(inp)], str(tmp_path / "out"), resolve_config(spec, None, DEMO_SETS, "zh"))
+    assert m.balanced
+    rows = shards(tmp_path / "out").execute("SELECT caption, lang, concepts FROM shards ORDER BY caption").fetchall()
+    got = {caption: (lang, set(concepts)) for caption, lang, concepts in rows}
+    assert got[captions["cat"]] == ("zh", {"猫", "沙发"})
+    assert got[captions["city"]][0] == "zh" and {"城市", "高楼", "街道"} <= got[captions["city"]][1]
+    assert got[captions["en"]][0] == "en"

@@ -92,6 +92,21 @@ def test_match_fold_case(caption, expected):
     assert ConceptMatcher(VOCAB, fold_case=True).match(caption) == expected
 
 
+def test_han_and_kana_entries_match_as_substrings_others_keep_the_space_rule():
+    m = ConceptMatcher(["猫", "沙发", "熊猫", "タワー", "cat", "밤"])
+    assert m.match("一只黑猫坐在红色的沙发上。") == ["沙发", "猫"]
+    assert m.match("两只熊猫") == ["熊猫", "猫"]  # as "black cat" and "cat" both match in English
+    assert m.match("東京タワーの夜景") == ["タワー"]
+    assert m.match("category 서울의밤") == []  # Latin and Hangul still need spaces around the entry
+    assert m.match("서울의 밤") == ["밤"]
+
+
+def test_default_vocabulary_matches_chinese_captions():
+    m = ConceptMatcher(load_vocabulary())
+    assert {"猫", "沙发"} <= set(m.match("一只黑猫坐在红色的沙发上"))
+    assert {"城市", "高楼", "街道"} <= set(m.match("城市的夜景，高楼和街道"))
+
+
 def test_fold_case_keeps_every_spelling():
     m = ConceptMatcher(["US", "us", "Apple", "apple"], fold_case=True)
     assert m.match("apple for us") == ["Apple", "US", "apple", "us"]
