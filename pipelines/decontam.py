@@ -86,7 +86,7 @@ from quarry.pipelines.stage import REJECTED, count_stage, refused, reject_row, t
 from quarry.pipelines.stats import read_stats, write_stats
 from quarry.pipelines.write import SOURCE_CHANGED, StreamingShard, WriteParquetTable, shard_path
 from quarry.pipelines.write import STAGE as WRITE
-from quarry.schemas.arrow import arrow_schema
+from quarry.schemas.arrow import PARTITION_STRING, arrow_schema
 from quarry.schemas.caption import DecodeConfig
 from quarry.schemas.common import TIERS, ImageCell, Origin
 from quarry.schemas.config import ConfigError, DagConfig, DecontamSection, ShardConfig
@@ -618,10 +618,17 @@ def flag_ref(ref: RowRef, matches: list[Match]) -> RowRef:
 # --- writing: a second read of each input file ------------------------------------------------
 
 
-def _output_schema(schema: pa.Schema, flag: bool) -> pa.Schema:
+def _partition_columns(schema: pa.Schema) -> pa.Schema:
+    """`source` and `tier` typed as the Hive folders they are written under (schemas/arrow.PARTITION_STRING)."""
     for name in ("source", "tier"):
-        if name not in schema.names:
-            schema = schema.append(pa.field(name, pa.string()))
+        i = schema.get_field_index(name)
+        field = pa.field(name, PARTITION_STRING)
+        schema = schema.set(i, field) if i >= 0 else schema.append(field)
+    return schema
+
+
+def _output_schema(schema: pa.Schema, flag: bool) -> pa.Schema:
+    schema = _partition_columns(schema)
     if flag:
         for f in arrow_schema(FlagColumns):
             i = schema.get_field_index(f.name)
@@ -692,7 +699,7 @@ class WriteKeptRows(beam.DoFn):
             except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types across lines: nested values as JSON text
                 table = pa.Table.from_pylist([{k: _jsonable(v) for k, v in r.items()} for r in rows])
             shard = StreamingShard(shard_path(self.data_dir, partition, "decontam", f.index, self.count),
-                                   table.schema, self.cfg.shards)
+                                   _partition_columns(table.schema), self.cfg.shards)
             for r in table.to_pylist():
                 shard.add(r)
             yield shard.close()

@@ -96,8 +96,14 @@ def _fields(model: type[BaseModel]) -> list[pa.Field]:
     return out
 
 
+# The type of the Hive partition columns (`source`, `tier`) inside the shards: what pyarrow infers for the
+# `source=<s>/tier=<t>` folders, so `pq.read_table(dir)` and `pd.read_parquet(dir)` merge folder and file
+# columns instead of failing on "string vs dictionary"; DuckDB and `datasets` read it as plain strings.
+PARTITION_STRING = pa.dictionary(pa.int32(), pa.string())
+
 _HF_VALUE = {
     pa.string(): "string",
+    PARTITION_STRING: "string",
     pa.int64(): "int64",
     pa.int32(): "int32",
     pa.float64(): "float64",

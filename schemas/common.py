@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict
 
-from quarry.schemas.arrow import ArrowType
+from quarry.schemas.arrow import PARTITION_STRING, ArrowType
 
 
 class Tier(str, Enum):
@@ -72,8 +72,8 @@ class Sample(Row):
     """Columns every output row carries, whatever the DAG."""
 
     sample_id: str
-    source: str
-    tier: Tier
+    source: Annotated[str, ArrowType(PARTITION_STRING)]  # also the Hive folder names: see PARTITION_STRING
+    tier: Annotated[Tier, ArrowType(PARTITION_STRING)]
     task: str
     origin: Origin
     url: Optional[str] = None

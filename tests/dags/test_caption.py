@@ -90,9 +90,12 @@ def test_run_directory_loads_in_pyarrow_pandas_and_datasets(demo_dir, tmp_path):
     import pyarrow.dataset as pads
 
     data = demo_dir / "caption" / "data"
-    table = pads.dataset(data, partitioning="hive").to_table()
+    table = pads.dataset(data).to_table()  # source and tier are in the files
     kept = json.loads((demo_dir / "caption" / "manifest.json").read_text())["kept"]
     assert table.num_rows == kept
+    # with the folders as partitions too: their type must be the files' (PARTITION_STRING)
+    hive = pads.HivePartitioning.discover(infer_dictionary=True)
+    assert pads.dataset(data, partitioning=hive).to_table().num_rows == kept
     assert set(table.to_pandas()["tier"]) <= set(TIERS)
     ds = datasets.load_dataset("parquet", data_files=str(data / "**" / "*.parquet"), split="train",
                                cache_dir=str(tmp_path / "hf"))

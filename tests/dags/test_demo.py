@@ -42,3 +42,23 @@ def test_every_reject_in_the_demo_is_declared_by_its_stage(demo_dir):
         written = set(con.sql(f"SELECT DISTINCT stage, reason FROM read_parquet('{demo_dir}/{name}/rejects/*.parquet')")
                       .fetchall())
         assert written and written <= declared, (name, written - declared)
+
+
+def test_every_dags_data_folder_reads_in_pandas_pyarrow_duckdb_and_datasets(demo_dir, tmp_path):
+    """`source` and `tier` are file columns and Hive folder names; typed as pyarrow infers the folders, so
+    `pd.read_parquet(dir)` and `pq.read_table(dir)` merge them instead of failing on "string vs dictionary"."""
+    import datasets
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    for name in DEMOS:
+        data = demo_dir / name / "data"
+        if not any(data.rglob("*.parquet")):
+            continue
+        rows = duckdb.sql(f"SELECT count(*) FROM read_parquet('{data}/**/*.parquet', hive_partitioning=true)").fetchall()
+        frame = pd.read_parquet(data)
+        assert len(frame) == pq.read_table(data).num_rows == rows[0][0] > 0, name
+        assert set(frame["tier"].astype(str)) <= set(TIERS), name
+        ds = datasets.load_dataset("parquet", data_files=str(data / "**" / "*.parquet"), split="train",
+                                   cache_dir=str(tmp_path / "hf" / name))
+        assert len(ds) == len(frame) and isinstance(ds[0]["source"], str), name
