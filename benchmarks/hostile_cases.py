@@ -928,7 +928,7 @@ def _big_page(box, site):
 def _bad_schemes(box: Sandbox) -> Built:
     lines = ["javascript:alert(1)", "data:text/html,<h1>x</h1>", "ftp://127.0.0.1/x",
              "http://", "gopher://127.0.0.1:70/", "chrome://settings", "view-source:http://127.0.0.1/",
-             "http://[::1", "\u202ehttp://127.0.0.1/"]
+             "http://[::1", "\u202ehttp://127.0.0.1/", "file:///etc/passwd"]
     (box.inp / "urls.txt").write_text("\n".join(lines) + "\n")
     return Built([str(box.inp / "urls.txt")], list(GUI_SETS))
 
@@ -949,8 +949,8 @@ GUI_CASES = [
              rejects={"render/blocked_redirect": 1}),
     gui_case("10 MB response", "a 10 MB page with render.max_response_bytes at 4 MiB", _big_page,
              sets=("render.max_response_bytes=4194304",), rejects={"render/response_too_large": 1}),
-    Case("hostile URL schemes", "gui", "javascript:, file:, data:, ftp:, gopher:, chrome:, view-source:, broken URLs",
-         _bad_schemes, rejects={"read/invalid_url": 9}),
+    Case("hostile URL schemes", "gui", "javascript:, data:, ftp:, gopher:, chrome:, view-source:, broken URLs, file:///etc/passwd",
+         _bad_schemes, rejects={"read/invalid_url": 10}),
 ]
 
 

@@ -61,6 +61,7 @@ from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
 from quarry.schemas.gui import GuiConfig, GuiRow, PageInput, RenderConfig, TasksConfig, TierConfig, Viewport
 
 MAX_URL_CHARS = 4096
+LOCAL_PAGE_SUFFIXES = (".html", ".htm", ".xhtml")  # what a file:// URL of a URL list may name
 MAX_HTML_BYTES = 20 * 1024 * 1024
 
 # Why a rendered page is a `tasks` reject (the tasks step decides, no operator).
@@ -116,6 +117,9 @@ def url_problem(url: str) -> Optional[str]:
         return f"scheme {parts.scheme or '(none)'!r}: inputs are http(s):// or file:// URLs"
     if parts.scheme.lower() != "file" and not parts.hostname:
         return "no host"
+    # a URL list is often mined, not written: file:///etc/passwd would become a screenshot of the file
+    if parts.scheme.lower() == "file" and not parts.path.lower().endswith(LOCAL_PAGE_SUFFIXES):
+        return f"file:// URLs must name an HTML page ({', '.join(LOCAL_PAGE_SUFFIXES)})"
     if any(c in url for c in "\r\n\t ") or not url.isprintable():
         return "URL holds whitespace or control characters"
     return None

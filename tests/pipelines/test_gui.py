@@ -31,6 +31,8 @@ def read_all(paths, c):
     ("https://example.org/a?b=c", True),
     ("http://example.org:8080/", True),
     ("file:///srv/pages/a.html", True),
+    ("file:///etc/passwd", False),
+    ("file:///srv/pages/", False),
     ("ftp://example.org/", False),
     ("javascript:alert(1)", False),
     ("example.org/no-scheme", False),
