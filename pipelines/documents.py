@@ -1,0 +1,226 @@
+"""The documents DAG (GLM-4.5V §3.1 academic documents): PDF pages -> `ocr` rows, as Beam steps.
+
+    ReadPdfs (one record per PDF file, bytes under documents.max_bytes)
+      -> Open (PDFium in a child process: pages rendered, text segments; or one document-level reject)
+      -> Page (lines in reading order, columns, tables, tier; scans rejected or OCRed)
+
+Counts (`_stats/`): `read` (PDF files read); `open.in/out` (documents / pages
+they gave); `units` = pages + document-level rejects (the manifest's inputs
+with the read rejects: one unit ends as one row or one reject); `page.in/out`.
+A document over documents.max_pages gives its first max_pages pages and one
+`too_many_pages` reject (one more unit), so the cap is visible in the rejects.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import math
+import posixpath
+from dataclasses import dataclass
+from typing import Any, Iterator, NamedTuple, Optional, Union
+
+import apache_beam as beam
+
+from quarry.operators import decontam as decontam_ops
+from quarry.operators.base import Rejection
+from quarry.operators.documents import pdf as pdf_ops
+from quarry.operators.documents.isolate import extract_isolated
+from quarry.operators.documents.layout import Segment, page_layout, page_tier
+from quarry.operators.ids import content_id, digest
+from quarry.operators.inputs import reasons as read_reasons
+from quarry.operators.ocr.tasks import OCR_QUESTION, to_1000
+from quarry.pipelines.read import InputFile, InputSpec, ReadRecords, clean_source, plan_files, read_limited, read_reject
+from quarry.pipelines.stage import count, count_stage, refused, reject_row, run_stage
+from quarry.pipelines.stats import Progress
+from quarry.operators.inputs.records import Unreadable
+from quarry.schemas.common import ImageCell, Origin, Reject
+from quarry.schemas.documents import DocumentPageRow, DocumentsConfig, DocumentSection
+from quarry.schemas.ocr_search import OcrLineCell
+from quarry.schemas.rl import VerifierSpec
+
+OCR_VERIFIER = VerifierSpec(kind="ocr")
+ENGINE = "pdfium"
+PDF_SUFFIXES = {"pdf": (".pdf",)}
+
+
+def plan_pdfs(patterns: list[str]) -> list[InputFile]:
+    return plan_files(patterns, InputSpec(kinds=("pdf",), readable="a PDF file (.pdf)", suffixes=PDF_SUFFIXES))
+
+
+@dataclass(frozen=True)
+class PdfRecord:
+    sample_id: str  # the document's: content id of file name and bytes
+    source: str
+    origin: Origin
+    document_id: str  # digest of the bytes
+    data: bytes
+
+
+def read_pdf_file(f: InputFile, default_source: str, max_bytes: int) -> Iterator[Union[PdfRecord, Reject]]:
+    data = read_limited(f.path, max_bytes)
+    if isinstance(data, str):
+        reason = read_reasons.FILE_TOO_LARGE if "larger than" in data else read_reasons.UNREADABLE_FILE
+        yield read_reject(f.path, default_source, Unreadable("", reason, data.replace("reader.max_image_bytes",
+                                                                                      "documents.max_bytes")))
+        return
+    name = posixpath.basename(f.path)
+    doc_id = digest(data)
+    yield PdfRecord(content_id("documents", name, doc_id), clean_source(default_source), Origin(file=f.path, key=name),
+                    doc_id, data)
+
+
+class ReadPdfs(ReadRecords):
+    def __init__(self, files: list[InputFile], default_source: str, cfg: DocumentSection):
+        super().__init__(files, functools.partial(read_pdf_file, default_source=clean_source(default_source),
+                                                  max_bytes=cfg.max_bytes))
+
+
+@dataclass
+class PageItem:
+    sample_id: str
+    source: str
+    origin: Origin
+    document_id: str
+    page_count: int
+    capped: bool
+    page: pdf_ops.PageData
+
+
+def params_of(cfg: DocumentSection) -> pdf_ops.Params:
+    return pdf_ops.Params(dpi=cfg.dpi, max_pixels=cfg.max_pixels, max_pages=cfg.max_pages,
+                          max_page_points=cfg.max_page_points, image_format=cfg.image_format)
+
+
+class _Open(beam.DoFn):
+    """A PDF -> its pages (PageItem), or a document-level reject; PDFium in a bounded child process."""
+
+    def __init__(self, cfg: DocumentSection):
+        self.cfg = cfg
+
+    def process(self, rec: PdfRecord):
+        c = self.cfg
+        result = extract_isolated(rec.data, params_of(c), c.timeout_s, c.max_memory_mb)
+        if isinstance(result, Rejection):
+            yield refused(reject_row(rec.sample_id, rec.source, rec.origin, "open", result))
+            return
+        if result.capped:
+            yield refused(reject_row(rec.sample_id, rec.source, rec.origin, "open", result.capped))
+        for p in result.pages:
+            key = f"{rec.origin.key}#page={p.page_number}"
+            yield PageItem(content_id("documents", rec.sample_id, str(p.page_number)), rec.source,
+                           Origin(file=rec.origin.file, key=key), rec.document_id, result.page_count,
+                           result.capped is not None, p)
+
+
+def _cell(text: str, box_pt, scale: float, w: int, h: int, score: float = 1.0) -> OcrLineCell:
+    x0, y0, x1, y1 = (v * scale for v in box_pt)
+    x0, y0, x1, y1 = max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)
+    return OcrLineCell(text=text, score=score, quad=[round(v, 2) for v in (x0, y0, x1, y0, x1, y1, x0, y1)],
+                       box=[int(x0), int(y0), math.ceil(x1), math.ceil(y1)], box_1000=to_1000((x0, y0, x1, y1), w, h))
+
+
+class _Page(beam.DoFn):
+    """A page -> its `ocr` row (text layer, or OCR of a scan with ocr_fallback), or a page reject."""
+
+    def __init__(self, cfg: DocumentsConfig):
+        self.cfg = cfg
+        self.engine = None
+
+    def setup(self):
+        if self.cfg.documents.ocr_fallback:
+            from quarry.operators.ocr.engine import make_engine
+
+            self.engine = make_engine(self.cfg.ocr).load()
+            self.engine_label = make_engine(self.cfg.ocr).label()
+
+    def process(self, item: PageItem):
+        p = item.page
+        if p.rejection is not None:
+            yield refused(reject_row(item.sample_id, item.source, item.origin, "page", p.rejection))
+            return
+        segments = [Segment(t, tuple(b)) for t, b in p.segments]
+        layout = page_layout(segments, p.font_size)
+        if layout.lines:
+            lines = [_cell(ln.text, ln.box, p.scale, p.width_px, p.height_px) for ln in layout.lines]
+            text, source, engine = layout.text, "text_layer", ENGINE
+        elif self.engine is None:
+            yield refused(reject_row(item.sample_id, item.source, item.origin, "page", Rejection(
+                pdf_ops.NO_TEXT_LAYER, f"{p.chars} character(s) in the text layer: a scan? "
+                                       "(documents.ocr_fallback=true OCRs it)")))
+            return
+        else:
+            got = self._ocr(p)
+            if isinstance(got, Rejection):
+                yield refused(reject_row(item.sample_id, item.source, item.origin, "page", got))
+                return
+            lines, text = got
+            source, engine = "ocr", self.engine_label
+        tier, facts = page_tier(layout, p.width_pt, p.height_pt)
+        yield DocumentPageRow(
+            sample_id=item.sample_id, source=item.source, tier=tier, task="ocr", origin=item.origin,
+            question=OCR_QUESTION, answer=text, verifier=OCR_VERIFIER, document_id=item.document_id,
+            page_number=p.page_number, page_count=item.page_count, image=ImageCell(bytes=p.image),
+            width=p.width_px, height=p.height_px, image_format=self.cfg.documents.image_format,
+            dpi=round(p.scale * 72.0, 3), width_pt=p.width_pt, height_pt=p.height_pt, text_source=source,
+            engine=engine, text=text, lines=lines, columns=facts["columns"], has_table=facts["table"],
+            chars_per_in2=facts["chars_per_in2"], median_line_pt=facts["median_line_pt"], font_pt=facts["font_pt"],
+            pages_capped=item.capped or None)
+
+    def _ocr(self, p: pdf_ops.PageData):
+        from PIL import Image
+
+        from quarry.operators.ocr.engine import fit_for_ocr
+        from quarry.operators.ocr.layout import build_layout, valid_lines
+        from quarry.schemas.ocr_search import EntityConfig, TextFilterConfig
+
+        with Image.open(io.BytesIO(p.image)) as im:
+            pixels, scale = fit_for_ocr(im, self.cfg.ocr.max_side, self.cfg.ocr.min_short_side,
+                                        self.cfg.ocr.max_upscale)
+        try:
+            read = self.engine.read(pixels)
+        except Exception as e:  # noqa: BLE001 - the engine on one page
+            return Rejection(OCR_FAILED, f"{type(e).__name__}: {str(e)[:200]}")
+        lines = valid_lines([ln.scaled(1.0 / scale) for ln in read], TextFilterConfig())
+        if not lines:
+            return Rejection(pdf_ops.NO_TEXT_LAYER, f"no text layer and OCR read no valid line ({len(read)} read)")
+        lay = build_layout(lines, EntityConfig())
+        cells = []
+        for ln in lay.lines:
+            x0, y0, x1, y1 = ln.box
+            cells.append(OcrLineCell(text=ln.text, score=round(ln.score, 5), quad=list(ln.quad),
+                                     box=[int(x0), int(y0), math.ceil(x1), math.ceil(y1)],
+                                     box_1000=to_1000(ln.box, p.width_px, p.height_px)))
+        return cells, lay.transcription
+
+
+OCR_FAILED = "ocr_failed"
+
+
+class Outputs(NamedTuple):
+    rows: Any
+    rejected: Any
+
+
+class DocumentsPipeline(beam.PTransform):
+    """PCollection[PdfRecord] -> Outputs(rows, rejected); counts to `output_dir/_stats`."""
+
+    def __init__(self, cfg: DocumentsConfig, output_dir: Optional[str] = None):
+        super().__init__()
+        self.cfg, self.output_dir = cfg, output_dir
+
+    def expand(self, records):
+        cfg, out = self.cfg, self.output_dir
+        opened = run_stage(records | "ProgressOpen" >> Progress("open"), "Open", _Open(cfg.documents), out, "open")
+        count((opened.kept, opened.rejected) | "Units" >> beam.Flatten(), out, "units")
+        pages = run_stage(opened.kept, "Page", _Page(cfg), out, "page")
+        rejected = (opened.rejected, pages.rejected) | "DocRejects" >> beam.Flatten()
+        return Outputs(pages.kept, rejected)
+
+
+STAGE_REASONS: dict[str, tuple[str, ...]] = {
+    "open": pdf_ops.OPEN_REASONS,
+    "page": (*pdf_ops.PAGE_REASONS, OCR_FAILED),
+    "decontam": (decontam_ops.CONTAMINATED_TEXT, decontam_ops.CONTAMINATED_IMAGE),
+    "write": (),
+}
