@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from quarry.dags.demos import DemoInput, caption, decontam, grade, gui, imagemining, interleaved, ocr_search, svg
+from quarry.dags.demos import DemoInput, caption, decontam, documents, grade, gui, imagemining, interleaved, ocr_search, svg
 
 DEMOS: dict[str, Callable[[Path], DemoInput]] = {
     "caption": caption.build,
@@ -20,6 +20,7 @@ DEMOS: dict[str, Callable[[Path], DemoInput]] = {
     "imagemining": imagemining.build,
     "interleaved": interleaved.build,
     "decontam": decontam.build,
+    "documents": documents.build,
 }
 
 TINY_BANNER = "\n".join([
