@@ -9,13 +9,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from quarry.dags.demos import DemoInput, caption, decontam, documents, grade, gui, imagemining, interleaved, ocr_search, svg
+from quarry.dags.demos import DemoInput, caption, decontam, documents, grade, gui, imagemining, interleaved, ocr_search, ocr_synth, svg
 
 DEMOS: dict[str, Callable[[Path], DemoInput]] = {
     "caption": caption.build,
     "grade": grade.build,
     "gui": gui.build,
     "ocr_search": ocr_search.build,
+    "ocr_synth": ocr_synth.build,
     "svg": svg.build,
     "imagemining": imagemining.build,
     "interleaved": interleaved.build,
