@@ -21,7 +21,12 @@ from __future__ import annotations
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage, with_reasons
 from quarry.operators.inputs import reasons as read_reasons
 from quarry.pipelines.decontam import FieldProbe
-from quarry.pipelines.documents import STAGE_REASONS, DocumentsPipeline, ReadPdfs, plan_pdfs
+from quarry.pipelines.documents import (
+    STAGE_REASONS,
+    DocumentsPipeline,
+    ReadPdfs,
+    plan_pdfs,
+)
 from quarry.schemas.config import ConfigError
 from quarry.schemas.documents import DocumentPageRow, DocumentsConfig
 

@@ -17,11 +17,11 @@ import functools
 import io
 import math
 import posixpath
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, NamedTuple, Optional, Union
+from typing import Any, NamedTuple
 
 import apache_beam as beam
-
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.documents import pdf as pdf_ops
@@ -29,11 +29,19 @@ from quarry.operators.documents.isolate import extract_isolated
 from quarry.operators.documents.layout import Segment, page_layout, page_tier
 from quarry.operators.ids import content_id, digest
 from quarry.operators.inputs import reasons as read_reasons
-from quarry.operators.ocr.tasks import OCR_QUESTION, to_1000
-from quarry.pipelines.read import InputFile, InputSpec, ReadRecords, clean_source, plan_files, read_limited, read_reject
-from quarry.pipelines.stage import count, count_stage, refused, reject_row, run_stage
-from quarry.pipelines.stats import Progress
 from quarry.operators.inputs.records import Unreadable
+from quarry.operators.ocr.tasks import OCR_QUESTION, to_1000
+from quarry.pipelines.read import (
+    InputFile,
+    InputSpec,
+    ReadRecords,
+    clean_source,
+    plan_files,
+    read_limited,
+    read_reject,
+)
+from quarry.pipelines.stage import count, refused, reject_row, run_stage
+from quarry.pipelines.stats import Progress
 from quarry.schemas.common import ImageCell, Origin, Reject
 from quarry.schemas.documents import DocumentPageRow, DocumentsConfig, DocumentSection
 from quarry.schemas.ocr_search import OcrLineCell
@@ -57,7 +65,7 @@ class PdfRecord:
     data: bytes
 
 
-def read_pdf_file(f: InputFile, default_source: str, max_bytes: int) -> Iterator[Union[PdfRecord, Reject]]:
+def read_pdf_file(f: InputFile, default_source: str, max_bytes: int) -> Iterator[PdfRecord | Reject]:
     data = read_limited(f.path, max_bytes)
     if isinstance(data, str):
         reason = read_reasons.FILE_TOO_LARGE if "larger than" in data else read_reasons.UNREADABLE_FILE
@@ -117,7 +125,8 @@ def _cell(text: str, box_pt, scale: float, w: int, h: int, score: float = 1.0) -
     x0, y0, x1, y1 = (v * scale for v in box_pt)
     x0, y0, x1, y1 = max(0.0, x0), max(0.0, y0), min(float(w), x1), min(float(h), y1)
     return OcrLineCell(text=text, score=score, quad=[round(v, 2) for v in (x0, y0, x1, y0, x1, y1, x0, y1)],
-                       box=[int(x0), int(y0), math.ceil(x1), math.ceil(y1)], box_1000=to_1000((x0, y0, x1, y1), w, h))
+                       box=[int(x0), int(y0), math.ceil(x1), math.ceil(y1)],
+                       box_1000=to_1000((x0, y0, x1, y1), w, h))
 
 
 class _Page(beam.DoFn):
@@ -169,7 +178,6 @@ class _Page(beam.DoFn):
 
     def _ocr(self, p: pdf_ops.PageData):
         from PIL import Image
-
         from quarry.operators.ocr.engine import fit_for_ocr
         from quarry.operators.ocr.layout import build_layout, valid_lines
         from quarry.schemas.ocr_search import EntityConfig, TextFilterConfig
@@ -205,7 +213,7 @@ class Outputs(NamedTuple):
 class DocumentsPipeline(beam.PTransform):
     """PCollection[PdfRecord] -> Outputs(rows, rejected); counts to `output_dir/_stats`."""
 
-    def __init__(self, cfg: DocumentsConfig, output_dir: Optional[str] = None):
+    def __init__(self, cfg: DocumentsConfig, output_dir: str | None = None):
         super().__init__()
         self.cfg, self.output_dir = cfg, output_dir
 

@@ -11,11 +11,10 @@ let a trainer rebuild multi-page documents.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal
 
 import pyarrow as pa
 from pydantic import Field
-
 from quarry.schemas.arrow import ArrowType
 from quarry.schemas.common import ImageCell, Sample
 from quarry.schemas.config import DagConfig, Section
@@ -68,4 +67,4 @@ class DocumentPageRow(RlTask, Sample):
     chars_per_in2: Annotated[float, ArrowType(pa.float32())]
     median_line_pt: Annotated[float, ArrowType(pa.float32())] = Field(description="median tight line box height")
     font_pt: Annotated[float, ArrowType(pa.float32())] = Field(description="median character font size (the tier's)")
-    pages_capped: Optional[bool] = Field(None, description="true when the document had more than max_pages pages")
+    pages_capped: bool | None = Field(None, description="true when the document had more than max_pages pages")

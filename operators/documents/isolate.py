@@ -18,7 +18,6 @@ import pickle
 import resource
 import subprocess
 import sys
-from typing import Union
 
 from quarry.operators.base import Rejection
 from quarry.operators.documents.pdf import RESOURCE_LIMIT, TIMEOUT, DocumentData, Params
@@ -33,11 +32,11 @@ def _limit(max_memory_mb: int) -> None:
 
 
 def extract_isolated(data: bytes, params: Params, timeout_s: float = 60.0,
-                     max_memory_mb: int = 2048) -> Union[DocumentData, Rejection]:
+                     max_memory_mb: int = 2048) -> DocumentData | Rejection:
     """`pdf.extract(data, params)` in a child process, or `timeout` / `resource_limit`."""
     try:
         done = subprocess.run([sys.executable, "-m", "quarry.operators.documents.isolate", str(max_memory_mb)],
-                              input=pickle.dumps((data, params)), capture_output=True, timeout=timeout_s)
+                              input=pickle.dumps((data, params)), capture_output=True, timeout=timeout_s, check=False)
     except subprocess.TimeoutExpired:
         return Rejection(TIMEOUT, f"PDFium ran past {timeout_s:g} s (documents.timeout_s): killed")
     if done.returncode != 0:

@@ -4,10 +4,11 @@ Input: the text layer's segments (`Segment`: text and box in PDF points, y
 down, from PDFium's text rects). Reading order:
 
 1. segments on one baseline (vertical overlap >= half the shorter height)
-   whose horizontal gap is under `WORD_GAP` font heights join into one line;
+   whose horizontal gap is under `WORD_GAP` line heights join into one line;
    a wider gap keeps them apart (table cells, two columns).
 2. columns: a vertical gutter is an x-range at least `GUTTER` points wide that
-   no line crosses, inside the text area; lines are assigned to the column
+   no line crosses, inside the text area, with `COLUMN_LINES` lines right of
+   it level with lines left of it (a running header or page number is no column); lines are assigned to the column
    their left edge falls in. A line that crosses a gutter (a title, a
    full-width paragraph) splits the page into horizontal bands.
 3. order: bands top to bottom; in a band, columns left to right; in a column,
@@ -30,9 +31,10 @@ import statistics
 from dataclasses import dataclass, field
 
 TIERS = ("very_easy", "easy", "medium", "hard", "very_hard")
-WORD_GAP = 1.0  # font heights: a wider gap on one baseline is a cell or column break
+WORD_GAP = 1.2  # line-box heights (~0.7 em each): a wider gap on one baseline is a cell or column break
 GUTTER = 12.0  # points: the narrowest column gutter
 TABLE_ROWS = 3
+COLUMN_LINES = 3  # lines right of a gutter level with lines left of it
 SMALL_FONT_PT = 9.0  # footnote/caption size in papers: reading it at page resolution is harder
 
 
@@ -81,7 +83,8 @@ def _rows(segments: list[Segment]) -> list[list[Segment]]:
         h = s.box[3] - s.box[1]
         for row in reversed(rows[-3:]):
             r = _union([p.box for p in row])
-            if _overlap(r, s.box) >= 0.5 * min(h, r[3] - r[1]):
+            cy = (s.box[1] + s.box[3]) / 2
+            if _overlap(r, s.box) >= 0.5 * min(h, r[3] - r[1]) or r[1] <= cy <= r[3]:  # a bullet sits inside
                 row.append(s)
                 break
         else:
@@ -93,6 +96,8 @@ def _split_row(row: list[Segment]) -> list[Line]:
     lines: list[Line] = []
     for s in row:
         h = max(1.0, s.box[3] - s.box[1])
+        if lines:  # a bullet or a comma is short: the gap is measured in the taller one's height
+            h = max(h, lines[-1].box[3] - lines[-1].box[1])
         if lines and s.box[0] - lines[-1].box[2] < WORD_GAP * h:
             ln = lines[-1]
             sep = "" if ln.text.endswith(" ") or s.text.startswith(" ") or s.box[0] - ln.box[2] < 0.15 * h else " "
@@ -117,6 +122,16 @@ def _gutters(lines: list[Line]) -> list[tuple[float, float]]:
             gaps.append((reach, x0))
         reach = max(reach, x1)
     return gaps
+
+
+def _supported(gutter: tuple[float, float], lines: list[Line]) -> bool:
+    """A real gutter has text beside it on both sides: COLUMN_LINES lines right of it that each sit level with
+    a line left of it (a right-aligned running header or page number has nothing level with it)."""
+    g0, g1 = gutter
+    left = [ln.box for ln in lines if ln.box[2] <= g0 + 0.5]
+    right = [ln.box for ln in lines if ln.box[0] >= g1 - 0.5]
+    level = sum(1 for r in right if any(_overlap(r, b) > -0.5 * (r[3] - r[1]) for b in left))
+    return level >= COLUMN_LINES
 
 
 def _table(lines: list[Line]) -> bool:
@@ -148,6 +163,7 @@ def page_layout(segments: list[Segment], font_size: float = 0.0) -> PageLayout:
     if not gutters and not table:  # wide lines (titles) hide the gutters: try without the widest lines
         narrow = [ln for ln in lines if ln.box[2] - ln.box[0] < 0.6 * width]
         gutters = _gutters(narrow) if len(narrow) >= 4 else []
+    gutters = [g for g in gutters if _supported(g, narrow)]
     wide = [ln for ln in lines if any(ln.box[0] < g0 and ln.box[2] > g1 for g0, g1 in gutters)]
     for ln in lines:
         ln.column = sum(1 for g0, g1 in gutters if ln.box[0] >= g1 - 0.5)

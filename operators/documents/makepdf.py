@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import zlib
 from dataclasses import dataclass, field
-from typing import Optional
 
 LETTER = (612.0, 792.0)
 
@@ -27,7 +26,7 @@ class Text:
 class Page:
     texts: list[Text] = field(default_factory=list)
     size: tuple[float, float] = LETTER
-    scan: Optional[tuple[int, int, bytes]] = None  # (w, h, gray pixels): drawn full-page, no text layer
+    scan: tuple[int, int, bytes] | None = None  # (w, h, gray pixels): drawn full-page, no text layer
     rules: list[tuple[float, float, float, float]] = field(default_factory=list)  # lines x0, y0, x1, y1 (y down)
 
 
@@ -48,7 +47,7 @@ def _content(p: Page) -> bytes:
 
 
 def build(pages: list[Page], catalog_extra: bytes = b"", trailer_extra: bytes = b"",
-          extra_objects: Optional[list[bytes]] = None, page_count: Optional[int] = None) -> bytes:
+          extra_objects: list[bytes] | None = None, page_count: int | None = None) -> bytes:
     """A PDF of `pages`. `catalog_extra` goes into the catalog dict, `extra_objects` are numbered after the
     pages' objects (refer to them as `N 0 R` with N from `first_extra(pages)`), `page_count` overrides
     /Count (a lying page tree)."""
@@ -72,8 +71,7 @@ def build(pages: list[Page], catalog_extra: bytes = b"", trailer_extra: bytes = 
         objs.append(b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 %.2f %.2f] /Contents %d 0 R "
                     b"/Resources << /Font << /F1 3 0 R >>%s >> >>" % (p.size[0], p.size[1], content_no, xobj))
         kids.append(len(objs))
-    for extra in extra_objects or []:
-        objs.append(extra)
+    objs.extend(extra_objects or [])
     objs[0] = b"<< /Type /Catalog /Pages 2 0 R " + catalog_extra + b" >>"
     objs[1] = b"<< /Type /Pages /Kids [" + b" ".join(b"%d 0 R" % k for k in kids) + \
         b"] /Count %d >>" % (len(kids) if page_count is None else page_count)
@@ -86,7 +84,8 @@ def build(pages: list[Page], catalog_extra: bytes = b"", trailer_extra: bytes = 
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objs) + 1)
     for off in offsets:
         out += b"%010d 00000 n \n" % off
-    out += b"trailer\n<< /Size %d /Root 1 0 R " % (len(objs) + 1) + trailer_extra + b" >>\nstartxref\n%d\n%%%%EOF\n" % xref
+    out += b"trailer\n<< /Size %d /Root 1 0 R " % (len(objs) + 1) + trailer_extra
+    out += b" >>\nstartxref\n%d\n%%%%EOF\n" % xref
     return bytes(out)
 
 

@@ -18,7 +18,6 @@ import io
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Optional, Union
 
 from quarry.operators.base import Rejection
 
@@ -65,17 +64,17 @@ class PageData:
     segments: list[tuple[str, tuple[float, float, float, float]]] = field(default_factory=list)  # points, y down
     chars: int = 0
     font_size: float = 0.0  # median font size of the characters (points), 0 without text
-    rejection: Optional[tuple[str, str]] = None
+    rejection: tuple[str, str] | None = None
 
 
 @dataclass
 class DocumentData:
     page_count: int
     pages: list[PageData]
-    capped: Optional[tuple[str, str]] = None  # (too_many_pages, detail) when pages were left out
+    capped: tuple[str, str] | None = None  # (too_many_pages, detail) when pages were left out
 
 
-def sniff(data: bytes) -> Optional[Rejection]:
+def sniff(data: bytes) -> Rejection | None:
     """Header and trailer checks that need no parser."""
     if b"%PDF-" not in data[:1024]:
         return Rejection(NOT_A_PDF, f"no %PDF- header in the first 1 KiB ({data[:8]!r})")
@@ -91,10 +90,10 @@ def _open_error(e: Exception) -> Rejection:
     return Rejection(CORRUPT_PDF, f"PDFium cannot open it: {msg[:200]}")
 
 
-def extract(data: bytes, params: Params) -> Union[DocumentData, Rejection]:
+def extract(data: bytes, params: Params) -> DocumentData | Rejection:
     """The document's pages (first `max_pages`), or why none: in this process (see `isolate` for hostile input)."""
     import pypdfium2 as pdfium
-    import pypdfium2.raw as raw
+    from pypdfium2 import raw
 
     bad = sniff(data)
     if bad is not None:
@@ -124,15 +123,14 @@ def extract(data: bytes, params: Params) -> Union[DocumentData, Rejection]:
 
 
 def _page(pdf, index: int, p: Params) -> PageData:
-    import pypdfium2.raw as raw
+    from pypdfium2 import raw
 
     page = pdf[index]
     try:
         w, h = page.get_size()
         out = PageData(index + 1, round(w, 2), round(h, 2))
         if max(w, h) > p.max_page_points or min(w, h) <= 0:
-            out.rejection = (PAGE_TOO_LARGE, f"{w:.0f} x {h:.0f} pt (documents.max_page_points "
-                                             f"{p.max_page_points:.0f})")
+            out.rejection = (PAGE_TOO_LARGE, f"{w:.0f} x {h:.0f} pt (documents.max_page_points {p.max_page_points:.0f})")
             return out
         scale = p.dpi / 72.0
         if w * h * scale * scale > p.max_pixels:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-
 from quarry.dags.demos import documents as demo
 from quarry.dags.documents import SPEC
 from quarry.dags.runner import resolve_config, run_dag

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from quarry.operators.base import Rejection
 from quarry.operators.documents import makepdf as m
 from quarry.operators.documents import pdf
@@ -13,7 +12,8 @@ from quarry.operators.documents.isolate import extract_isolated
 from quarry.operators.documents.layout import Segment, page_layout
 
 PARAMS = pdf.Params(max_pages=5)
-TWO = m.two_column_page("Title", ["left one", "left two"], ["right one", "right two"])
+TWO = m.two_column_page("Title", ["left one", "left two", "left three"],
+                        ["right one", "right two", "right three"])
 
 
 def test_text_layer_boxes_match_what_was_drawn():
@@ -23,7 +23,7 @@ def test_text_layer_boxes_match_what_was_drawn():
     assert (p.width_px, p.height_px) == (1224, 1584) and p.scale == 2.0 and p.image[:4] == b"\x89PNG"
     assert p.font_size == 10.0
     lay = page_layout([Segment(t, b) for t, b in p.segments])
-    assert lay.text == "Title\nleft one\nleft two\nright one\nright two"
+    assert lay.text == "Title\nleft one\nleft two\nleft three\nright one\nright two\nright three"
     left_one = next(ln for ln in lay.lines if ln.text == "left one")
     x0, y0, x1, y1 = left_one.box  # drawn at x=72, baseline y=110 (from the top), 10 pt
     assert abs(x0 - 72) < 1.5 and 100 < y0 < 110 < y1 < 113 and x1 > 100
