@@ -43,7 +43,10 @@ from quarry.schemas.config import ConfigError, DagConfig, load_config
 from quarry.schemas.manifest import Manifest, StageCount
 
 # Output entries a run owns; --overwrite removes exactly these.
-RUN_ENTRIES = ("data", "rejects", "images", "contamination", "_stats", "manifest.json")
+RUN_ENTRIES = ("data", "rejects", "images", "contamination", "_stats", "manifest.json", "README.md")
+# The tables of a run directory as Hugging Face dataset configs (the card's `configs:`), first = default.
+CARD_TABLES = (("data", "data/**/*.parquet"), ("rejects", "rejects/*.parquet"), ("images", "images/*.parquet"),
+               ("contamination", "contamination/*.parquet"))
 VERSIONED = ("quarry", "apache-beam", "pyarrow", "duckdb", "pydantic", "pillow", "imagehash",
              "numpy", "torch", "open_clip_torch", "pyahocorasick")
 
@@ -284,6 +287,30 @@ def write_manifest(output: str, manifest: Manifest) -> str:
     return path
 
 
+def write_dataset_card(output: str, manifest: Manifest) -> str:
+    """`DIR/README.md`: a dataset card whose `configs:` name each table, so `datasets.load_dataset(DIR)` loads
+    the data (not data, rejects and manifest mixed) and `load_dataset(DIR, "rejects")` the rejects."""
+    import yaml
+
+    configs = []
+    for name, pattern in CARD_TABLES:
+        if FileSystems.match([FileSystems.join(output, pattern)])[0].metadata_list:
+            configs.append({"config_name": name, "data_files": [{"split": "train", "path": pattern}],
+                            **({"default": True} if not configs else {})})
+    front = yaml.safe_dump({"configs": configs, "tags": ["quarry", manifest.dag]}, sort_keys=False, allow_unicode=True)
+    rejected = ", ".join(f"{stage}/{reason} {n}" for stage, reasons in sorted(manifest.rejected.items())
+                         for reason, n in sorted(reasons.items())) or "none"
+    body = (f"# quarry `{manifest.dag}` run {manifest.run_id}\n\n"
+            f"{manifest.kept} rows in `data/` (Hive folders `source=<s>/tier=<t>`), {manifest.rejected_total} "
+            f"rejects in `rejects/` ({rejected}); `manifest.json` has the counts, config and versions.\n\n"
+            "```python\nimport datasets\nrows = datasets.load_dataset(RUN_DIR, split=\"train\")\n"
+            "rejects = datasets.load_dataset(RUN_DIR, \"rejects\", split=\"train\")\n```\n")
+    path = FileSystems.join(output, "README.md")
+    with FileSystems.create(path) as fh:
+        fh.write(f"---\n{front}---\n\n{body}".encode())
+    return path
+
+
 def resolve_config(spec: DagSpec, config_path: Optional[str], sets: list[str], source: Optional[str]) -> DagConfig:
     base = {"source": source} if source else None
     return load_config(spec.config_model, Path(config_path) if config_path else None, sets, base)
@@ -315,6 +342,7 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
     if manifest.inputs == 0:
         manifest.notes.append("the inputs held no records: nothing was read")
     write_manifest(output, manifest)
+    write_dataset_card(output, manifest)
     lost = [n for n in manifest.notes if n.startswith(LOSS_NOTE)]
     if lost:
         raise DataLossError(f"{'; '.join(lost)} (see {FileSystems.join(output, 'manifest.json')})")
@@ -322,4 +350,4 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
 
 
 __all__ = ["BuildInfo", "ConfigError", "DagSpec", "DataLossError", "FamilyOutputs", "RunCounts", "Stage", "UsageError",
-           "build_dag", "build_manifest", "resolve_config", "run_dag", "with_reasons"]
+           "build_dag", "build_manifest", "resolve_config", "run_dag", "with_reasons", "write_dataset_card"]

@@ -62,3 +62,23 @@ def test_every_dags_data_folder_reads_in_pandas_pyarrow_duckdb_and_datasets(demo
         ds = datasets.load_dataset("parquet", data_files=str(data / "**" / "*.parquet"), split="train",
                                    cache_dir=str(tmp_path / "hf" / name))
         assert len(ds) == len(frame) and isinstance(ds[0]["source"], str), name
+
+
+def test_every_run_directory_loads_in_datasets_through_its_card(demo_dir, tmp_path):
+    """`load_dataset(run_dir)` reads the card's `configs:`: the data by default, the rejects by name."""
+    import datasets
+    import yaml
+
+    for name in DEMOS:
+        run = demo_dir / name
+        manifest = json.loads((run / "manifest.json").read_text())
+        card = (run / "README.md").read_text()
+        front = yaml.safe_load(card.split("---\n")[1])
+        assert front["configs"][0] == {"config_name": "data", "default": True,
+                                       "data_files": [{"split": "train", "path": "data/**/*.parquet"}]}, name
+        cache = str(tmp_path / "hf" / name)
+        if manifest["kept"]:
+            assert len(datasets.load_dataset(str(run), split="train", cache_dir=cache)) == manifest["kept"], name
+        if manifest["rejected_total"]:
+            rejects = datasets.load_dataset(str(run), "rejects", split="train", cache_dir=cache)
+            assert len(rejects) == manifest["rejected_total"], name
