@@ -108,3 +108,19 @@ def test_a_real_debian_pdf(tmp_path):
     assert m.balanced and m.kept >= 1
     assert all(r["text"] for r in _rows(tmp_path / "out"))
     json.loads((tmp_path / "out" / "manifest.json").read_text())
+
+
+def test_decontam_stage_drops_a_page_whose_text_is_a_benchmark_item(tmp_path):
+    from quarry.operators.documents import makepdf as m
+
+    (tmp_path / "in").mkdir()
+    page = m.prose_page("Benchmark page", ["the quick brown fox jumps over the lazy dog near the river bank today"])
+    (tmp_path / "in" / "a.pdf").write_bytes(m.build([page, m.prose_page("Clean page", ["nothing to see here"])]))
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "docbench.jsonl").write_text(json.dumps({
+        "id": "d1", "question": "the quick brown fox jumps over the lazy dog near the river bank today",
+        "answer": "x"}) + "\n")
+    cfg = resolve_config(SPEC, None, [f"decontam.bench={tmp_path / 'bench'}"], "t")
+    manifest = run_dag(SPEC, [str(tmp_path / "in")], str(tmp_path / "out"), cfg)
+    assert manifest.balanced and manifest.kept == 1
+    assert manifest.rejected["decontam"] == {"contaminated_text": 1}
