@@ -36,6 +36,15 @@ Config keys: `quarry run DAG --show-config` prints every key with its default.
 """
 
 
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("quarry")
+    except importlib.metadata.PackageNotFoundError:  # run from a checkout that is not installed
+        return "(not installed)"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="quarry",
@@ -44,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    p.add_argument("--version", action="version", version=f"quarry {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("list", help="the DAGs, their stages and the reject reasons each stage can give")
 
@@ -120,20 +130,32 @@ def cmd_list() -> int:
 
 
 def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
+    import difflib
+
+    from quarry.dags.registry import DAG_NAMES, config_model
+    from quarry.schemas.config import resolve
+
+    # name and config first, from schemas alone: a typo is answered before Beam and the DAG modules load
+    if args.dag not in DAG_NAMES:
+        close = difflib.get_close_matches(args.dag, DAG_NAMES, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return _fail(f"unknown DAG {args.dag!r}{hint}; known: {', '.join(DAG_NAMES)}")
+    try:
+        cfg = resolve(config_model(args.dag), args.config, args.sets, args.source)
+    except ConfigError as e:
+        return _fail(str(e))
+    if args.show_config:
+        print(annotated_yaml(cfg))
+        return 0
+    if not args.output:
+        return _fail("--output DIR is required")
+
     from quarry.dags.registry import DAGS
-    from quarry.dags.runner import DataLossError, UsageError, resolve_config, run_dag
+    from quarry.dags.runner import DataLossError, UsageError, run_dag
     from quarry.pipelines.read import InputError
 
-    spec = DAGS.get(args.dag)
-    if spec is None:
-        return _fail(f"unknown DAG {args.dag!r}; known: {', '.join(DAGS)}")
+    spec = DAGS[args.dag]
     try:
-        cfg = resolve_config(spec, args.config, args.sets, args.source)
-        if args.show_config:
-            print(annotated_yaml(cfg))
-            return 0
-        if not args.output:
-            return _fail("--output DIR is required")
         t0 = time.monotonic()
         manifest = run_dag(spec, args.input, args.output, cfg, overwrite=args.overwrite, beam_args=beam_args)
     except (ConfigError, InputError, UsageError) as e:

@@ -1,12 +1,57 @@
-"""The DAGs `quarry` knows, by name (the CLI's lookup table)."""
+"""The DAGs `quarry` knows, by name (the CLI's lookup table).
+
+`DAGS` imports a DAG's module (Beam, pyarrow, its operators: seconds) only when that DAG is looked up, so a
+mistyped DAG name or config key fails in well under a second: the CLI checks names against `DAG_NAMES` and
+configs against `CONFIG_MODELS` (schemas only) first. tests/dags/test_registry.py holds the two tables to
+the DAG modules.
+"""
 
 from __future__ import annotations
 
-from quarry.dags import caption, decontam, documents, grade, gui, imagemining, interleaved, ocr_search, ocr_synth, svg
-from quarry.dags.runner import DagSpec
+import importlib
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING
 
-DAGS: dict[str, DagSpec] = {
-    spec.name: spec
-    for spec in (caption.SPEC, gui.SPEC, ocr_search.SPEC, svg.SPEC, imagemining.SPEC, interleaved.SPEC,
-                 decontam.SPEC, grade.SPEC, documents.SPEC, ocr_synth.SPEC)
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+    from quarry.dags.runner import DagSpec
+
+# name -> the config model, as "module:Class" (in `quarry list` order)
+CONFIG_MODELS: dict[str, str] = {
+    "caption": "quarry.schemas.caption:CaptionConfig",
+    "gui": "quarry.schemas.gui:GuiConfig",
+    "ocr_search": "quarry.schemas.ocr_search:OcrSearchConfig",
+    "svg": "quarry.schemas.svg:SvgConfig",
+    "imagemining": "quarry.schemas.imagemining:ImageMiningConfig",
+    "interleaved": "quarry.schemas.interleaved:InterleavedConfig",
+    "decontam": "quarry.schemas.decontam:DecontamConfig",
+    "grade": "quarry.schemas.grade:GradeConfig",
+    "documents": "quarry.schemas.documents:DocumentsConfig",
+    "ocr_synth": "quarry.schemas.ocr_synth:OcrSynthConfig",
 }
+DAG_NAMES: tuple[str, ...] = tuple(CONFIG_MODELS)
+
+
+def config_model(name: str) -> type[BaseModel]:
+    """The config model of DAG `name`, importing only its schema module."""
+    module, cls = CONFIG_MODELS[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+class _Dags(Mapping):
+    """name -> DagSpec, each DAG module imported on first lookup (`quarry.dags.<name>.SPEC`)."""
+
+    def __getitem__(self, name: str) -> DagSpec:
+        if name not in CONFIG_MODELS:
+            raise KeyError(name)
+        return importlib.import_module(f"quarry.dags.{name}").SPEC
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(DAG_NAMES)
+
+    def __len__(self) -> int:
+        return len(DAG_NAMES)
+
+
+DAGS: Mapping[str, DagSpec] = _Dags()

@@ -39,7 +39,7 @@ from quarry.pipelines.write import (
     count_rows,
     written_files,
 )
-from quarry.schemas.config import ConfigError, DagConfig, load_config
+from quarry.schemas.config import ConfigError, DagConfig, resolve
 from quarry.schemas.manifest import Manifest, StageCount
 
 # Output entries a run owns; --overwrite removes exactly these.
@@ -312,8 +312,7 @@ def write_dataset_card(output: str, manifest: Manifest) -> str:
 
 
 def resolve_config(spec: DagSpec, config_path: Optional[str], sets: list[str], source: Optional[str]) -> DagConfig:
-    base = {"source": source} if source else None
-    return load_config(spec.config_model, Path(config_path) if config_path else None, sets, base)
+    return resolve(spec.config_model, config_path, sets, source)
 
 
 def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, overwrite: bool = False,

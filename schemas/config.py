@@ -8,6 +8,9 @@ gives a bool and `--set balance.t=20000` an int.
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from pathlib import Path
 from typing import Any, Literal, Optional, TypeVar
 
@@ -144,12 +147,27 @@ def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _one_line(err: ValidationError) -> str:
+def _known_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys the config section at `loc` (a path of field names) takes; [] where it is not a model."""
+    for name in loc:
+        info = model.model_fields.get(str(name)) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if info is None:
+            return []
+        model = info.annotation
+        while typing.get_origin(model) in (typing.Union, types.UnionType, typing.Annotated):
+            model = next((a for a in typing.get_args(model) if a is not type(None)), None)
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _one_line(err: ValidationError, model: Optional[type[BaseModel]] = None) -> str:
     parts = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(root)"
         if e["type"] == "extra_forbidden":
-            parts.append(f"unknown key {loc!r}")
+            close = difflib.get_close_matches(str(e["loc"][-1]), _known_keys(model, e["loc"][:-1]), n=1, cutoff=0.6) \
+                if model is not None else []
+            hint = f" (did you mean {'.'.join([*map(str, e['loc'][:-1]), close[0]])!r}?)" if close else ""
+            parts.append(f"unknown key {loc!r}{hint}")
         else:
             parts.append(f"{loc}: {e['msg']} (got {e.get('input')!r})")
     return "; ".join(parts)
@@ -176,7 +194,12 @@ def load_config(model: type[C], path: Optional[Path] = None, sets: Optional[list
         return model.model_validate(tree)
     except ValidationError as e:
         where = f"config file {path}" if path else "config"
-        raise ConfigError(f"{where}: {_one_line(e)}") from None
+        raise ConfigError(f"{where}: {_one_line(e, model)}") from None
+
+
+def resolve(model: type[C], config_path: Optional[str], sets: list[str], source: Optional[str]) -> C:
+    """A DAG's config as the CLI builds it: defaults, `--source`, the YAML file, then `--set`s."""
+    return load_config(model, Path(config_path) if config_path else None, sets, {"source": source} if source else None)
 
 
 def annotated_yaml(cfg: BaseModel, indent: int = 0) -> str:
