@@ -12,14 +12,16 @@ lines and words with boxes, tier) or a `Rejection`.
 - Words are drawn one by one at positions the layout measured (`getlength`), so every word box is the word's own
   ink box (`getbbox`) at its drawn position: exact, not estimated. A line box is the union of its word boxes.
 - Colour: per line, the mean RGB of the background under the line's box, per square chunk along the line; the
-  first colour of a seeded palette order whose WCAG 2 contrast ratio against every chunk mean is >= `min_contrast` (else black or white, whichever is
-  higher, on a plain plate behind the line); the ratio is recorded per line.
+  first colour of a seeded palette order whose WCAG 2 contrast ratio against every chunk mean is >=
+  `min_contrast`; when none reaches it (a line across dark and light areas), black or white on a plain plate
+  behind the line. The ratio (vs the worst chunk, or the plate) is recorded per line.
 - Rotation: the whole text layer is rotated by `angle` degrees (counter-clockwise, about the image centre); each
   line/word gets its rotated quad (x1,y1,...,x4,y4 clockwise from the text's top-left) and the axis-aligned box
   of that quad. Lines whose quad would leave the canvas are never drawn (ground truth = what was drawn).
 - Tier rule (points, summed): text height at the canvas (font px >= 32: 0, >= 20: 1, >= 14: 2, else 3); worst
   line contrast (>= 7: 0, >= 4.5: 1, else 2); |angle| (0: 0, <= 5: 1, else 2); density (line boxes cover > 35% of
-  the canvas: +1). 0 very_easy, 1 easy, 2-3 medium, 4-5 hard, >= 6 very_hard.
+  the canvas: +1); labels layout +1 (rapidocr read back the fewest lines of it). 0 very_easy, 1 easy,
+  2-3 medium, 4-5 hard, >= 6 very_hard.
 - Determinism: every choice comes from `random.Random(seed)` seeded by the sample id; PNG encoding is fixed, so
   a rerun gives byte-identical images.
 """
@@ -31,6 +33,7 @@ import io
 import math
 import os
 import random
+import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Optional, Sequence, Union
@@ -163,9 +166,13 @@ def covering_fonts(text: str, names: Sequence[str]) -> tuple[tuple[str, ...], st
 # --- text -------------------------------------------------------------------------------------
 
 
+_RULE = re.compile(r"([^\w\s])\1{3,}")  # "=====", "-----": ASCII rules, no text to read
+
+
 def clean_text(text: str) -> str:
-    """Control characters out, whitespace runs inside a line to one space, blank-line runs to one break."""
-    text = unicodedata.normalize("NFC", text)
+    """Control characters out, ASCII rules (a punctuation character 4+ times) out, whitespace runs inside a
+    line to one space, blank-line runs to one break."""
+    text = _RULE.sub(" ", unicodedata.normalize("NFC", text))
     out = []
     for raw in text.replace("\r\n", "\n").replace("\r", "\n").split("\n"):
         line = "".join(c if (c == "\t" or unicodedata.category(c)[0] != "C") else "" for c in raw)
@@ -284,10 +291,10 @@ def layout_lines(paragraphs: list[str], font, size: int, kind: str, canvas: tupl
             for _ in range(30):  # a free spot, or the label is left out
                 x = rng.uniform(m, max(m, w - m - lw))
                 y = rng.uniform(m, max(m, h - m - pitch))
-                box = (x - size * 0.5, y - size * 0.3, x + lw + size * 0.5, y + pitch)
+                box = (x - size * 1.5, y - size * 0.5, x + lw + size * 1.5, y + pitch + size * 0.2)
                 if all(box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3] for b in boxes):
                     boxes.append(box)
-                    placed.append(_Placed(_line_text(wrapped), x, y, wrapped))
+                    placed.append(_Placed(_line_text(wrapped), x, y, [(t, x + dx) for t, dx in wrapped]))
                     break
             else:
                 break
@@ -389,8 +396,9 @@ def to_1000(box: Sequence[float], width: int, height: int) -> list[int]:
 # --- tiers ------------------------------------------------------------------------------------
 
 
-def tier_for(font_size: int, min_contrast: float, angle: float, density: float) -> str:
+def tier_for(font_size: int, min_contrast: float, angle: float, density: float, layout: str = "paragraph") -> str:
     points = 0 if font_size >= 32 else 1 if font_size >= 20 else 2 if font_size >= 14 else 3
+    points += 1 if layout == "labels" else 0  # scattered short labels: measured the hardest layout to read back
     points += 0 if min_contrast >= 7 else 1 if min_contrast >= 4.5 else 2
     points += 0 if angle == 0 else 1 if abs(angle) <= 5 else 2
     points += 1 if density > 0.35 else 0
@@ -476,5 +484,37 @@ def render_sample(text: str, background: Image.Image, seed: str, cfg: RenderConf
     drawn_chars = sum(len(ln.text.replace(" ", "")) for ln in lines)
     in_chars = len(cleaned.replace(" ", "").replace("\n", ""))
     return Render(png=buf.getvalue(), width=W, height=H, text=drawn, lines=lines, font=font_name, font_size=size,
-                  layout=kind, angle=angle, tier=tier_for(size, worst, angle, density), chars_in=len(text),
+                  layout=kind, angle=angle, tier=tier_for(size, worst, angle, density, kind), chars_in=len(text),
                   chars_cut=max(0, in_chars - drawn_chars), min_contrast=worst, density=round(density, 4))
+
+
+# --- checking the truth with a real OCR ------------------------------------------------------------
+
+
+def line_agreement(truth: Sequence[Line], read: Sequence[tuple[str, Sequence[float]]],
+                   similarity, threshold: float = 0.9) -> list[tuple[str, str, float]]:
+    """For each truth line, what an OCR read there and how well it matches: the read lines whose box centre
+    falls inside the truth line's quad (rotated lines: the quad, not its axis-aligned box, which overlaps the
+    neighbours), left to right, joined by spaces; `similarity(a, b)` is the OCR reward
+    (1 - edit distance / max length). Returns (truth, read, similarity) per line; a line counts as read when
+    its similarity is >= `threshold`."""
+    out = []
+    for ln in truth:
+        inside = []
+        for text, quad in read:
+            xs, ys = quad[0::2], quad[1::2]
+            cx, cy = sum(xs) / len(xs), sum(ys) / len(ys)
+            if _in_quad(cx, cy, ln.quad):
+                inside.append((min(xs), text))
+        got = " ".join(t for _, t in sorted(inside))
+        out.append((ln.text, got, float(similarity(ln.text, got))))
+    return out
+
+
+def _in_quad(x: float, y: float, quad: Sequence[float]) -> bool:
+    """Whether (x, y) lies inside the convex quad (x1,y1,...,x4,y4, clockwise on screen)."""
+    pts = list(zip(quad[0::2], quad[1::2]))
+    signs = []
+    for (ax, ay), (bx, by) in zip(pts, pts[1:] + pts[:1]):
+        signs.append((bx - ax) * (y - ay) - (by - ay) * (x - ax) >= 0)
+    return all(signs) or not any(signs)

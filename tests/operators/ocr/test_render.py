@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -120,6 +121,16 @@ def test_truth_is_exact_ink_inside_boxes_and_text_in_order(layout, angle):
     assert sum(outside.histogram()[1:]) <= 0.01 * sum(ink.histogram()[1:]) + 5
 
 
+@pytest.mark.parametrize("text", [LATIN, CHINESE])
+def test_lines_never_overlap(text):
+    for seed in range(6):
+        out = r.render_sample(text, _bg(), f"ov-{seed}", r.RenderConfig(sizes=(24, 44), angles=(0.0,)))
+        boxes = [ln.box for ln in out.lines]
+        for i, a in enumerate(boxes):
+            for b in boxes[i + 1:]:
+                assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (out.layout, a, b)
+
+
 def test_chinese_renders_with_wqy_one_word_per_character():
     out = r.render_sample(CHINESE, _bg(), "zh", r.RenderConfig(layouts=("paragraph",), angles=(0.0,)))
     assert isinstance(out, r.Render) and out.font == "WenQuanYiMicroHei"
@@ -152,3 +163,28 @@ def test_box_1000_scales_by_width_and_height():
     assert r.to_1000([0, 0, 480, 240], 960, 480) == [0, 0, 500, 500]
     assert r.box_of([1.2, 2.7, 10.1, 2.7, 10.1, 9.5, 1.2, 9.5]) == [1, 2, 11, 10]
     assert math.isclose(sum(r.quad_of((0, 0, 10, 10), 0.0, 5, 5)), 40)
+
+
+@pytest.mark.slow
+def test_a_real_ocr_reads_the_easy_tier_as_the_truth_says():
+    """rapidocr (PP-OCR, quarry's OCR operator) over easy-tier renders: most truth lines read back (>= 0.9
+    similarity, the OCR reward) at their truth quads."""
+    import numpy as np
+
+    from quarry.operators.ocr.engine import make_engine
+    from quarry.operators.ocr.tasks import similarity
+    from quarry.schemas.ocr_search import OcrEngineConfig
+
+    engine = make_engine(OcrEngineConfig(threads=1)).load()
+    cfg = r.RenderConfig(canvas_side=640, sizes=(32,), angles=(0.0,), layouts=("paragraph",))
+    with Image.open(Path(__file__).resolve().parents[3] / "dags" / "demo_data" / "coffee.jpg") as bg:
+        bg = bg.convert("RGB")
+    results = []
+    for i, text in enumerate((LATIN, "Open daily from nine to five.\n\nPlatform 4 for the city centre.")):
+        out = r.render_sample(text, bg, f"ocr-{i}", cfg)
+        assert isinstance(out, r.Render) and out.tier in ("very_easy", "easy")
+        pixels = np.asarray(Image.open(io.BytesIO(out.png)).convert("RGB"))
+        read = [(line.text, line.quad) for line in engine.read(pixels)]
+        results += r.line_agreement(out.lines, read, similarity)
+    matched = sum(s >= 0.9 for _, _, s in results)
+    assert matched >= 0.8 * len(results), results
