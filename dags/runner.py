@@ -14,15 +14,17 @@ wrote, not from a runner's metrics API.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import importlib.metadata
 import json
+import os
 import platform
 import time
 import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -155,16 +157,54 @@ def _exists(path: str) -> bool:
     return FileSystems.exists(path)
 
 
-def prepare_output(output: str, overwrite: bool) -> None:
-    """Refuse to mix two runs in one directory, or a local output under an existing file; with overwrite,
-    clear the old run's entries."""
-    if "://" not in output:  # a file where a folder must be: one line now, not Beam's NotADirectoryError mid-run
+LOCK_FILE = ".quarry.lock"
+
+
+@contextlib.contextmanager
+def output_lock(output: str) -> Iterator[None]:
+    """Hold `DIR/.quarry.lock` for one run: a second run into the same local directory stops with one line
+    instead of interleaving its files with this one's and ending in "manifest does not add up". An flock,
+    so a killed run leaves no stale lock. Object-store outputs (gs://, s3://) have no such lock."""
+    if "://" in output:
+        yield
+        return
+    import fcntl
+
+    _check_local_dir(output)
+    Path(output).mkdir(parents=True, exist_ok=True)
+    path = Path(output) / LOCK_FILE
+    with open(path, "a+") as fh:  # closing releases the flock
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            raise UsageError(f"output {output} is in use by another run ({fh.read().strip() or 'unknown'}); "
+                             "wait for it or choose another --output") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()} on {platform.node()} since {_dt.datetime.now(_dt.timezone.utc):%Y-%m-%dT%H:%M:%SZ}")
+        fh.flush()
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
+
+
+def _check_local_dir(output: str) -> None:
+    """A file where a folder must be: one line now, not Beam's NotADirectoryError mid-run."""
+    if "://" not in output:
         at = Path(output).absolute()
         while not at.exists() and at != at.parent:
             at = at.parent
         if not at.is_dir():
             where = "" if at == Path(output).absolute() else f": {at}"
             raise UsageError(f"output {output}{where} is not a directory")
+
+
+def prepare_output(output: str, overwrite: bool) -> None:
+    """Refuse to mix two runs in one directory, or a local output under an existing file; with overwrite,
+    clear the old run's entries."""
+    _check_local_dir(output)
     present = [e for e in RUN_ENTRIES if _exists(FileSystems.join(output, e))]
     if present and not overwrite:
         raise UsageError(f"output {output} already holds a run ({', '.join(present)}); pass --overwrite to replace it")
@@ -325,6 +365,12 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
 
         plan_benchmarks(cfg.decontam)
     plan = spec.plan(patterns, cfg)  # InputError (a UsageError cousin) before anything is written
+    with output_lock(output):
+        return _run_locked(spec, patterns, output, cfg, plan, overwrite, beam_args)
+
+
+def _run_locked(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, plan: Any, overwrite: bool,
+                beam_args: Optional[list[str]]) -> Manifest:
     prepare_output(output, overwrite)
     options = PipelineOptions(beam_args or [])
     runner = options.view_as(StandardOptions).runner or "DirectRunner"

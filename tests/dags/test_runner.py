@@ -69,3 +69,29 @@ def test_an_output_that_is_a_file_or_under_one_is_one_line_before_the_run(tmp_pa
         prepare_output(str(tmp_path / "f"), overwrite=True)
     with pytest.raises(UsageError, match=r"output .*/f/run/x: .*/f is not a directory"):
         prepare_output(str(tmp_path / "f" / "run" / "x"), overwrite=False)
+
+
+def test_two_runs_into_one_directory_at_once_the_second_stops_with_one_line(tmp_path):
+    from quarry.dags.runner import LOCK_FILE, output_lock
+
+    with output_lock(str(tmp_path / "out")):
+        with pytest.raises(UsageError, match=r"is in use by another run \(pid \d+ on .* since "):
+            _grade_run(tmp_path, "out")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+    assert _grade_run(tmp_path, "out").kept == 4  # free again
+    assert not (tmp_path / "out" / LOCK_FILE).exists()
+
+
+def test_a_killed_runs_lock_does_not_outlive_it(tmp_path):
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from quarry.dags.runner import output_lock\n"
+                               f"with output_lock({str(tmp_path / 'out')!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(UsageError, match="in use"):
+        _grade_run(tmp_path, "out")
+    holder.kill()
+    holder.wait()
+    assert _grade_run(tmp_path, "out").kept == 4
