@@ -77,7 +77,8 @@ class TasksConfig(Section):
     kinds: list[Literal["element_perception", "grounding", "action"]] = Field(
         default_factory=lambda: list(TASKS), description="task kinds to emit")
     max_per_page: int = Field(200, ge=1, description="rows per page and task kind at most (id-seeded sample)")
-    scroll: bool = Field(True, description="emit one scroll action on pages taller than the viewport")
+    scroll: bool = Field(True, description="emit one scroll action on pages with a visible cue to scroll: taller than "
+                         "the viewport, content below the fold and content cut by it (or ending within 5% of it)")
 
 
 class TierConfig(Section):

@@ -489,8 +489,8 @@ class BrowserRenderer:
         except (asyncio.TimeoutError, PlaywrightTimeout):
             return RenderResult(None, Rejection(
                 RENDER_TIMEOUT, f"extraction/screenshot not done within render.extract_timeout_s={self.s.extract_timeout_s}"))
-        elements = parse_elements(raw, job.device_scale_factor, self.s.min_side_px)
         width, height = _png_size(png)
+        elements = parse_elements(raw, job.device_scale_factor, self.s.min_side_px, (width, height))
         return RenderResult(RenderedPage(png, width, height, elements, page.url, response.status), None)
 
     async def _route(self, route, state: _PageState) -> None:

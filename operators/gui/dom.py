@@ -29,15 +29,30 @@ text, value, title, placeholder), whether it is interactive, and a DOM path.
 that records which elements get click-like listeners, since a page cannot
 otherwise tell.
 
+Boxes of text elements (headings, paragraphs, labels, links with text) hug
+the rendered text: the union of the client rects (`Range.getClientRects`,
+one per line box) of the element's visible text nodes, trimmed of
+whitespace, controls' text left out; controls, media, containers and
+elements holding media keep their block box (`box_kind`). Names of
+containers leave their controls' text out too (a cookie banner is not
+named by its "Accept" button), and each name says where it came from
+(`name_source`: on screen or not).
+
+`scroll_cue`: the page is taller than the viewport, content lies below
+the fold, and content is cut by it (or ends within 5% of it), so the
+screenshot shows there is more; a page that ends inside the viewport has
+none.
+
 Python side: `parse_elements` validates the raw result and turns CSS-pixel
-boxes into screenshot-pixel boxes and 0-1000 normalised boxes.
+boxes into screenshot-pixel boxes (scaled by screenshot size / CSS
+viewport size) and 0-1000 normalised boxes.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 LISTENER_PROBE_JS = r"""
 (() => {
@@ -80,6 +95,58 @@ EXTRACT_JS = r"""
   const SKIP = new Set(['script', 'style', 'noscript', 'template', 'head', 'meta', 'link', 'title', 'html', 'body',
     'br', 'wbr', 'source', 'track', 'param', 'option', 'optgroup', 'datalist', 'map', 'area']);
   const clean = (s) => (s || '').replace(/\s+/g, ' ').trim().slice(0, 200);
+  // Controls whose text is theirs, not their container's (a cookie banner's "Accept" button).
+  const CONTROLS = 'button, select, textarea, input, option, [role=button], [role=checkbox], [role=radio], ' +
+    '[role=switch], [role=textbox], [role=searchbox], [role=combobox], [role=slider], [role=spinbutton]';
+  // Elements whose box stays the block: controls, media, landmarks and other containers.
+  const BLOCK_ROLES = new Set(['button', 'checkbox', 'radio', 'switch', 'textbox', 'searchbox', 'combobox', 'slider',
+    'spinbutton', 'listbox', 'img', 'navigation', 'main', 'banner', 'contentinfo', 'complementary', 'form', 'search',
+    'list', 'table', 'row', 'dialog', 'alertdialog', 'region', 'group', 'toolbar', 'menu', 'menubar', 'tablist',
+    'tree', 'grid', 'progressbar', 'meter', 'separator', 'tab', 'menuitem', 'option']);
+  const BLOCK_TAGS = new Set(['input', 'select', 'textarea', 'button', 'form', 'nav', 'ul', 'ol', 'table', 'tbody',
+    'thead', 'tr', 'dialog', 'fieldset', 'details', 'hr', 'progress', 'meter']);
+  const MEDIA_SEL = 'img, svg, video, canvas, picture, iframe, embed, object';
+  const visStyle = new Map();
+  function textVisible(p) {
+    let v = visStyle.get(p);
+    if (v === undefined) { const cs = getComputedStyle(p); v = cs.visibility === 'visible' && parseFloat(cs.opacity) !== 0; visStyle.set(p, v); }
+    return v;
+  }
+  // The element's own rendered text (controls inside it excluded): its text nodes, trimmed, one walk.
+  function* textNodes(el) {
+    const tw = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    let n, seen = 0;
+    while ((n = tw.nextNode()) && seen++ < 5000) {
+      const v = n.nodeValue;
+      const a = v.search(/\S/);
+      if (a < 0) continue;
+      const p = n.parentElement;
+      if (!p || !textVisible(p)) continue;
+      const c = p.closest(CONTROLS);
+      if (c && c !== el && el.contains(c)) continue;
+      yield [n, a, v.length - (v.match(/\s*$/)[0].length)];
+    }
+  }
+  const range = document.createRange();
+  // Union of the client rects of the element's text (one per line box), clipped to the viewport; null if none.
+  function textBox(el) {
+    let x1 = Infinity, y1 = Infinity, x2 = -Infinity, y2 = -Infinity;
+    for (const [n, a, b] of textNodes(el)) {
+      range.setStart(n, a); range.setEnd(n, b);
+      for (const r of range.getClientRects()) {
+        if (r.width <= 0 || r.height <= 0) continue;
+        x1 = Math.min(x1, r.left); y1 = Math.min(y1, r.top); x2 = Math.max(x2, r.right); y2 = Math.max(y2, r.bottom);
+      }
+    }
+    if (x1 === Infinity) return null;
+    x1 = Math.max(0, x1); y1 = Math.max(0, y1); x2 = Math.min(W, x2); y2 = Math.min(H, y2);
+    return (x2 - x1 >= MIN && y2 - y1 >= MIN) ? [x1, y1, x2, y2] : null;
+  }
+  function textWithoutControls(el) {
+    let t = '';
+    for (const [n] of textNodes(el)) t += ' ' + n.nodeValue;
+    return clean(t);
+  }
   const hasClick = window.__quarryHasClick || (() => false);
 
   function role(el, tag) {
@@ -112,25 +179,46 @@ EXTRACT_JS = r"""
     if (el.labels && el.labels.length) return clean(el.labels[0].innerText);
     return '';
   }
-  function name(el, tag) {
+  // [name, source]: source says whether the screenshot shows it (text, label, placeholder, value) or not
+  // (aria, alt, title).
+  function name(el, tag, r) {
     const by = el.getAttribute('aria-labelledby');
     if (by) {
       const t = by.split(/\s+/).map((id) => document.getElementById(id)).filter(Boolean).map((n) => n.innerText).join(' ');
-      if (clean(t)) return clean(t);
+      if (clean(t)) return [clean(t), 'label'];
     }
     const aria = clean(el.getAttribute('aria-label'));
-    if (aria) return aria;
+    if (aria) {  // on screen when it repeats the placeholder or the text
+      const low = aria.toLowerCase();
+      if (clean(el.getAttribute('placeholder')).toLowerCase() === low) return [aria, 'placeholder'];
+      if (tag !== 'input' && tag !== 'textarea' && clean(el.innerText).toLowerCase() === low) return [aria, 'text'];
+      return [aria, 'aria'];
+    }
     if (tag === 'input' || tag === 'textarea' || tag === 'select') {
       const t = (el.type || '').toLowerCase();
-      if (['submit', 'button', 'reset'].includes(t)) return clean(el.value) || (t === 'submit' ? 'Submit' : t === 'reset' ? 'Reset' : '');
-      if (t === 'image') return clean(el.getAttribute('alt')) || clean(el.value);
-      return labelFor(el) || clean(el.getAttribute('title')) || clean(el.getAttribute('placeholder'));
+      if (['submit', 'button', 'reset'].includes(t)) return [clean(el.value) || (t === 'submit' ? 'Submit' : t === 'reset' ? 'Reset' : ''), 'value'];
+      if (t === 'image') return clean(el.getAttribute('alt')) ? [clean(el.getAttribute('alt')), 'alt'] : [clean(el.value), 'value'];
+      const lab = labelFor(el);
+      if (lab) return [lab, 'label'];
+      if (clean(el.getAttribute('title'))) return [clean(el.getAttribute('title')), 'title'];
+      return [clean(el.getAttribute('placeholder')), 'placeholder'];
     }
-    if (tag === 'img' || tag === 'area') { const a = clean(el.getAttribute('alt')); if (a) return a; }
-    if (tag === 'svg') { const t = el.querySelector('title'); if (t && clean(t.textContent)) return clean(t.textContent); }
-    const text = clean(el.innerText);
-    if (text) return text;
-    return clean(el.getAttribute('title')) || clean(el.getAttribute('placeholder')) || clean(el.getAttribute('value'));
+    if (tag === 'img' || tag === 'area') { const a = clean(el.getAttribute('alt')); if (a) return [a, 'alt']; }
+    if (tag === 'svg') { const t = el.querySelector('title'); if (t && clean(t.textContent)) return [clean(t.textContent), 'title']; }
+    const inter = el.matches(CONTROLS) || (tag === 'a' && el.hasAttribute('href'));
+    const text = inter ? clean(el.innerText) : textWithoutControls(el);
+    if (text) return [text, 'text'];
+    if (clean(el.getAttribute('title'))) return [clean(el.getAttribute('title')), 'title'];
+    if (clean(el.getAttribute('placeholder'))) return [clean(el.getAttribute('placeholder')), 'placeholder'];
+    return [clean(el.getAttribute('value')), 'value'];
+  }
+  function field(el, tag) {
+    if (tag !== 'input' && tag !== 'textarea') return null;
+    const g = (k) => clean(el.getAttribute(k));
+    return {type: tag === 'textarea' ? 'textarea' : (el.type || 'text').toLowerCase(), name: g('name'), id: g('id'),
+            autocomplete: g('autocomplete'), placeholder: g('placeholder'), pattern: (el.getAttribute('pattern') || '').slice(0, 200),
+            inputmode: g('inputmode'), min: g('min'), max: g('max'), maxlength: el.maxLength > 0 ? el.maxLength : null,
+            label: labelFor(el)};
   }
   function path(el) {
     const parts = [];
@@ -198,8 +286,13 @@ EXTRACT_JS = r"""
         if ((inter || media || own || labelled) && rl !== 'presentation' && rl !== 'none'
             && el.checkVisibility({checkOpacity: true, checkVisibilityCSS: true, contentVisibilityAuto: true})
             && cs.visibility === 'visible' && opaque(el) && uncovered(el, x1, y1, x2, y2)) {
-          out.push({tag, role: rl, name: name(el, tag), interactive: inter, path: path(el),
-                    box: [x1, y1, x2, y2], input_type: tag === 'input' ? (el.type || 'text').toLowerCase() : null});
+          const [nm, src] = name(el, tag, rl);
+          const hug = !media && !BLOCK_TAGS.has(tag) && !(rl && BLOCK_ROLES.has(rl)) && !(inter && tag !== 'a')
+                      && !el.querySelector(MEDIA_SEL);
+          const tb = hug ? textBox(el) : null;
+          out.push({tag, role: rl, name: nm, name_source: src, interactive: inter, path: path(el),
+                    box: tb || [x1, y1, x2, y2], block_box: [x1, y1, x2, y2], box_kind: tb ? 'text' : 'block',
+                    input_type: tag === 'input' ? (el.type || 'text').toLowerCase() : null, field: field(el, tag)});
           if (out.length >= opts.maxElements) { capped = true; break; }
         }
       }
@@ -213,14 +306,66 @@ EXTRACT_JS = r"""
     }
   }
   const doc = document.scrollingElement || document.documentElement;
-  return {elements: out, capped, nodes, viewport: [W, H], scroll_height: doc ? doc.scrollHeight : H};
+  const scrollHeight = doc ? doc.scrollHeight : H;
+  // A visible cue to scroll: content below the fold, and content cut by the fold (or ending just above it).
+  let below = false, cut = false, lowest = 0;
+  if (scrollHeight > H + 1) {
+    const tw = document.createTreeWalker(document.body || document.documentElement, NodeFilter.SHOW_TEXT);
+    let n, seen = 0;
+    while ((n = tw.nextNode()) && seen++ < opts.maxNodes && !(below && cut)) {
+      if (!/\S/.test(n.nodeValue) || !n.parentElement || !textVisible(n.parentElement)) continue;
+      range.selectNodeContents(n);
+      for (const r of range.getClientRects()) {
+        if (r.width <= 0 || r.height <= 0 || r.right <= 0 || r.left >= W) continue;
+        if (r.top >= H) below = true;
+        else if (r.bottom > H + 1) { below = true; cut = true; }
+        else if (r.bottom > 0) lowest = Math.max(lowest, r.bottom);
+      }
+    }
+    for (const m of document.querySelectorAll(MEDIA_SEL + ', input, button, select, textarea')) {
+      if (below && cut) break;
+      const r = m.getBoundingClientRect();
+      if (r.width <= 0 || r.height <= 0 || r.right <= 0 || r.left >= W) continue;
+      if (r.top >= H) below = true;
+      else if (r.bottom > H + 1) { below = true; cut = r.top < H - 2 || cut; }
+      else if (r.bottom > 0) lowest = Math.max(lowest, r.bottom);
+    }
+  }
+  const cue = below && (cut || lowest >= H * (1 - (opts.foldMargin ?? 0.05)));
+  return {elements: out, capped, nodes, viewport: [W, H], scroll_height: scrollHeight, scroll_cue: cue};
 }
 """
 
 
 @dataclass(frozen=True)
+class Field:
+    """What a text field asks for (the attributes typed text must fit)."""
+
+    type: str = "text"
+    name: str = ""
+    id: str = ""
+    autocomplete: str = ""
+    placeholder: str = ""
+    pattern: str = ""
+    inputmode: str = ""
+    min: str = ""
+    max: str = ""
+    maxlength: Optional[int] = None
+    label: str = ""
+
+
+@dataclass(frozen=True)
 class Element:
-    """One visible element; boxes [x1, y1, x2, y2]."""
+    """One visible element; boxes [x1, y1, x2, y2].
+
+    Coordinate spaces: `box_css` is CSS px of the page's layout viewport
+    (what `getBoundingClientRect` gives); `box_px` is pixels of the
+    screenshot (CSS px x the screenshot's width / the viewport's CSS width:
+    the device scale factor, times the page zoom on a mobile viewport
+    without a meta viewport); `box` is 0-1000 of the screenshot's width and
+    height. For text elements (`box_kind == "text"`) the box is the union
+    of the rendered text's line boxes; `block_box_*` is the element's block.
+    """
 
     tag: str
     role: str | None
@@ -231,6 +376,11 @@ class Element:
     box_px: tuple[float, float, float, float]  # screenshot px
     box: tuple[int, int, int, int]  # 0-1000 normalised by screenshot width / height
     input_type: str | None = None
+    name_source: str = "text"  # text | label | placeholder | value (on screen) | aria | alt | title (not)
+    box_kind: str = "block"  # text: the text's extent | block: the element's box
+    block_box_css: tuple[float, float, float, float] | None = None
+    block_box_px: tuple[float, float, float, float] | None = None
+    field: Optional[Field] = None
 
     @property
     def center(self) -> tuple[int, int]:
@@ -241,6 +391,14 @@ class Element:
     def kind(self) -> str:
         """What a person would call it: the role, or the tag."""
         return self.role or self.tag
+
+    @property
+    def name_shown(self) -> bool:
+        """Is the name on the screenshot (text, a label, a placeholder, a button's value)?"""
+        return self.name_source in SHOWN_NAME_SOURCES
+
+
+SHOWN_NAME_SOURCES = ("text", "label", "placeholder", "value")
 
 
 def normalise_box(box: tuple[float, float, float, float], width: float, height: float) -> tuple[int, int, int, int]:
@@ -263,26 +421,52 @@ class PageElements:
     scrollable: bool
 
 
-def parse_elements(raw: dict[str, Any], device_scale_factor: float, min_side: float) -> PageElements:
-    """The JS result -> validated elements (CSS box clipped again, screenshot-pixel and 0-1000 boxes)."""
+def _clip(box, vw: float, vh: float) -> Optional[tuple[float, float, float, float]]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        return None
+    return (max(0.0, x1), max(0.0, y1), min(vw, x2), min(vh, y2))
+
+
+def _field(raw: Optional[dict[str, Any]]) -> Optional[Field]:
+    if not raw:
+        return None
+    ml = raw.get("maxlength")
+    return Field(**{k: str(raw.get(k) or "") for k in ("type", "name", "id", "autocomplete", "placeholder", "pattern",
+                                                        "inputmode", "min", "max", "label")},
+                 maxlength=int(ml) if isinstance(ml, (int, float)) and ml > 0 else None)
+
+
+def parse_elements(raw: dict[str, Any], device_scale_factor: float, min_side: float,
+                   image_size: Optional[tuple[int, int]] = None) -> PageElements:
+    """The JS result -> validated elements (CSS box clipped again, screenshot-pixel and 0-1000 boxes).
+
+    `image_size` (the screenshot's width, height) sets the CSS-px -> screenshot-px scale per axis; without
+    it the scale is `device_scale_factor` (right unless a mobile page is zoomed to fit its layout width).
+    """
     vw, vh = (float(v) for v in raw["viewport"])
+    sx, sy = (image_size[0] / vw, image_size[1] / vh) if image_size else (device_scale_factor, device_scale_factor)
     out: list[Element] = []
     for e in raw.get("elements", []):
-        x1, y1, x2, y2 = (float(v) for v in e["box"])
-        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+        css = _clip(e["box"], vw, vh)
+        if css is None or css[2] - css[0] < min_side or css[3] - css[1] < min_side:
             continue
-        x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(vw, x2), min(vh, y2)
-        if x2 - x1 < min_side or y2 - y1 < min_side:
-            continue
-        css = (x1, y1, x2, y2)
-        px = tuple(round(v * device_scale_factor, 2) for v in css)
+        block = _clip(e.get("block_box") or e["box"], vw, vh) or css
+
+        def px(b):
+            return (round(b[0] * sx, 2), round(b[1] * sy, 2), round(b[2] * sx, 2), round(b[3] * sy, 2))
+
         out.append(Element(
             tag=str(e["tag"]), role=e.get("role") or None, name=str(e.get("name") or ""),
-            interactive=bool(e.get("interactive")), path=str(e["path"]), box_css=css, box_px=px,  # type: ignore[arg-type]
+            interactive=bool(e.get("interactive")), path=str(e["path"]), box_css=css, box_px=px(css),
             box=normalise_box(css, vw, vh), input_type=e.get("input_type"),
+            name_source=str(e.get("name_source") or "text"), box_kind=str(e.get("box_kind") or "block"),
+            block_box_css=block, block_box_px=px(block), field=_field(e.get("field")),
         ))
+    cue = raw.get("scroll_cue")
+    taller = float(raw.get("scroll_height", vh)) > vh + 1
     return PageElements(out, bool(raw.get("capped")), int(raw.get("nodes", 0)),
-                        float(raw.get("scroll_height", vh)) > vh + 1)
+                        taller if cue is None else bool(cue) and taller)
 
 
 def area_fraction(e: Element, viewport_w: float, viewport_h: float) -> float:

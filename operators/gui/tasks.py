@@ -27,10 +27,11 @@ Answers mark boxes and actions with `<|begin_of_box|>...<|end_of_box|>`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
-from quarry.operators.gui.dom import Element
+from quarry.operators.gui.dom import Element, Field
 from quarry.operators.ids import content_id, seeded_uniform
 from quarry.schemas.gui import TasksConfig, TierConfig
 from quarry.schemas.rl import VerifierSpec
@@ -50,6 +51,8 @@ NOUNS = {
     "code": "code", "option": "option", "progressbar": "progress bar", "dialog": "dialog",
     "term": "term", "definition": "definition", "banner": "header", "contentinfo": "footer",
     "blockquote": "quotation", "separator": "separator", "table": "table", "list": "list",
+    "search": "search form", "form": "form", "region": "region", "alert": "alert", "group": "group",
+    "alertdialog": "dialog", "toolbar": "toolbar", "menu": "menu", "tablist": "tab list", "status": "status message",
 }
 TAG_NOUNS = {"span": "text", "div": "text block", "label": "label", "pre": "code block", "svg": "icon",
              "canvas": "canvas", "video": "video", "iframe": "embedded frame", "td": "table cell",
@@ -57,8 +60,24 @@ TAG_NOUNS = {"span": "text", "div": "text block", "label": "label", "pre": "code
              "small": "small text", "kbd": "key", "dt": "term", "caption": "caption", "figcaption": "caption",
              "legend": "legend", "abbr": "abbreviation", "cite": "citation", "time": "time", "mark": "highlighted text"}
 TYPE_ROLES = ("textbox", "searchbox")
-TYPE_TEXTS = ("weather tomorrow", "python tutorial", "cheap flights to Oslo", "hello world", "2024 annual report",
-              "contact support", "best pizza near me", "reset password", "quarterly results", "open source")
+# Typed text by what the field asks for (`field_kind`); a search box gets words of the page itself.
+FIELD_TEXTS = {
+    "email": ("alex.morgan@example.com", "sam.lee@example.org", "j.rivera@example.net"),
+    "password": ("Tr0ub4dor&3x", "correct-Horse-42", "N7#qLm2pWz"),
+    "tel": ("555 0142", "555 0199", "555 0123"),
+    "number": ("2", "3", "12"),
+    "url": ("https://example.com", "https://example.org/docs"),
+    "date": ("2026-03-14", "2026-07-01"),
+    "time": ("09:30", "14:00"),
+    "username": ("alexmorgan", "sam_lee", "jrivera"),
+    "name": ("Alex Morgan", "Sam Lee", "Jo Rivera"),
+    "given-name": ("Alex", "Sam", "Jo"),
+    "family-name": ("Morgan", "Lee", "Rivera"),
+    "postal-code": ("10115", "94103", "75001"),
+    "city": ("Oslo", "Lyon", "Porto"),
+    "address": ("12 Harbour Street", "4 Mill Lane"),
+    "message": ("Hello, I have a question about my order.", "Thanks for the quick reply."),
+}
 
 
 @dataclass(frozen=True)
@@ -106,16 +125,21 @@ def phrase(e: Element) -> str:
 
 
 def describe(e: Element) -> str:
-    """The element_perception answer: what it is and what it says."""
+    """The element_perception answer: what it is and, when the screenshot shows it, what it says.
+
+    Only what the pixels show: a name that is not on screen (aria-label, alt text, title) is left out,
+    so an image is "an image", never its alt text as if it were the picture's content.
+    """
     n = noun(e)
     article = "an" if n[:1] in "aeiou" else "a"
     what = f"{article} {n}"
     if e.input_type and e.role in TYPE_ROLES and e.input_type not in ("text", "search"):
         what += f" ({e.input_type})"
-    if e.name:
-        what += f" {'labelled' if e.interactive or e.role == 'img' else 'reading'} {_quote(e.name, 200)}"
-    if e.interactive and e.role not in ("link", "button"):
-        what += ", interactive"
+    if e.name and e.name_shown:
+        if e.name_source == "placeholder":
+            what += f" showing the placeholder {_quote(e.name, 200)}"
+        else:
+            what += f" {'labelled' if e.interactive else 'reading'} {_quote(e.name, 200)}"
     return what
 
 
@@ -221,8 +245,106 @@ class TaskSettings:
     crowd_counts: tuple[int, ...] = tuple(_TIERS.crowd_counts)
 
 
-def _type_text(page_key: str, e: Element) -> str:
-    return TYPE_TEXTS[int(seeded_uniform(page_key, "type", e.path) * len(TYPE_TEXTS))]
+_KIND_WORDS = (  # (kind, words in the field's name / id / autocomplete / placeholder / label), first match wins
+    ("email", ("email", "e-mail")), ("password", ("password", "passwd", "pwd")),
+    ("tel", ("phone", "tel", "mobile")), ("postal-code", ("zip", "postal", "postcode")),
+    ("username", ("username", "user name", "login", "user id")), ("given-name", ("first name", "given")),
+    ("family-name", ("last name", "surname", "family")), ("name", ("full name", "your name", "name")),
+    ("city", ("city", "town")), ("address", ("address", "street")), ("url", ("website", "url", "homepage")),
+    ("search", ("search", "query", "find", "keyword")),
+    ("message", ("message", "comment", "question", "feedback", "note")),
+)
+_TYPE_KINDS = {"email": "email", "password": "password", "tel": "tel", "number": "number", "url": "url",
+               "date": "date", "time": "time", "search": "search"}
+_AUTOCOMPLETE = {"email": "email", "current-password": "password", "new-password": "password", "tel": "tel",
+                 "tel-national": "tel", "username": "username", "name": "name", "given-name": "given-name",
+                 "family-name": "family-name", "postal-code": "postal-code", "address-level2": "city",
+                 "street-address": "address", "address-line1": "address", "url": "url"}
+_STOP = frozenset("the and for with your you our from this that are was have has will can not all any into about "
+                  "more here there what when where which who how its it's than then them they their search".split())
+
+
+def field_kind(e: Element) -> str:
+    """What a text field asks for: its type, then autocomplete, then words of its name, id, placeholder, label."""
+    f = e.field or Field(type=e.input_type or "text")
+    if f.type in _TYPE_KINDS:
+        return _TYPE_KINDS[f.type]
+    if f.inputmode in ("email", "tel", "url", "search"):
+        return f.inputmode
+    if f.inputmode in ("numeric", "decimal"):
+        return "number"
+    for token in f.autocomplete.lower().split():
+        if token in _AUTOCOMPLETE:
+            return _AUTOCOMPLETE[token]
+    if e.role == "searchbox":
+        return "search"
+    words = " ".join((f.name, f.id, f.placeholder, f.label, e.name)).lower().replace("_", " ").replace("-", " ")
+    words = words.replace("e mail", "email")
+    for kind, keys in _KIND_WORDS:
+        if any(re.search(rf"\b{re.escape(k)}", words) for k in keys):
+            return kind
+    return "message" if f.type == "textarea" else "text"
+
+
+def page_words(elements: Sequence[Element]) -> list[str]:
+    """Content words of the page's own visible text (headings, paragraphs, links), in page order, once each."""
+    seen: dict[str, None] = {}
+    for e in elements:
+        if e.field is not None or not e.name or not e.name_shown:
+            continue
+        for w in re.findall(r"[A-Za-z][A-Za-z'-]{2,}", e.name):
+            lw = w.lower()
+            if lw not in _STOP:
+                seen.setdefault(lw, None)
+    return list(seen)
+
+
+def _fits(text: str, f: Optional[Field]) -> bool:
+    if f is None:
+        return True
+    if f.maxlength is not None and len(text) > f.maxlength:
+        return False
+    if f.pattern:
+        try:
+            return re.fullmatch(f.pattern, text) is not None
+        except re.error:
+            return False  # a pattern Python cannot read: type nothing rather than text it may refuse
+    return True
+
+
+def type_text(page_key: str, e: Element, words: Sequence[str]) -> Optional[str]:
+    """Text that fits the field (kind, pattern, maxlength, min/max), or None when none does."""
+    kind = field_kind(e)
+    u = seeded_uniform(page_key, "type", e.path)
+    if kind in ("search", "text"):
+        if len(words) < 1:
+            return None
+        i = int(u * len(words))
+        picked = [words[i]] + ([words[(i + 1) % len(words)]] if len(words) > 1 else [])
+        candidates = [" ".join(picked), picked[0]]
+    elif kind == "number":
+        f = e.field
+        lo = _number(f.min) if f else None
+        hi = _number(f.max) if f else None
+        base = [int(x) for x in FIELD_TEXTS["number"]]
+        if lo is not None:
+            base = [int(lo) + 1 if hi is None or int(lo) + 1 <= hi else int(lo)] + base
+        candidates = [str(v) for v in base if (lo is None or v >= lo) and (hi is None or v <= hi)]
+    else:
+        options = FIELD_TEXTS[kind]
+        i = int(u * len(options))
+        candidates = list(options[i:] + options[:i])
+    for c in candidates:
+        if _fits(c, e.field):
+            return c
+    return None
+
+
+def _number(v: str) -> Optional[float]:
+    try:
+        return float(v)
+    except ValueError:
+        return None
 
 
 def page_tasks(page_key: str, elements: Sequence[Element], scrollable: bool, s: TaskSettings) -> list[Task]:
@@ -231,13 +353,14 @@ def page_tasks(page_key: str, elements: Sequence[Element], scrollable: bool, s: 
     for e in elements:
         kinds_count[noun(e)] = kinds_count.get(noun(e), 0) + 1
     exprs = referring_expressions(elements)
+    words = page_words(elements)
     by_kind: dict[str, list[Task]] = {k: [] for k in s.kinds}
     for e, ex in zip(elements, exprs):
         similar = kinds_count[noun(e)] - 1
         area = area_fraction(e)
         tier = tier_for(area, similar, s.area_fractions, s.crowd_counts)
         common = dict(element=e, similar=similar, area_fraction=round(area, 6), tier=tier)
-        if "element_perception" in by_kind and (e.name or e.tag in ("img", "svg", "canvas", "video")):
+        if "element_perception" in by_kind and ((e.name and e.name_shown) or e.tag in ("img", "svg", "canvas", "video")):
             by_kind["element_perception"].append(Task(
                 "element_perception",
                 f"What is the element at {boxed(box_text(e.box))} in this screenshot (0-1000 coordinates)? "
@@ -253,7 +376,9 @@ def page_tasks(page_key: str, elements: Sequence[Element], scrollable: bool, s: 
         if "action" in by_kind and e.interactive:
             x, y = e.center
             if e.role in TYPE_ROLES or (e.tag == "textarea"):
-                text = _type_text(page_key, e)
+                text = type_text(page_key, e, words)
+                if text is None:
+                    continue
                 act = f'type({x},{y},"{text}")'
                 instr = f'Type "{text}" into {expr}.'
             else:

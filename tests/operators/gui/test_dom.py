@@ -75,8 +75,20 @@ def test_every_visible_element_is_found_with_its_box(rendered):
     found = {e.name: e for e in rendered.elements.elements}
     for name, css in VISIBLE.items():
         assert name in found, (name, sorted(found))
-        want = expected_box(css)
-        assert all(abs(a - b) <= 3 for a, b in zip(found[name].box, want)), (name, found[name].box, want)
+        e = found[name]
+        want = tuple(v / s * 1000 for v, s in zip(css, (W, H, W, H)))
+        block = tuple(v / s * 1000 for v, s in zip(e.block_box_css, (W, H, W, H)))
+        assert all(abs(a - b) <= 3 for a, b in zip(block, want)), (name, block, want)
+        if e.box_kind == "text":  # the text's extent, inside the block
+            x1, y1, x2, y2 = e.box_css
+            bx1, by1, bx2, by2 = e.block_box_css
+            assert bx1 - 1 <= x1 < x2 <= bx2 + 1 and by1 - 1 <= y1 < y2 <= by2 + 1, (name, e.box_css, e.block_box_css)
+        else:
+            assert all(abs(a - b) <= 3 for a, b in zip(e.box, expected_box(css))), (name, e.box, want)
+    kinds = {name: found[name].box_kind for name in VISIBLE}
+    assert kinds == {"Save": "block", "Pricing": "text", "Your email": "block", "Company logo": "block",
+                     "Plain paragraph": "text", "Cut by the edge": "text", "Top of the stack": "text",
+                     "Clickable tile": "block"}  # a control
 
 
 def test_no_hidden_offscreen_or_covered_element_appears(rendered):
