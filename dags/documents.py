@@ -25,6 +25,7 @@ from quarry.pipelines.documents import (
     STAGE_REASONS,
     DocumentsPipeline,
     ReadPdfs,
+    WritePages,
     plan_pdfs,
 )
 from quarry.schemas.config import ConfigError
@@ -49,6 +50,12 @@ def read(pipeline, cfg: DocumentsConfig, files):
 def transform(records, cfg: DocumentsConfig, files, output: str) -> FamilyOutputs:
     out = records | "Documents" >> DocumentsPipeline(cfg, output)
     return FamilyOutputs(out.rows, out.rejected)
+
+
+def write(rows, cfg: DocumentsConfig, files, output: str):
+    """Rows travel without page images; each PDF is rendered again as its pages are written."""
+    _, rejected = rows | "Write" >> WritePages(files, cfg, output)
+    return rejected
 
 
 def describe(cfg: DocumentsConfig, files) -> BuildInfo:
@@ -80,12 +87,14 @@ SPEC = DagSpec(
                       "layer -> reject or OCR (documents.ocr_fallback)", where="operators/documents/layout.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): page text and image against benchmark sets",
               where="pipelines/decontam.py"),
-        Stage("write", "rows by source and tier, page image in the row", where="pipelines/write.py"),
+        Stage("write", "rows by source and tier (16 PDFs a shard); each page rendered again from its PDF as it "
+                       "is written, so no page image travels a shuffle", where="pipelines/documents.py"),
     ), {**STAGE_REASONS, "read": READ_REASONS}),
     config_model=DocumentsConfig,
     plan=plan,
     read=read,
     transform=transform,
+    write=write,
     describe=describe,
     row_model=DocumentPageRow,
     decontam_fields=FieldProbe(text=("text",), image=("image",)),

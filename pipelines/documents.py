@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.documents import pdf as pdf_ops
 from quarry.operators.documents.isolate import extract_isolated
 from quarry.operators.documents.layout import Segment, page_layout, page_tier
-from quarry.operators.ids import content_id, digest
+from quarry.operators.ids import content_id, digest, stable_bucket
 from quarry.operators.inputs import reasons as read_reasons
 from quarry.operators.inputs.records import Unreadable
 from quarry.operators.ocr.tasks import OCR_QUESTION, to_1000
@@ -40,7 +41,7 @@ from quarry.pipelines.read import (
     read_limited,
     read_reject,
 )
-from quarry.pipelines.stage import count, refused, reject_row, run_stage
+from quarry.pipelines.stage import REJECTED, count, refused, reject_row, run_stage
 from quarry.pipelines.stats import Progress
 from quarry.schemas.common import ImageCell, Origin, Reject
 from quarry.schemas.documents import DocumentPageRow, DocumentsConfig, DocumentSection
@@ -95,20 +96,30 @@ class PageItem:
     page: pdf_ops.PageData
 
 
-def params_of(cfg: DocumentSection) -> pdf_ops.Params:
+def params_of(cfg: DocumentSection, render: str = "all", pages: tuple[int, ...] | None = None) -> pdf_ops.Params:
     return pdf_ops.Params(dpi=cfg.dpi, max_pixels=cfg.max_pixels, max_pages=cfg.max_pages,
-                          max_page_points=cfg.max_page_points, image_format=cfg.image_format)
+                          max_page_points=cfg.max_page_points, image_format=cfg.image_format, render=render,
+                          pages=pages)
+
+
+def open_render_mode(cfg: DocumentsConfig) -> str:
+    """What `open` renders: nothing (the writer renders each kept page again), scans for the OCR fallback, or
+    every page when the decontam stage checks page images (they then travel in the rows)."""
+    if cfg.decontam.bench and "image" in (cfg.decontam.image_fields or ("image",)):
+        return "all"
+    return "scans" if cfg.documents.ocr_fallback else "none"
 
 
 class _Open(beam.DoFn):
     """A PDF -> its pages (PageItem), or a document-level reject; PDFium in a bounded child process."""
 
-    def __init__(self, cfg: DocumentSection):
+    def __init__(self, cfg: DocumentSection, render: str = "all"):
         self.cfg = cfg
+        self.render = render
 
     def process(self, rec: PdfRecord):
         c = self.cfg
-        result = extract_isolated(rec.data, params_of(c), c.timeout_s, c.max_memory_mb)
+        result = extract_isolated(rec.data, params_of(c, self.render), c.timeout_s, c.max_memory_mb)
         if isinstance(result, Rejection):
             yield refused(reject_row(rec.sample_id, rec.source, rec.origin, "open", result))
             return
@@ -203,6 +214,7 @@ class _Page(beam.DoFn):
 
 
 OCR_FAILED = "ocr_failed"
+SOURCE_CHANGED = "source_changed"  # write: the PDF read again is not the one the row came from
 
 
 class Outputs(NamedTuple):
@@ -219,7 +231,8 @@ class DocumentsPipeline(beam.PTransform):
 
     def expand(self, records):
         cfg, out = self.cfg, self.output_dir
-        opened = run_stage(records | "ProgressOpen" >> Progress("open"), "Open", _Open(cfg.documents), out, "open")
+        opened = run_stage(records | "ProgressOpen" >> Progress("open"), "Open",
+                           _Open(cfg.documents, open_render_mode(cfg)), out, "open")
         count((opened.kept, opened.rejected) | "Units" >> beam.Flatten(), out, "units")
         pages = run_stage(opened.kept, "Page", _Page(cfg), out, "page")
         rejected = (opened.rejected, pages.rejected) | "DocRejects" >> beam.Flatten()
@@ -230,5 +243,104 @@ STAGE_REASONS: dict[str, tuple[str, ...]] = {
     "open": pdf_ops.OPEN_REASONS,
     "page": (*pdf_ops.PAGE_REASONS, OCR_FAILED),
     "decontam": (decontam_ops.CONTAMINATED_TEXT, decontam_ops.CONTAMINATED_IMAGE),
-    "write": (),
+    "write": (SOURCE_CHANGED,),
 }
+
+
+# --- write: rows travel the shuffle without page images; each PDF is rendered again at write time ---------------
+
+FILES_PER_SHARD = 16  # PDFs whose pages share a shard (per source and tier)
+
+
+class _WritePages(beam.DoFn):
+    """(group of PDF files, their rows without images) -> shards, each page rendered again from its PDF.
+
+    Files of a group are written in input order and their pages in page order, so reruns give the same
+    bytes. A PDF that changed (digest) or no longer renders the page at the same size is a
+    `write/source_changed` reject for its rows.
+    """
+
+    def __init__(self, files: list[InputFile], cfg: DocumentsConfig, output_dir: str):
+        self.order = {f.path: i for i, f in enumerate(files)}
+        self.groups = max(1, math.ceil(len(files) / FILES_PER_SHARD))
+        self.cfg = cfg
+        self.data_dir = FileSystems.join(output_dir, "data")
+        self.rows = beam.metrics.Metrics.counter("write", "documents_rows")
+
+    def process(self, element):
+        from quarry.pipelines.write import StreamingShard, hive_partition, shard_path
+        from quarry.schemas.arrow import arrow_schema
+
+        group, rows = element
+        by_file: dict[str, list[DocumentPageRow]] = {}
+        for r in rows:
+            by_file.setdefault(r.origin.file, []).append(r)
+        shards: dict[tuple[str, ...], StreamingShard] = {}
+        schema = arrow_schema(DocumentPageRow)
+        for path in sorted(by_file, key=lambda p: (self.order.get(p, len(self.order)), p)):
+            for row in self._attach(path, sorted(by_file[path], key=lambda r: (r.page_number, r.sample_id))):
+                if not isinstance(row, DocumentPageRow):
+                    yield row
+                    continue
+                d = row.model_dump()
+                partition = hive_partition(d)
+                if partition not in shards:
+                    shards[partition] = StreamingShard(
+                        shard_path(self.data_dir, partition, "documents", group, self.groups), schema, self.cfg.shards)
+                shards[partition].add(d)
+                self.rows.inc()
+        for shard in shards.values():
+            yield shard.close()
+
+    def _attach(self, path: str, rows: list[DocumentPageRow]):
+        c = self.cfg.documents
+        need = tuple(r.page_number for r in rows if not r.image.bytes)
+        pages: dict[int, pdf_ops.PageData] = {}
+        why = None
+        if need:
+            data = read_limited(path, c.max_bytes)
+            if isinstance(data, str):
+                why = f"the PDF cannot be read again: {data[:200]}"
+            elif digest(data) != rows[0].document_id:
+                why = "the PDF changed between the first and the second read"
+            else:
+                got = extract_isolated(data, params_of(c, "all", need), c.timeout_s, c.max_memory_mb)
+                if isinstance(got, Rejection):
+                    why = f"the second render was refused: {got.reason}: {got.detail}"
+                else:
+                    pages = {p.page_number: p for p in got.pages}
+        for r in rows:
+            if r.image.bytes:
+                yield r
+                continue
+            p = pages.get(r.page_number)
+            if why is None and (p is None or p.rejection or (p.width_px, p.height_px) != (r.width, r.height)):
+                why = f"page {r.page_number} did not render again at {r.width}x{r.height}"
+            if why is not None:
+                yield refused(reject_row(r.sample_id, r.source, r.origin, "write", Rejection(SOURCE_CHANGED, why)))
+                continue
+            yield r.model_copy(update={"image": ImageCell(bytes=p.image)})
+            pages.pop(r.page_number, None)  # the bytes go into the shard; nothing holds them after
+
+
+class WritePages(beam.PTransform):
+    """`DocumentPageRow`s (page images absent, or present for OCRed scans) -> shards. Returns `(paths, rejected)`."""
+
+    def __init__(self, files: list[InputFile], cfg: DocumentsConfig, output_dir: str):
+        super().__init__()
+        self.fn = _WritePages(files, cfg, output_dir)
+
+    def expand(self, rows):
+        order, groups = self.fn.order, self.fn.groups
+
+        def group_of(r: DocumentPageRow) -> int:
+            i = order.get(r.origin.file)
+            return i // FILES_PER_SHARD if i is not None else stable_bucket(r.origin.file, groups)
+
+        out = (
+            rows
+            | "KeyByFileGroup" >> beam.Map(lambda r: (group_of(r), r))
+            | "GroupByFileGroup" >> beam.GroupByKey()
+            | "WritePages" >> beam.ParDo(self.fn).with_outputs(REJECTED, main="paths")
+        )
+        return out.paths, out[REJECTED]

@@ -50,6 +50,10 @@ class Params:
     max_pages: int = 200
     max_page_points: float = 14_400.0  # PDF's own limit on a page side (200 in)
     image_format: str = "PNG"
+    # "all": every kept page rendered and encoded; "scans": only pages without a text layer (OCR fallback);
+    # "none": no pixels, sizes only (the writer renders the pages again: no image bytes in the shuffle)
+    render: str = "all"
+    pages: tuple[int, ...] | None = None  # 1-based page numbers to extract (None: the first max_pages)
 
 
 @dataclass
@@ -117,7 +121,8 @@ def extract(data: bytes, params: Params) -> DocumentData | Rejection:
             return Rejection(EMBEDDED_FILES, f"{attachments} embedded file(s): not extracted, document refused")
         keep = min(n, params.max_pages)
         capped = (TOO_MANY_PAGES, f"{n} pages; kept the first {keep} (documents.max_pages)") if n > keep else None
-        return DocumentData(n, [_page(pdf, i, params) for i in range(keep)], capped)
+        wanted = range(keep) if params.pages is None else sorted({i - 1 for i in params.pages if 0 < i <= keep})
+        return DocumentData(n, [_page(pdf, i, params) for i in wanted], capped)
     finally:
         pdf.close()
 
@@ -137,17 +142,21 @@ def _page(pdf, index: int, p: Params) -> PageData:
             scale = (p.max_pixels / (w * h)) ** 0.5
             while math.ceil(w * scale) * math.ceil(h * scale) > p.max_pixels:  # PDFium rounds sizes up
                 scale *= 0.995
-        try:
-            pil = page.render(scale=scale, may_draw_forms=False).to_pil().convert("RGB")
-        except Exception as e:  # noqa: BLE001 - PDFium on hostile content
-            out.rejection = (RENDER_FAILED, f"{type(e).__name__}: {str(e)[:200]}")
-            return out
-        buf = io.BytesIO()
-        pil.save(buf, p.image_format)
-        out.image, out.width_px, out.height_px, out.scale = buf.getvalue(), pil.width, pil.height, scale
         tp = page.get_textpage()
         try:
             out.chars = tp.count_chars()
+            if p.render == "all" or (p.render == "scans" and out.chars == 0):
+                try:
+                    pil = page.render(scale=scale, may_draw_forms=False).to_pil().convert("RGB")
+                except Exception as e:  # noqa: BLE001 - PDFium on hostile content
+                    out.rejection = (RENDER_FAILED, f"{type(e).__name__}: {str(e)[:200]}")
+                    return out
+                buf = io.BytesIO()
+                pil.save(buf, p.image_format)
+                out.image, out.width_px, out.height_px = buf.getvalue(), pil.width, pil.height
+            else:  # the size PDFium renders at (pypdfium2 rounds each side up); the writer checks it
+                out.width_px, out.height_px = math.ceil(page.get_width() * scale), math.ceil(page.get_height() * scale)
+            out.scale = scale
             sizes = sorted(raw.FPDFText_GetFontSize(tp.raw, i) for i in range(0, out.chars, max(1, out.chars // 2000)))
             out.font_size = round(sizes[len(sizes) // 2], 2) if sizes else 0.0
             for i in range(tp.count_rects() if out.chars > 0 else 0):

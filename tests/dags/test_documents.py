@@ -124,3 +124,66 @@ def test_decontam_stage_drops_a_page_whose_text_is_a_benchmark_item(tmp_path):
     manifest = run_dag(SPEC, [str(tmp_path / "in")], str(tmp_path / "out"), cfg)
     assert manifest.balanced and manifest.kept == 1
     assert manifest.rejected["decontam"] == {"contaminated_text": 1}
+
+
+def test_pdf_bombs_end_as_rows_or_rejects_in_bounded_time_and_the_manifest_adds_up(tmp_path):
+    """A 10,000-page document (capped with a reason), a page tree claiming 5,000,000 pages (PDFium counts the
+    real one), 200,000 nested arrays (PDFium's depth limit) and a page millions of points wide, through the DAG."""
+    import time
+
+    from quarry.operators.documents import makepdf as m
+
+    (tmp_path / "in").mkdir()
+    one = [m.prose_page("One page", ["a page under a deeply nested object"])]
+    for name, data in {"ten_thousand.pdf": m.many_pages(10_000), "lying.pdf": m.lying_page_count(5_000_000),
+                       "deep.pdf": m.deep_nesting(one, depth=200_000), "huge.pdf": m.huge_page()}.items():
+        (tmp_path / "in" / name).write_bytes(data)
+    cfg = resolve_config(SPEC, None, ["documents.max_pages=3", "documents.dpi=36"], "bombs")
+    t = time.monotonic()
+    m_ = run_dag(SPEC, [str(tmp_path / "in")], str(tmp_path / "out"), cfg)
+    assert time.monotonic() - t < 120
+    rows = {r["key"]: r for r in _rows(tmp_path / "out")}
+    rejects = set(duckdb.sql(f"SELECT origin.key, stage, reason, detail FROM "
+                             f"read_parquet('{tmp_path}/out/rejects/*.parquet')").fetchall())
+    assert {(k, s, r) for k, s, r, _ in rejects} == {("ten_thousand.pdf", "open", pdf_ops.TOO_MANY_PAGES),
+                                                     ("huge.pdf#page=1", "page", pdf_ops.PAGE_TOO_LARGE)}
+    assert any("10000 pages" in d for *_, d in rejects)
+    assert sorted(rows) == ["deep.pdf#page=1", "lying.pdf#page=1", "ten_thousand.pdf#page=1",
+                            "ten_thousand.pdf#page=2", "ten_thousand.pdf#page=3"]
+    assert rows["lying.pdf#page=1"]["count"] == 1 and rows["ten_thousand.pdf#page=2"]["count"] == 10_000
+    # inputs: 4 documents' units = 3 + 1 + 1 pages kept, 1 page refused, 1 cap reject
+    assert m_.balanced and m_.inputs == m_.kept + m_.rejected_total == 7 and m_.kept == 5
+
+
+def test_page_images_are_rendered_at_write_time_and_match_the_row(run):
+    """Rows travel the shuffle without images; the shards hold each page rendered again, at the row's size."""
+    import io
+
+    from PIL import Image
+
+    base = run[0]
+    got = duckdb.sql(f"SELECT origin.key, width, height, image.bytes FROM "
+                     f"read_parquet('{base}/out/data/**/*.parquet', hive_partitioning=true)").fetchall()
+    assert len(got) == 7
+    for key, w, h, data in got:
+        with Image.open(io.BytesIO(data)) as im:
+            assert im.format == "PNG" and im.size == (w, h), key
+
+
+def test_a_pdf_changed_between_reads_is_a_write_reject(tmp_path):
+    from quarry.operators.documents import makepdf as m
+    from quarry.pipelines import documents as pipe
+    from quarry.pipelines.read import InputFile
+    from quarry.pipelines.stage import REJECTED
+    from quarry.schemas.common import ImageCell, Origin
+    from quarry.schemas.documents import DocumentPageRow
+
+    path = tmp_path / "a.pdf"
+    path.write_bytes(m.build([m.prose_page("Before", ["one line"])]))
+    cfg = resolve_config(SPEC, None, [], "t")
+    fn = pipe._WritePages([InputFile(str(path), "pdf")], cfg, str(tmp_path / "out"))
+    row = DocumentPageRow.model_construct(
+        sample_id="s", source="t", origin=Origin(file=str(path), key="a.pdf#page=1"), document_id="not-this-one",
+        page_number=1, width=10, height=10, image=ImageCell(bytes=b""))
+    (out,) = list(fn._attach(str(path), [row]))
+    assert out.tag == REJECTED and out.value.reason == pipe.SOURCE_CHANGED and out.value.stage == "write"
