@@ -17,6 +17,7 @@ from quarry.operators.concepts import VocabularyError, load_vocabulary
 from quarry.operators.inputs import reasons as read_reasons
 from quarry.pipelines.caption import STAGE_REASONS, CaptionPipeline, WriteFromSource
 from quarry.pipelines.read import ReadImageText, plan_inputs
+from quarry.pipelines.write import read_markers
 from quarry.schemas.caption import CaptionConfig
 from quarry.schemas.config import ConfigError
 
@@ -56,8 +57,10 @@ def transform(samples, cfg: CaptionConfig, plan: CaptionPlan, output: str) -> Fa
 
 
 def write(kept, cfg: CaptionConfig, plan: CaptionPlan, output: str):
-    """Kept rows are written from a second read of their input files (no image bytes in shuffles)."""
-    _, write_rejected = kept | "Write" >> WriteFromSource(plan.files, cfg.source or "unknown", cfg.reader, cfg.shards, output)
+    """Kept rows are written from a second read of their input files (no image bytes in shuffles), one input
+    at a time, each committed with a marker; inputs a killed run committed are kept as they are (--resume)."""
+    _, write_rejected = kept | "Write" >> WriteFromSource(plan.files, cfg.source or "unknown", cfg.reader, cfg.shards,
+                                                          output, done=read_markers(output))
     return write_rejected
 
 
@@ -98,4 +101,8 @@ SPEC = DagSpec(
     transform=transform,
     describe=describe,
     write=write,
+    resumable=("the global stages (decode, dedup, CLIP, balance) run again over every input, since dedup and tiers "
+               "depend on all of them; each input's shards are written once and committed, so only the inputs "
+               "without a marker are read a second time and written"),
+    input_files=lambda plan: [f.path for f in plan.files],
 )

@@ -2,7 +2,7 @@
 
     quarry list
     quarry run DAG --input PATH_OR_GLOB --output DIR [--source NAME] [--config FILE.yaml]
-               [--set key=value ...] [--overwrite] [-- BEAM_OPTIONS...]
+               [--set key=value ...] [--overwrite | --resume] [-- BEAM_OPTIONS...]
     quarry inspect DIR [--sql QUERY]
     quarry decontam --bench BENCH --input PATH_OR_GLOB --output DIR [--action drop|flag] [--set ...] [-- BEAM...]
     quarry demo --output DIR
@@ -67,6 +67,10 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                      help="override one config value, e.g. --set clip.threshold=0.28; repeatable")
     run.add_argument("--overwrite", action="store_true", help="replace a run already in --output")
+    run.add_argument("--resume", action="store_true",
+                     help="finish a killed or interrupted run in --output (same DAG, config and inputs): inputs it "
+                          "committed are kept, only the rest is written; a finished run is left as it is. "
+                          "DAGs that resume: caption")
     run.add_argument("--show-config", action="store_true", help="print the resolved config as YAML and exit")
 
     ins = sub.add_parser("inspect", help="summarise a run's shards and rejects with DuckDB")
@@ -157,7 +161,8 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     spec = DAGS[args.dag]
     try:
         t0 = time.monotonic()
-        manifest = run_dag(spec, args.input, args.output, cfg, overwrite=args.overwrite, beam_args=beam_args)
+        manifest = run_dag(spec, args.input, args.output, cfg, overwrite=args.overwrite, beam_args=beam_args,
+                           resume=args.resume, interruptible=True)
     except (ConfigError, InputError, UsageError) as e:
         return _fail(str(e))
     except DataLossError as e:
@@ -197,7 +202,8 @@ def cmd_decontam(args: argparse.Namespace, beam_args: list[str]) -> int:
     try:
         cfg = resolve_config(decontam.SPEC, args.config, sets, args.source)
         t0 = time.monotonic()
-        manifest = run_dag(decontam.SPEC, args.input, args.output, cfg, overwrite=args.overwrite, beam_args=beam_args)
+        manifest = run_dag(decontam.SPEC, args.input, args.output, cfg, overwrite=args.overwrite, beam_args=beam_args,
+                           interruptible=True)
     except (ConfigError, InputError, UsageError) as e:
         return _fail(str(e))
     except DataLossError as e:

@@ -33,19 +33,27 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from quarry.pipelines.stats import CountTo, read_counts
 from quarry.pipelines.write import (
+    STATE_DIR,
     WRITE_REJECTS,
     WRITE_ROWS,
     WriteImages,
     WriteRejects,
     WriteShards,
+    committed_files,
     count_rows,
+    read_markers,
+    write_json_atomic,
     written_files,
 )
 from quarry.schemas.config import ConfigError, DagConfig, resolve
 from quarry.schemas.manifest import Manifest, StageCount
 
 # Output entries a run owns; --overwrite removes exactly these.
-RUN_ENTRIES = ("data", "rejects", "images", "contamination", "_stats", "manifest.json", "README.md")
+INCOMPLETE = "_INCOMPLETE"  # present from the start of a run until its manifest is written (last, atomically)
+RUN_ENTRIES = ("data", "rejects", "images", "contamination", "_stats", "manifest.json", "README.md", STATE_DIR,
+               INCOMPLETE)
+# What a resumed run recomputes: everything but the committed data files (and their markers).
+RESUME_CLEARS = ("rejects", "images", "contamination", "_stats", "manifest.json", "README.md")
 # The tables of a run directory as Hugging Face dataset configs (the card's `configs:`), first = default.
 CARD_TABLES = (("data", "data/**/*.parquet"), ("rejects", "rejects/*.parquet"), ("images", "images/*.parquet"),
                ("contamination", "contamination/*.parquet"))
@@ -114,6 +122,10 @@ class DagSpec:
     one_to_one: bool = True
     input_count: str = "read"  # the _stats counter whose sum with read rejects is `inputs`
     finish: Optional[Callable[[str, Any, BuildInfo, "RunCounts"], None]] = None  # after the run: facts into `info`
+    # Non-empty where `--resume` works: what a resumed run does again. Such a DAG's writer commits each input's
+    # files with a completion marker (pipelines/write.py: commit_input) and keeps the committed ones.
+    resumable: str = ""
+    input_files: Optional[Callable[[Any], list[str]]] = None  # plan -> the input paths (part of the run's fingerprint)
 
 
 def build_dag(spec: DagSpec, pipeline: beam.Pipeline, cfg: DagConfig, plan: Any, output: str) -> BuildInfo:
@@ -201,13 +213,16 @@ def _check_local_dir(output: str) -> None:
             raise UsageError(f"output {output}{where} is not a directory")
 
 
-def prepare_output(output: str, overwrite: bool) -> None:
+def prepare_output(output: str, overwrite: bool, resumable: bool = False) -> None:
     """Refuse to mix two runs in one directory, or a local output under an existing file; with overwrite,
     clear the old run's entries."""
     _check_local_dir(output)
     present = [e for e in RUN_ENTRIES if _exists(FileSystems.join(output, e))]
     if present and not overwrite:
-        raise UsageError(f"output {output} already holds a run ({', '.join(present)}); pass --overwrite to replace it")
+        what = "an unfinished run" if INCOMPLETE in present else "a run"
+        also = ", or --resume to finish it" if resumable and INCOMPLETE in present else ""
+        raise UsageError(f"output {output} already holds {what} ({', '.join(present)}); "
+                         f"pass --overwrite to replace it{also}")
     if present:  # Beam's local filesystem deletes folders recursively, like the object stores do
         FileSystems.delete([FileSystems.join(output, e) for e in present])
 
@@ -321,9 +336,14 @@ def written_mismatches(counts: dict[str, int], kept: int, rejected_total: int) -
 
 
 def write_manifest(output: str, manifest: Manifest) -> str:
+    """`DIR/manifest.json`, written under a temporary name and renamed: a reader sees a whole manifest or none."""
     path = FileSystems.join(output, "manifest.json")
-    with FileSystems.create(path) as fh:
+    tmp = path + ".inprogress"
+    with FileSystems.create(tmp) as fh:
         fh.write(json.dumps(manifest.model_dump(mode="json"), indent=2).encode())
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
     return path
 
 
@@ -355,23 +375,136 @@ def resolve_config(spec: DagSpec, config_path: Optional[str], sets: list[str], s
     return resolve(spec.config_model, config_path, sets, source)
 
 
+RUN_STATE = "run.json"  # DIR/.quarry/run.json: the fingerprint a resumed run must match
+
+
+def run_fingerprint(spec: DagSpec, cfg: DagConfig, patterns: list[str], plan: Any) -> str:
+    """A hash of what decides a run's files: the DAG, its config and its inputs."""
+    import hashlib
+
+    inputs = spec.input_files(plan) if spec.input_files is not None else list(patterns)
+    facts = {"dag": spec.name, "config": cfg.model_dump(mode="json"), "inputs": inputs}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _state_path(output: str) -> str:
+    return FileSystems.join(output, STATE_DIR, RUN_STATE)
+
+
+def _read_json(path: str) -> Optional[dict[str, Any]]:
+    if not FileSystems.exists(path):
+        return None
+    with FileSystems.open(path, compression_type="uncompressed") as fh:
+        return json.loads(fh.read())
+
+
+class Resumed(NamedTuple):
+    """What `_prepare_resume` found: a finished run's manifest (nothing to do), or None (run what is missing)."""
+
+    manifest: Optional[Manifest]
+
+
+def _prepare_resume(spec: DagSpec, output: str, fingerprint: str) -> Resumed:
+    """Check that `output` holds this run (same fingerprint), then clear everything but its committed files."""
+    present = [e for e in RUN_ENTRIES if _exists(FileSystems.join(output, e))]
+    state = _read_json(_state_path(output))
+    if state is None:
+        if present:
+            raise UsageError(f"--resume: {output} holds a run without resume state ({', '.join(present)}); "
+                             "pass --overwrite to replace it")
+        return Resumed(None)  # nothing there yet: a fresh run
+    if state.get("fingerprint") != fingerprint:
+        raise UsageError(f"--resume: {output} was made by a different DAG, config or inputs (fingerprint "
+                         f"{state.get('fingerprint')}, this run {fingerprint}); pass --overwrite or choose another --output")
+    manifest_path = FileSystems.join(output, "manifest.json")
+    if not _exists(FileSystems.join(output, INCOMPLETE)) and _exists(manifest_path):
+        return Resumed(Manifest.model_validate(_read_json(manifest_path)))
+    keep = committed_files(output, read_markers(output))
+    stale = [p for p in _all_files(FileSystems.join(output, "data")) if p not in keep]
+    stale += [FileSystems.join(output, e) for e in RESUME_CLEARS if _exists(FileSystems.join(output, e))]
+    if stale:
+        FileSystems.delete(stale)
+    return Resumed(None)
+
+
+def _all_files(table_dir: str) -> list[str]:
+    from apache_beam.io.filesystem import BeamIOError
+
+    try:
+        return sorted(m.path for m in FileSystems.match([FileSystems.join(table_dir, "**")])[0].metadata_list)
+    except BeamIOError:
+        return []
+
+
+def _start_run(output: str, fingerprint: str) -> None:
+    """Say the directory is incomplete until the manifest is written, and what a resumed run must match."""
+    with FileSystems.create(FileSystems.join(output, INCOMPLETE)) as fh:
+        fh.write(b"a run is writing here, or was killed; manifest.json is written last\n")
+    write_json_atomic(_state_path(output), {"fingerprint": fingerprint})
+
+
+@contextlib.contextmanager
+def exit_on_interrupt(output: str, resumable: bool) -> Iterator[None]:
+    """Ctrl-C (SIGINT) stops a run at once with one line and exit code 130: the directory stays marked
+    incomplete, the lock goes with the process. Beam's DirectRunner threads would otherwise keep the run
+    going. Only in the main thread (where signal handlers can be set)."""
+    import signal
+    import sys
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        then = "--resume continues it" if resumable else "rerun with --overwrite"
+        sys.stderr.write(f"quarry: interrupted: {output} is incomplete ({INCOMPLETE}); {then}\n")
+        sys.stderr.flush()
+        with contextlib.suppress(OSError):
+            Path(output, LOCK_FILE).unlink()
+        os._exit(130)
+
+    previous = signal.signal(signal.SIGINT, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, overwrite: bool = False,
-            beam_args: Optional[list[str]] = None) -> Manifest:
-    """Validate everything that can fail early, then run the pipeline and write the manifest."""
+            beam_args: Optional[list[str]] = None, resume: bool = False, interruptible: bool = False) -> Manifest:
+    """Validate everything that can fail early, then run the pipeline and write the manifest.
+
+    `resume`: finish a killed run in `output` (same DAG, config and inputs), keeping the inputs it committed;
+    a finished run is returned as it is. `interruptible`: Ctrl-C exits the process with code 130 (the CLI)."""
     if not patterns:
         raise UsageError("no --input given")
+    if resume and overwrite:
+        raise UsageError("--resume keeps a run and --overwrite replaces it: pass one of them")
+    if resume and not spec.resumable:
+        raise UsageError(f"--resume: the {spec.name} DAG cannot resume (its shards are written only once every "
+                         "input is done, so a killed run committed nothing); rerun with --overwrite")
     if cfg.decontam.enabled:  # a benchmark file without usable columns stops the run here
         from quarry.pipelines.decontam import plan_benchmarks
 
         plan_benchmarks(cfg.decontam)
     plan = spec.plan(patterns, cfg)  # InputError (a UsageError cousin) before anything is written
+    fingerprint = run_fingerprint(spec, cfg, patterns, plan)
     with output_lock(output):
-        return _run_locked(spec, patterns, output, cfg, plan, overwrite, beam_args)
+        if resume:
+            done = _prepare_resume(spec, output, fingerprint)
+            if done.manifest is not None:
+                done.manifest.notes.append(f"--resume: the run in {output} was already complete; nothing was done")
+                return done.manifest
+        else:
+            prepare_output(output, overwrite, bool(spec.resumable))
+        _start_run(output, fingerprint)
+        with exit_on_interrupt(output, bool(spec.resumable)) if interruptible else contextlib.nullcontext():
+            return _run_locked(spec, patterns, output, cfg, plan, beam_args)
 
 
-def _run_locked(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, plan: Any, overwrite: bool,
+def _run_locked(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, plan: Any,
                 beam_args: Optional[list[str]]) -> Manifest:
-    prepare_output(output, overwrite)
     options = PipelineOptions(beam_args or [])
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     started, started_at = time.monotonic(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
@@ -386,8 +519,9 @@ def _run_locked(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig,
     manifest = build_manifest(spec, cfg, patterns, output, runner, started, started_at, info, run)
     if manifest.inputs == 0:
         manifest.notes.append("the inputs held no records: nothing was read")
-    write_manifest(output, manifest)
     write_dataset_card(output, manifest)
+    write_manifest(output, manifest)  # last: a directory with a manifest and no _INCOMPLETE is a finished run
+    FileSystems.delete([FileSystems.join(output, INCOMPLETE)])
     lost = [n for n in manifest.notes if n.startswith(LOSS_NOTE)]
     if lost:
         raise DataLossError(f"{'; '.join(lost)} (see {FileSystems.join(output, 'manifest.json')})")
@@ -395,4 +529,5 @@ def _run_locked(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig,
 
 
 __all__ = ["BuildInfo", "ConfigError", "DagSpec", "DataLossError", "FamilyOutputs", "RunCounts", "Stage", "UsageError",
-           "build_dag", "build_manifest", "resolve_config", "run_dag", "with_reasons", "write_dataset_card"]
+           "build_dag", "build_manifest", "exit_on_interrupt", "resolve_config", "run_dag", "run_fingerprint",
+           "with_reasons", "write_dataset_card"]

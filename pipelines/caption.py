@@ -38,10 +38,10 @@ from quarry.pipelines.dedup import NEAR_DUPLICATE, DedupKey, SplitDuplicates
 from quarry.pipelines.read import InputFile, read_file
 from quarry.pipelines.stage import REJECTED, StageOutputs, count, refused, run_stage, to_reject
 from quarry.pipelines.stats import Progress
-from quarry.pipelines.write import SOURCE_CHANGED, StreamingShard, hive_partition, shard_path
+from quarry.pipelines.write import SOURCE_CHANGED, StreamingShard, commit_input, hive_partition, shard_path
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.caption import CaptionConfig, CaptionRow, ClipConfig, DecodeConfig, HeuristicsConfig
-from quarry.schemas.common import ImageCell, ImageText
+from quarry.schemas.common import ImageCell, ImageText, Reject
 from quarry.schemas.config import ReaderConfig, ShardConfig
 
 
@@ -143,20 +143,44 @@ class _WriteFromSource(beam.DoFn):
 
     Outputs written paths; a kept sample the second read does not find again
     unchanged (the input changed under the run) is a `write/source_changed` reject.
+    Each input's shards and write rejects are committed (`DIR/.quarry/done/<index>.json`)
+    once final; an input whose marker `done` holds for the same kept rows is not read
+    again: its files stay, its rejects come from the marker (a resumed run).
     """
 
     def __init__(self, files: list[InputFile], default_source: str, reader: ReaderConfig, shards: ShardConfig,
-                 output_dir: str):
+                 output_dir: str, done: Optional[dict] = None):
         self.files = {f.path: (i, f) for i, f in enumerate(files)}
         self.default_source = default_source
         self.reader = reader
         self.shards = shards
+        self.output_dir = output_dir
         self.data_dir = FileSystems.join(output_dir, "data")
+        self.done = done or {}
         self.rows = beam.metrics.Metrics.counter("write", "caption_rows")
+        self.skipped = beam.metrics.Metrics.counter("write", "caption_inputs_resumed")
 
     def process(self, element):
         path, pairs = element
         index, f = self.files[path]
+        digest = _kept_digest(pairs)
+        marker = self.done.get(f"{index:05d}")
+        if (marker is not None and marker.get("input") == path and marker.get("kept") == digest
+                and all(FileSystems.exists(FileSystems.join(self.output_dir, rel)) for rel in marker["files"])):
+            self.skipped.inc()
+            for row in marker["rejects"]:
+                yield refused(Reject.model_validate(row))
+            for rel in marker["files"]:
+                yield FileSystems.join(self.output_dir, rel)
+            return
+        rejects = list(self._write(index, f, pairs))
+        written = [r for r in rejects if isinstance(r, str)]
+        commit_input(self.output_dir, f"{index:05d}", written, {
+            "input": path, "kept": digest,
+            "rejects": [r.value.model_dump(mode="json") for r in rejects if not isinstance(r, str)]})
+        yield from rejects
+
+    def _write(self, index: int, f: InputFile, pairs):
         wanted = {p.element.sample.origin.key: p for p in pairs}
         shards: dict[tuple[str, ...], StreamingShard] = {}
         schema = arrow_schema(CaptionRow)
@@ -183,6 +207,15 @@ class _WriteFromSource(beam.DoFn):
             yield shard.close()
 
 
+def _kept_digest(pairs) -> str:
+    """What an input's shards hold, as a hash: a marker counts only for the same kept rows, tiers and scores."""
+    import hashlib
+    import json
+
+    facts = sorted((p.element.sample_id, p.tier, list(p.concepts), p.rarest_count, p.element.clip_score) for p in pairs)
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()
+
+
 class WriteFromSource(beam.PTransform):
     """Kept `BalancedPair`s -> caption shards, bytes read again from the inputs.
 
@@ -190,9 +223,9 @@ class WriteFromSource(beam.PTransform):
     """
 
     def __init__(self, files: list[InputFile], default_source: str, reader: ReaderConfig, shards: ShardConfig,
-                 output_dir: str):
+                 output_dir: str, done: Optional[dict] = None):
         super().__init__()
-        self.fn = _WriteFromSource(files, default_source, reader, shards, output_dir)
+        self.fn = _WriteFromSource(files, default_source, reader, shards, output_dir, done)
 
     def expand(self, kept):
         out = (

@@ -273,3 +273,77 @@ def count_rows(paths: list[str]) -> dict[str, int]:
             out[p] = pq.ParquetFile(fh).metadata.num_rows
     return out
 
+
+
+# Completion markers (datatrove-style): a writer that commits one input's files at a time records them in
+# `DIR/.quarry/done/<key>.json`, written (atomically) after those files are final. A resumed run keeps the
+# files a marker lists and skips that input's write; every other data file is a leftover and is removed.
+STATE_DIR = ".quarry"
+DONE_DIR = "done"
+# A fault hook for the resume tests: `kill:N` SIGKILLs the run, `pause:N` sleeps, right after its N-th commit.
+FAULT_ENV = "QUARRY_TEST_FAULT"
+
+
+def marker_path(output_dir: str, key: str) -> str:
+    return FileSystems.join(output_dir, STATE_DIR, DONE_DIR, f"{key}.json")
+
+
+def write_json_atomic(path: str, payload: dict[str, Any]) -> None:
+    import json
+
+    tmp = path + ".inprogress"
+    with FileSystems.create(tmp) as fh:
+        fh.write(json.dumps(payload, sort_keys=True, indent=1).encode())
+    if FileSystems.exists(path):
+        FileSystems.delete([path])
+    FileSystems.rename([tmp], [path])
+
+
+def commit_input(output_dir: str, key: str, files: list[str], payload: dict[str, Any]) -> None:
+    """Mark one input's files final: `files` (paths under `output_dir`) plus what a resumed run needs again."""
+    rel = sorted(p[len(output_dir):].lstrip("/") for p in files)
+    write_json_atomic(marker_path(output_dir, key), {**payload, "files": rel})
+    _fault_point()
+
+
+_commits = 0
+
+
+def _fault_point() -> None:
+    import os
+
+    global _commits
+    _commits += 1
+    fault = os.environ.get(FAULT_ENV, "")
+    if ":" not in fault:
+        return
+    what, n = fault.split(":", 1)
+    if _commits == int(n):
+        if what == "kill":
+            import signal
+
+            os.kill(os.getpid(), signal.SIGKILL)
+        elif what == "pause":
+            import time
+
+            time.sleep(120)
+
+
+def read_markers(output_dir: str) -> dict[str, dict[str, Any]]:
+    """key -> marker payload for every committed input (none for a fresh directory)."""
+    import json
+
+    pattern = FileSystems.join(output_dir, STATE_DIR, DONE_DIR, "*.json")
+    try:
+        found = FileSystems.match([pattern])[0].metadata_list
+    except BeamIOError:
+        return {}
+    out = {}
+    for m in found:
+        with FileSystems.open(m.path, compression_type="uncompressed") as fh:
+            out[m.path.rsplit("/", 1)[-1][: -len(".json")]] = json.loads(fh.read())
+    return out
+
+
+def committed_files(output_dir: str, markers: dict[str, dict[str, Any]]) -> set[str]:
+    return {FileSystems.join(output_dir, rel) for m in markers.values() for rel in m["files"]}
