@@ -1,6 +1,10 @@
-"""Reading order, columns, tables and tiers from text segments (no PDF needed)."""
+"""Reading order, columns, tables and tiers from text segments (made ones; one real Debian PDF, skipped when absent)."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
 
 from quarry.operators.documents.layout import TIERS, Segment, page_layout, page_tier
 
@@ -48,3 +52,25 @@ def test_empty_page_and_tiers():
                         + [seg("y" * 90, 320, 60 + 9 * i, w=200, h=6) for i in range(80)], font_size=7)
     tier, facts = page_tier(dense, 612, 792)
     assert facts["columns"] == 2 and facts["chars_per_in2"] > 40 and tier == TIERS[4]
+
+
+TASN1 = Path("/usr/share/doc/libtasn1-doc/libtasn1.pdf")  # Debian libtasn1-doc: a Texinfo manual
+
+
+@pytest.mark.skipif(not TASN1.exists(), reason="libtasn1-doc is not installed")
+def test_a_real_two_column_index_reads_as_a_person_reads_it():
+    """Page 35 of libtasn1.pdf (looked at rendered): the title, then the left column (A, F, H entries) top to
+    bottom, then the right column (M, P, S, T). The running page number "32" (top right) lands at the top of the
+    right column: after the left column, before "M"."""
+    from quarry.operators.documents import pdf
+
+    page = pdf.extract(TASN1.read_bytes(), pdf.Params(dpi=36, render="none", pages=(35,))).pages[0]
+    lay = page_layout([Segment(t, tuple(b)) for t, b in page.segments], page.font_size)
+    assert lay.columns == 2
+    heads = [ln.split(" .")[0].strip() for ln in lay.text.split("\n")]
+    person = ["Concept Index", "A", "asn1Coding program", "asn1Decoding program", "asn1Parser program",
+              "ASN.1 schema", "F", "FDL, GNU Free Documentation License", "Future developments", "H",
+              "Header file libtasn1.h", "M", "Main type asn1 node", "P", "Porting", "S",
+              "Supported ASN.1 types, list of", "T", "threads"]
+    assert [h for h in heads if h != "32"] == person
+    assert heads.index("32") == person.index("M")
