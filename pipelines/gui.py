@@ -363,7 +363,8 @@ def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings) -> tuple[
             action=t.action, element_tag=e.tag if e else None, element_role=e.role if e else None,
             element_name=e.name if e else None, element_interactive=e.interactive if e else None,
             element_path=e.path if e else None, box=list(e.box) if e else None,
-            box_px=list(e.box_px) if e else None, area_fraction=t.area_fraction, similar_elements=t.similar,
+            box_px=list(e.box_px) if e else None, box_kind=e.box_kind if e else None,
+            block_box=list(e.block_box) if e and e.block_box else None, area_fraction=t.area_fraction, similar_elements=t.similar,
             page_elements=len(elements.elements), elements_capped=elements.capped, blocked_requests=len(res.blocked),
         ))
     image = ImageRecord(image_id=image_id, image=ImageCell(bytes=page.png), width=page.width, height=page.height,

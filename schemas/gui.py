@@ -155,6 +155,10 @@ class GuiRow(RlTask, Sample):
     element_path: Optional[str] = None
     box: Optional[list[int]] = Field(None, description="[x1, y1, x2, y2] normalised to 0-1000")
     box_px: Optional[list[float]] = Field(None, description="[x1, y1, x2, y2] in screenshot pixels")
+    box_kind: Optional[Literal["text", "block"]] = Field(
+        None, description="text: the box is the union of the element's rendered text lines | block: its layout box")
+    block_box: Optional[list[int]] = Field(None, description="[x1, y1, x2, y2] 0-1000: the element's layout box "
+                                           "(equal to box when box_kind is block)")
     area_fraction: Annotated[Optional[float], ArrowType(pa.float32())] = None
     similar_elements: Optional[int] = Field(None, description="other visible elements with the target's role")
     page_elements: int = Field(description="visible elements found on the page")

@@ -380,6 +380,7 @@ class Element:
     box_kind: str = "block"  # text: the text's extent | block: the element's box
     block_box_css: tuple[float, float, float, float] | None = None
     block_box_px: tuple[float, float, float, float] | None = None
+    block_box: tuple[int, int, int, int] | None = None  # 0-1000, like `box`
     field: Optional[Field] = None
 
     @property
@@ -461,7 +462,7 @@ def parse_elements(raw: dict[str, Any], device_scale_factor: float, min_side: fl
             interactive=bool(e.get("interactive")), path=str(e["path"]), box_css=css, box_px=px(css),
             box=normalise_box(css, vw, vh), input_type=e.get("input_type"),
             name_source=str(e.get("name_source") or "text"), box_kind=str(e.get("box_kind") or "block"),
-            block_box_css=block, block_box_px=px(block), field=_field(e.get("field")),
+            block_box_css=block, block_box_px=px(block), block_box=normalise_box(block, vw, vh), field=_field(e.get("field")),
         ))
     cue = raw.get("scroll_cue")
     taller = float(raw.get("scroll_height", vh)) > vh + 1

@@ -14,8 +14,6 @@ import io
 import pytest
 from PIL import Image
 
-from quarry.operators.gui.browser import BrowserRenderer, PageJob, RendererSettings, find_chromium
-
 BLOCKS = {  # name -> (left, top, width, height) in CSS px, colour
     "Red": ((40, 60, 120, 50), (255, 0, 0)),
     "Green": ((200, 300, 80, 80), (0, 160, 0)),
@@ -30,25 +28,6 @@ def page(meta_viewport: bool) -> str:
         for name, ((x, y, w, h), rgb) in BLOCKS.items())
     meta = '<meta name="viewport" content="width=device-width, initial-scale=1">' if meta_viewport else ""
     return f"<html><head>{meta}</head><body style='margin:0;background:#fff;height:600px'>{blocks}</body></html>"
-
-
-@pytest.fixture(scope="module")
-def renderer():
-    try:
-        find_chromium()
-    except Exception as e:  # noqa: BLE001 - no browser on this machine
-        pytest.skip(str(e))
-    r = BrowserRenderer(RendererSettings(timeout_s=10, extract_timeout_s=5, settle="load")).start()
-    yield r
-    r.close()
-
-
-def render(renderer, tmp_path, name: str, html: str, **viewport):
-    f = tmp_path / name
-    f.write_text(html)
-    res = renderer.render(PageJob(f.as_uri(), **viewport))
-    assert res.rejection is None, res.rejection
-    return res.page
 
 
 def check_boxes(rendered) -> None:
@@ -73,8 +52,8 @@ def check_boxes(rendered) -> None:
 
 
 @pytest.mark.parametrize("scale", [1, 2, 3])
-def test_desktop_boxes_are_screenshot_pixels_at_every_scale_factor(renderer, tmp_path, scale):
-    rendered = render(renderer, tmp_path, "p.html", page(True), width=800, height=600, device_scale_factor=scale)
+def test_desktop_boxes_are_screenshot_pixels_at_every_scale_factor(render_html, scale):
+    rendered = render_html(page(True), width=800, height=600, device_scale_factor=scale)
     assert (rendered.width, rendered.height) == (800 * scale, 600 * scale)
     check_boxes(rendered)
     red = next(e for e in rendered.elements.elements if e.name == "Red")
@@ -84,8 +63,8 @@ def test_desktop_boxes_are_screenshot_pixels_at_every_scale_factor(renderer, tmp
 
 @pytest.mark.parametrize("meta_viewport", [True, False])
 @pytest.mark.parametrize("scale", [2, 3])
-def test_mobile_boxes_are_screenshot_pixels_with_and_without_a_meta_viewport(renderer, tmp_path, scale, meta_viewport):
-    rendered = render(renderer, tmp_path, "m.html", page(meta_viewport), width=390, height=844,
+def test_mobile_boxes_are_screenshot_pixels_with_and_without_a_meta_viewport(render_html, scale, meta_viewport):
+    rendered = render_html(page(meta_viewport), width=390, height=844,
                       device_scale_factor=scale, is_mobile=True)
     assert rendered.width == 390 * scale
     check_boxes(rendered)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 
-from quarry.operators.gui.browser import BrowserRenderer, PageJob, RendererSettings, find_chromium
 from quarry.operators.gui.tasks import TaskSettings, describe, page_tasks
 
 W, H = 800, 600
@@ -26,27 +25,8 @@ CUT = "<html><body style='margin:0'>" + "".join(f"<p style='font-size:40px;margi
 FITS = "<html><body style='margin:0'><h1>Fits</h1><p>No scrollbar.</p></body></html>"
 
 
-@pytest.fixture(scope="module")
-def renderer():
-    try:
-        find_chromium()
-    except Exception as e:  # noqa: BLE001 - no browser on this machine
-        pytest.skip(str(e))
-    r = BrowserRenderer(RendererSettings(timeout_s=10, extract_timeout_s=5, settle="load")).start()
-    yield r
-    r.close()
-
-
-def render(renderer, tmp_path, html: str):
-    f = tmp_path / "p.html"
-    f.write_text(html)
-    res = renderer.render(PageJob(f.as_uri(), W, H))
-    assert res.rejection is None, res.rejection
-    return res.page
-
-
-def test_containers_are_not_named_by_their_controls_and_off_screen_names_are_not_described(renderer, tmp_path):
-    els = render(renderer, tmp_path, BANNER).elements.elements
+def test_containers_are_not_named_by_their_controls_and_off_screen_names_are_not_described(render_html):
+    els = render_html(BANNER, width=W, height=H).elements.elements
     by_tag = {}
     for e in els:
         by_tag.setdefault(e.tag, []).append(e)
@@ -66,8 +46,8 @@ def test_containers_are_not_named_by_their_controls_and_off_screen_names_are_not
 
 
 @pytest.mark.parametrize("html, cue", [(CUT, True), (ENDS_IN_VIEW, False), (FITS, False)])
-def test_scroll_tasks_only_with_a_visible_cue(renderer, tmp_path, html, cue):
-    page = render(renderer, tmp_path, html)
+def test_scroll_tasks_only_with_a_visible_cue(render_html, html, cue):
+    page = render_html(html, width=W, height=H)
     assert page.elements.scrollable is cue
     tasks = page_tasks("page", page.elements.elements, page.elements.scrollable, TaskSettings())
     assert any(t.action and t.action.startswith("scroll(") for t in tasks) is cue
