@@ -23,15 +23,15 @@ examples:
   quarry demo --output /tmp/quarry-demo
   quarry run caption --input 'shards/*.tar' --output out/caption --source laion \\
       --set clip.pretrained=/models/vit-b-32.safetensors --set balance.t=20000
-  quarry run caption --input data.parquet --output out/c -- \\
-      --direct_num_workers=2 --direct_running_mode=multi_processing
+  quarry run caption --input data.parquet --output out/c --workers 2
   quarry inspect out/caption --sql "SELECT tier, count(*) FROM shards GROUP BY tier"
   quarry decontam --bench 'benchmarks/*.parquet' --input out/caption --output out/clean
   quarry run grade --input s.jsonl --output out/g --set rollouts=r.jsonl --set decontam.bench=bench/
   quarry run grade --input out/gui --output out/gui-graded --set rollouts=rollouts.jsonl
   quarry selfcheck out/gui
 
-Everything after `--` goes to Beam unchanged (--runner=DataflowRunner, --project, ...).
+Everything after `--` goes to Beam unchanged (--runner=DataflowRunner, --project, ...); with
+--runner=DataflowRunner every --input and --output must be remote (gs://...), checked before submission.
 Config keys: `quarry run DAG --show-config` prints every key with its default.
 """
 
@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
                      help="finish a killed or interrupted run in --output (same DAG, config and inputs): inputs it "
                           "committed are kept, only the rest is written; a finished run is left as it is. "
                           "DAGs that resume: caption")
+    _workers_option(run)
     run.add_argument("--show-config", action="store_true", help="print the resolved config as YAML and exit")
 
     ins = sub.add_parser("inspect", help="summarise a run's shards and rejects with DuckDB")
@@ -92,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     dc.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="e.g. --set decontam.max_hamming=6 --set decontam.columns.mmmu.question=prompt")
     dc.add_argument("--overwrite", action="store_true")
+    _workers_option(dc)
 
     sc = sub.add_parser("selfcheck", help="grade a run's RL rows with their own answers (all must score 1) and "
                                            "with perturbed answers (none may score 1), per task")
@@ -104,6 +106,29 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--output", "-o", required=True, metavar="DIR")
     demo.add_argument("--overwrite", action="store_true")
     return p
+
+
+def _workers_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", "-w", type=int, metavar="N",
+                   help="DirectRunner worker processes (N > 1 is shorthand for the Beam options "
+                        "--direct_num_workers=N --direct_running_mode=multi_processing)")
+
+
+def with_workers(workers: Optional[int], beam_args: list[str]) -> list[str]:
+    """`--workers N` as the DirectRunner's multi-process options; refused beside another runner or worker count."""
+    if workers is None:
+        return beam_args
+    if workers < 1:
+        raise ValueError(f"--workers {workers}: give 1 or more")
+    if any(a.startswith("--direct_num_workers") for a in beam_args):
+        raise ValueError("--workers and the Beam option --direct_num_workers both set the worker count: pass one")
+    runner = next((a.split("=", 1)[1] for a in beam_args if a.startswith("--runner=")), "DirectRunner")
+    if runner.lower() not in ("directrunner", "direct"):
+        raise ValueError(f"--workers sets DirectRunner processes; with --runner={runner} size the workers "
+                         "with that runner's own options")
+    if workers == 1:
+        return beam_args
+    return [*beam_args, f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"]
 
 
 def _split_beam_args(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -153,6 +178,10 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
         return 0
     if not args.output:
         return _fail("--output DIR is required")
+    try:
+        beam_args = with_workers(args.workers, beam_args)
+    except ValueError as e:
+        return _fail(str(e))
 
     from quarry.dags.registry import DAGS
     from quarry.dags.runner import DataLossError, UsageError, run_dag
@@ -193,6 +222,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_decontam(args: argparse.Namespace, beam_args: list[str]) -> int:
+    try:
+        beam_args = with_workers(args.workers, beam_args)
+    except ValueError as e:
+        return _fail(str(e))
     from quarry.dags import decontam
     from quarry.dags.runner import DataLossError, UsageError, resolve_config, run_dag
     from quarry.pipelines.read import InputError

@@ -471,6 +471,23 @@ def exit_on_interrupt(output: str, resumable: bool) -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+# Runners whose workers run on other machines: a local path there names nothing (or the wrong thing).
+REMOTE_RUNNERS = ("dataflowrunner", "dataflow")
+
+
+def check_runner_paths(beam_args: Optional[list[str]], patterns: list[str], output: str) -> None:
+    """A remote runner with a local input or output path fails here, in one line, before anything is submitted.
+
+    The portable runners (Flink, Spark, PortableRunner) are left alone: their workers may share a filesystem."""
+    runner = PipelineOptions(beam_args or []).view_as(StandardOptions).runner or ""
+    if runner.lower() not in REMOTE_RUNNERS:
+        return
+    local = [p for p in [*patterns, output] if "://" not in p or p.startswith("file://")]
+    if local:
+        raise UsageError(f"--runner={runner}: its workers cannot read local paths ({', '.join(local)}); "
+                         "pass gs:// (or another remote filesystem) for every --input and --output")
+
+
 def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, overwrite: bool = False,
             beam_args: Optional[list[str]] = None, resume: bool = False, interruptible: bool = False) -> Manifest:
     """Validate everything that can fail early, then run the pipeline and write the manifest.
@@ -481,6 +498,7 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
         raise UsageError("no --input given")
     if resume and overwrite:
         raise UsageError("--resume keeps a run and --overwrite replaces it: pass one of them")
+    check_runner_paths(beam_args, patterns, output)
     if resume and not spec.resumable:
         raise UsageError(f"--resume: the {spec.name} DAG cannot resume (its shards are written only once every "
                          "input is done, so a killed run committed nothing); rerun with --overwrite")
@@ -529,5 +547,5 @@ def _run_locked(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig,
 
 
 __all__ = ["BuildInfo", "ConfigError", "DagSpec", "DataLossError", "FamilyOutputs", "RunCounts", "Stage", "UsageError",
-           "build_dag", "build_manifest", "exit_on_interrupt", "resolve_config", "run_dag", "run_fingerprint",
+           "build_dag", "build_manifest", "check_runner_paths", "exit_on_interrupt", "resolve_config", "run_dag", "run_fingerprint",
            "with_reasons", "write_dataset_card"]

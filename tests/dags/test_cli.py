@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from quarry.dags.cli import main
+from quarry.dags.cli import main, with_workers
 
 
 def run_cli(capsys, *argv) -> tuple[int, str, str]:
@@ -19,7 +19,7 @@ def run_cli(capsys, *argv) -> tuple[int, str, str]:
 def test_help_lists_commands_and_examples():
     out = subprocess.run([sys.executable, "-m", "quarry.dags.cli", "--help"], capture_output=True, text=True,
                          check=True).stdout
-    for word in ("run", "list", "inspect", "demo", "examples:", "--direct_num_workers"):
+    for word in ("run", "list", "inspect", "demo", "examples:", "--workers"):
         assert word in out
 
 
@@ -39,14 +39,31 @@ def test_list_names_dags_and_stages(capsys):
     (["run", "caption", "--input", "DEMO", "--output", "OUT", "--set", "clip.pretrained=/nope/vit.bin"],
      "CLIP weights for ViT-B-32: checkpoint file '/nope/vit.bin' does not exist"),
     (["run", "caption", "--input", "DEMO", "--output", "OUT"], "ViT-B-32/laion2b_s34b_b79k are not in the local cache"),
+    (["run", "caption", "--input", "x", "--output", "OUT", "--workers", "0"], "--workers 0: give 1 or more"),
+    (["run", "caption", "--input", "x", "--output", "OUT", "--workers", "2", "--", "--runner=DataflowRunner"],
+     "--workers sets DirectRunner processes"),
+    (["run", "caption", "--input", "x", "--output", "OUT", "--workers", "2", "--", "--direct_num_workers=3"],
+     "both set the worker count"),
+    (["run", "caption", "--input", "DEMO", "--output", "OUT", "--", "--runner=DataflowRunner", "--project=p"],
+     "--runner=DataflowRunner: its workers cannot read local paths"),
+    (["run", "caption", "--input", "gs://bucket/shards/*.tar", "--output", "OUT", "--", "--runner=DataflowRunner"],
+     "cannot read local paths (OUT)"),
 ])
 def test_mistakes_fail_before_the_pipeline_with_one_line(capsys, tmp_path, demo_dir, argv, message):
     demo_input = str(demo_dir / "inputs" / "caption")
     argv = [a.replace("OUT", str(tmp_path / "out")).replace("DEMO", demo_input) for a in argv]
     code, _, err = run_cli(capsys, *argv)
     assert code == 2
+    message = message.replace("OUT", str(tmp_path / "out"))
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_workers_is_the_direct_runners_multi_process_options():
+    assert with_workers(None, ["--x=1"]) == ["--x=1"]
+    assert with_workers(1, []) == []
+    assert with_workers(4, ["--runner=DirectRunner"]) == [
+        "--runner=DirectRunner", "--direct_num_workers=4", "--direct_running_mode=multi_processing"]
 
 
 def test_show_config_prints_every_key(capsys):
