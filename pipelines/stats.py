@@ -67,11 +67,13 @@ def read_counts(output_dir: str) -> dict[str, int]:
 
 
 class _Progress:
-    """Per-process element counts, printed to stderr at most every `every` seconds."""
+    """Per-process element counts and rates (since the stage's first element here), printed to stderr at most
+    every `every` seconds."""
 
     def __init__(self, every: float = 10.0):
         self.every = every
         self.counts: dict[str, int] = defaultdict(int)
+        self.first: dict[str, float] = {}  # when each stage saw its first element here, for its rate
         self.last = time.monotonic()
         self.lock = threading.Lock()
         self.enabled = os.environ.get("QUARRY_PROGRESS", "1") != "0"
@@ -80,10 +82,11 @@ class _Progress:
         with self.lock:
             self.counts[stage] += 1
             now = time.monotonic()
+            self.first.setdefault(stage, now)
             if not self.enabled or now - self.last < self.every:
                 return
             self.last = now
-            line = "  ".join(f"{k}={v}" for k, v in self.counts.items())
+            line = "  ".join(f"{k}={v} ({v / max(now - self.first[k], 1e-3):.1f}/s)" for k, v in self.counts.items())
         print(f"[quarry pid {os.getpid()}] {line}", file=sys.stderr, flush=True)
 
 
