@@ -17,16 +17,18 @@ written under a temporary name and renamed).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Optional
 
 import apache_beam as beam
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.pvalue import TaggedOutput
 from pydantic import BaseModel
 
 from quarry.operators.ids import stable_bucket
+from quarry.pipelines.stage import REJECTED
 from quarry.pipelines.stats import CountTo
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.config import ShardConfig
@@ -65,6 +67,51 @@ def shard_path(table_dir: str, partition: Partition, prefix: str, index: int, co
     return FileSystems.join(table_dir, *partition, f"{prefix}-{index:05d}-of-{count:05d}.parquet")
 
 
+def image_byte_columns(schema: pa.Schema) -> list[str]:
+    """Paths of encoded-image byte columns: `bytes` inside a struct (the Hugging Face Image cell, `{bytes, path}`)."""
+    out = []
+
+    def walk(prefix: str, t: pa.DataType) -> None:
+        if pa.types.is_struct(t):
+            for f in t:
+                if f.name == "bytes" and (pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)):
+                    out.append(f"{prefix}.bytes")
+                else:
+                    walk(f"{prefix}.{f.name}", f.type)
+
+    for f in schema:
+        walk(f.name, f.type)
+    return out
+
+
+def column_codecs(schema: pa.Schema, codec: str) -> Any:
+    """The Parquet codec per column: `codec`, except encoded images (PNG/JPEG/WebP), stored as they are, since a
+    second compression of their bytes saves ~1% for its CPU."""
+    if codec == "none":
+        return None
+    images = image_byte_columns(schema)
+    if not images:
+        return codec
+    return {c: ("none" if c in images else codec) for c in _leaf_paths(schema)}
+
+
+def _leaf_paths(schema: pa.Schema) -> list[str]:
+    out = []
+
+    def walk(prefix: str, t: pa.DataType) -> None:
+        if pa.types.is_struct(t):
+            for f in t:
+                walk(f"{prefix}.{f.name}", f.type)
+        elif pa.types.is_list(t) or pa.types.is_large_list(t):
+            walk(f"{prefix}.list.element", t.value_type)
+        else:
+            out.append(prefix)
+
+    for f in schema:
+        walk(f.name, f.type)
+    return out
+
+
 class StreamingShard:
     """One Parquet shard written row group by row group (memory: one row group).
 
@@ -78,15 +125,16 @@ class StreamingShard:
         self.cfg = cfg
         self.rows = 0
         self._pending: list[dict[str, Any]] = []
+        self._pending_bytes = 0
         self._tmp = path + ".inprogress"
         self._sink = FileSystems.create(self._tmp)
-        compression = None if cfg.compression == "none" else cfg.compression
-        self._writer = pq.ParquetWriter(self._sink, schema, compression=compression)
+        self._writer = pq.ParquetWriter(self._sink, schema, compression=column_codecs(schema, cfg.compression))
 
     def add(self, row: dict[str, Any]) -> None:
         self._pending.append(row)
+        self._pending_bytes += _row_bytes(row)
         self.rows += 1
-        if len(self._pending) >= self.cfg.row_group_size:
+        if len(self._pending) >= self.cfg.row_group_size or self._pending_bytes >= self.cfg.row_group_bytes:
             self._flush()
 
     def _flush(self) -> None:
@@ -94,6 +142,7 @@ class StreamingShard:
             self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema),
                                      row_group_size=self.cfg.row_group_size)
             self._pending = []
+            self._pending_bytes = 0
 
     def close(self) -> str:
         self._flush()
@@ -114,21 +163,28 @@ def write_parquet(path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema, 
 
 
 class _WriteShard(beam.DoFn):
-    def __init__(self, table_dir: str, prefix: str, schema: pa.Schema, cfg: ShardConfig, id_field: str):
+    def __init__(self, table_dir: str, prefix: str, schema: pa.Schema, cfg: ShardConfig, id_field: str,
+                 attach: Optional[Callable[..., Iterable[Any]]] = None):
         self.table_dir = table_dir
         self.prefix = prefix
         self.schema = schema
         self.cfg = cfg
         self.id_field = id_field
+        self.attach = attach
         self.rows_written = beam.metrics.Metrics.counter("write", f"{prefix}_rows")
 
-    def process(self, element, shard_counts):
+    def process(self, element, shard_counts, **side):
         (partition, index), rows = element
         ordered = sorted(rows, key=lambda r: r[self.id_field])
-        path = shard_path(self.table_dir, partition, self.prefix, index, shard_counts[partition])
-        write_parquet(path, ordered, self.schema, self.cfg)
-        self.rows_written.inc(len(ordered))
-        yield path
+        shard = StreamingShard(shard_path(self.table_dir, partition, self.prefix, index, shard_counts[partition]),
+                               self.schema, self.cfg)
+        for row in ordered if self.attach is None else self.attach(ordered, **side):
+            if isinstance(row, TaggedOutput):  # a row `attach` refused: its reject
+                yield row
+            else:
+                shard.add(row)
+        self.rows_written.inc(shard.rows)
+        yield shard.close()
 
 
 def _shard_count(stats: tuple[int, int], cfg: ShardConfig) -> int:
@@ -157,11 +213,16 @@ class _SumPairs(beam.CombineFn):
 class WriteParquetTable(beam.PTransform):
     """PCollection of pydantic rows -> Parquet shards under `table_dir`.
 
-    Returns the PCollection of written file paths.
+    Returns the PCollection of written file paths; with `attach`, `(paths, rejected)`. `attach(rows, **side)`
+    (side: `side_inputs`, e.g. an `AsSingleton`) completes a shard's row dicts, in id order, as they are
+    written: it yields each row to write, or a `refused` reject instead. So a payload it can make again
+    (a rendered image) need not travel the shuffle; `size_fn` then estimates a row's bytes with it.
     """
 
     def __init__(self, table_dir: str, prefix: str, model: type[BaseModel], cfg: ShardConfig,
-                 partition_fn: Callable[[dict[str, Any]], Partition] = no_partition, id_field: str = "sample_id"):
+                 partition_fn: Callable[[dict[str, Any]], Partition] = no_partition, id_field: str = "sample_id",
+                 attach: Optional[Callable[..., Iterable[Any]]] = None, side_inputs: Optional[dict[str, Any]] = None,
+                 size_fn: Callable[[dict[str, Any]], int] = _row_bytes):
         super().__init__()
         self.table_dir = table_dir
         self.prefix = prefix
@@ -169,9 +230,12 @@ class WriteParquetTable(beam.PTransform):
         self.cfg = cfg
         self.partition_fn = partition_fn
         self.id_field = id_field
+        self.attach = attach
+        self.attach_inputs = side_inputs or {}
+        self.size_fn = size_fn
 
     def expand(self, rows):
-        partition_fn, cfg, id_field = self.partition_fn, self.cfg, self.id_field
+        partition_fn, cfg, id_field, size_fn = self.partition_fn, self.cfg, self.id_field, self.size_fn
         keyed = (
             rows
             | "ToDict" >> beam.Map(lambda r: r.model_dump() if isinstance(r, BaseModel) else r)
@@ -179,20 +243,21 @@ class WriteParquetTable(beam.PTransform):
         )
         counts = (
             keyed
-            | "SizeRows" >> beam.Map(lambda kv: (kv[0], (1, _row_bytes(kv[1]))))
+            | "SizeRows" >> beam.Map(lambda kv: (kv[0], (1, size_fn(kv[1]))))
             | "SizePartitions" >> beam.CombinePerKey(_SumPairs())
             | "ShardCounts" >> beam.Map(lambda kv: (kv[0], _shard_count(kv[1], cfg)))
         )
-        return (
+        write = beam.ParDo(_WriteShard(self.table_dir, self.prefix, arrow_schema(self.model), cfg, id_field,
+                                       self.attach), shard_counts=beam.pvalue.AsDict(counts), **self.attach_inputs)
+        written = (
             keyed
             | "AssignShard" >> beam.Map(
                 lambda kv, n: ((kv[0], stable_bucket(kv[1][id_field], n[kv[0]])), kv[1]),
                 n=beam.pvalue.AsDict(counts))
             | "GroupShards" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(
-                _WriteShard(self.table_dir, self.prefix, arrow_schema(self.model), cfg, id_field),
-                shard_counts=beam.pvalue.AsDict(counts))
+            | "WriteShard" >> (write if self.attach is None else write.with_outputs(REJECTED, main="paths"))
         )
+        return written if self.attach is None else (written.paths, written[REJECTED])
 
 
 # `_stats/<name>.json` counts of what reached the writers; the manifest compares them with the rows in

@@ -37,8 +37,11 @@ class ShardConfig(Section):
     max_bytes: int = Field(
         256 * 1024 * 1024, ge=1024, description="approximate bytes per shard at most (images dominate)"
     )
-    row_group_size: int = Field(2_000, ge=1, description="rows per Parquet row group")
-    compression: str = Field("zstd", description="Parquet codec: zstd, snappy, gzip, none")
+    row_group_size: int = Field(2_000, ge=1, description="rows per Parquet row group at most")
+    row_group_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="approximate bytes per row group at most "
+                                 "(rows of ~100 KB images: ~640 rows a group, not 200 MB groups)")
+    compression: str = Field("zstd", description="Parquet codec: zstd, snappy, gzip, none (encoded image bytes are "
+                             "stored uncompressed whatever this says: a second compression saves ~1%)")
 
 
 class ReaderConfig(Section):
