@@ -22,13 +22,11 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 from quarry.operators.clip import ClipScorer
 from quarry.schemas.caption import ClipConfig
 
-# Beam's accelerator resource hint, used when `ClipConfig.device` is not `cpu`.
-# Dataflow reads it (GPU type and count, and whether to install the NVIDIA
-# driver on the worker); the DirectRunner, Spark and Flink ignore it. Dataflow
-# GPUs also need Runner v2 and a worker image with CUDA torch; see
-# https://cloud.google.com/dataflow/docs/gpu/use-gpus. Pass another string
-# (e.g. "type:nvidia-l4;count:1;install-nvidia-driver") or None to ScoreClip.
-DEFAULT_ACCELERATOR = "type:nvidia-tesla-t4;count:1;install-nvidia-driver"
+# Beam's accelerator resource hint: `clip.accelerator` (off unless set), on the
+# inference step only, and only when `clip.device` is not `cpu`. Dataflow reads
+# it (GPU type and count, and whether to install the NVIDIA driver on the
+# worker); the DirectRunner, Spark and Flink ignore it. Dataflow GPUs also need
+# Runner v2 and a worker image with CUDA torch.
 
 METRICS_NAMESPACE = "quarry_clip"
 
@@ -41,11 +39,11 @@ class ClipModelHandler(ModelHandler[Example, float, ClipScorer]):
     Pickles as the config; the model is built in `load_model` on the worker.
     """
 
-    def __init__(self, cfg: ClipConfig, accelerator: Optional[str] = DEFAULT_ACCELERATOR):
+    def __init__(self, cfg: ClipConfig, accelerator: Optional[str] = None):
         super().__init__()
         ClipScorer(cfg)  # validate the config now, at pipeline construction
         self._cfg = cfg
-        self._accelerator = accelerator
+        self._accelerator = accelerator or cfg.accelerator  # an argument wins over the config
 
     def load_model(self) -> ClipScorer:
         return ClipScorer(self._cfg).load()
@@ -68,6 +66,9 @@ class ClipModelHandler(ModelHandler[Example, float, ClipScorer]):
 
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": self._cfg.min_batch_size, "max_batch_size": self._cfg.max_batch_size}
+
+    def share_model_across_processes(self) -> bool:
+        return self._cfg.share_model
 
     def get_resource_hints(self) -> dict[str, Any]:
         # RunInference puts these on its inference ParDo only (not on batching).
@@ -93,7 +94,7 @@ class ScoreClip(beam.PTransform):
     def __init__(
         self,
         cfg: ClipConfig,
-        accelerator: Optional[str] = DEFAULT_ACCELERATOR,
+        accelerator: Optional[str] = None,
         model_handler: Optional[ClipModelHandler] = None,
     ):
         super().__init__()

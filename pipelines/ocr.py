@@ -29,7 +29,6 @@ from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunIn
 from quarry.operators.ocr.engine import OcrEngine, OcrLine, make_engine
 from quarry.schemas.ocr_search import OcrEngineConfig
 
-DEFAULT_ACCELERATOR = "type:nvidia-tesla-t4;count:1;install-nvidia-driver"
 METRICS_NAMESPACE = "quarry_ocr"
 
 
@@ -81,11 +80,11 @@ class OcrResult:
 class OcrModelHandler(ModelHandler[np.ndarray, OcrResult, OcrEngine]):
     """RunInference handler: RGB arrays -> OCR lines. Pickles as its config; the engine loads on the worker."""
 
-    def __init__(self, cfg: OcrEngineConfig, accelerator: Optional[str] = DEFAULT_ACCELERATOR):
+    def __init__(self, cfg: OcrEngineConfig, accelerator: Optional[str] = None):
         super().__init__()
         make_engine(cfg)  # validate now, at pipeline construction
         self._cfg = cfg
-        self._accelerator = accelerator
+        self._accelerator = accelerator or cfg.accelerator  # an argument wins over the config
 
     def load_model(self) -> OcrEngine:
         return shared_engine(self._cfg)
@@ -115,6 +114,9 @@ class OcrModelHandler(ModelHandler[np.ndarray, OcrResult, OcrEngine]):
     def batch_elements_kwargs(self) -> dict[str, Any]:
         return {"min_batch_size": self._cfg.min_batch_size, "max_batch_size": self._cfg.max_batch_size}
 
+    def share_model_across_processes(self) -> bool:
+        return self._cfg.share_model
+
     def get_resource_hints(self) -> dict[str, Any]:
         if not self._cfg.device.startswith("gpu") or not self._accelerator:
             return {}
@@ -128,7 +130,7 @@ class OcrModelHandler(ModelHandler[np.ndarray, OcrResult, OcrEngine]):
 class RunOcr(beam.PTransform):
     """PCollection[(key, rgb uint8 array)] -> PCollection[(key, OcrResult)]; keys pass through."""
 
-    def __init__(self, cfg: OcrEngineConfig, accelerator: Optional[str] = DEFAULT_ACCELERATOR,
+    def __init__(self, cfg: OcrEngineConfig, accelerator: Optional[str] = None,
                  model_handler: Optional[OcrModelHandler] = None):
         super().__init__()
         self._handler = model_handler or OcrModelHandler(cfg, accelerator)

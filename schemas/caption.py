@@ -48,6 +48,12 @@ class ClipConfig(Section):
     )
     threshold: float = Field(0.3, ge=-1.0, le=1.0, description="keep pairs with cosine similarity >= this (per model!)")
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    accelerator: Optional[str] = Field(
+        None, description="Beam accelerator resource hint for the model step only, e.g. "
+        "'type:nvidia-l4;count:1;install-nvidia-driver' (Dataflow reads it; other runners ignore it); off unless set. "
+        "Do not also pass Dataflow's worker_accelerator service option: hints and that option do not combine")
+    share_model: bool = Field(False, description="one model per worker machine shared by its SDK processes "
+                              "(RunInference share_model_across_processes): for a GPU that holds one copy")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="auto = bf16 on CUDA, fp32 on CPU")
     thumbnail_side: int = Field(
         336, ge=16, description="shorter side of the JPEG copy CLIP scores (>= the model's input size; 336 fits ViT-L-14-336)"

@@ -56,6 +56,12 @@ class OcrEngineConfig(Section):
     rec_model_name: Optional[str] = Field(None, description="paddleocr only: the rec model's name, e.g. PP-OCRv5_server_rec")
     use_angle_cls: bool = Field(True, description="run the 0/180 degree text-line classifier (upside-down text)")
     device: str = Field("cpu", description="cpu | gpu | gpu:N (rapidocr needs onnxruntime-gpu for gpu)")
+    accelerator: Optional[str] = Field(
+        None, description="Beam accelerator resource hint for the model step only, e.g. "
+        "'type:nvidia-l4;count:1;install-nvidia-driver' (Dataflow reads it; other runners ignore it); off unless set. "
+        "Do not also pass Dataflow's worker_accelerator service option: hints and that option do not combine")
+    share_model: bool = Field(False, description="one model per worker machine shared by its SDK processes "
+                              "(RunInference share_model_across_processes): for a GPU that holds one copy")
     threads: int = Field(0, ge=0, description="CPU threads per engine (0 = the runtime's default)")
     max_side: int = Field(
         2048, ge=64, description="pictures are scaled so their long side is at most this before OCR (boxes are "

@@ -13,7 +13,7 @@ from apache_beam.testing.util import BeamAssertException, assert_that
 from PIL import Image, ImageDraw
 
 from quarry.operators.clip import TINY_MODEL, ClipScorer, import_open_clip
-from quarry.pipelines.clip import DEFAULT_ACCELERATOR, ClipModelHandler, ScoreClip
+from quarry.pipelines.clip import ClipModelHandler, ScoreClip
 from quarry.schemas.caption import ClipConfig
 
 
@@ -39,6 +39,9 @@ def tiny_checkpoint(tmp_path_factory) -> str:
     return str(path)
 
 
+L4 = "type:nvidia-l4;count:1;install-nvidia-driver"
+
+
 def cfg(**kw) -> ClipConfig:
     return ClipConfig(model=TINY_MODEL, pretrained=kw.pop("pretrained", "none"), **kw)
 
@@ -47,9 +50,12 @@ def test_handler_batching_hints_and_size():
     h = ClipModelHandler(cfg(min_batch_size=4, max_batch_size=16, device="cpu"))
     assert h.batch_elements_kwargs() == {"min_batch_size": 4, "max_batch_size": 16}
     assert h.get_resource_hints() == {}
-    assert ClipModelHandler(cfg(device="cuda")).get_resource_hints() == {"accelerator": DEFAULT_ACCELERATOR}
-    assert ClipModelHandler(cfg(device="auto")).get_resource_hints() == {"accelerator": DEFAULT_ACCELERATOR}
-    assert ClipModelHandler(cfg(device="cuda:1"), accelerator=None).get_resource_hints() == {}
+    # off unless set: a GPU device alone puts no hint on the step (Dataflow would otherwise pick a GPU type)
+    assert ClipModelHandler(cfg(device="cuda")).get_resource_hints() == {}
+    assert ClipModelHandler(cfg(device="auto", accelerator=L4)).get_resource_hints() == {"accelerator": L4}
+    assert ClipModelHandler(cfg(device="cpu", accelerator=L4)).get_resource_hints() == {}
+    assert ClipModelHandler(cfg(device="cuda:1"), accelerator=L4).get_resource_hints() == {"accelerator": L4}
+    assert ClipModelHandler(cfg(share_model=True)).share_model_across_processes()
     assert h.get_num_bytes([(b"x" * 100, "abc")]) == 103
     assert not h.share_model_across_processes()
     with pytest.raises(ValueError, match="no inference_args"):
@@ -70,9 +76,11 @@ def test_handler_loads_and_scores():
     assert -1.0 <= scores[0] <= 1.0 and math.isnan(scores[1])
 
 
-def test_score_clip_matches_bare_scorer(tiny_checkpoint):
-    """RunInference path == ClipScorer.score_bytes_batch on the same weights; keys kept."""
-    c = cfg(pretrained=tiny_checkpoint, min_batch_size=3, max_batch_size=3)
+@pytest.mark.parametrize("share_model", [False, True])
+def test_score_clip_matches_bare_scorer(tiny_checkpoint, share_model):
+    """RunInference path == ClipScorer.score_bytes_batch on the same weights; keys kept; also with one model
+    shared across the worker's processes (Beam's multi_process_shared proxy)."""
+    c = cfg(pretrained=tiny_checkpoint, min_batch_size=3, max_batch_size=3, share_model=share_model)
     captions = ["a blue square", "a sunset over hills", "", "a receipt with prices", "two cats", "a map"]
     items = [(jpeg(i), captions[i]) for i in range(len(captions))]
     items.append((b"\x89PNG broken", "undecodable"))

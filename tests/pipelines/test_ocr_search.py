@@ -85,7 +85,10 @@ def test_handler_isolates_a_picture_the_engine_cannot_read():
     handler = OcrModelHandler(OcrEngineConfig(max_batch_size=4, threads=1, det_limit_type="max"))
     assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 4}
     assert handler.get_resource_hints() == {}
-    assert OcrModelHandler(OcrEngineConfig(device="gpu")).get_resource_hints()["accelerator"].startswith("type:")
+    assert OcrModelHandler(OcrEngineConfig(device="gpu")).get_resource_hints() == {}  # off unless set
+    l4 = "type:nvidia-l4;count:1;install-nvidia-driver"
+    assert OcrModelHandler(OcrEngineConfig(device="gpu", accelerator=l4)).get_resource_hints() == {"accelerator": l4}
+    assert OcrModelHandler(OcrEngineConfig(share_model=True)).share_model_across_processes()
     model = handler.load_model()
     white = np.full((40, 40, 3), 255, np.uint8)
     results = list(handler.run_inference([white, np.zeros((0, 0, 3), np.uint8), white], model))
