@@ -72,6 +72,9 @@ def _parser() -> argparse.ArgumentParser:
                           "committed are kept, only the rest is written; a finished run is left as it is. "
                           "DAGs that resume: caption")
     _workers_option(run)
+    run.add_argument("--plan-only", metavar="GRAPH.pb",
+                     help="build the job graph, save it (Beam runner-API proto) and exit: nothing runs, nothing is "
+                          "written to --output (the offline counterpart of Dataflow's --dry_run)")
     run.add_argument("--show-config", action="store_true", help="print the resolved config as YAML and exit")
 
     ins = sub.add_parser("inspect", help="summarise a run's shards and rejects with DuckDB")
@@ -188,6 +191,16 @@ def cmd_run(args: argparse.Namespace, beam_args: list[str]) -> int:
     from quarry.pipelines.read import InputError
 
     spec = DAGS[args.dag]
+    if args.plan_only:
+        from quarry.dags.runner import plan_only
+
+        try:
+            n, hinted = plan_only(spec, args.input, args.output, cfg, args.plan_only, beam_args)
+        except (ConfigError, InputError, UsageError) as e:
+            return _fail(str(e))
+        print(f"{spec.name}: job graph of {n} transforms ({hinted} with resource hints) -> {args.plan_only}; "
+              f"nothing ran, nothing was written to {args.output}")
+        return 0
     try:
         t0 = time.monotonic()
         manifest = run_dag(spec, args.input, args.output, cfg, overwrite=args.overwrite, beam_args=beam_args,

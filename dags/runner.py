@@ -521,6 +521,25 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
             return _run_locked(spec, patterns, output, cfg, plan, beam_args)
 
 
+def plan_only(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, graph_path: str,
+              beam_args: Optional[list[str]] = None) -> tuple[int, int]:
+    """Build the job graph and save it (Beam's runner-API Pipeline proto, binary) to `graph_path`; nothing runs
+    and nothing is written to `output`. Returns (transforms, transforms with resource hints)."""
+    if not patterns:
+        raise UsageError("no --input given")
+    check_runner_paths(beam_args, patterns, output)
+    plan = spec.plan(patterns, cfg)
+    pipeline = beam.Pipeline(options=PipelineOptions(beam_args or []))
+    build_dag(spec, pipeline, cfg, plan, output)
+    proto = pipeline.to_runner_api()
+    with FileSystems.create(graph_path) as fh:
+        fh.write(proto.SerializeToString())
+    envs = proto.components.environments
+    hinted = sum(1 for t in proto.components.transforms.values()
+                 if t.environment_id and envs[t.environment_id].resource_hints)
+    return len(proto.components.transforms), hinted
+
+
 def _run_locked(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, plan: Any,
                 beam_args: Optional[list[str]]) -> Manifest:
     options = PipelineOptions(beam_args or [])
@@ -547,5 +566,5 @@ def _run_locked(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig,
 
 
 __all__ = ["BuildInfo", "ConfigError", "DagSpec", "DataLossError", "FamilyOutputs", "RunCounts", "Stage", "UsageError",
-           "build_dag", "build_manifest", "check_runner_paths", "exit_on_interrupt", "resolve_config", "run_dag", "run_fingerprint",
+           "build_dag", "build_manifest", "check_runner_paths", "exit_on_interrupt", "plan_only", "resolve_config", "run_dag", "run_fingerprint",
            "with_reasons", "write_dataset_card"]

@@ -48,3 +48,23 @@ def test_a_declared_accelerator_sits_on_the_model_steps_only(demos, name, sets, 
     for step, h in hints.items():
         assert step.endswith("BeamML_RunInference"), step  # RunInference's inference ParDo, not batching or I/O
         assert h == {HINT: L4.encode()}
+
+
+@pytest.mark.parametrize("name", sorted(DEMOS))
+def test_plan_only_saves_the_graph_and_writes_nothing(demos, name, tmp_path, capsys):
+    from apache_beam.portability.api import beam_runner_api_pb2
+
+    from quarry.dags.cli import main
+
+    demo, out, graph = demos[name], tmp_path / "out", tmp_path / "graph.pb"
+    argv = ["run", name, "--output", str(out), "--plan-only", str(graph), "--source", demo.source or "demo"]
+    for pattern in demo.patterns:
+        argv += ["--input", pattern]
+    for s in demo.sets:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    assert "nothing ran" in capsys.readouterr().out
+    assert not out.exists()
+    proto = beam_runner_api_pb2.Pipeline.FromString(graph.read_bytes())
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    assert any("WriteRejects" in n for n in names)
