@@ -36,5 +36,5 @@ pip=(.venv/bin/python -m pip install -q --disable-pip-version-check)
 "${pip[@]}" "${QUARRY_TORCH:-torch==2.13.0}"
 
 # 4. quarry itself (editable) with its test tools, under the same pins.
-"${pip[@]}" -c scripts/constraints.txt -e ".[dev]"
+"${pip[@]}" -c scripts/constraints.txt -e ".[all,dev]"
 echo "setup: done ($(.venv/bin/python -c 'import quarry.dags.cli, importlib.metadata as m; print("quarry", m.version("quarry"))'))"
