@@ -98,3 +98,24 @@ def test_all_is_every_extra():
     families = {e for e in extras if e not in ("all", "dev", "gcp", "aws", "paddle")}
     assert extras["all"] == [f"quarry[{','.join(sorted(families, key=list(extras).index))}]"]
     assert set(DAG_EXTRAS.values()) - {None} == families
+
+
+def test_worker_dockerfiles_copy_real_paths_and_install_real_extras():
+    import re
+
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    beam = next(line for line in (ROOT / "scripts" / "constraints.txt").read_text().splitlines()
+                if line.startswith("apache-beam"))  # the SDK image must be the Beam the job is submitted with
+    files = sorted((ROOT / "docker").glob("*.Dockerfile"))
+    assert {f.name for f in files} == {"cpu.Dockerfile", "gpu.Dockerfile", "browser.Dockerfile"}
+    for f in files:
+        text = f.read_text()
+        assert re.search(r"^FROM apache/beam_python\$\{PYTHON\}_sdk:\$\{BEAM_VERSION\}$", text, re.M), f.name
+        assert f"ARG BEAM_VERSION={beam.split('==')[1]}" in text, f.name
+        for src in re.findall(r"^COPY (\S+(?: \S+)*) \S+$", text, re.M):
+            for path in src.split():
+                assert (ROOT / path).exists(), f"{f.name}: COPY {path} does not exist"
+        named = re.findall(r"ARG EXTRAS=(\S+)", text) + re.findall(r'"\.\[(\w[\w,]*)\]"', text)
+        for group in named:
+            for extra in group.split(","):
+                assert extra in extras or extra == "${EXTRAS}", f"{f.name}: no extra {extra!r}"
