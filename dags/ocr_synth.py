@@ -18,7 +18,7 @@ from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage, with_re
 from quarry.operators.ocr import render as render_ops
 from quarry.pipelines.decontam import FieldProbe
 from quarry.pipelines.ocr_search import plan_ocr_inputs
-from quarry.pipelines.ocr_synth import STAGE_REASONS, OcrSynthPipeline, ReadTexts, SynthPlan, plan_texts
+from quarry.pipelines.ocr_synth import STAGE_REASONS, OcrSynthPipeline, ReadTexts, SynthPlan, WriteSynth, plan_texts
 from quarry.schemas.config import ConfigError
 from quarry.schemas.ocr_synth import OcrSynthConfig, OcrSynthRow
 
@@ -44,6 +44,12 @@ def transform(samples, cfg: OcrSynthConfig, files: SynthPlan, output: str) -> Fa
     return FamilyOutputs(out.rows, out.rejected)
 
 
+def write(rows, cfg: OcrSynthConfig, files: SynthPlan, output: str):
+    """Rows travel without their PNG; each is drawn again from its text, background and seed as it is written."""
+    _, rejected = rows | "Write" >> WriteSynth(cfg, files, output)
+    return rejected
+
+
 def describe(cfg: OcrSynthConfig, files: SynthPlan) -> BuildInfo:
     fonts = render_ops.installed_fonts(tuple(cfg.render.fonts))
     return BuildInfo(extra={"fonts": list(fonts), "text_files": len(files.texts),
@@ -62,12 +68,15 @@ SPEC = DagSpec(
                         "exact line and word quads; tier", where="operators/ocr/render.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): rendered text and image against benchmark sets",
               where="pipelines/decontam.py"),
-        Stage("write", "rows by source and tier, the image in the row", where="pipelines/write.py"),
+        Stage("write", "rows by source and tier; texts and backgrounds read again and each PNG drawn again as it "
+                       "is written (size and digest checked), so no image travels a shuffle",
+              where="pipelines/ocr_synth.py, pipelines/write.py"),
     ), STAGE_REASONS),
     config_model=OcrSynthConfig,
     plan=plan,
     read=read,
     transform=transform,
+    write=write,
     describe=describe,
     row_model=OcrSynthRow,
     decontam_fields=FieldProbe(text=("text",), image=("image",)),

@@ -3,6 +3,7 @@
     ReadTexts (.txt files, Parquet/JSONL text column)            -> text samples   (read rejects)
     ReadImages (backgrounds.input) -> Backgrounds (decode, scale) -> side input    (background rejects)
     Render (one background per sample, picked by its id)        -> `ocr` rows      (render rejects)
+    WriteSynth (texts and backgrounds read again, each PNG drawn again) -> shards  (write rejects)
 
 Counts (`_stats/`): `read` (text samples), `backgrounds.in/out` (background pictures read / kept),
 `render.in/out` (text samples / rendered rows). So `read + text read rejects == text inputs`,
@@ -10,6 +11,11 @@ Counts (`_stats/`): `read` (text samples), `backgrounds.in/out` (background pict
 == `render.out`. Background read rejects carry stage `read` too. Kept backgrounds travel as one side input (at
 most `backgrounds.max_backgrounds`, each a PNG of at most `render.canvas_side` px a side); the rest are rejected
 `background_cap` (counted in `backgrounds.out` as well: the cap is applied after the list is built).
+
+Rendered PNGs do not travel a shuffle: a row carries its PNG's digest (`image_digest`) and no bytes, and the
+writer draws each sample again (the render is seeded by the sample id) as it writes the shard, checking
+background, size and digest (else `write/render_mismatch`). Only when decontam checks images do the PNGs
+travel in the rows, and the writer keeps those.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from PIL import Image
 
 from quarry.operators.base import Rejection
 from quarry.operators.decode import decode_image
-from quarry.operators.ids import content_id, stable_bucket
+from quarry.operators.ids import content_id, digest, stable_bucket
 from quarry.operators.inputs import reasons as read_reasons
 from quarry.operators.inputs.records import Unreadable, clean_source
 from quarry.operators.ocr import render as render_ops
@@ -41,7 +47,8 @@ from quarry.pipelines.read import (
     read_reject,
     read_rows,
 )
-from quarry.pipelines.stage import count_stage, refused, reject_row, run_stage, to_reject
+from quarry.pipelines.stage import REJECTED, count_stage, refused, reject_row, run_stage, to_reject
+from quarry.pipelines.write import SOURCE_CHANGED
 from quarry.schemas.caption import DecodeConfig
 from quarry.schemas.common import ImageCell, Origin, Reject
 from quarry.schemas.ocr_synth import (
@@ -70,6 +77,8 @@ BACKGROUND_CAP = "background_cap"
 # render
 NO_BACKGROUND = "no_background"  # every background was rejected
 RENDER_FAILED = "render_failed"  # Pillow raised on this sample (a font or layout bug): isolated, not fatal
+# write
+RENDER_MISMATCH = "render_mismatch"  # the second render is not the image the row was made from
 
 READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_reasons.INVALID_JSON,
                 read_reasons.RECORD_TOO_LARGE, read_reasons.UNREADABLE_TAR, read_reasons.INVALID_METADATA,
@@ -78,6 +87,7 @@ STAGE_REASONS: dict[str, tuple[str, ...]] = {
     "read": READ_REASONS,
     "backgrounds": ("corrupt_image", "image_too_large", TOO_SMALL, BACKGROUND_CAP),
     "render": (*render_ops.REASONS, NO_BACKGROUND, RENDER_FAILED),
+    "write": (SOURCE_CHANGED, RENDER_MISMATCH),
 }
 
 
@@ -197,7 +207,8 @@ def render_config(r: RenderSection) -> render_ops.RenderConfig:
                                    font_names=tuple(r.fonts))
 
 
-def to_row(item: TextItem, bg_id: str, out: render_ops.Render) -> OcrSynthRow:
+def to_row(item: TextItem, bg_id: str, out: render_ops.Render, keep_image: bool = True) -> OcrSynthRow:
+    """The row of one render; without `keep_image` the PNG stays out (the writer draws it again: `WriteSynth`)."""
     w, h = out.width, out.height
     lines = [SynthLineCell(
         text=ln.text, quad=ln.quad, box=ln.box, box_1000=render_ops.to_1000(ln.box, w, h), color=list(ln.color),
@@ -207,13 +218,17 @@ def to_row(item: TextItem, bg_id: str, out: render_ops.Render) -> OcrSynthRow:
     return OcrSynthRow(
         sample_id=item.sample_id, source=item.source, tier=out.tier, task=TASK_OCR, origin=item.origin,
         url=item.url, license=item.license, question=OCR_QUESTION, answer=out.text, verifier=OCR_VERIFIER,
-        image=ImageCell(bytes=out.png, path=f"{item.sample_id}.png"), width=w, height=h, image_format="PNG",
+        image=ImageCell(bytes=out.png if keep_image else b"", path=f"{item.sample_id}.png"), width=w, height=h,
+        image_format="PNG", image_digest=digest(out.png),
         engine=f"render/{out.font}", text=out.text, lines=lines, background_id=bg_id, font=out.font,
         font_size=out.font_size, layout=out.layout, angle=out.angle, min_contrast=out.min_contrast,
         density=out.density, chars_in=out.chars_in, chars_cut=out.chars_cut)
 
 
-class _Render(beam.DoFn):
+class _Drawer:
+    """One sample drawn on its background (picked by the sample id from the kept list); decoded backgrounds are
+    cached. The render stage and the writer draw through this, so both draw the same image."""
+
     def __init__(self, cfg: render_ops.RenderConfig, cap: int):
         self.cfg, self.cap = cfg, cap
         self._key = None
@@ -226,26 +241,34 @@ class _Render(beam.DoFn):
             self._ids, self._images, self._key = sorted(backgrounds)[: self.cap], {}, key
         return self._ids
 
-    def process(self, item: TextItem, backgrounds):
+    def draw(self, sample_id: str, text: str, backgrounds: list
+             ) -> tuple[Optional[str], Union[render_ops.Render, Rejection]]:
+        """`(background id, render or rejection)`."""
         ids = self._backgrounds(backgrounds)
         if not ids:
-            yield refused(to_reject(item, "render", (NO_BACKGROUND, "no background survived its checks")))
-            return
-        bg_id, png = ids[stable_bucket(item.sample_id, len(ids))]
+            return None, Rejection(NO_BACKGROUND, "no background survived its checks")
+        bg_id, png = ids[stable_bucket(sample_id, len(ids))]
         if bg_id not in self._images:
             if len(self._images) > 64:
                 self._images.clear()
             with Image.open(io.BytesIO(png)) as im:
                 self._images[bg_id] = im.convert("RGB")
         try:
-            out = render_ops.render_sample(item.text, self._images[bg_id], item.sample_id, self.cfg)
+            return bg_id, render_ops.render_sample(text, self._images[bg_id], sample_id, self.cfg)
         except (OSError, ValueError, MemoryError) as e:  # Pillow/FreeType on this text: one reject, not a crash
-            yield refused(to_reject(item, "render", (RENDER_FAILED, f"{type(e).__name__}: {e}")))
-            return
+            return bg_id, Rejection(RENDER_FAILED, f"{type(e).__name__}: {e}")
+
+
+class _Render(beam.DoFn):
+    def __init__(self, cfg: render_ops.RenderConfig, cap: int, keep_images: bool = True):
+        self.drawer, self.keep_images = _Drawer(cfg, cap), keep_images
+
+    def process(self, item: TextItem, backgrounds):
+        bg_id, out = self.drawer.draw(item.sample_id, item.text, backgrounds)
         if isinstance(out, Rejection):
             yield refused(to_reject(item, "render", out))
             return
-        yield to_row(item, bg_id, out)
+        yield to_row(item, bg_id, out, self.keep_images)
 
 
 class SynthOutputs(NamedTuple):
@@ -262,16 +285,116 @@ class OcrSynthPipeline(beam.PTransform):
 
     def expand(self, texts):
         cfg = self.cfg
-        source = clean_source(cfg.source or "unknown")
-        bg_read = texts.pipeline | "ReadBackgrounds" >> ReadImages(self.backgrounds, source, cfg.reader)
-        prepared = run_stage(bg_read.samples, "PrepareBackgrounds",
-                             _PrepareBackground(cfg.decode, cfg.backgrounds, cfg.render.canvas_side))
-        kept = prepared.kept | "BackgroundList" >> beam.combiners.ToList()
-        capped = kept | "BackgroundCap" >> beam.FlatMap(_over_cap, cfg.backgrounds.max_backgrounds, source)
+        bg = KeptBackgrounds(cfg, self.backgrounds)
+        bg_read, prepared, kept = bg.expand_all(texts.pipeline)
+        capped = kept | "BackgroundCap" >> beam.FlatMap(_over_cap, cfg.backgrounds.max_backgrounds, bg.source)
         count_stage(self.output, "backgrounds", bg_read.samples, prepared.kept)
         rendered = texts | "Render" >> beam.ParDo(
-            _Render(render_config(cfg.render), cfg.backgrounds.max_backgrounds),
+            _Render(render_config(cfg.render), cfg.backgrounds.max_backgrounds, images_checked_before_write(cfg)),
             beam.pvalue.AsSingleton(kept)).with_outputs("rejected", main="kept")
         count_stage(self.output, "render", texts, rendered.kept)
         rejected = (bg_read.rejected, prepared.rejected, capped, rendered.rejected) | "SynthRejects" >> beam.Flatten()
         return SynthOutputs(rendered.kept, rejected)
+
+
+class KeptBackgrounds:
+    """Read, decode and scale the background pictures -> one list of `(id, PNG)` (a side input)."""
+
+    def __init__(self, cfg: OcrSynthConfig, files: list[InputFile], label: str = ""):
+        self.cfg, self.files, self.label = cfg, files, label
+        self.source = clean_source(cfg.source or "unknown")
+
+    def expand_all(self, pipeline):
+        cfg, label = self.cfg, self.label
+        bg_read = pipeline | f"{label}ReadBackgrounds" >> ReadImages(self.files, self.source, cfg.reader)
+        prepared = run_stage(bg_read.samples, f"{label}PrepareBackgrounds",
+                             _PrepareBackground(cfg.decode, cfg.backgrounds, cfg.render.canvas_side))
+        return bg_read, prepared, prepared.kept | f"{label}BackgroundList" >> beam.combiners.ToList()
+
+
+# --- write: rows travel the shuffle without their PNG; each is drawn again as its shard is written ---------
+
+_TEXT = "_text"  # the input text, beside a row dict between the join and the shard writer (not written)
+
+
+def _redraw_size(d: dict) -> int:
+    """Shard sizing for rows whose PNG is drawn at write time: the row plus ~2 bytes a pixel (a photo PNG)."""
+    from quarry.pipelines.write import _row_bytes
+
+    return _row_bytes(d) + (0 if d["image"]["bytes"] else 2 * d["width"] * d["height"])
+
+
+class _Redraw:
+    """`WriteParquetTable` attach: a shard's rows (id order) with their PNG drawn again from text, background and
+    seed; a render that differs (background, size or digest) is a `write/render_mismatch` reject."""
+
+    def __init__(self, cfg: render_ops.RenderConfig, cap: int):
+        self.drawer = _Drawer(cfg, cap)
+
+    def __call__(self, rows, backgrounds):
+        for d in rows:
+            text = d.pop(_TEXT)
+            if d["image"]["bytes"]:  # drawn for decontam's image check: the PNG travelled
+                yield d
+                continue
+            bg_id, out = self.drawer.draw(d["sample_id"], text, backgrounds)
+            if isinstance(out, Rejection):
+                why = f"the second render was refused: {out.reason}: {out.detail}"
+            elif (bg_id, out.width, out.height, digest(out.png)) != (
+                    d["background_id"], d["width"], d["height"], d["image_digest"]):
+                why = (f"the second render ({bg_id}, {out.width}x{out.height}, {digest(out.png)}) is not the first "
+                       f"({d['background_id']}, {d['width']}x{d['height']}, {d['image_digest']})")
+            else:
+                d["image"] = {**d["image"], "bytes": out.png}
+                yield d
+                continue
+            yield refused(reject_row(d["sample_id"], d["source"], Origin(**d["origin"]), "write",
+                                     Rejection(RENDER_MISMATCH, why)))
+
+
+def _with_text(kv):
+    _, got = kv
+    texts = got["texts"]
+    for row in got["rows"]:
+        if not texts:
+            yield refused(to_reject(row, "write", (SOURCE_CHANGED, "the input text was not found on the second read")))
+            continue
+        yield {**row.model_dump(), _TEXT: texts[0]}
+
+
+class WriteSynth(beam.PTransform):
+    """`OcrSynthRow`s without their PNG -> shards by source and tier, each PNG drawn again as it is written.
+
+    The writer reads the texts and the backgrounds a second time (what travels the shuffles: rows without
+    images, and the texts); a row whose text is not found again (the sample id is a hash of the text) is a
+    `write/source_changed` reject. Returns `(paths, rejected)`.
+    """
+
+    def __init__(self, cfg: OcrSynthConfig, files: SynthPlan, output_dir: str):
+        super().__init__()
+        self.cfg, self.files, self.output_dir = cfg, files, output_dir
+
+    def expand(self, rows):
+        from apache_beam.io.filesystems import FileSystems
+
+        from quarry.pipelines.write import WriteParquetTable, hive_partition
+
+        cfg, p = self.cfg, rows.pipeline
+        texts = p | "WriteReadTexts" >> ReadTexts(self.files.texts, cfg.source or "unknown", cfg.text)
+        _, _, kept = KeptBackgrounds(cfg, self.files.backgrounds, "Write").expand_all(p)
+        joined = (
+            {"rows": rows | "KeyRows" >> beam.Map(lambda r: (r.sample_id, r)),
+             "texts": texts.samples | "KeyTexts" >> beam.Map(lambda t: (t.sample_id, t.text))}
+            | "JoinTexts" >> beam.CoGroupByKey()
+            | "WithText" >> beam.FlatMap(_with_text).with_outputs(REJECTED, main="rows")
+        )
+        paths, rejected = joined.rows | "Shards" >> WriteParquetTable(
+            FileSystems.join(self.output_dir, "data"), "ocr_synth", OcrSynthRow, cfg.shards, hive_partition,
+            attach=_Redraw(render_config(cfg.render), cfg.backgrounds.max_backgrounds),
+            side_inputs={"backgrounds": beam.pvalue.AsSingleton(kept)}, size_fn=_redraw_size)
+        return paths, (joined[REJECTED], rejected) | "WriteRejects" >> beam.Flatten()
+
+
+def images_checked_before_write(cfg) -> bool:
+    """Whether the decontam stage checks the rows' images (they then travel in the rows)."""
+    return bool(cfg.decontam.bench) and "image" in (cfg.decontam.image_fields or ("image",))

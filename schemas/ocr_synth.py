@@ -111,6 +111,8 @@ class OcrSynthRow(RlTask, Sample):
     width: Annotated[int, ArrowType(pa.int32())]
     height: Annotated[int, ArrowType(pa.int32())]
     image_format: str
+    image_digest: str = Field(description="blake2b of the PNG (operators/ids.py digest): the writer draws the image "
+                                          "again and checks it against this")
     engine: str = Field(description="render/<font>: what drew the text")
     text: str = Field(description="the drawn text in reading order, one line per line")
     lines: list[SynthLineCell] = Field(default_factory=list, description="every drawn line, reading order")

@@ -15,6 +15,7 @@ from quarry.dags.demos import ocr_synth as demo
 from quarry.dags.inspect import differences, fingerprint
 from quarry.dags.ocr_synth import SPEC
 from quarry.dags.runner import resolve_config, run_dag
+from quarry.operators.ids import digest
 from quarry.operators.ocr import render as render_ops
 from quarry.pipelines.read import InputError
 from quarry.schemas.arrow import arrow_schema
@@ -94,6 +95,7 @@ def test_rows_hold_the_schema_and_exact_truth(run):
     for _, row in df.iterrows():
         im = Image.open(io.BytesIO(row["image"]["bytes"]))
         assert im.size == (row["width"], row["height"])
+        assert digest(row["image"]["bytes"]) == row["image_digest"]  # drawn again at write time: the same PNG
         assert row["text"] == "\n".join(ln["text"] for ln in row["lines"])
         for ln in row["lines"]:
             x0, y0, x1, y1 = ln["box"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -13,20 +14,26 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from PIL import Image
 
+from quarry.operators.ids import digest
 from quarry.operators.ocr import render as render_ops
 from quarry.pipelines.ocr_search import plan_ocr_inputs
 from quarry.pipelines.ocr_synth import (
     MISSING_TEXT,
+    RENDER_MISMATCH,
     TEXT_NOT_STRING,
     TEXT_NOT_UTF8,
     OcrSynthPipeline,
     TextItem,
+    _Drawer,
+    _Redraw,
     plan_texts,
     read_text_file,
+    render_config,
+    to_row,
 )
 from quarry.schemas.common import Origin, Reject
 from quarry.schemas.config import ReaderConfig
-from quarry.schemas.ocr_synth import OcrSynthConfig, OcrSynthRow, TextInputConfig
+from quarry.schemas.ocr_synth import OcrSynthConfig, OcrSynthRow, RenderSection, TextInputConfig
 
 pytestmark = pytest.mark.skipif(not render_ops.installed_fonts(), reason="no system fonts")
 
@@ -80,3 +87,26 @@ def test_render_transform_keeps_and_rejects(tmp_path):
         assert_that(out.rejected | beam.Map(lambda r: (r.stage, r.reason)),
                     equal_to([("backgrounds", "corrupt_image"), ("render", "empty_text"),
                               ("render", "no_font_coverage")]), label="rejects")
+
+
+def test_writer_draws_each_png_again_and_rejects_a_render_that_differs(tmp_path):
+    """Rows travel without their PNG; `_Redraw` draws it again, and a digest that does not match (the image the
+    row was made from is not the one drawn now) is a `write/render_mismatch` reject, not a silent wrong image."""
+    buf = io.BytesIO()
+    Image.new("RGB", (320, 240), (90, 140, 200)).save(buf, format="PNG")
+    backgrounds = [("bg1", buf.getvalue())]
+    rcfg = render_config(RenderSection(canvas_side=320, layouts=["paragraph"]))
+    items = [TextItem(f"id{i}", "t", Origin(file="f.txt", key=str(i)), f"Hello number {i}") for i in range(3)]
+    rows = []
+    for it in items:
+        bg_id, out = _Drawer(rcfg, 8).draw(it.sample_id, it.text, backgrounds)
+        first = to_row(it, bg_id, out, keep_image=False)
+        assert first.image.bytes == b"" and first.image_digest == digest(out.png)
+        rows.append({**first.model_dump(), "_text": it.text})
+    rows[1]["image_digest"] = "0" * 32  # as if the background or a font had changed between the two renders
+    got = list(_Redraw(rcfg, 8)(rows, backgrounds))
+    kept = [d for d in got if isinstance(d, dict)]
+    assert [d["sample_id"] for d in kept] == ["id0", "id2"]
+    assert all(digest(d["image"]["bytes"]) == d["image_digest"] and "_text" not in d for d in kept)
+    (bad,) = [t.value for t in got if not isinstance(t, dict)]
+    assert (bad.sample_id, bad.stage, bad.reason) == ("id1", "write", RENDER_MISMATCH)
