@@ -34,7 +34,10 @@ def demo_dir(tmp_path_factory) -> Path:
 
     from quarry.dags.cli import main
 
-    root = tmp_path_factory.getbasetemp().parent  # shared by all xdist workers of this run
+    # Under xdist the base is .../pytest-N/popen-gwK: its parent is this run's, shared by its workers. Without
+    # xdist the parent is pytest-of-USER, shared by every run on the machine: a demo there would be stale.
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     out, done = root / "demo", root / "demo.done"
     with FileLock(str(root / "demo.lock")):
         if not done.exists():
