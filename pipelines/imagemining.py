@@ -17,10 +17,11 @@ candidate questions, `filter`, `rewrite` and `dedup` count questions.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import posixpath
 from dataclasses import dataclass, replace
-from typing import Any, Iterator, NamedTuple, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import apache_beam as beam
 from apache_beam.utils import shared
@@ -36,6 +37,7 @@ from quarry.operators.imagemining.kb import KnowledgeBase, load_kb, normalise
 from quarry.operators.imagemining.kb_store import SqliteKnowledgeBase, ensure_kb_store
 from quarry.operators.inputs import reasons
 from quarry.operators.inputs.records import Unreadable
+from quarry.operators.trajectory import openai_messages
 from quarry.pipelines.read import (
     InputFile,
     ReadRecords,
@@ -61,6 +63,7 @@ from quarry.schemas.imagemining import (
     RewriterSection,
     TierSection,
 )
+from quarry.schemas.trajectory import ToolCall
 
 TEXT_FIELDS = ("caption", "alt", "ocr_text")
 IMAGE_FIELDS = ("image", "image_path", "path", "file_name")
@@ -74,7 +77,8 @@ UNKNOWN_ENTITY = "unknown_entity"  # link: none of the given entities is in the 
 NO_ENTITIES = "no_entities"  # link: nothing to link in the row's texts
 NO_PATH = "no_path"  # discover: no templated path from the image's entities
 BOX_OUTSIDE_IMAGE = "box_outside_image"  # link: a listed entity's box is not on the image (wrong image or units)
-REASONS: tuple[str, ...] = (UNKNOWN_ENTITY, NO_ENTITIES, NO_PATH, BOX_OUTSIDE_IMAGE)
+BOX_ON_BLANK = "box_on_blank"  # link: a listed entity's box covers nearly uniform pixels
+REASONS: tuple[str, ...] = (UNKNOWN_ENTITY, NO_ENTITIES, NO_PATH, BOX_OUTSIDE_IMAGE, BOX_ON_BLANK)
 
 
 def box_off_image(box: Optional[tuple[float, float, float, float]], width: int, height: int) -> bool:
@@ -85,6 +89,32 @@ def box_off_image(box: Optional[tuple[float, float, float, float]], width: int, 
         box = (box[0] * width, box[1] * height, box[2] * width, box[3] * height)
     sx, sy = 0.01 * width, 0.01 * height
     return box[0] < -sx or box[1] < -sy or box[2] > width + sx or box[3] > height + sy
+
+
+BLANK_STD = 10.0  # grey-level standard deviation under which a box shows no object (sky, wall, padding)
+
+
+def blank_boxes(image, entities) -> tuple[int, ...]:
+    """Indices of listed entity boxes whose pixels are nearly uniform: nothing is there to recognise, so the box
+    belongs to another image or scale. A check without a detector: a box cutting through several objects
+    passes it (the README says so)."""
+    import numpy as np
+
+    out = []
+    grey = None
+    for i, (_, _, box) in enumerate(entities):
+        if box is None:
+            continue
+        if grey is None:
+            grey = np.asarray(image.convert("L"), dtype=np.float32)
+        h, w = grey.shape
+        if max(box) <= 1.0:
+            box = (box[0] * w, box[1] * h, box[2] * w, box[3] * h)
+        x0, y0 = max(0, int(box[0])), max(0, int(box[1]))
+        x1, y1 = min(w, int(math.ceil(box[2]))), min(h, int(math.ceil(box[3])))
+        if x1 - x0 < 2 or y1 - y0 < 2 or float(grey[y0:y1, x0:x1].std()) < BLANK_STD:
+            out.append(i)
+    return tuple(out)
 
 
 # --------------------------------------------------------------------------- plain parts
@@ -113,6 +143,7 @@ class ImageMeta:
     image_id: str
     width: int
     height: int
+    blank: tuple[int, ...] = ()  # listed entity boxes on nearly uniform pixels (`blank_boxes`)
 
 
 def _box(v: Any) -> Union[None, tuple[float, float, float, float], str]:
@@ -313,38 +344,62 @@ def to_row(miner: Miner, image: ImageMeta, c: qa.Candidate, ctx: qa.ImageContext
     tags = qa.tag(kb, miner.templates, c, ctx, crop_share)
     start = kb.entities[c.path.start]
     degree = kb.degree.get(start.id, 0)
-    tier = qa.tier_for(len(c.path.hops), tags.visual_hops, tags.requires_crop, degree, tiers.rare_degree,
+    tier = qa.tier_for(c.path.kb_hops, tags.visual_hops, tags.crops_needed, degree, tiers.rare_degree,
                        tiers.popular_degree)
     inp = image.input
+    answer = qa.answer_fields(kb, c.path.answer)
+    steps = qa.tool_steps(kb, c, ctx, tags)
     return QARow(
         sample_id=qa.candidate_id(inp.sample_id, c.path, miner.templates.language), source=inp.source, tier=tier,
         task="visual_jump_qa", origin=inp.origin, url=inp.url, license=inp.license, parent_id=inp.sample_id,
         image_id=image.image_id, width=image.width, height=image.height, question=c.question,
-        template_question=c.question, rewritten=False, language=miner.templates.language,
-        **qa.answer_fields(kb, c.path.answer),
+        template_question=c.question, rewritten=False, language=miner.templates.language, **answer,
         image_entity_id=start.id, image_entity_name=start.name, image_entity_type=start.type,
-        link_method=c.image_entity.link_method, entity_degree=degree, hops=len(c.path.hops),
-        visual_hops=tags.visual_hops, relations=[miner.templates.canonical(r) for r in c.path.relations],
+        link_method=c.image_entity.link_method, entity_degree=degree, image_ids=list(tags.image_ids),
+        hops=c.path.kb_hops, visual_hops=tags.visual_hops, hop_kinds=["visual" if h.visual else "kb" for h in tags.chain],
+        crops_needed=tags.crops_needed,
+        relations=[r if qa.is_visual(r) else miner.templates.canonical(r) for r in c.path.relations],
         chain=[Hop(step=h.step, kind=h.kind, subject_id=h.subject_id, subject_name=h.subject_name,
-                   relation=h.relation, object_id=h.object_id, object_name=h.object_name, visual=h.visual)
+                   relation=h.relation, object_id=h.object_id, object_name=h.object_name, visual=h.visual,
+                   image=h.image, box=[float(x) for x in h.box] if h.box is not None else None)
                for h in tags.chain],
         category=tags.category, domain=tags.domain, need_image_before_search=tags.need_image_before_search,
         need_image_during_search=tags.need_image_during_search, requires_crop=tags.requires_crop,
         crop_box=tags.crop_box, box_share=tags.box_share,
+        trajectory=[ToolCall(name=n, arguments=a, result=r) for n, a, r in steps],
+        messages=json.dumps(openai_messages(c.question, steps, answer["answer"]), ensure_ascii=False),
     )
 
 
-def mine_image(miner: Miner, image: ImageMeta, cfg: MineSections):
-    """One decoded image -> (Mined | Reject | event name)s: link, discover, question, filter, tag.
+@dataclass(frozen=True)
+class Linked:
+    """An image with the KB entities linked to it (what the mining step and the view index read)."""
 
-    `cfg`: the sections it reads (`MineSections`; the DAG config has them too).
-    """
+    image: ImageMeta
+    entities: tuple[qa.ImageEntity, ...]
+
+    def view(self) -> Optional[qa.ImageView]:
+        """The picture as a view for visual hops: its boxed KB entities (two at least), else None."""
+        boxed = tuple(sorted((e.entity_id, e.box) for e in self.entities if e.box is not None))
+        if len(boxed) < 2:
+            return None
+        return qa.ImageView(self.image.image_id, self.image.width, self.image.height, boxed)
+
+
+def link_image(miner: Miner, image: ImageMeta, cfg: MineSections):
+    """One decoded image -> (Linked | Reject | event name)s: box checks, then the KB entities it shows."""
     inp = image.input
     yield "link.in"
     off = [name or eid for eid, name, box in inp.entities if box_off_image(box, image.width, image.height)]
     if off:  # boxes that miss the picture: the listing belongs to another image or another scale
         yield reject_row(inp.sample_id, inp.source, inp.origin, "link", Rejection(
             BOX_OUTSIDE_IMAGE, f"box of {off[0]!r} lies outside the {image.width}x{image.height} image"))
+        return
+    if image.blank:
+        eid, name, _ = inp.entities[image.blank[0]]
+        yield reject_row(inp.sample_id, inp.source, inp.origin, "link", Rejection(
+            BOX_ON_BLANK, f"box of {name or eid!r} covers nearly uniform pixels (grey std < {BLANK_STD:g}): "
+                          "no object there"))
         return
     entities, unknown, ambiguous = link_entities(miner, image, cfg)
     if unknown:
@@ -362,6 +417,18 @@ def mine_image(miner: Miner, image: ImageMeta, cfg: MineSections):
         yield reject_row(inp.sample_id, inp.source, inp.origin, "link", verdict)
         return
     yield "link.out"
+    yield Linked(image, tuple(entities))
+
+
+def mine_linked(miner: Miner, linked: Linked, cfg: MineSections,
+                views_of: Optional[Callable[[str], Sequence[qa.ImageView]]] = None):
+    """One linked image -> (Mined | Reject | event name)s: discover, question, filter, tag.
+
+    `views_of`: entity id -> other pictures of the input showing it (visual hops in the middle); None: KB
+    paths only.
+    """
+    image, entities = linked.image, list(linked.entities)
+    inp = image.input
     yield "discover.in"
     ocr = " ".join(t for f, t in inp.texts if f == "ocr_text")
     ctx = qa.ImageContext(image.image_id, image.width, image.height, tuple(entities),
@@ -369,7 +436,7 @@ def mine_image(miner: Miner, image: ImageMeta, cfg: MineSections):
     found = 0
     for ie in entities:
         for c in qa.candidates_for(miner.kb, miner.templates, ctx, ie, cfg.qa.min_hops, cfg.qa.max_hops,
-                                   cfg.qa.max_degree, cfg.qa.max_paths_per_entity):
+                                   cfg.qa.max_degree, cfg.qa.max_paths_per_entity, views_of):
             found += 1
             yield "discover.out"
             yield "filter.in"
@@ -385,6 +452,53 @@ def mine_image(miner: Miner, image: ImageMeta, cfg: MineSections):
         yield reject_row(inp.sample_id, inp.source, inp.origin, "discover", Rejection(
             NO_PATH, f"no path of {cfg.qa.min_hops}-{cfg.qa.max_hops} templated hops from "
                        f"{', '.join(e.entity_id for e in entities)}"))
+
+
+def mine_image(miner: Miner, image: ImageMeta, cfg: MineSections,
+               views_of: Optional[Callable[[str], Sequence[qa.ImageView]]] = None):
+    """`link_image` then `mine_linked`, in one call (the bare loop of the benchmark, tests)."""
+    for out in link_image(miner, image, cfg):
+        if isinstance(out, Linked):
+            yield from mine_linked(miner, out, cfg, views_of)
+        else:
+            yield out
+
+
+def view_index(views: Iterable[qa.ImageView], per_entity: int) -> dict[str, tuple[qa.ImageView, ...]]:
+    """entity id -> the views showing it, at most `per_entity` (smallest image ids: the same in every run)."""
+    index: dict[str, list[qa.ImageView]] = {}
+    for v in views:
+        for eid, _ in v.entities:
+            index.setdefault(eid, []).append(v)
+    return {eid: tuple(_fewest(vs, per_entity)) for eid, vs in index.items()}
+
+
+def _fewest(views: Iterable[qa.ImageView], n: int) -> list[qa.ImageView]:
+    """One view per image id (the smallest listing, for a picture listed twice), the `n` smallest ids."""
+    best: dict[str, qa.ImageView] = {}
+    for v in views:
+        if v.image_id not in best or (v.entities,) < (best[v.image_id].entities,):
+            best[v.image_id] = v
+    return [best[k] for k in sorted(best)[:n]]
+
+
+class KeepViews(beam.CombineFn):
+    """Per entity: the views showing it, at most `n` (`_fewest`); small accumulators, so it lifts."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def create_accumulator(self):
+        return []
+
+    def add_input(self, acc, view):
+        return _fewest([*acc, view], self.n)
+
+    def merge_accumulators(self, accs):
+        return _fewest([v for acc in accs for v in acc], self.n)
+
+    def extract_output(self, acc):
+        return tuple(acc)
 
 
 # --------------------------------------------------------------------------- Beam
@@ -419,33 +533,49 @@ class _Decode(beam.DoFn):
         yield beam.pvalue.TaggedOutput(self.IMAGES, ImageRecord(
             image_id=image_id, image=ImageCell(bytes=inp.image_bytes), width=decoded.width, height=decoded.height,
             format=decoded.format))
-        yield ImageMeta(replace(inp, image_bytes=b""), image_id, decoded.width, decoded.height)
+        yield ImageMeta(replace(inp, image_bytes=b""), image_id, decoded.width, decoded.height,
+                        blank_boxes(decoded.image, inp.entities) if inp.entities else ())
+
+
+def _tagged(outputs, counter=None):
+    """A step's (kept | Reject | event name)s as Beam outputs."""
+    for out in outputs:
+        if isinstance(out, str):
+            yield beam.pvalue.TaggedOutput(EVENTS_TAG, out)
+        elif isinstance(out, Reject):
+            yield refused(out)
+        else:
+            if counter is not None:
+                counter.inc()
+            yield out
+
+
+EVENTS_TAG = "events"
+
+
+class _Link(beam.DoFn):
+    def __init__(self, cfg: MineSections, handle: shared.Shared):
+        self.cfg = cfg
+        self.handle = handle
+
+    def process(self, image: ImageMeta, kb_path: str):
+        yield from _tagged(link_image(_acquire(self.handle, kb_path, self.cfg), image, self.cfg))
 
 
 class _Mine(beam.DoFn):
-    EVENTS = "events"
-
     def __init__(self, cfg: MineSections, handle: shared.Shared):
         self.cfg = cfg
         self.handle = handle
         self.questions = beam.metrics.Metrics.counter("imagemining", "questions_kept")
 
-    def process(self, image: ImageMeta, kb_path: str):
+    def process(self, linked: Linked, kb_path: str, views: Optional[dict] = None):
         miner = _acquire(self.handle, kb_path, self.cfg)
-        for out in mine_image(miner, image, self.cfg):
-            if isinstance(out, str):
-                yield beam.pvalue.TaggedOutput(self.EVENTS, out)
-            elif isinstance(out, Reject):
-                yield refused(out)
-            else:
-                self.questions.inc()
-                yield out
+        views_of = (lambda eid: views.get(eid, ())) if views is not None else None
+        yield from _tagged(mine_linked(miner, linked, self.cfg, views_of), self.questions)
 
 
 class _Rewrite(beam.DoFn):
     """Batches of Mined -> Mined with the paraphrase when it passes every filter, else the template question."""
-
-    EVENTS = "events"
 
     def __init__(self, rewriter: RewriterSection, cfg: MineSections, handle: shared.Shared):
         self.rewriter = rewriter
@@ -463,19 +593,19 @@ class _Rewrite(beam.DoFn):
         miner = _acquire(self.handle, kb_path, self.cfg)
         results = self.client.complete_many(qa.rewrite_messages(self.prompt, [m.row.question for m in batch]))
         for m, result in zip(batch, results):
-            yield beam.pvalue.TaggedOutput(self.EVENTS, "rewrite.in")
+            yield beam.pvalue.TaggedOutput(EVENTS_TAG, "rewrite.in")
             text = qa.parse_rewrite(result.texts[0]) if result.ok and result.texts else None
             if text is None:
-                yield beam.pvalue.TaggedOutput(self.EVENTS, "rewrite.fallback_error")
+                yield beam.pvalue.TaggedOutput(EVENTS_TAG, "rewrite.fallback_error")
                 yield m
                 continue
             verdict = miner.filters.check(m.candidate, m.context, question=text)
             if verdict is not None:
-                yield beam.pvalue.TaggedOutput(self.EVENTS, "rewrite.fallback_filtered")
-                yield beam.pvalue.TaggedOutput(self.EVENTS, f"rewrite.filtered.{verdict.reason}")
+                yield beam.pvalue.TaggedOutput(EVENTS_TAG, "rewrite.fallback_filtered")
+                yield beam.pvalue.TaggedOutput(EVENTS_TAG, f"rewrite.filtered.{verdict.reason}")
                 yield m
                 continue
-            yield beam.pvalue.TaggedOutput(self.EVENTS, "rewrite.out")
+            yield beam.pvalue.TaggedOutput(EVENTS_TAG, "rewrite.out")
             yield replace(m, row=m.row.model_copy(update={"question": text, "rewritten": True}))
 
 
@@ -563,21 +693,30 @@ class ImageMiningPipeline(beam.PTransform):
         decoded = run_stage(inputs, "Decode", _Decode(cfg.decode), out_dir, "decode", tags=(_Decode.IMAGES,))
         # One input file is read and decoded by one worker; mining is the heavy part, so the (byte-free)
         # images spread over all workers first.
-        mined = (decoded.kept | "SpreadImages" >> beam.Reshuffle()
-                 | "Mine" >> beam.ParDo(_Mine(sections, self.handle), kb_path=kb_side).with_outputs(
-            REJECTED, _Mine.EVENTS, main="questions"))
-        events = [mined[_Mine.EVENTS]]
+        linked = (decoded.kept | "SpreadImages" >> beam.Reshuffle()
+                  | "Link" >> beam.ParDo(_Link(sections, self.handle), kb_path=kb_side).with_outputs(
+            REJECTED, EVENTS_TAG, main="linked"))
+        side: dict[str, Any] = {}
+        if cfg.qa.visual_hops:  # entity -> the other pictures showing it, for visual hops in the middle of chains
+            views = (linked.linked
+                     | "Views" >> beam.FlatMap(lambda lk: [(eid, v) for v in [lk.view()] if v is not None
+                                                           for eid, _ in v.entities])
+                     | "ViewsPerEntity" >> beam.CombinePerKey(KeepViews(cfg.qa.views_per_entity)))
+            side["views"] = beam.pvalue.AsDict(views)
+        mined = linked.linked | "Mine" >> beam.ParDo(_Mine(sections, self.handle), kb_path=kb_side, **side) \
+            .with_outputs(REJECTED, EVENTS_TAG, main="questions")
+        events = [linked[EVENTS_TAG], mined[EVENTS_TAG]]
         questions = mined.questions
         if cfg.rewriter is not None:
             rewritten = (
                 questions
                 | "BatchForRewrite" >> beam.BatchElements(min_batch_size=1, max_batch_size=cfg.rewriter.batch_size)
                 | "Rewrite" >> beam.ParDo(_Rewrite(cfg.rewriter, sections, self.handle), kb_path=kb_side).with_outputs(
-                    _Rewrite.EVENTS, main="questions")
+                    EVENTS_TAG, main="questions")
             )
-            events.append(rewritten[_Rewrite.EVENTS])
+            events.append(rewritten[EVENTS_TAG])
             questions = rewritten.questions
-        rejected = [decoded.rejected, mined.rejected]
+        rejected = [decoded.rejected, linked.rejected, mined.rejected]
         if cfg.dedup.enabled:
             scope, threshold = cfg.dedup.scope, cfg.dedup.threshold
             deduped = (
@@ -603,7 +742,7 @@ class ImageMiningPipeline(beam.PTransform):
         rejected.append(kb_rejected)
         # Copies collapse before the join (combiner lifting: per worker, before the shuffle), so an
         # image that many input rows show, and the many rows that use one image, cross it once.
-        used = (rows | "UsedImageIds" >> beam.Map(lambda r: (r.image_id, None))
+        used = (rows | "UsedImageIds" >> beam.FlatMap(lambda r: [(i, None) for i in r.image_ids])
                 | "OneUsePerImage" >> beam.CombinePerKey(any_copy))
         shown = (decoded[_Decode.IMAGES] | "KeyImages" >> beam.Map(lambda r: (r.image_id, r))
                  | "OneCopyPerImage" >> beam.CombinePerKey(any_copy))
@@ -623,7 +762,7 @@ class ImageMiningPipeline(beam.PTransform):
 # `read` is the reader's. `kb` is no stage of the DAG's list: skipped KB lines, rejects but not inputs.
 STAGE_REASONS: dict[str, tuple[str, ...]] = {
     "decode": (decode_ops.CORRUPT, decode_ops.TOO_LARGE),
-    "link": (UNKNOWN_ENTITY, NO_ENTITIES, BOX_OUTSIDE_IMAGE),
+    "link": (UNKNOWN_ENTITY, NO_ENTITIES, BOX_OUTSIDE_IMAGE, BOX_ON_BLANK),
     "discover": (NO_PATH,),
     "filter": qa.FILTER_REASONS,
     "rewrite": (),

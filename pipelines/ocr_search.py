@@ -60,6 +60,7 @@ from quarry.operators.ocr.tasks import (
     to_1000,
     verify_crop,
 )
+from quarry.operators.trajectory import openai_messages
 from quarry.pipelines.ocr import RunOcr
 from quarry.pipelines.read import (
     TABLE_ERRORS,
@@ -94,9 +95,9 @@ from quarry.schemas.ocr_search import (
     SearchTaskConfig,
     TextFilterConfig,
     TierConfig,
-    ToolCall,
 )
 from quarry.schemas.rl import VerifierSpec, answer_verifier
+from quarry.schemas.trajectory import ToolCall
 
 OCR_VERIFIER = VerifierSpec(kind="ocr")  # both tasks: 1 - edit distance / max length
 
@@ -358,7 +359,7 @@ class _Verify(beam.DoFn):
             crop_similarity=round(verdict.similarity, 4), rel_area=round(c.rel_area, 6),
             input_height_px=round(c.input_height, 2),
             trajectory=[ToolCall(name=n, arguments=a, result=r) for n, a, r in steps],
-            messages=json.dumps(search_ops.openai_messages(question, steps, answer), ensure_ascii=False),
+            messages=json.dumps(openai_messages(question, steps, answer), ensure_ascii=False),
             search_entity_id=fact.entity_id if fact else None, search_result=fact.result if fact else None,
             answer_type=fact.answer_type if fact else None)
 

@@ -18,6 +18,7 @@ from quarry.schemas.common import Row, Sample
 from quarry.schemas.config import DagConfig, Section
 from quarry.schemas.grade import ClientSection
 from quarry.schemas.rl import RlTask
+from quarry.schemas.trajectory import ToolCall
 
 
 class KbSection(Section):
@@ -61,6 +62,11 @@ class QaSection(Section):
     crop_share: float = Field(0.1, gt=0.0, le=1.0,
                               description="an entity box covering less than this share of the image needs a crop")
     check_ocr: bool = Field(True, description="reject as `trivial` when the answer is readable in the image's OCR text")
+    visual_hops: bool = Field(True, description="also build chains with a visual hop in the middle: KB hops to an "
+                                                "entity another picture of the input shows with a box, its "
+                                                "neighbour there, KB hops on (the question shows both pictures)")
+    views_per_entity: int = Field(4, ge=1, le=64, description="other pictures considered per entity for visual hops "
+                                                              "(the smallest image ids)")
 
     @model_validator(mode="after")
     def _hops(self) -> "QaSection":
@@ -100,16 +106,20 @@ class ImageMiningConfig(DagConfig):
 
 
 class Hop(Row):
-    """One step of the reasoning chain; `visual` steps need the image."""
+    """One step of the reasoning chain; `visual` steps need a picture (`image`, its index in `image_ids`)."""
 
     step: Annotated[int, ArrowType(pa.int32())]
-    kind: str = Field(description="recognise | crop_recognise | relation")
+    kind: str = Field(description="recognise | crop_recognise (the image entity) | relation (a KB fact) | look | "
+                                  "crop_look (a visual hop: find the entity in picture `image`, take its neighbour)")
     subject_id: Optional[str] = None
     subject_name: Optional[str] = None
-    relation: Optional[str] = None
+    relation: Optional[str] = Field(None, description="KB relation, or visual:<left|right|above|below>")
     object_id: Optional[str] = None
     object_name: str
     visual: bool
+    image: Annotated[Optional[int], ArrowType(pa.int32())] = Field(
+        None, description="visual steps: which picture (0 = image_id, 1 = image_ids[1])")
+    box: Optional[list[float]] = Field(None, description="visual steps: the object's box in that picture, pixels")
 
 
 class QARow(RlTask, Sample):
@@ -130,8 +140,13 @@ class QARow(RlTask, Sample):
     image_entity_type: str
     link_method: str = Field(description="id | exact:<field> | normalised:<field>")
     entity_degree: int = Field(description="KB facts of the image entity (popularity)")
+    image_ids: list[str] = Field(description="the pictures the question shows, in order (image_ids[0] = image_id); "
+                                             "rows of DIR/images")
     hops: Annotated[int, ArrowType(pa.int32())] = Field(description="KB relations on the path")
-    visual_hops: Annotated[int, ArrowType(pa.int32())] = Field(description="steps that need the image")
+    visual_hops: Annotated[int, ArrowType(pa.int32())] = Field(
+        description="steps that must look at a picture: recognising the image entity, plus each visual hop")
+    hop_kinds: list[str] = Field(description="the chain's steps in order: visual | kb")
+    crops_needed: Annotated[int, ArrowType(pa.int32())] = Field(description="visual steps whose box needs a crop")
     relations: list[str]
     chain: list[Hop]
     category: str = Field(description="recognition | spatio-temporal | event | text-based | visual search")
@@ -141,3 +156,7 @@ class QARow(RlTask, Sample):
     requires_crop: bool
     crop_box: Optional[list[float]] = Field(None, description="x0, y0, x1, y1 in pixels of the entity to crop")
     box_share: Annotated[Optional[float], ArrowType(pa.float32())] = None
+    trajectory: list[ToolCall] = Field(
+        default_factory=list, description="the tool calls that answer it: crop (image, bbox 0-1000), search (query) "
+                                          "per KB hop, with their results")
+    messages: Optional[str] = Field(None, description="the trajectory as OpenAI chat messages (JSON)")

@@ -31,6 +31,7 @@ from quarry.schemas.caption import DecodeConfig
 from quarry.schemas.common import ImageCell, Row, Sample
 from quarry.schemas.config import DagConfig, Section
 from quarry.schemas.rl import RlTask
+from quarry.schemas.trajectory import ToolCall
 
 TASK_OCR = "ocr"
 TASK_ZOOM = "ocr_zoom"  # crop the small text, read it: the answer is the text
@@ -176,12 +177,6 @@ class EntityCell(Row):
     rel_area: Annotated[float, ArrowType(pa.float32())] = Field(description="entity box area / image area")
     small: bool = Field(description="too small to read at the model input (input_height_px < tasks.readable_px)")
     tier: str
-
-
-class ToolCall(Row):
-    name: str = Field(description="crop | search")
-    arguments: str = Field(description="JSON object")
-    result: str = Field("", description="what the tool returned: the crop's reading, the search result snippet")
 
 
 class OcrSearchRow(RlTask, Sample):

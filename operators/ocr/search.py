@@ -39,11 +39,14 @@ REASONS: tuple[str, ...] = (NO_FACTS, AMBIGUOUS_NAME, SEARCH_LEAK, ANSWER_IN_IMA
 
 _UNITS = {"%", "kg", "g", "km", "m", "cm", "mm", "ml", "l", "h", "min", "s", "usd", "eur", "$", "€", "£"}
 _WORD = re.compile(r"[^\W\d_]{3,}")  # three letters in a row (any script)
+# Han and kana carry a word in two characters (北京, 東京, 上海); Latin needs three to be more than a unit
+_CJK_WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{2,}")
 
 
 def searchable(text: str) -> bool:
-    """Whether a read text can name something: a word of three letters or more that is not a unit."""
-    return any(w.casefold() not in _UNITS for w in _WORD.findall(text))
+    """Whether a read text can name something: a word of three letters or more that is not a unit, or two Han
+    or kana characters."""
+    return any(w.casefold() not in _UNITS for w in _WORD.findall(text)) or bool(_CJK_WORD.search(text))
 
 
 class NameIndex:
@@ -147,16 +150,3 @@ def tool_steps(crop_box_1000: list[int], read: str, fact: Optional[SearchFact]) 
     if fact is not None:
         steps.append(("search", json.dumps({"query": read}, ensure_ascii=False), fact.result))
     return steps
-
-
-def openai_messages(question: str, steps: Sequence[tuple[str, str, str]], answer: str) -> list[dict]:
-    """The trajectory as OpenAI chat messages: the question, one assistant tool call and its tool result per
-    step, then the boxed answer (what an SFT trainer consumes; the image goes with the user turn)."""
-    messages: list[dict] = [{"role": "user", "content": question}]
-    for i, (name, arguments, result) in enumerate(steps):
-        call_id = f"call_{i}"
-        messages.append({"role": "assistant", "content": None, "tool_calls": [
-            {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}]})
-        messages.append({"role": "tool", "tool_call_id": call_id, "content": result})
-    messages.append({"role": "assistant", "content": f"<|begin_of_box|>{answer}<|end_of_box|>"})
-    return messages

@@ -57,7 +57,8 @@ def test_every_planted_case_gets_its_code(demo):
                     ("texture", "link", "no_entities"), ("espresso", "filter", "text_shortcut"),
                     ("collins", "filter", "trivial"), ("falcon", "filter", "ambiguous_answer"),
                     ("coins-unboxed", "filter", "ambiguous_answer"), ("hopper-caption", "dedup", "near_duplicate"),
-                    ("21", "kb", "invalid_json"), ("83", "kb", "unknown_subject")]:
+                    ("21", "kb", "invalid_json"), ("83", "kb", "unknown_subject"),
+                    ("sky-box", "link", "box_on_blank"), ("flags", "discover", "no_path")]:
         assert planted in got, planted
     kept = {key.split(":")[-1] for (key,) in sql(out, "SELECT origin.key FROM rows")}
     assert {"hopper", "falcon", "coins-boxed", "horse"} <= kept
@@ -67,12 +68,41 @@ def test_every_planted_case_gets_its_code(demo):
     assert methods["line:8:horse"] == "normalised:caption"
 
 
+FLAGS = {"Germany": [29, 39, 181, 141], "United States": [209, 39, 361, 141], "Italy": [389, 39, 541, 141]}
+
+
+def test_visual_hops_in_the_middle_go_through_the_flags_picture(demo):
+    """Grace Hopper and Eileen Collins -> their country (KB) -> its flag in flags.png -> the flag next to it
+    (the picture) -> that country's capital (KB): the question shows both pictures and needs both."""
+    manifest, out = demo
+    rows = sql(out, "SELECT question, answer, image_ids, hop_kinds, chain, trajectory, messages, tier FROM rows "
+                    "WHERE visual_hops = 2")
+    assert {(a, c[0]["object_name"]) for _, a, _, _, c, *_ in rows} == {
+        ("Berlin", "Grace Hopper"), ("Rome", "Grace Hopper"), ("Berlin", "Eileen Collins"),
+        ("Rome", "Eileen Collins")}
+    sizes = dict(sql(out, "SELECT image_id, width FROM images"))
+    for question, answer, ids, kinds, chain, trajectory, messages, tier in rows:
+        assert question.startswith("In the second picture, find the country of citizenship of the person in the "
+                                   "first picture.")
+        assert len(ids) == 2 and sizes[ids[1]] == 570  # the flags picture is stored in DIR/images
+        assert kinds == ["visual", "kb", "visual", "kb"] and tier == "hard"
+        found, look = chain[1], chain[2]
+        assert found["object_name"] == "United States" and look["subject_name"] == "United States"
+        assert look["kind"] == "look" and look["image"] == 1 and look["box"] == FLAGS[look["object_name"]]
+        assert look["relation"] == ("visual:left" if answer == "Berlin" else "visual:right")
+        assert [t["name"] for t in trajectory] == ["search", "crop", "search"]
+        msgs = json.loads(messages)
+        assert msgs[0] == {"role": "user", "content": question} and answer in msgs[-1]["content"]
+        assert [m["role"] for m in msgs] == ["user", "assistant", "tool"] * 1 + ["assistant", "tool"] * 2 + [
+            "assistant"]
+
+
 def test_stage_counts_add_up(demo):
     manifest, out = demo
     st = {k: (v.inputs, v.outputs) for k, v in manifest.stages.items()}
     rej = {stage: sum(r.values()) for stage, r in manifest.rejected.items()}
     read = manifest.inputs - rej["read"]
-    assert manifest.inputs == 13  # 13 image rows, one not JSON
+    assert manifest.inputs == 15  # 15 image rows, one not JSON
     assert st["decode"] == (read, read - rej["decode"])
     assert st["link"] == (st["decode"][1], st["decode"][1] - rej["link"])
     assert st["discover"][0] == st["link"][1]
@@ -95,8 +125,18 @@ def test_rows_leak_no_name_answers_are_unique_and_tiers_rise_with_hops(demo):
         for hop in r["chain"][1:]:
             names |= set(kb.names_norm(hop["object_id"])) if hop["object_id"] else {normalise(hop["object_name"])}
         assert not any(contains_phrase(q, n) for n in names), r["question"]
-        ends = qa.resolve(kb, r["image_entity_id"], [(rel, None) for rel in r["relations"]])
+        # the chain resolves to one answer: KB hops from the image entity, and from each entity a visual hop
+        # takes in another picture
+        start, chain = r["image_entity_id"], []
+        for hop in r["chain"][1:]:
+            if hop["kind"] in ("look", "crop_look"):
+                assert hop["image"] >= 1 and hop["box"] and hop["relation"].startswith("visual:")
+                start, chain = hop["object_id"], []
+            else:
+                chain.append((hop["relation"], None))
+        ends = qa.resolve(kb, start, chain)
         assert len(ends) == 1
+        assert len(r["image_ids"]) == r["visual_hops"] and r["hop_kinds"].count("visual") == r["visual_hops"]
         assert "picture" in r["question"]
     by_hops = {}
     for r in rows:
@@ -113,7 +153,8 @@ def test_schema_images_and_rerun_identity(demo, tmp_path):
     for f in out.glob("data/**/*.parquet"):
         assert pq.read_schema(f).equals(arrow_schema(QARow), check_metadata=False)
     assert pq.read_schema(next(out.glob("images/*.parquet"))).equals(arrow_schema(ImageRecord), check_metadata=False)
-    used = {i for (i,) in sql(out, "SELECT DISTINCT image_id FROM rows")}
+    used = {i for (i,) in sql(out, "SELECT DISTINCT unnest(image_ids) FROM rows")}  # the second pictures too
+    assert used > {i for (i,) in sql(out, "SELECT DISTINCT image_id FROM rows")}
     stored = sql(out, "SELECT image_id, width, height, format FROM images")
     assert {i for i, *_ in stored} == used and len(stored) == len(used)  # each used image once, no other
     again, out2 = run(out.parent, "again")  # same input files (origins name them)
@@ -175,7 +216,8 @@ def _paraphrase(server, body, n_seen):
     if "coin" in question:  # a paraphrase that names the coin's creator: must be refused
         reply = question.replace("the creator of", "Charles E. Barber, the creator of")
     else:
-        reply = "Tell me: " + question.replace("in this picture", "shown in the photo")
+        reply = "Tell me: " + question.replace("in this picture", "shown in the photo").replace(
+            "in the first picture", "shown in the first photo")
     return 200, {"choices": [{"index": 0, "message": {"role": "assistant", "content": reply}}]}, None
 
 

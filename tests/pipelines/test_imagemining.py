@@ -185,3 +185,47 @@ def test_listed_boxes_must_lie_on_the_image(kb_path, box, off):
         meta = pim.ImageMeta(pim.parse_image_row(rec, "src", 50), "img", 640, 480)
         got = [(o.stage, o.reason) for o in pim.mine_image(miner, meta, cfg) if isinstance(o, Reject)]
         assert got == [("link", "box_outside_image")]
+
+
+def test_boxes_on_uniform_pixels_are_rejected_before_linking(kb_path):
+    """A listed box over sky or padding shows nothing to recognise (the listing belongs to another image)."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    pixels = np.full((200, 300, 3), 120, np.uint8)
+    pixels[50:150, 150:250] = rng.integers(0, 255, (100, 100, 3), dtype=np.uint8)  # an "object"
+    picture = Image.fromarray(pixels)
+    entities = (("T1", None, (160, 60, 240, 140)), ("T2", None, (10, 10, 90, 90)), ("A1", None, None),
+                ("A2", None, (0.0, 0.0, 0.2, 0.2)))
+    assert pim.blank_boxes(picture, entities) == (1, 3)  # pixels and relative boxes alike
+    assert pim.blank_boxes(picture, entities[:1]) == ()
+    cfg = ImageMiningConfig.model_validate({"kb": {"path": kb_path}})
+    miner = pim.Miner(kb_path, None, "en", 2, True, 3)
+    meta = image(entities[:2])
+    meta = pim.ImageMeta(meta.input, meta.image_id, 300, 200, pim.blank_boxes(picture, entities[:2]))
+    got = [(o.stage, o.reason) for o in pim.mine_image(miner, meta, cfg) if isinstance(o, Reject)]
+    assert got == [("link", "box_on_blank")]
+
+
+def test_view_index_keeps_the_smallest_image_ids_one_view_each():
+    from quarry.operators.imagemining.qa import ImageView
+
+    views = [ImageView(f"img{i}", 10, 10, (("A", (0, 0, 1, 1)), (f"B{i}", (2, 0, 3, 1)))) for i in (5, 1, 3, 2)]
+    views.append(ImageView("img1", 10, 10, (("A", (0, 0, 1, 1)),)))  # the same picture listed again
+    index = pim.view_index(views, 2)
+    assert [v.image_id for v in index["A"]] == ["img1", "img2"]
+    assert index["A"][0].entities == (("A", (0, 0, 1, 1)),)  # the smaller listing of img1, in every run
+    assert [v.image_id for v in index["B5"]] == ["img5"]
+    fn = pim.KeepViews(2)
+    halves = [fn.add_input(fn.add_input(fn.create_accumulator(), views[0]), views[1]),
+              fn.add_input(fn.add_input(fn.create_accumulator(), views[2]), views[3])]
+    assert fn.extract_output(fn.merge_accumulators(halves)) == tuple(pim._fewest(views[:4], 2))
+
+
+def test_linked_view_needs_two_boxed_entities():
+    from quarry.operators.imagemining.qa import ImageEntity
+
+    meta = image()
+    assert pim.Linked(meta, (ImageEntity("A", (0, 0, 1, 1)), ImageEntity("B"))).view() is None
+    v = pim.Linked(meta, (ImageEntity("B", (5, 0, 6, 1)), ImageEntity("A", (0, 0, 1, 1)))).view()
+    assert v.image_id == meta.image_id and [e for e, _ in v.entities] == ["A", "B"]

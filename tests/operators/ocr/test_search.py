@@ -10,6 +10,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.imagemining.kb import KnowledgeBase
 from quarry.operators.imagemining.qa import load_templates
 from quarry.operators.ocr import search
+from quarry.operators.trajectory import openai_messages
 
 KB_LINES = [
     {"id": "E1", "name": "Orchard", "type": "cafe", "description": "a cafe by the harbour"},
@@ -33,6 +34,7 @@ def kb():
 @pytest.mark.parametrize("text, expected", [
     ("South Museum", True), ("Café", True), ("東京駅前", True), ("71", False), ("12 kg", False), ("45%", False),
     ("3.5 km/h", False), ("Gate 12", True), ("— 2024 —", False), ("Москва", True),
+    ("北京", True), ("東京", True), ("北", False), ("12 号", False), ("かな", True),
 ])
 def test_searchable(text, expected):
     assert search.searchable(text) == expected
@@ -91,7 +93,7 @@ def test_tool_steps_and_openai_messages(kb):
     assert [(n, json.loads(a), r) for n, a, r in steps] == [
         ("crop", {"bbox": [1, 2, 3, 4]}, "South Museum"),
         ("search", {"query": "South Museum"}, "South Museum: located in Harbour District.")]
-    messages = search.openai_messages("Q?", steps, "Harbour District")
+    messages = openai_messages("Q?", steps, "Harbour District")
     assert [m["role"] for m in messages] == ["user", "assistant", "tool", "assistant", "tool", "assistant"]
     call = messages[3]["tool_calls"][0]
     assert call["type"] == "function" and call["function"]["name"] == "search"
