@@ -19,10 +19,24 @@ elements with the same role (< 5: +0, < 20: +1, else +2; `tiers.crowd_counts`),
 capped at very_hard; tiers in order very_easy, easy, medium, hard, very_hard.
 Scroll actions are very_easy.
 
+UI-to-code (`ui_to_code`: screenshot -> HTML, `code_to_ui`: HTML -> screenshot;
+`operators/gui/ui_code.py`): each rendered page's DOM, serialised after
+layout with its used styles as one self-contained document (no scripts, no
+external resources: served-folder assets inlined as data: URIs, others
+dropped), rendered again in a fresh context with JavaScript off and every
+request aborted, and kept when similarity = min(SSIM on 256-px greyscale,
+pixel agreement within 16/255) >= `ui_code.threshold` (0.95). Its tier:
+size level from elements serialised (< 50: 0, < 150: 1, < 400: 2, < 1000: 3,
+else 4; `ui_code.tier_elements`) plus a depth bonus (deepest nesting < 10:
++0, < 18: +1, else +2; `ui_code.tier_depths`), capped at very_hard. A page
+whose code gives no pair is one `ui_code` reject (too_large, unstable_dom,
+navigated, network_request, render_mismatch, ...) besides its other rows.
+
 Accounting: many rows come from one page, so `one_to_one` is false; every
 page ends as rows or exactly one reject, and `extra.pages` says so
 (`pages.inputs == pages.with_rows + rejected_total`). Stages count pages
-(`render`, `tasks`) and rows (`tasks.out`).
+(`render`, `tasks`) and rows (`tasks.out`); `ui_code` rejects are per pair, not per page, so
+`pages.rejected` leaves them out and `extra.ui_code` counts them (`pages`, `pairs`, `rejected`).
 """
 
 from __future__ import annotations
@@ -72,13 +86,18 @@ def describe(cfg: GuiConfig, files) -> BuildInfo:
 
 
 def finish(output: str, cfg: GuiConfig, info: BuildInfo, run: RunCounts) -> None:
-    counts, rejected, pages_in = run.counts, run.rejected_total, run.inputs()
+    counts, pages_in = run.counts, run.inputs()
+    code_rejected = sum(run.rejected.get("ui_code", {}).values())
+    rejected = run.rejected_total - code_rejected  # a ui_code reject is one pair of a page that may have rows
     with_rows = counts.get("images.out", 0)
     info.extra["pages"] = {
         "inputs": pages_in, "rendered": counts.get("render.out", 0), "with_rows": with_rows,
         "rejected": rejected, "balanced": pages_in == with_rows + rejected,
     }
     info.extra["requests_blocked"] = counts.get("requests_blocked", 0)
+    info.extra["ui_code"] = {"pages": counts.get("ui_code.in", 0), "pairs": counts.get("ui_code.out", 0),
+                             "rejected": code_rejected,
+                             "balanced": counts.get("ui_code.in", 0) == counts.get("ui_code.out", 0) + code_rejected}
 
 
 # What this DAG's reader can reject a record for (operators/inputs/reasons.py).
@@ -87,13 +106,18 @@ READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_
 
 SPEC = DagSpec(
     name="gui",
-    summary="GUI grounding: Playwright renders pages; visible elements with boxes -> perception, grounding, action tasks",
+    summary="GUI grounding: Playwright renders pages; visible elements with boxes -> perception, grounding, action "
+            "tasks; UI-to-code pairs",
     stages=with_reasons((
         Stage("read", "URL lists, Parquet/JSONL url tables, or folders of saved .html pages -> one page per viewport", where="operators/inputs/files.py, pipelines/gui.py"),
         Stage("render", "Chromium via Playwright: fresh context per page, pages in flight, address guard on every request, "
                         "screenshot + visible elements (box, role, name, interactive, DOM path)", where="operators/gui/browser.py, pipelines/gui.py"),
         Stage("tasks", "element_perception, grounding (name or positional expressions, ambiguous ones dropped), "
                        "action (click/type/scroll); tier from area and crowding", where="operators/gui/tasks.py"),
+        Stage("ui_code", "ui_to_code / code_to_ui: the rendered DOM as one self-contained HTML document (used styles, "
+                         "no scripts, assets inlined or dropped), rendered again with JavaScript off and every request "
+                         "aborted; kept at similarity >= ui_code.threshold; tier from DOM size and depth",
+              where="operators/gui/ui_code.py, pipelines/gui.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): question, expression and element name against benchmark sets", where="pipelines/decontam.py"),
         Stage("write", "task rows by source and tier; screenshots once in DIR/images", where="pipelines/write.py"),
     ), {**STAGE_REASONS, "read": READ_REASONS}),

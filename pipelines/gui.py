@@ -33,6 +33,7 @@ from apache_beam.transforms.window import GlobalWindows
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.gui import browser as browser_ops
+from quarry.operators.gui import ui_code
 from quarry.operators.gui.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, RenderResult
 from quarry.operators.gui.tasks import TaskSettings, page_tasks, task_id, verifier_spec
 from quarry.operators.ids import content_id, digest
@@ -58,7 +59,17 @@ from quarry.pipelines.read import (
 from quarry.pipelines.stage import count, refused, reject_row, run_stage
 from quarry.pipelines.stats import Progress
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
-from quarry.schemas.gui import GuiConfig, GuiRow, PageInput, RenderConfig, TasksConfig, TierConfig, Viewport
+from quarry.schemas.gui import (
+    UI_CODE_TASKS,
+    GuiConfig,
+    GuiRow,
+    PageInput,
+    RenderConfig,
+    TasksConfig,
+    TierConfig,
+    UiCodeConfig,
+    Viewport,
+)
 
 MAX_URL_CHARS = 4096
 LOCAL_PAGE_SUFFIXES = (".html", ".htm", ".xhtml")  # what a file:// URL of a URL list may name
@@ -202,11 +213,18 @@ class ReadPages(ReadRecords):
 # --- rendering ------------------------------------------------------------------------------
 
 
-def renderer_settings(r: RenderConfig) -> RendererSettings:
+def code_settings(u: UiCodeConfig) -> ui_code.CodeSettings:
+    return ui_code.CodeSettings(max_nodes=u.max_nodes, max_bytes=u.max_bytes, quiet_ms=u.quiet_ms,
+                                max_asset_bytes=u.max_asset_bytes)
+
+
+def renderer_settings(r: RenderConfig, code: Optional[ui_code.CodeSettings] = None) -> RendererSettings:
+    """The renderer's settings; with `code`, each page is also serialised to HTML and rendered again."""
     return RendererSettings(
         executable_path=r.executable_path, timeout_s=r.timeout_s, extract_timeout_s=r.extract_timeout_s,
         settle=r.settle, pages_in_flight=r.pages_in_flight, max_elements=r.max_elements, max_nodes=r.max_nodes,
-        min_side_px=r.min_side_px, max_redirects=r.max_redirects, max_response_bytes=r.max_response_bytes)
+        min_side_px=r.min_side_px, max_redirects=r.max_redirects, max_response_bytes=r.max_response_bytes,
+        ui_code=code)
 
 
 def _local_or_fs_read(root: str, relpath: str) -> Optional[bytes]:
@@ -226,8 +244,8 @@ class _Worker:
 
     def __init__(self, settings: RendererSettings):
         self.settings = settings
-        self.renderer = BrowserRenderer(settings).start()
         self.server = HtmlFolderServer(_local_or_fs_read)
+        self.renderer = BrowserRenderer(settings, read_asset=self.server.read_url).start()
         self.users = 0
 
     @classmethod
@@ -269,15 +287,16 @@ class _RenderPages(beam.DoFn):
 
     BLOCKED = "blocked"
 
-    def __init__(self, cfg: RenderConfig):
+    def __init__(self, cfg: RenderConfig, code: Optional[ui_code.CodeSettings] = None):
         self.cfg = cfg
+        self.code = code
         self.rendered = beam.metrics.Metrics.counter("gui", "pages_rendered")
         self.failed = beam.metrics.Metrics.counter("gui", "pages_rejected")
         self.blocked = beam.metrics.Metrics.counter("gui", "requests_blocked")
         self.restarts = beam.metrics.Metrics.counter("gui", "browser_launches")
 
     def setup(self):
-        self.worker = _Worker.acquire(renderer_settings(self.cfg))
+        self.worker = _Worker.acquire(renderer_settings(self.cfg, self.code))
 
     def teardown(self):
         worker, self.worker = getattr(self, "worker", None), None
@@ -343,6 +362,13 @@ def final_url_of(p: PageInput, final_url: str) -> str:
     return urlunsplit(("", "", unquote(parts.path).lstrip("/"), parts.query, parts.fragment))
 
 
+def page_image(res: RenderResult) -> ImageRecord:
+    page = res.page
+    assert page is not None
+    return ImageRecord(image_id=digest(page.png), image=ImageCell(bytes=page.png), width=page.width,
+                       height=page.height, format="png")
+
+
 def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings) -> tuple[list[GuiRow], Optional[ImageRecord]]:
     page = res.page
     assert page is not None
@@ -367,27 +393,76 @@ def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings) -> tuple[
             block_box=list(e.block_box) if e and e.block_box else None, area_fraction=t.area_fraction, similar_elements=t.similar,
             page_elements=len(elements.elements), elements_capped=elements.capped, blocked_requests=len(res.blocked),
         ))
-    image = ImageRecord(image_id=image_id, image=ImageCell(bytes=page.png), width=page.width, height=page.height,
-                        format="png")
-    return rows, image
+    return rows, page_image(res)
+
+
+def code_id(p: PageInput, task: str) -> str:
+    return content_id("gui-ui-code", p.page_id, task)
+
+
+def code_rows(p: PageInput, res: RenderResult, cfg: UiCodeConfig, kinds: tuple[str, ...]
+              ) -> tuple[list[GuiRow], Optional[Reject]]:
+    """The ui_to_code / code_to_ui rows of one page, or the ui_code reject that says why there are none."""
+    page = res.page
+    assert page is not None
+    code = page.code
+    if code is None:
+        return [], None
+    if isinstance(code, Rejection):
+        return [], reject_row(code_id(p, ui_code.UI_TO_CODE), p.source, p.origin, "ui_code", code)
+    verdict = ui_code.decide(page.png, code, cfg.threshold)
+    if isinstance(verdict, Rejection):
+        return [], reject_row(code_id(p, ui_code.UI_TO_CODE), p.source, p.origin, "ui_code", verdict)
+    cap, vp = code.capture, p.viewport
+    tier = ui_code.code_tier(cap.elements, cap.depth, cfg.tier_elements, cfg.tier_depths)
+    dsf = f"{vp.device_scale_factor:g}"
+    rows = []
+    for task in (t for t in ui_code.TASKS if t in kinds):
+        prompt = ui_code.UI_TO_CODE_PROMPT if task == ui_code.UI_TO_CODE else ui_code.CODE_TO_UI_PROMPT
+        rows.append(GuiRow(
+            sample_id=code_id(p, task), source=p.source, tier=tier, task=task, origin=p.origin,
+            url=p.url if p.kind == "url" else None, parent_id=p.page_id, image_id=digest(page.png), width=page.width,
+            height=page.height, viewport=vp.name, page_url=p.url, final_url=final_url_of(p, page.final_url),
+            question=prompt.format(width=vp.width, height=vp.height, dsf=dsf),
+            answer=cap.html if task == ui_code.UI_TO_CODE else "", verifier=ui_code.verifier_spec(task),
+            page_elements=len(page.elements.elements), elements_capped=page.elements.capped,
+            blocked_requests=len(res.blocked), html=cap.html, code_similarity=verdict.score, code_ssim=verdict.ssim,
+            code_pixel_agreement=verdict.pixel_agreement, code_bytes=len(cap.html.encode("utf-8")),
+            code_elements=cap.elements, code_depth=cap.depth, code_assets_inlined=cap.assets_inlined,
+            code_assets_dropped=cap.assets_dropped))
+    return rows, None
 
 
 class _MakeTasks(beam.DoFn):
-    IMAGES = "images"
+    """(PageInput, RenderResult) -> task rows, ui_code rows, the screenshot once, and rejects: a page without any
+    row is one `tasks` reject; a page whose code gives no pair is also one `ui_code` reject (per pair, not page)."""
 
-    def __init__(self, settings: TaskSettings):
+    IMAGES = "images"
+    CODE_IN = "code_in"  # one per page whose code was captured or refused
+    CODE_OUT = "code_out"  # one per pair kept
+
+    def __init__(self, settings: TaskSettings, code: UiCodeConfig):
         self.settings = settings
+        self.code = code
 
     def process(self, element):
         p, res = element
-        rows, image = page_rows(p, res, self.settings)
+        rows, _ = page_rows(p, res, self.settings)
+        pairs, code_reject = code_rows(p, res, self.code, self.settings.kinds)
+        if res.page.code is not None:
+            yield beam.pvalue.TaggedOutput(self.CODE_IN, 1)
+        if code_reject is not None:
+            yield refused(code_reject)
+        elif pairs:
+            yield beam.pvalue.TaggedOutput(self.CODE_OUT, 1)
+        rows += pairs
         if not rows:
             n = len(res.page.elements.elements)
             reason = NO_ELEMENTS if n == 0 else NO_TASKS
             yield refused(reject_row(p.page_id, p.source, p.origin, "tasks", Rejection(
                 reason, f"{n} visible elements, none usable for {', '.join(self.settings.kinds)}")))
             return
-        yield beam.pvalue.TaggedOutput(self.IMAGES, image)
+        yield beam.pvalue.TaggedOutput(self.IMAGES, page_image(res))
         yield from rows
 
 
@@ -401,11 +476,14 @@ class GuiPipeline(beam.PTransform):
 
     def expand(self, pages):
         cfg, out_dir = self.cfg, self.output_dir
-        rendered = run_stage(pages | "ProgressRender" >> Progress("render"), "RenderPages", _RenderPages(cfg.render),
-                             out_dir, "render", tags=(_RenderPages.BLOCKED,))
-        tasks = run_stage(rendered.kept, "MakeTasks", _MakeTasks(task_settings(cfg.tasks, cfg.tiers)), out_dir,
-                          "tasks", tags=(_MakeTasks.IMAGES,))
+        code = code_settings(cfg.ui_code) if set(cfg.tasks.kinds) & set(UI_CODE_TASKS) else None
+        rendered = run_stage(pages | "ProgressRender" >> Progress("render"), "RenderPages",
+                             _RenderPages(cfg.render, code), out_dir, "render", tags=(_RenderPages.BLOCKED,))
+        tasks = run_stage(rendered.kept, "MakeTasks", _MakeTasks(task_settings(cfg.tasks, cfg.tiers), cfg.ui_code),
+                          out_dir, "tasks", tags=(_MakeTasks.IMAGES, _MakeTasks.CODE_IN, _MakeTasks.CODE_OUT))
         count(tasks[_MakeTasks.IMAGES], out_dir, "images.out")
+        count(tasks[_MakeTasks.CODE_IN], out_dir, "ui_code.in")
+        count(tasks[_MakeTasks.CODE_OUT], out_dir, "ui_code.out")
         rejected = (rendered.rejected, tasks.rejected) | "GuiRejects" >> beam.Flatten()
         return Outputs(tasks.kept, tasks[_MakeTasks.IMAGES], rejected, rendered[_RenderPages.BLOCKED])
 
@@ -414,6 +492,7 @@ class GuiPipeline(beam.PTransform):
 STAGE_REASONS: dict[str, tuple[str, ...]] = {
     "render": browser_ops.REASONS,
     "tasks": REASONS,
+    "ui_code": ui_code.REASONS,
     "decontam": (decontam_ops.CONTAMINATED_TEXT, decontam_ops.CONTAMINATED_IMAGE),
     "write": (),
 }

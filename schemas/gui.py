@@ -18,7 +18,8 @@ from quarry.schemas.common import Origin, Row, Sample
 from quarry.schemas.config import DagConfig, Section
 from quarry.schemas.rl import RlTask
 
-TASKS = ("element_perception", "grounding", "action")
+TASKS = ("element_perception", "grounding", "action", "ui_to_code", "code_to_ui")
+UI_CODE_TASKS = ("ui_to_code", "code_to_ui")  # the UI-to-code level (operators/gui/ui_code.py)
 
 
 class Viewport(Section):
@@ -74,8 +75,9 @@ class RenderConfig(Section):
 
 
 class TasksConfig(Section):
-    kinds: list[Literal["element_perception", "grounding", "action"]] = Field(
-        default_factory=lambda: list(TASKS), description="task kinds to emit")
+    kinds: list[Literal["element_perception", "grounding", "action", "ui_to_code", "code_to_ui"]] = Field(
+        default_factory=lambda: list(TASKS), description="task kinds to emit; ui_to_code (screenshot -> HTML) and "
+        "code_to_ui (HTML -> screenshot) serialise each page to one self-contained HTML document (ui_code section)")
     max_per_page: int = Field(200, ge=1, description="rows per page and task kind at most (id-seeded sample)")
     scroll: bool = Field(True, description="emit one scroll action on pages with a visible cue to scroll: taller than "
                          "the viewport, content below the fold and content cut by it (or ending within 5% of it)")
@@ -106,6 +108,39 @@ class TierConfig(Section):
         return v
 
 
+class UiCodeConfig(Section):
+    """UI-to-code pairs (operators/gui/ui_code.py): the page's DOM as one self-contained HTML document, kept when
+    its sandbox render matches the screenshot."""
+
+    threshold: float = Field(0.95, ge=0, le=1, description="similarity (min of SSIM on 256-px-wide greyscale and "
+                             "pixel agreement within 16/255) a pair needs; below: ui_code/render_mismatch")
+    max_nodes: int = Field(3000, ge=1, description="pages with more DOM elements give no pair (ui_code/too_large)")
+    max_bytes: int = Field(400_000, ge=1024, description="documents larger than this (UTF-8 bytes, assets inlined) "
+                           "give no pair (ui_code/too_large)")
+    max_asset_bytes: int = Field(1_000_000, ge=0, description="served-folder files larger than this are dropped, "
+                                 "not inlined")
+    quiet_ms: int = Field(200, ge=0, le=10_000, description="the DOM is watched this long after the screenshot; a "
+                          "change means a script rewrites it (ui_code/unstable_dom)")
+    tier_elements: list[int] = Field(default_factory=lambda: [50, 150, 400, 1000],
+                                     description="elements serialised at or above these: size level 1, 2, 3, 4")
+    tier_depths: list[int] = Field(default_factory=lambda: [10, 18],
+                                   description="deepest element nesting at or above these: +1, +2 (capped at very_hard)")
+
+    @field_validator("tier_elements")
+    @classmethod
+    def _four_ascending(cls, v: list[int]) -> list[int]:
+        if len(v) != 4 or v != sorted(v):
+            raise ValueError("give 4 ascending element counts")
+        return v
+
+    @field_validator("tier_depths")
+    @classmethod
+    def _two_depths(cls, v: list[int]) -> list[int]:
+        if len(v) != 2 or v != sorted(v):
+            raise ValueError("give 2 ascending depths")
+        return v
+
+
 class GuiInputConfig(Section):
     url_column: str = Field("url", description="Parquet/JSONL column holding the page URL")
     html_suffixes: list[str] = Field(default_factory=lambda: [".html", ".htm"],
@@ -117,6 +152,7 @@ class GuiConfig(DagConfig):
     render: RenderConfig = RenderConfig()
     tasks: TasksConfig = TasksConfig()
     tiers: TierConfig = TierConfig()
+    ui_code: UiCodeConfig = UiCodeConfig()
 
 
 class PageInput(Row):
@@ -164,3 +200,17 @@ class GuiRow(RlTask, Sample):
     page_elements: int = Field(description="visible elements found on the page")
     elements_capped: bool = Field(description="the page hit render.max_elements or render.max_nodes")
     blocked_requests: int = Field(0, description="requests the address guard refused on this page")
+    # ui_to_code / code_to_ui rows (operators/gui/ui_code.py); null on the other tasks
+    html: Optional[str] = Field(None, description="the self-contained HTML document that renders to the screenshot")
+    code_similarity: Annotated[Optional[float], ArrowType(pa.float32())] = Field(
+        None, description="min(code_ssim, code_pixel_agreement): the document's sandbox render vs the screenshot")
+    code_ssim: Annotated[Optional[float], ArrowType(pa.float32())] = Field(
+        None, description="SSIM of the two renders, greyscale, 256 px wide")
+    code_pixel_agreement: Annotated[Optional[float], ArrowType(pa.float32())] = Field(
+        None, description="share of pixels whose RGB channels all agree within 16/255")
+    code_bytes: Optional[int] = Field(None, description="UTF-8 size of `html`")
+    code_elements: Optional[int] = Field(None, description="elements in `html`")
+    code_depth: Optional[int] = Field(None, description="deepest element nesting of `html` (body = 1)")
+    code_assets_inlined: Optional[int] = Field(None, description="served-folder files inlined as data: URIs")
+    code_assets_dropped: Optional[int] = Field(None, description="assets left out (not from the served folder, "
+                                               "too large, embedded frames and media)")

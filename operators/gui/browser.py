@@ -50,6 +50,7 @@ from urllib.parse import unquote, urljoin, urlsplit
 import aiohttp
 
 from quarry.operators.base import Rejection
+from quarry.operators.gui import ui_code
 from quarry.operators.gui.dom import EXTRACT_JS, LISTENER_PROBE_JS, PageElements, parse_elements
 from quarry.operators.gui.guard_proxy import GuardProxy
 from quarry.operators.gui.netguard import AddressGuard, Resolver, input_url_verdict, origin_of, system_resolver
@@ -164,6 +165,8 @@ class RenderedPage:
     elements: PageElements
     final_url: str
     status: int
+    # ui_code (RendererSettings.ui_code): the page's self-contained document and its sandbox render, or why not
+    code: Union["ui_code.CodeRender", Rejection, None] = None
 
 
 @dataclass
@@ -186,6 +189,7 @@ class RendererSettings:
     min_side_px: float = _RENDER.min_side_px
     max_redirects: int = _RENDER.max_redirects
     max_response_bytes: int = _RENDER.max_response_bytes
+    ui_code: Optional[ui_code.CodeSettings] = None  # serialise each page to HTML and render it again (ui_code.py)
 
 
 def _is_crash(err: BaseException) -> bool:
@@ -216,6 +220,7 @@ class _PageState:
         self.nav_blocked: Optional[tuple[str, str]] = None  # the main document (or its redirect) refused
         self.too_large = False
         self.main_frame = None  # the page's main frame, once the page exists
+        self.navigations: list[str] = []  # main-frame navigations (framenavigated)
         self._session: Optional[aiohttp.ClientSession] = None
         self._proxy: Optional[GuardProxy] = None
 
@@ -240,9 +245,11 @@ class _PageState:
 class BrowserRenderer:
     """One browser, many pages in flight. Thread-safe `submit` / `render_many`; call `close()` when done."""
 
-    def __init__(self, settings: RendererSettings, resolver: Resolver = system_resolver):
+    def __init__(self, settings: RendererSettings, resolver: Resolver = system_resolver,
+                 read_asset: Optional[ui_code.AssetReader] = None):
         self.s = settings
         self.resolver = resolver
+        self.read_asset = read_asset  # served-folder files by URL, inlined into ui_code documents
         self._loop: Optional[asyncio.AbstractEventLoop] = None
         self._thread: Optional[threading.Thread] = None
         self._pw = None
@@ -337,7 +344,14 @@ class BrowserRenderer:
     @property
     def page_limit_s(self) -> float:
         """The longest one page can take once it is in flight (its own limits plus closing its context)."""
-        return self.s.timeout_s + self.s.extract_timeout_s + 30
+        return self.s.timeout_s + self.s.extract_timeout_s + 30 + self._code_limit_s
+
+    @property
+    def _code_limit_s(self) -> float:
+        """The longest the ui_code capture and its sandbox render take (0 without ui_code)."""
+        if self.s.ui_code is None:
+            return 0.0
+        return self.s.ui_code.quiet_ms / 1000 + 3 * self.s.extract_timeout_s + 15
 
     def submit(self, job: PageJob) -> concurrent.futures.Future:
         """Start rendering `job` and return at once; at most `pages_in_flight` render, the rest queue.
@@ -376,6 +390,8 @@ class BrowserRenderer:
                 result = await self._render_guarded(job, state)
             finally:
                 await state.close()
+            if result.page is not None and isinstance(result.page.code, ui_code.CodeCapture):
+                result.page.code = await self._render_code(result.page.code, job)
             result.blocked = state.blocked
             result.elapsed_s = round(time.monotonic() - t0, 3)
             return result
@@ -402,12 +418,15 @@ class BrowserRenderer:
                 await ctx.route("**/*", lambda route: self._route(route, state))
             page = await ctx.new_page()
             state.main_frame = page.main_frame
+            page.on("framenavigated", lambda f: f is page.main_frame and state.navigations.append(f.url))
             ctx.on("page", lambda p: p is not page and asyncio.ensure_future(_close_quietly(p)))
             page.on("dialog", lambda d: asyncio.ensure_future(_dismiss_quietly(d)))
             crashed = asyncio.get_running_loop().create_future()
             page.on("crash", lambda _p: crashed.done() or crashed.set_result(True))
             work = asyncio.ensure_future(self._load_and_extract(page, job, state))
             limit = self.s.timeout_s + self.s.extract_timeout_s + 5
+            if self.s.ui_code is not None:
+                limit += self.s.ui_code.quiet_ms / 1000 + self.s.extract_timeout_s + 1
             done, _ = await asyncio.wait([work, crashed], timeout=limit, return_when=asyncio.FIRST_COMPLETED)
             if work in done:
                 return work.result()
@@ -478,6 +497,7 @@ class BrowserRenderer:
                 return RenderResult(None, Rejection(
                     RENDER_TIMEOUT, f"network not idle within render.timeout_s={self.s.timeout_s}"))
         opts = {"minSide": self.s.min_side_px, "maxElements": self.s.max_elements, "maxNodes": self.s.max_nodes}
+        loaded_navigations = len(state.navigations)
         try:
             # Fonts loaded, images decoded and two frames painted before measuring and taking the
             # screenshot: under CPU load `load` can fire before decoded images reach the screen, and
@@ -489,9 +509,48 @@ class BrowserRenderer:
         except (asyncio.TimeoutError, PlaywrightTimeout):
             return RenderResult(None, Rejection(
                 RENDER_TIMEOUT, f"extraction/screenshot not done within render.extract_timeout_s={self.s.extract_timeout_s}"))
+        except PlaywrightError as e:
+            # the page left itself while it was measured (the navigation event may come after the error)
+            if len(state.navigations) > loaded_navigations or ui_code.navigation_error(e):
+                return RenderResult(None, Rejection(NAVIGATION_ERROR, "the page navigated after loading, while it "
+                                                                      f"was measured: {str(e).splitlines()[0][:200]}"))
+            raise
         width, height = _png_size(png)
         elements = parse_elements(raw, job.device_scale_factor, self.s.min_side_px, (width, height))
-        return RenderResult(RenderedPage(png, width, height, elements, page.url, response.status), None)
+        rendered = RenderedPage(png, width, height, elements, page.url, response.status)
+        if self.s.ui_code is not None:
+            rendered.code = await self._capture_code(page, job, state, loaded_navigations)
+        return RenderResult(rendered, None)
+
+    async def _capture_code(self, page, job: PageJob, state: _PageState, navigations: int):
+        """The page's self-contained document (ui_code.capture), within render.extract_timeout_s."""
+        assert self.s.ui_code is not None
+        read_asset = self.read_asset if state.trusted_origin is not None else None  # served folders only
+        try:
+            return await asyncio.wait_for(
+                ui_code.capture(page, self.s.ui_code, read_asset, lambda: len(state.navigations) > navigations),
+                self.s.ui_code.quiet_ms / 1000 + self.s.extract_timeout_s)
+        except asyncio.TimeoutError:
+            return Rejection(ui_code.CAPTURE_FAILED, f"not serialised within render.extract_timeout_s="
+                                                     f"{self.s.extract_timeout_s}")
+
+    async def _render_code(self, cap: "ui_code.CodeCapture", job: PageJob) -> "ui_code.CodeRender":
+        """Render a captured document again in a sandbox context (no JavaScript, every request aborted)."""
+        try:
+            browser = await self._ensure_browser()
+            png, requests, error = await ui_code.rerender(
+                browser, cap.html, job.width, job.height, job.device_scale_factor, job.is_mobile,
+                self.s.extract_timeout_s, self._dead_end_proxy())
+        except BrowserLaunchError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the browser died between the page and its sandbox render
+            png, requests, error = None, 0, str(e).splitlines()[0][:300]
+        rejection = None
+        if requests:
+            rejection = Rejection(ui_code.NETWORK_REQUEST, f"{requests} request(s) at re-render (all aborted)")
+        elif png is None:
+            rejection = Rejection(ui_code.RERENDER_FAILED, error or "no screenshot")
+        return ui_code.CodeRender(cap, png, requests, rejection)
 
     async def _route(self, route, state: _PageState) -> None:
         from playwright.async_api import Error as PlaywrightError
@@ -656,6 +715,17 @@ class HtmlFolderServer:
     def url_for(self, root: str, relpath: str) -> str:
         quoted = "/".join(_quote(p) for p in relpath.split("/"))
         return f"{self._server_for(root)}/{quoted}"
+
+    def read_url(self, url: str) -> Optional[tuple[bytes, str]]:
+        """(bytes, content type) of a served file by its absolute URL; None when no folder here serves it."""
+        parts = urlsplit(url)
+        base = f"{parts.scheme}://{parts.netloc}"
+        with self._lock:
+            root = next((r for r, (_, b) in self._servers.items() if b == base), None)
+        if root is None:
+            return None
+        data, ctype = self.lookup(root, parts.path)
+        return None if data is None else (data, ctype)
 
     def lookup(self, root: str, path: str) -> tuple[Optional[bytes], str]:
         rel = unquote(urlsplit(path).path).lstrip("/")

@@ -46,6 +46,7 @@ def test_demo_end_to_end(tmp_path):
     check_manifest_accounts_for_every_page(demo)
     check_rows_schema_images_and_tiers(demo)
     check_hidden_elements_never_appear_and_duplicates_are_disambiguated(demo)
+    check_ui_code_pairs(demo)
     check_rerun_gives_the_same_ids(demo, tmp_path / "rerun")
 
 
@@ -54,6 +55,8 @@ def check_manifest_accounts_for_every_page(demo):
     pages = m.extra["pages"]
     assert pages == {"inputs": 4, "rendered": 3, "with_rows": 3, "rejected": 1, "balanced": True}
     assert m.rejected == {"render": {"render_timeout": 1}}
+    assert m.extra["ui_code"] == {"pages": 3, "pairs": 3, "rejected": 0, "balanced": True}
+    assert m.stages["ui_code"].inputs == 3 and m.stages["ui_code"].outputs == 3
     assert m.stages["render"].inputs == 4 and m.stages["render"].outputs == 3
     assert m.stages["tasks"].outputs == m.kept > 30
     assert m.extra["requests_blocked"] >= 1  # the metadata-service image on shop.html
@@ -74,7 +77,8 @@ def check_rows_schema_images_and_tiers(demo):
     assert sql(out, "SELECT min(width), max(height) FROM images") == [(1280, 720)]
     tiers = {t for (t,) in sql(out, "SELECT DISTINCT tier FROM rows")}
     assert tiers <= set(TIERS) and len(tiers) >= 3
-    assert {t for (t,) in sql(out, "SELECT DISTINCT task FROM rows")} == {"element_perception", "grounding", "action"}
+    assert {t for (t,) in sql(out, "SELECT DISTINCT task FROM rows")} == {
+        "element_perception", "grounding", "action", "ui_to_code", "code_to_ui"}
     bad = sql(out, "SELECT count(*) FROM rows WHERE box IS NOT NULL AND (box[1] > box[3] OR box[2] > box[4] "
                    "OR box[1] < 0 OR box[4] > 1000)")
     assert bad == [(0,)]
@@ -92,6 +96,24 @@ def check_hidden_elements_never_appear_and_duplicates_are_disambiguated(demo):
     actions = dict(sql(out, "SELECT expression, action FROM rows WHERE task='action' AND page_url='login.html'"))
     assert actions['the "Sign in" button'].startswith("click(")
     assert actions['the "Email address" text field'].startswith("type(")
+
+
+def check_ui_code_pairs(demo):
+    """Every rendered demo page gives a screenshot <-> HTML pair whose sandbox render matches its screenshot."""
+    out = demo[0] / "out"
+    pairs = sql(out, "SELECT page_url, task, tier, answer, html, code_similarity, code_bytes, verifier, image_id "
+                     "FROM rows WHERE task IN ('ui_to_code', 'code_to_ui') ORDER BY page_url, task")
+    assert [(p, t) for p, t, *_ in pairs] == [(p, t) for p in ("docs.html", "login.html", "shop.html")
+                                              for t in ("code_to_ui", "ui_to_code")]
+    for page, task, tier, answer, html, sim, size, verifier, image_id in pairs:
+        assert sim >= 0.95 and size == len(html.encode()) and verifier is None and tier == "very_easy"
+        assert answer == (html if task == "ui_to_code" else "")
+        assert "<script" not in html and "<link" not in html and "127.0.0.1" not in html
+    # the screenshot is the page's own (stored once with the other tasks of the page)
+    assert sql(out, "SELECT count(DISTINCT image_id) FROM rows WHERE task = 'ui_to_code'") == [(3,)]
+    shop = next(h for p, t, _, _, h, *_ in pairs if p == "shop.html")
+    assert shop.count("data:image/svg+xml;base64,") == 4  # logo.svg and 3 x mug.svg, inlined from the served folder
+    assert "169.254.169.254" not in shop  # the blocked metadata image was dropped
 
 
 def check_rerun_gives_the_same_ids(demo, tmp_path):
