@@ -65,6 +65,12 @@ _TINY_CONFIG: dict[str, Any] = {
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 RANDOM_WEIGHTS = "none"
+# The text tower runs on each caption's own tokens only (see `encode_text_trimmed`): a caption's length in
+# tokens (to its end-of-text token) rounds up to a multiple of TEXT_BUCKET, and captions of one length run
+# together in forward passes of exactly TEXT_ROWS rows, so a score depends on its own pair alone.
+TEXT_BUCKET = 8
+TEXT_ROWS = 8
+CPU_FORWARD_ROWS = 8  # images per image-tower pass on CPU, unless `clip.forward_rows` says otherwise
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _PRECISIONS = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}  # ClipConfig -> open_clip
 
@@ -157,6 +163,30 @@ def _how_to_provide(model: str) -> str:
     )
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on: its affinity mask, capped by a cgroup v2 CPU quota (containers)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, int(int(quota) // int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def torch_threads(configured: int, copies_on_machine: int) -> int:
+    """torch intra-op threads for a process holding one of `copies_on_machine` models: `configured` when
+    set (> 0), else this process's cores divided among the copies (at least 1)."""
+    if configured > 0:
+        return configured
+    return max(1, usable_cores() // max(1, copies_on_machine))
+
+
 # --------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------
@@ -200,6 +230,59 @@ def clip_thumbnail(img: Image.Image, side: int, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
+def text_trimmable(model) -> bool:
+    """Whether `encode_text_trimmed` gives `model.encode_text`'s embeddings on tokens cut after their end token.
+
+    True for open_clip's `CLIP` (the OpenAI-style text tower): a causal attention mask, so a position
+    sees only those before it, and the pooled feature is the end-of-text token's (`argmax`, `eos`);
+    the padding after that token then changes nothing. Not for towers that attend both ways, pool
+    the last or first position (SigLIP), add a class token, or come from Hugging Face (CustomTextCLIP).
+    """
+    import torch
+    from open_clip.model import CLIP
+
+    mask = getattr(model, "attn_mask", None)
+    pos = getattr(model, "positional_embedding", None)
+    ctx = getattr(model, "context_length", None)
+    if type(model) is not CLIP or mask is None or pos is None or not ctx:
+        return False
+    if getattr(model, "text_pool_type", None) not in ("argmax", "eos") or pos.shape[0] != ctx:
+        return False
+    causal = torch.full((ctx, ctx), float("-inf")).triu_(1)
+    return tuple(mask.shape) == (ctx, ctx) and bool(torch.equal(mask.float().cpu(), causal))
+
+
+def text_lengths(tokens, pool_type: str, eos_id: Optional[int]) -> list[int]:
+    """Per row, the positions up to and including the one the text tower pools (the end-of-text token)."""
+
+    if pool_type == "eos":
+        last = (tokens == eos_id).int().argmax(dim=-1)
+    else:  # argmax: open_clip's SimpleTokenizer gives the end token the highest id
+        last = tokens.argmax(dim=-1)
+    return (last + 1).tolist()
+
+
+def encode_text_trimmed(model, tokens):
+    """`model.encode_text(tokens)` for tokens cut to length L <= context_length (see `text_trimmable`).
+
+    open_clip's own encode_text adds the whole positional embedding and mask (77 positions); here both
+    are cut to L. Captions of ~15 tokens then cost the text tower a fifth of 77 tokens' work.
+    """
+    from open_clip.transformer import text_global_pool
+    from torch import nn
+
+    n = tokens.shape[1]
+    cast_dtype = model.transformer.get_cast_dtype()
+    x = model.token_embedding(tokens).to(cast_dtype)
+    x = x + model.positional_embedding[:n].to(cast_dtype)
+    x = model.transformer(x, attn_mask=model.attn_mask[:n, :n])
+    x = model.ln_final(x)
+    x = text_global_pool(x, tokens, model.text_pool_type, eos_token_id=getattr(model, "text_eos_id", None))
+    if model.text_projection is not None:
+        x = model.text_projection(x) if isinstance(model.text_projection, nn.Linear) else x @ model.text_projection
+    return x
+
+
 def decide(score: float, threshold: float, model: str = "") -> Optional[Rejection]:
     """Keep (None) when `score >= threshold`; else `clip_below_threshold`.
 
@@ -220,10 +303,13 @@ class ClipScorer:
 
     Construction validates the config and loads nothing; `load()` builds the
     model once (per process). Pickles as its config: a loaded scorer unpickles
-    unloaded.
+    unloaded. `copies_on_machine` is how many processes of this machine hold a
+    model (one when they share it): `load()` gives torch the cores this process
+    may use divided by it (`clip.threads` overrides), so that two processes of
+    two threads each do not fight over two cores.
     """
 
-    def __init__(self, cfg: ClipConfig):
+    def __init__(self, cfg: ClipConfig, copies_on_machine: int = 1):
         if not isinstance(cfg, ClipConfig):
             raise TypeError(f"ClipScorer takes a ClipConfig, got {type(cfg).__name__}")
         if not cfg.model.strip():
@@ -238,11 +324,17 @@ class ClipScorer:
             raise ConfigError(
                 f"clip.min_batch_size={cfg.min_batch_size} > clip.max_batch_size={cfg.max_batch_size}"
             )
+        if copies_on_machine < 1:
+            raise ValueError(f"copies_on_machine={copies_on_machine}: at least 1")
         self.cfg = cfg
+        self.copies_on_machine = copies_on_machine
         self._lock = threading.Lock()
         self._reset()
 
     def _reset(self) -> None:
+        self._run_lock = threading.Lock()  # one forward pass at a time (a shared model serves many processes)
+        self._trim = False
+        self._rows = 0
         self._model = None
         self._preprocess = None
         self._tokenizer = None
@@ -250,12 +342,14 @@ class ClipScorer:
         self._precision: Optional[str] = None
         self._input_dtype = None
         self._image_size: Optional[int] = None
+        self._threads = 0
 
     def __getstate__(self) -> dict:
-        return {"cfg": self.cfg}
+        return {"cfg": self.cfg, "copies_on_machine": self.copies_on_machine}
 
     def __setstate__(self, state: dict) -> None:
         self.cfg = state["cfg"]
+        self.copies_on_machine = state.get("copies_on_machine", 1)
         self._lock = threading.Lock()
         self._reset()
 
@@ -284,6 +378,11 @@ class ClipScorer:
             "precision": self._precision if loaded else self.cfg.precision,
             "random_weights": self.random_weights,
         }
+
+    def runtime(self) -> dict[str, Any]:
+        """How the loaded model runs here: torch threads, images per image-tower pass, trimmed text tower."""
+        return {"threads": self._threads, "forward_rows": self._rows, "trimmed_text": self._trim,
+                "copies_on_machine": self.copies_on_machine}
 
     # ---- loading
 
@@ -385,6 +484,9 @@ class ClipScorer:
         open_clip = import_open_clip()
         pretrained, quick_gelu = self._resolve_weights(open_clip)
         device, precision = self._resolve_runtime()
+        self._threads = torch_threads(self.cfg.threads, self.copies_on_machine)
+        if device == "cpu" and torch.get_num_threads() != self._threads:
+            torch.set_num_threads(self._threads)
         # Random weights (pretrained=none) come from a fixed seed, without touching
         # the caller's RNG, so every worker process and every rerun scores alike.
         try:
@@ -412,24 +514,31 @@ class ClipScorer:
         self._device = torch.device(device)
         self._precision = precision
         self._input_dtype = open_clip.get_input_dtype(_PRECISIONS[precision]) or torch.float32
+        self._trim = text_trimmable(model)
+        self._rows = self.cfg.forward_rows or (self.cfg.max_batch_size if device.startswith("cuda")
+                                               else min(CPU_FORWARD_ROWS, self.cfg.max_batch_size))
         self._model = model
         # One tiny forward pass, so the first real batch does not pay for lazy
         # initialisation (CUDA context, kernels, allocator).
         self.score_batch([Image.new("RGB", (self._image_size, self._image_size))], [""])
-        log.info("CLIP ready: %s", self.describe())
+        log.info("CLIP ready: %s %s", self.describe(), self.runtime())
 
     # ---- scoring
 
     def score_batch(self, images: Sequence[Image.Image], captions: Sequence[str]) -> list[float]:
         """Cosine similarity of each image with its caption, in [-1, 1].
 
-        Every forward pass has the same shape, `clip.max_batch_size` rows (a
-        shorter batch is padded with copies of its first pair, a longer one
-        split): CPU and GPU kernels pick their blocking and threading by
-        shape, so the same pair scored in batches of different sizes differs
-        in the last float bits (measured: 2 torch threads, batch 1 vs 2), and
-        batch boundaries differ between runners and reruns. With one shape a
-        row's score depends on the row alone, and shards are byte-identical.
+        Every forward pass has a fixed shape: the image tower sees exactly
+        `forward_rows` images (`clip.forward_rows`; by default 8 on CPU, the
+        batch size on a GPU), a shorter chunk padded with copies of its first
+        image; the text tower sees `TEXT_ROWS` captions cut to one of a few
+        lengths (`encode_text_trimmed`). CPU and GPU kernels pick their
+        blocking and threading by shape, so the same pair scored in batches of
+        different sizes would differ in the last float bits (measured: 2 torch
+        threads, batch 1 vs 2), and batch boundaries differ between runners and
+        reruns. With fixed shapes a row's score depends on the row alone, and
+        shards are byte-identical. Small passes also keep the padding of a
+        short batch (BatchElements' first batches, a bundle's last) small.
         """
         import torch
         import torch.nn.functional as F
@@ -439,22 +548,47 @@ class ClipScorer:
         if not images:
             return []
         self.load()
-        shape = self.cfg.max_batch_size
-        out: list[float] = []
-        for start in range(0, len(images), shape):
-            chunk = list(range(start, min(start + shape, len(images))))
-            rows = chunk + [chunk[0]] * (shape - len(chunk))
-            pixels = torch.stack([self._preprocess(images[i]) for i in chunk])
-            pixels = torch.cat([pixels, pixels[:1].expand(shape - len(chunk), *pixels.shape[1:])])
-            tokens = self._tokenizer([captions[i] for i in rows])
-            with torch.inference_mode():
-                pixels = pixels.to(self._device, dtype=self._input_dtype, non_blocking=True)
-                tokens = tokens.to(self._device, non_blocking=True)
-                img = F.normalize(self._model.encode_image(pixels).float(), dim=-1)
-                txt = F.normalize(self._model.encode_text(tokens).float(), dim=-1)
-                scores = (img * txt).sum(dim=-1).clamp_(-1.0, 1.0)
-            out.extend(scores[: len(chunk)].cpu().tolist())
-        return out
+        rows = self._rows
+        pixels = torch.stack([self._preprocess(im) for im in images])
+        tokens = self._tokenizer(list(captions))
+        n = len(images)
+        with self._run_lock, torch.inference_mode():
+            parts = []
+            for start in range(0, n, rows):
+                chunk = pixels[start:start + rows]
+                if len(chunk) < rows:
+                    chunk = torch.cat([chunk, chunk[:1].expand(rows - len(chunk), *chunk.shape[1:])])
+                chunk = chunk.to(self._device, dtype=self._input_dtype, non_blocking=True)
+                parts.append(self._model.encode_image(chunk).float())
+            img = F.normalize(torch.cat(parts)[:n], dim=-1)
+            txt = F.normalize(self._encode_text(tokens).float(), dim=-1)
+            scores = (img * txt).sum(dim=-1).clamp_(-1.0, 1.0)
+        return scores.cpu().tolist()
+
+    def _encode_text(self, tokens):
+        """Text embeddings of tokenised captions (N x context_length), each from a pass of a fixed shape."""
+        import torch
+
+        n, context = tokens.shape
+        if not self._trim:  # open_clip's own encode_text over the whole context, `forward_rows` at a time
+            parts = []
+            for start in range(0, n, self._rows):
+                chunk = tokens[start:start + self._rows]
+                chunk = torch.cat([chunk, chunk[:1].expand(self._rows - len(chunk), -1)])
+                parts.append(self._model.encode_text(chunk.to(self._device)))
+            return torch.cat(parts)[:n]
+        by_width: dict[int, list[int]] = {}
+        for i, length in enumerate(text_lengths(tokens, self._model.text_pool_type, self._model.text_eos_id)):
+            by_width.setdefault(min(context, -(-length // TEXT_BUCKET) * TEXT_BUCKET), []).append(i)
+        out: list[Any] = [None] * n
+        for width, members in sorted(by_width.items()):
+            for start in range(0, len(members), TEXT_ROWS):
+                part = members[start:start + TEXT_ROWS]
+                picked = tokens[part + [part[0]] * (TEXT_ROWS - len(part)), :width]
+                emb = encode_text_trimmed(self._model, picked.to(self._device))
+                for j, i in enumerate(part):
+                    out[i] = emb[j]
+        return torch.stack(out)
 
     def score_bytes_batch(self, items: Sequence[tuple[bytes, str]]) -> list[float]:
         """Scores for (image bytes, caption) pairs, in order.

@@ -4,8 +4,11 @@
 
 `ClipModelHandler` is the config plus `load_model`/`run_inference`;
 RunInference does the rest: `BatchElements` with the config's min/max batch
-size, one model per worker process (shared by its threads, loaded in the DoFn's
-setup), metrics under the `quarry_clip` namespace, and the accelerator
+size, the model loaded once per worker process (shared by its threads, loaded
+in the DoFn's setup) or, where the runner runs several SDK processes on one
+machine, once per machine (`clip.share_model`, on by default there: Beam's
+multi_process_shared serves one model to every process, which saves a copy
+per process and lets the one copy's torch threads use every core), metrics under the `quarry_clip` namespace, and the accelerator
 resource hint on the inference step only. Scores are plain floats in [-1, 1];
 NaN marks image bytes that did not decode (see `quarry.operators.clip`).
 Keys pass through untouched, so they can be any picklable value.
@@ -13,11 +16,14 @@ Keys pass through untouched, so they can be any picklable value.
 
 from __future__ import annotations
 
+import copy
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, RunInference
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
 from quarry.operators.clip import ClipScorer
 from quarry.schemas.caption import ClipConfig
@@ -39,14 +45,30 @@ class ClipModelHandler(ModelHandler[Example, float, ClipScorer]):
     Pickles as the config; the model is built in `load_model` on the worker.
     """
 
-    def __init__(self, cfg: ClipConfig, accelerator: Optional[str] = None):
+    def __init__(self, cfg: ClipConfig, accelerator: Optional[str] = None,
+                 processes_per_machine: Optional[int] = None):
         super().__init__()
         ClipScorer(cfg)  # validate the config now, at pipeline construction
         self._cfg = cfg
         self._accelerator = accelerator or cfg.accelerator  # an argument wins over the config
+        self._processes = processes_per_machine
+
+    @property
+    def shared(self) -> bool:
+        """One model per machine: as configured, else unless the runner runs this step in one process."""
+        return self._cfg.share_model if self._cfg.share_model is not None else self._processes != 1
+
+    def copies_on_machine(self) -> int:
+        return 1 if self.shared else (self._processes or 1)
+
+    def with_processes(self, processes_per_machine: Optional[int]) -> "ClipModelHandler":
+        """This handler for a runner that runs `processes_per_machine` SDK processes per machine (None: unknown)."""
+        clone = copy.copy(self)
+        clone._processes = processes_per_machine
+        return clone
 
     def load_model(self) -> ClipScorer:
-        return ClipScorer(self._cfg).load()
+        return ClipScorer(self._cfg, self.copies_on_machine()).load()
 
     def run_inference(
         self, batch: Sequence[Example], model: ClipScorer, inference_args: Optional[dict[str, Any]] = None
@@ -68,7 +90,7 @@ class ClipModelHandler(ModelHandler[Example, float, ClipScorer]):
         return {"min_batch_size": self._cfg.min_batch_size, "max_batch_size": self._cfg.max_batch_size}
 
     def share_model_across_processes(self) -> bool:
-        return self._cfg.share_model
+        return self.shared
 
     def get_resource_hints(self) -> dict[str, Any]:
         # RunInference puts these on its inference ParDo only (not on batching).
@@ -101,4 +123,24 @@ class ScoreClip(beam.PTransform):
         self._handler = model_handler or ClipModelHandler(cfg, accelerator)
 
     def expand(self, pairs):
-        return pairs | "ClipRunInference" >> RunInference(KeyedModelHandler(self._handler))
+        handler = self._handler.with_processes(processes_per_machine(pairs.pipeline.options))
+        return pairs | "ClipRunInference" >> RunInference(KeyedModelHandler(handler))
+
+
+_DIRECT_RUNNERS = {"DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "FnApiRunner"}
+
+
+def processes_per_machine(options: Optional[PipelineOptions]) -> Optional[int]:
+    """How many SDK processes of one machine run a step, where the runner's options say: the DirectRunner
+    in memory or with threads 1, with multi_processing its `direct_num_workers` (0: one per core); None for
+    any other runner (Dataflow runs one process per vCPU, portable runners as their environment says)."""
+    if options is None:
+        return 1
+    runner = options.view_as(StandardOptions).runner
+    name = runner if isinstance(runner, str) or runner is None else getattr(runner, "__name__", type(runner).__name__)
+    if name is not None and name.split(".")[-1] not in _DIRECT_RUNNERS and name.lower() != "direct":
+        return None
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode != "multi_processing":
+        return 1
+    return direct.direct_num_workers or os.cpu_count() or 1

@@ -52,8 +52,14 @@ class ClipConfig(Section):
         None, description="Beam accelerator resource hint for the model step only, e.g. "
         "'type:nvidia-l4;count:1;install-nvidia-driver' (Dataflow reads it; other runners ignore it); off unless set. "
         "Do not also pass Dataflow's worker_accelerator service option: hints and that option do not combine")
-    share_model: bool = Field(False, description="one model per worker machine shared by its SDK processes "
-                              "(RunInference share_model_across_processes): for a GPU that holds one copy")
+    share_model: Optional[bool] = Field(
+        None, description="one model per worker machine, served to all its SDK processes (RunInference "
+        "share_model_across_processes); unset: shared unless the runner runs one process (in-process DirectRunner): "
+        "one copy in memory, and its torch threads get every core")
+    threads: int = Field(0, ge=0, description="torch intra-op threads where the model runs; 0: the process's cores "
+                         "divided by the model copies on its machine (all of them for a shared model)")
+    forward_rows: int = Field(0, ge=0, description="images per image-tower forward pass (every pass has this shape, "
+                              "so a score does not depend on its batch); 0: 8 on CPU, max_batch_size on a GPU")
     precision: Literal["auto", "fp32", "fp16", "bf16"] = Field("auto", description="auto = bf16 on CUDA, fp32 on CPU")
     thumbnail_side: int = Field(
         336, ge=16, description="shorter side of the JPEG copy CLIP scores (>= the model's input size; 336 fits ViT-L-14-336)"

@@ -291,3 +291,114 @@ def test_a_score_does_not_depend_on_the_batch_it_is_in(threads):
         assert s.score_batch(images[::-1], captions[::-1]) == alone[::-1]
     finally:
         torch.set_num_threads(before)
+
+
+# ---- the text tower on each caption's own tokens
+
+
+NO_CAUSAL_TINY = "quarry-tiny-nocausal"
+
+
+@pytest.fixture(scope="module")
+def text_models():
+    """quarry-tiny and ViT-B-32 with random weights (real open_clip CLIP text towers, 77 positions)."""
+    import torch
+
+    open_clip = import_open_clip()
+    torch.manual_seed(0)
+    return {name: open_clip.create_model(name).eval() for name in (TINY_MODEL, "ViT-B-32")}
+
+
+LONG = " ".join(["a very long caption about a busy street market"] * 12)  # > 77 tokens: cut at the context
+TEXTS = ["", "a dog", "a photo of a red car next to a wooden table and two people", LONG,
+         "一只猫坐在窗台上", "x " * 30]
+
+
+@pytest.mark.parametrize("name", [TINY_MODEL, "ViT-B-32"])
+def test_trimmed_text_tower_gives_the_full_context_embeddings(text_models, name):
+    """Cutting tokens after the end-of-text token changes nothing: the causal mask hides later positions from
+    earlier ones, and the tower pools the end token. Same embeddings as open_clip's 77-token encode_text."""
+    import torch
+
+    from quarry.operators.clip import encode_text_trimmed, text_lengths, text_trimmable
+
+    open_clip = import_open_clip()
+    model = text_models[name]
+    assert text_trimmable(model)
+    tokens = open_clip.get_tokenizer(name)(TEXTS)
+    lengths = text_lengths(tokens, model.text_pool_type, model.text_eos_id)
+    assert lengths[0] == 2 and lengths[3] == 77 and all(1 < n <= 77 for n in lengths)
+    with torch.inference_mode():
+        full = model.encode_text(tokens)
+        for width in sorted({max(lengths), 16, 24, 77}):
+            rows = [i for i, n in enumerate(lengths) if n <= width]
+            cut = encode_text_trimmed(model, tokens[rows, :width])
+            torch.testing.assert_close(cut, full[rows], rtol=1e-4, atol=1e-5)
+
+
+def test_towers_that_see_padding_are_not_trimmed(text_models):
+    """A text tower without the causal mask (or pooling the last position) sees the padding: full context."""
+    import copy
+
+    import torch
+
+    from quarry.operators.clip import text_trimmable
+
+    open_clip = import_open_clip()
+    cfg = copy.deepcopy(open_clip.get_model_config(TINY_MODEL))
+    cfg["text_cfg"].update(no_causal_mask=True, pool_type="last")
+    open_clip.factory._MODEL_CONFIGS[NO_CAUSAL_TINY] = cfg
+    try:
+        torch.manual_seed(0)
+        model = open_clip.create_model(NO_CAUSAL_TINY).eval()
+        assert not text_trimmable(model)
+        scorer = ClipScorer(tiny()).load()
+        scorer._model = model  # the scorer falls back to open_clip's encode_text over the whole context
+        scorer._trim = text_trimmable(model)
+        tokens = open_clip.get_tokenizer(TINY_MODEL)(TEXTS)
+        with torch.inference_mode():
+            torch.testing.assert_close(scorer._encode_text(tokens), model.encode_text(tokens), rtol=1e-4, atol=1e-5)
+    finally:
+        del open_clip.factory._MODEL_CONFIGS[NO_CAUSAL_TINY]
+
+
+def test_scores_equal_open_clip_full_context_scores(text_models):
+    """What the scorer computes (fixed-shape image passes, trimmed text) is open_clip's plain cosine."""
+    import torch
+    import torch.nn.functional as F
+
+    open_clip = import_open_clip()
+    s = ClipScorer(tiny()).load()
+    assert s.runtime()["trimmed_text"] is True and s.runtime()["forward_rows"] == 8
+    images = [picture(i) for i in range(len(TEXTS))]
+    with torch.inference_mode():
+        img = F.normalize(s._model.encode_image(torch.stack([s._preprocess(im) for im in images])), dim=-1)
+        txt = F.normalize(s._model.encode_text(open_clip.get_tokenizer(TINY_MODEL)(TEXTS)), dim=-1)
+    assert s.score_batch(images, TEXTS) == pytest.approx((img * txt).sum(-1).tolist(), abs=1e-5)
+
+
+@pytest.mark.parametrize("configured, copies, cores, expected", [
+    (0, 1, 2, 2), (0, 2, 2, 1), (0, 3, 2, 1), (0, 2, 16, 8), (3, 2, 2, 3),
+])
+def test_torch_threads_share_the_cores_among_model_copies(monkeypatch, configured, copies, cores, expected):
+    from quarry.operators import clip as clip_ops
+
+    monkeypatch.setattr(clip_ops, "usable_cores", lambda: cores)
+    assert clip_ops.torch_threads(configured, copies) == expected
+
+
+def test_load_sets_the_threads_of_its_copy(monkeypatch):
+    import torch
+
+    from quarry.operators import clip as clip_ops
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(clip_ops, "usable_cores", lambda: 2)
+    try:
+        s = ClipScorer(tiny(), copies_on_machine=2).load()
+        assert torch.get_num_threads() == 1 and s.runtime()["threads"] == 1
+        assert pickle.loads(pickle.dumps(s)).copies_on_machine == 2
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="at least 1"):
+        ClipScorer(tiny(), copies_on_machine=0)

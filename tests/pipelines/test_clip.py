@@ -57,11 +57,39 @@ def test_handler_batching_hints_and_size():
     assert ClipModelHandler(cfg(device="cuda:1"), accelerator=L4).get_resource_hints() == {"accelerator": L4}
     assert ClipModelHandler(cfg(share_model=True)).share_model_across_processes()
     assert h.get_num_bytes([(b"x" * 100, "abc")]) == 103
-    assert not h.share_model_across_processes()
     with pytest.raises(ValueError, match="no inference_args"):
         h.validate_inference_args({"k": 1})
     # Pickles as config: no model, no torch objects.
     assert len(pickle.dumps(h)) < 4096
+
+
+@pytest.mark.parametrize("share_model, processes, shared, copies", [
+    (None, 1, False, 1),  # in-process DirectRunner: one process, one copy, nothing to share
+    (None, 2, True, 1),  # multi_processing x2: one model served to both processes
+    (None, None, True, 1),  # a runner that does not say (Dataflow: one process per vCPU)
+    (False, 2, False, 2),  # told not to share: a copy per process (each gets half the cores)
+    (True, 1, True, 1),
+])
+def test_handler_shares_one_model_per_machine_unless_one_process(share_model, processes, shared, copies):
+    h = ClipModelHandler(cfg(share_model=share_model)).with_processes(processes)
+    assert h.share_model_across_processes() is shared and h.copies_on_machine() == copies
+    assert h.batch_elements_kwargs() == ClipModelHandler(cfg()).batch_elements_kwargs()
+
+
+@pytest.mark.parametrize("argv, processes", [
+    ([], 1),
+    (["--direct_num_workers=2", "--direct_running_mode=multi_processing"], 2),
+    (["--direct_num_workers=4", "--direct_running_mode=multi_threading"], 1),
+    (["--runner=DirectRunner", "--direct_num_workers=3", "--direct_running_mode=multi_processing"], 3),
+    (["--runner=DataflowRunner"], None),
+    (["--runner=PortableRunner"], None),
+])
+def test_processes_per_machine_from_the_runner_options(argv, processes):
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from quarry.pipelines.clip import processes_per_machine
+
+    assert processes_per_machine(PipelineOptions(argv)) == processes
 
 
 def test_handler_validates_config_at_construction():
