@@ -6,15 +6,17 @@
 Builds (once, cached under benchmarks/_work) a synthetic knowledge base
 (default 100k entities of 8 types and ~1M facts: functional relations, a
 multi-valued one, literals, cycles through capitals, a few hubs) and image
-rows that show one or two KB entities (with boxes) on the shipped demo photos.
+rows that show one or two KB entities (with boxes) on the shipped demo photos,
+a fifth of them three people in a row (where chains take a visual hop).
 Then reports, in one run:
 
 1. KB loading: seconds and resident memory of `load_kb` (one process);
 2. QA rows/s of the DAG (DirectRunner multi_processing, N workers, in a
    subprocess, start-up and KB loading included) next to QA rows/s of a bare
-   `multiprocessing.Pool(N)` running the same operators (parse, decode, link,
-   walk, question, filters, tags, near-duplicates; KB loaded once per worker)
-   and writing the rows to one Parquet file, and the ratio;
+   `multiprocessing.Pool(N)` running the same operators (parse, decode, link;
+   the index of boxed pictures for visual hops; walk, question, filters, tags,
+   near-duplicates; KB loaded once per worker) and writing the rows to one
+   Parquet file, and the ratio;
 3. peak resident memory of the DAG's process tree.
 """
 
@@ -27,6 +29,7 @@ import random
 import shutil
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -104,15 +107,20 @@ def make_images(folder: Path, n: int, n_entities: int, seed: int = 1) -> Path:
     path = folder / "images.jsonl"
     with open(path, "w") as fh:
         for i in range(n):
-            ents = [{"id": f"landmark{rng.randrange(landmarks)}", "box": [10, 10, 10 + rng.randint(40, 300), 200]}]
-            if rng.random() < 0.3:
-                ents.append({"id": f"person{rng.randrange(persons)}", "box": [200, 50, 300, 250]})
+            if rng.random() < 0.2:  # a row of three people (a team photo): where visual hops can land and go on
+                ents = [{"id": f"person{rng.randrange(persons)}", "box": [8 + 105 * k, 40, 108 + 105 * k, 230]}
+                        for k in range(3)]  # within the narrowest photo (328 px)
+            else:
+                ents = [{"id": f"landmark{rng.randrange(landmarks)}",
+                         "box": [10, 10, 10 + rng.randint(40, 300), 200]}]
+                if rng.random() < 0.3:
+                    ents.append({"id": f"person{rng.randrange(persons)}", "box": [200, 50, 300, 250]})
             fh.write(json.dumps({"id": i, "image": rng.choice(PHOTOS), "entities": ents, "source": "bench"}) + "\n")
     return path
 
 
 def prepare(entities: int, facts_per_entity: int, images: int) -> tuple[Path, Path]:
-    folder = WORK / f"kb{entities}-f{facts_per_entity}-im{images}"
+    folder = WORK / f"kb{entities}-f{facts_per_entity}-im{images}-v2"  # v2: team photos for visual hops
     kb, rows = folder / "kb.jsonl", folder / "images.jsonl"
     if not (kb.exists() and rows.exists()):
         shutil.rmtree(folder, ignore_errors=True)
@@ -138,11 +146,11 @@ def _init(kb_path: str) -> None:
     _STATE["miner"] = Miner(kb_path, None, "en", cfg.qa.min_hops, cfg.qa.check_ocr, cfg.link.min_chars)
 
 
-def _bare_chunk(chunk: list[tuple[str, str, dict]]) -> list[tuple[str, str, dict]]:
-    """Parse, decode, mine a chunk of rows: (dedup key, question, row dict) of the kept questions."""
+def _bare_link(chunk: list[tuple[str, str, dict]]) -> list:
+    """Parse, decode, link a chunk of rows: the Linked images (what the mining pass and the view index read)."""
     from quarry.operators.decode import decode_image
     from quarry.operators.ids import digest
-    from quarry.pipelines.imagemining import ImageInput, ImageMeta, Mined, mine_image, parse_image_row
+    from quarry.pipelines.imagemining import ImageInput, ImageMeta, Linked, blank_boxes, link_image, parse_image_row
     from quarry.pipelines.read import RowRecord
 
     cfg, miner = _STATE["cfg"], _STATE["miner"]
@@ -154,36 +162,68 @@ def _bare_chunk(chunk: list[tuple[str, str, dict]]) -> list[tuple[str, str, dict
         decoded = decode_image(inp.image_bytes, cfg.decode)
         if not hasattr(decoded, "width"):
             continue
-        meta = ImageMeta(inp, digest(inp.image_bytes), decoded.width, decoded.height)
-        for o in mine_image(miner, meta, cfg):
-            if isinstance(o, Mined):
-                out.append((o.dedup_key(cfg.dedup.scope), o.row.sample_id, o.row.question, o.row.model_dump()))
+        meta = ImageMeta(inp, digest(inp.image_bytes), decoded.width, decoded.height,
+                         blank_boxes(decoded.image, inp.entities) if inp.entities else ())
+        meta = ImageMeta(replace(inp, image_bytes=b""), meta.image_id, meta.width, meta.height, meta.blank)
+        out.extend(o for o in link_image(miner, meta, cfg) if isinstance(o, Linked))
     return out
 
 
-def bare_loop(kb_path: Path, rows_path: Path, workers: int, out: Path) -> tuple[int, float]:
+def _bare_mine(job: tuple[str, list]) -> list[tuple[str, str, str, dict]]:
+    """Mine a chunk of linked images: (dedup key, id, question, row dict) of the kept questions. The view index
+    is read from its pickle once per worker (the DAG's side input)."""
+    import pickle
+
+    from quarry.pipelines.imagemining import Mined, mine_linked
+
+    views_path, chunk = job
+    if _STATE.get("views_path") != views_path:
+        with open(views_path, "rb") as fh:
+            _STATE["views"], _STATE["views_path"] = pickle.load(fh), views_path
+    views = _STATE["views"]
+    cfg, miner = _STATE["cfg"], _STATE["miner"]
+    views_of = (lambda eid: views.get(eid, ())) if cfg.qa.visual_hops else None
+    return [(o.dedup_key(cfg.dedup.scope), o.row.sample_id, o.row.question, o.row.model_dump())
+            for linked in chunk for o in mine_linked(miner, linked, cfg, views_of) if isinstance(o, Mined)]
+
+
+def bare_loop(kb_path: Path, rows_path: Path, workers: int, out: Path) -> tuple[int, float, int]:
+    """The same operators in a Pool: link every image (pass 1), index the boxed views, mine (pass 2), near-
+    duplicates per answer, one Parquet file. Returns (rows, seconds, rows with a visual hop)."""
+    import pickle
+
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from quarry.operators.imagemining.qa import near_duplicates
+    from quarry.pipelines.imagemining import view_index
     from quarry.schemas.arrow import arrow_schema
-    from quarry.schemas.imagemining import QARow
+    from quarry.schemas.imagemining import ImageMiningConfig, QARow
 
     t0 = time.perf_counter()
+    per_entity = ImageMiningConfig.model_validate({"kb": {"path": str(kb_path)}}).qa.views_per_entity
     lines = [(str(rows_path), f"line:{i}", json.loads(s)) for i, s in enumerate(rows_path.read_text().splitlines(), 1)]
     chunks = [lines[i:i + 64] for i in range(0, len(lines), 64)]
     groups: dict[str, list] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    views_path = out / "views.pkl"
     with mp.get_context("spawn").Pool(workers, initializer=_init, initargs=(str(kb_path),)) as pool:
-        for result in pool.imap_unordered(_bare_chunk, chunks):
+        linked = [lk for result in pool.imap(_bare_link, chunks) for lk in result]
+        index = view_index((v for lk in linked for v in [lk.view()] if v is not None), per_entity)
+        with open(views_path, "wb") as fh:
+            pickle.dump(index, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        jobs = [(str(views_path), linked[i:i + 64]) for i in range(0, len(linked), 64)]
+        del linked
+        for result in pool.imap_unordered(_bare_mine, jobs):
             for key, sid, question, row in result:
                 groups.setdefault(key, []).append((sid, question, row))
     kept = []
     for items in groups.values():
         dropped = near_duplicates([(s, q) for s, q, _ in items], 90.0)
         kept.extend(r for s, _, r in items if s not in dropped)
-    out.mkdir(parents=True, exist_ok=True)
+    visual = sum(r["visual_hops"] > 1 for r in kept)
     pq.write_table(pa.Table.from_pylist(kept, schema=arrow_schema(QARow)), out / "bare.parquet")
-    return len(kept), time.perf_counter() - t0
+    return len(kept), time.perf_counter() - t0, visual
 
 
 # --- the DAG in a subprocess ----------------------------------------------------------------
@@ -251,7 +291,7 @@ def main() -> None:
         print(f"SQLite KB store (kb.store=sqlite): built in {time.perf_counter() - t0:.1f}s, "
               f"{store.stat().st_size / 2**20:.0f} MiB on disk", flush=True)
 
-    n_bare, bare_s = bare_loop(kb, rows, args.workers, WORK / "bare-out")
+    n_bare, bare_s, n_visual = bare_loop(kb, rows, args.workers, WORK / "bare-out")
     dag_s, peak, manifest = run_dag(kb, rows, WORK / "dag-out", args.workers, args.store)
     n_dag = manifest["kept"]
     print(f"\nthroughput ({args.images} image rows, whole runs: start-up and KB loading per worker included), "
@@ -261,8 +301,9 @@ def main() -> None:
     print(f"  DAG multi_processing x{args.workers}, kb.store={args.store}: {n_dag} QA rows in {dag_s:.1f}s = "
           f"{n_dag / dag_s:.0f} rows/s ({args.images / dag_s:.0f} images/s)")
     print(f"  ratio DAG / bare: {bare_s / dag_s:.2f}")
-    print(f"  rows: DAG {n_dag}, bare {n_bare}: " + ("the same" if n_dag == n_bare else "DIFFERENT"))
-    print(f"  DAG stages: " + ", ".join(f"{k} {v['inputs']}->{v['outputs']}" for k, v in sorted(manifest['stages'].items())))
+    print(f"  rows: DAG {n_dag}, bare {n_bare}: " + ("the same" if n_dag == n_bare else "DIFFERENT")
+          + f"; {n_visual} of the bare loop's rows have a visual hop in the middle (two pictures)")
+    print("  DAG stages: " + ", ".join(f"{k} {v['inputs']}->{v['outputs']}" for k, v in sorted(manifest['stages'].items())))
     print(f"  DAG rejects: {json.dumps(manifest['rejected'])}")
     kb_stats = manifest.get("kb") or {}
     print(f"  (KB load inside one DAG worker: {kb_stats.get('load_s')}s; every worker process loads it once)")

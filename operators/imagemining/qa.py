@@ -7,7 +7,12 @@ Plain Python, no Beam. For one image with linked KB entities:
    hops; no entity twice (cycles), no walking *through* a hub (degree above
    `max_degree`), literals end a path. A (subject, relation) with several
    objects is never walked past; the path that reaches it is kept, marked,
-   so `ambiguous_answer` can reject it (the data says why).
+   so `ambiguous_answer` can reject it (the data says why). A relation is
+   walked twice in a row only when its template words the pair (`twice`).
+   **Visual hops in the middle** (`visual_paths`): KB hops to an entity that
+   another picture of the input shows with a box (`ImageView`), the entity
+   immediately left/right/above/below it there, then KB hops to the answer;
+   the question shows both pictures ("In the second picture, find ...").
 2. **QA reconstruction** (`build_question`): the image entity is only "the
    <type noun> in this picture" (or "... at the left of this picture" when
    the image shows several of its type and boxes tell them apart), every bridge
@@ -16,8 +21,10 @@ Plain Python, no Beam. For one image with linked KB entities:
 3. **Quality filters** (`Filters.check`), each a reason code, in this order:
    - `trivial`: fewer than `min_hops` hops, or the answer readable in the
      image's OCR text;
-   - `ambiguous_answer`: a hop with several objects, or the image reference
-     matching several image entities that lead to different answers;
+   - `ambiguous_answer`: a hop with several objects;
+   - `ambiguous_reference`: the image reference matches several image
+     entities that lead to different answers, or a visual hop's "immediately
+     to the right of it" fits two entities of the second picture;
    - `name_leak`: a normalised name or alias of the image entity, a bridge
      entity or the answer appears (whole words) in the question;
    - a rewritten question is also `name_leak` when it names any KB entity
@@ -26,7 +33,12 @@ Plain Python, no Beam. For one image with linked KB entities:
    - `text_shortcut`: the question's text alone (the image entity's type and
      the typed relation chain) admits one answer: every KB entity of that type
      whose chain resolves leads to the same answer, so the image is not needed.
-     Counted once per (type, chain) and cached.
+     Counted once per (type, chain) and cached. With a visual hop both parts
+     are checked: the chain before it (does the first picture matter?) and
+     after it (from the entity the second picture shows);
+   - `visual_shortcut`: a visual hop the question does not need (no other
+     entity in the second picture leads elsewhere the same way);
+   - `search_leak`: a search result of the trajectory holds the question.
    Near-duplicate questions are found by `near_duplicates` (rapidfuzz).
 4. **Tagging** (`tag`) and **tiers** (`tier_for`), rules in their docstrings.
 """
@@ -651,7 +663,7 @@ class Filters:
                 continue  # told apart by its position
             ends = resolve(kb, o.entity_id, chain)
             if ends != answers:  # another answer, or none the KB knows (the KB is incomplete, not the world)
-                return Rejection(AMBIGUOUS, f"{c.reference.phrase!r} also fits {kb.object_name(o.entity_id)} "
+                return Rejection(AMBIGUOUS_REFERENCE, f"{c.reference.phrase!r} also fits {kb.object_name(o.entity_id)} "
                                             f"({o.entity_id}) in this image, which does not lead to the same answer")
         return None
 

@@ -56,7 +56,7 @@ def test_every_planted_case_gets_its_code(demo):
                     ("broken", "decode", "corrupt_image"), ("cat", "link", "unknown_entity"),
                     ("texture", "link", "no_entities"), ("espresso", "filter", "text_shortcut"),
                     ("collins", "filter", "trivial"), ("falcon", "filter", "ambiguous_answer"),
-                    ("coins-unboxed", "filter", "ambiguous_answer"), ("hopper-caption", "dedup", "near_duplicate"),
+                    ("coins-unboxed", "filter", "ambiguous_reference"), ("hopper-caption", "dedup", "near_duplicate"),
                     ("21", "kb", "invalid_json"), ("83", "kb", "unknown_subject"),
                     ("sky-box", "link", "box_on_blank"), ("flags", "discover", "no_path")]:
         assert planted in got, planted

@@ -119,7 +119,7 @@ def test_position_tells_same_type_entities_apart(kb, templates):
     # no boxes: "the bridge in this picture" fits both bridges, which lead to different answers
     c, ctx = cand(kb, templates, "B1", [("B1", "architect", "A1"), ("A1", "place_of_birth", "C1")],
                   ctx_for(ImageEntity("B1"), ImageEntity("B2")))
-    assert Filters(kb, templates).ambiguous(c, ctx).reason == qa.AMBIGUOUS
+    assert Filters(kb, templates).ambiguous(c, ctx).reason == qa.AMBIGUOUS_REFERENCE
 
 
 @pytest.mark.parametrize("case,expected", [
