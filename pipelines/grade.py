@@ -4,7 +4,7 @@ Wiring (every step labelled)::
 
     samples files -> ReadSamples (JSONL line / Parquet row -> dict; bad -> Reject at `read`)
                   -> ParseSamples (required fields, label_tier, the RL contract) -> (sample_id, sample)
-                  -> [JoinImages: a run's images/ by image_id; missing -> Reject at `join`]
+                  -> [JoinImages: a run's images/ by image_id (every one of image_ids, in order); missing -> Reject at `join`]
                   -> [ToFillIn: rows with `options` -> fill-in-the-blank; bad -> Reject at `mc`]
     rollout files -> ReadRollouts -> ParseRollouts                    -> (sample_id, (model, response))
       or, with `generate` and no files: samples -> BatchElements -> Generate (k per sample)
@@ -65,7 +65,8 @@ from quarry.schemas.rl import VerifierSpec
 SAMPLE_COLUMNS = ("sample_id", "task", "question", "answer")
 ROLLOUT_COLUMNS = ("sample_id", "model", "response")
 # The rest of the RL contract (schemas/rl.py) and what grade carries or converts.
-OPTIONAL_SAMPLE_COLUMNS = ("source", "label_tier", "options", "image", "image_id", "answer_aliases", "verifier")
+OPTIONAL_SAMPLE_COLUMNS = ("source", "label_tier", "options", "image", "image_id", "image_ids", "answer_aliases",
+                           "verifier")
 IMAGE_COLUMNS = ("image_id", "image", "width", "height", "format")  # a run's DIR/images table
 SUMMARY_STATS = "grade_summary"
 SUMMARY_FILE = f"{SUMMARY_STATS}.json"  # under _stats/
@@ -143,6 +144,13 @@ def parse_sample(rec: RowRecord, default_source: str) -> Union[dict, Reject]:
     }
     if isinstance(row.get("image_id"), str) and row["image_id"]:
         out["image_id"] = row["image_id"]
+    ids = row.get("image_ids")
+    if isinstance(ids, (list, tuple)) and len(ids) > 1:  # a question over several pictures (imagemining)
+        if not all(isinstance(i, str) and i for i in ids):
+            return _read_reject(rec, source, reasons.MISSING_FIELD, "image_ids holds a non-string or empty id", sid)
+        if out.get("image_id", ids[0]) != ids[0]:
+            return _read_reject(rec, source, reasons.MISSING_FIELD, "image_ids[0] is not the row's image_id", sid)
+        out["image_id"], out["image_ids"] = ids[0], list(ids)
     if row.get("image") is not None:
         image = _image_bytes(row["image"], rec.file)
         if isinstance(image, str):
@@ -167,7 +175,9 @@ def decontam_probe(sample: dict):
 
     texts = [("question", sample["question"]), ("answer", sample["answer"])]
     texts += [(f"options[{i}]", o) for i, o in enumerate(sample.get("options") or []) if isinstance(o, str)]
-    images = (("image", sample["image"]),) if sample.get("image") else ()
+    image = sample.get("image")
+    images = tuple((f"image[{i}]", im) for i, im in enumerate(image)) if isinstance(image, list) else \
+        ((("image", image),) if image else ())
     return Probe(sample["sample_id"], sample["source"], Origin(file=sample["file"], key=sample["key"]),
                  tuple(texts), images)
 
@@ -484,7 +494,7 @@ def grade_row(sample: dict, tally: tiers.SampleTally, k: int, rule: tiers.TierRu
         pass_rate=pass_rate, mean_reward=tally.reward_sum / n if n else 0.0,
         n_rollouts=n, n_correct=tally.correct, models=per_model,
         pass_tier=pass_tier, label_tier=sample["label_tier"], answer_aliases=sample.get("aliases") or [],
-        verifier=spec, image_id=sample.get("image_id"),
+        verifier=spec, image_id=sample.get("image_id"), image_ids=sample.get("image_ids"),
         # rows that share an image keep its id (the images table is written once); others carry the bytes
         image=ImageCell(bytes=sample["image"]) if sample.get("image") and not sample.get("image_id") else None,
     )
@@ -508,10 +518,19 @@ class _ReadImageRecords(beam.DoFn):
                                     str(row.get("format") or ""))
 
 
+def _part_key(sample: dict) -> tuple[str, str, str]:
+    """A sample row's identity for joining its pictures back (sample ids may repeat until the grade step)."""
+    return sample["sample_id"], sample["file"], sample["key"]
+
+
 class _JoinImage(beam.DoFn):
-    """(image_id, {samples, images}) -> samples (bytes attached when asked), the image once, or missing_image."""
+    """(image_id, {samples, images}) -> samples (bytes attached when asked), the image once, or missing_image.
+
+    A sample over several pictures arrives as parts `(part key, index)`, one per picture; each part goes on
+    with its bytes (None when missing) to `_AssembleImages`."""
 
     IMAGES = "images"
+    PARTS = "parts"
 
     def __init__(self, attach: bool):
         self.attach = attach
@@ -522,16 +541,37 @@ class _JoinImage(beam.DoFn):
         if not samples:
             return  # an image no graded row uses
         found = next(iter(grouped["images"]), None)
-        if found is None:
-            for sample in samples:
+        if found is not None:
+            data, width, height, fmt = found
+            yield beam.pvalue.TaggedOutput(self.IMAGES, ImageRecord(
+                image_id=image_id, image=ImageCell(bytes=data), width=width, height=height, format=fmt))
+        for sample in samples:
+            if isinstance(sample, tuple):  # a part of a sample over several pictures
+                key, index = sample
+                yield beam.pvalue.TaggedOutput(self.PARTS, (key, (index, image_id, found[0] if found else None)))
+            elif found is None:
                 yield refused(sample_reject(sample, "join", (MISSING_IMAGE, f"image_id {image_id} is in none of "
                                                                             "the run's images tables")))
-            return
-        data, width, height, fmt = found
-        yield beam.pvalue.TaggedOutput(self.IMAGES, ImageRecord(
-            image_id=image_id, image=ImageCell(bytes=data), width=width, height=height, format=fmt))
-        for sample in samples:
-            yield {**sample, "image": data} if self.attach else sample
+            else:
+                yield {**sample, "image": found[0]} if self.attach else sample
+
+
+class _AssembleImages(beam.DoFn):
+    """(part key, {sample, parts}) -> the sample with its pictures in order (when asked), or missing_image."""
+
+    def __init__(self, attach: bool):
+        self.attach = attach
+
+    def process(self, element):
+        _, grouped = element
+        for sample in grouped["sample"]:
+            parts = sorted(grouped["parts"], key=lambda p: p[0])
+            missing = [image_id for _, image_id, data in parts if data is None]
+            if missing or len(parts) != len(sample["image_ids"]):
+                yield refused(sample_reject(sample, "join", (MISSING_IMAGE, f"image_id {missing[0] if missing else '?'}"
+                                                                            " is in none of the run's images tables")))
+            else:
+                yield {**sample, "image": [data for _, _, data in parts]} if self.attach else sample
 
 
 class JoinImages(beam.PTransform):
@@ -544,16 +584,31 @@ class JoinImages(beam.PTransform):
         self.files, self.attach = files, attach
 
     def expand(self, samples):
-        by_id = samples | "ById" >> beam.Partition(lambda s, _n: 0 if s.get("image_id") else 1, 2)
+        # 0: one picture by id, 1: several (image_ids), 2: none or bytes in the row
+        by_id = samples | "ById" >> beam.Partition(
+            lambda s, _n: (1 if s.get("image_ids") else 0) if s.get("image_id") else 2, 3)
         images = samples.pipeline | "ReadImageTables" >> ReadFiles(self.files, _ReadImageRecords(),
                                                                     _ReadImageRecords.INVALID)
+        keyed = (
+            by_id[0] | "KeyByImageId" >> beam.Map(lambda s: (s["image_id"], s)),
+            by_id[1] | "PartsByImageId" >> beam.FlatMap(
+                lambda s: [(i, (_part_key(s), k)) for k, i in enumerate(s["image_ids"])]),
+        ) | "AllKeyed" >> beam.Flatten()
         joined = (
-            {"samples": by_id[0] | "KeyByImageId" >> beam.Map(lambda s: (s["image_id"], s)), "images": images.main}
+            {"samples": keyed, "images": images.main}
             | "GroupByImage" >> beam.CoGroupByKey()
-            | "Attach" >> beam.ParDo(_JoinImage(self.attach)).with_outputs(REJECTED, _JoinImage.IMAGES, main="samples")
+            | "Attach" >> beam.ParDo(_JoinImage(self.attach)).with_outputs(
+                REJECTED, _JoinImage.IMAGES, _JoinImage.PARTS, main="samples")
         )
-        out = (joined.samples, by_id[1]) | "AllSamples" >> beam.Flatten()
-        return out, joined[_JoinImage.IMAGES], joined[REJECTED]
+        assembled = (
+            {"sample": by_id[1] | "KeyByRow" >> beam.Map(lambda s: (_part_key(s), s)),
+             "parts": joined[_JoinImage.PARTS]}
+            | "GroupPictures" >> beam.CoGroupByKey()
+            | "Assemble" >> beam.ParDo(_AssembleImages(self.attach)).with_outputs(REJECTED, main="samples")
+        )
+        out = (joined.samples, assembled.samples, by_id[2]) | "AllSamples" >> beam.Flatten()
+        rejected = (joined[REJECTED], assembled[REJECTED]) | "JoinRejects" >> beam.Flatten()
+        return out, joined[_JoinImage.IMAGES], rejected
 
 
 class Graded(NamedTuple):

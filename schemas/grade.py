@@ -163,3 +163,5 @@ class GradeRow(RlTask, Sample):
     original_answer: Optional[str] = Field(None, description="its answer (letter, index or option text)")
     image: Optional[ImageCell] = Field(None, description="the sample's image, carried from the input's `image` column")
     image_id: Optional[str] = Field(None, description="the sample's image in DIR/images (rows of a quarry run)")
+    image_ids: Optional[list[str]] = Field(None, description="a question over several pictures: all of them in "
+                                                             "order (image_ids[0] = image_id), each in DIR/images")

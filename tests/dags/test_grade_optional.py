@@ -268,3 +268,72 @@ def test_generate_with_n_1_requests(tmp_path, server):
     m = run_dag(SPEC, [str(tmp_path / "s.jsonl")], str(tmp_path / "out"), cfg)
     assert rows_of(tmp_path / "out", "pass_rate")["g1"] == (1.0,)  # n=1: always choice 0 = "4"
     assert len(policy.bodies) == 3 and m.stages["rollouts_generate"].outputs == 3
+
+
+def test_questions_over_two_pictures_send_both_in_order(server, tmp_path):
+    """imagemining rows with a visual hop name two pictures (image_ids): the policy gets both, in order, and the
+    graded run keeps image_ids and stores every picture in its images table."""
+    import base64
+    import hashlib
+
+    from quarry.dags import imagemining
+    from quarry.dags.demos import imagemining as imagemining_demo
+
+    demo = imagemining_demo.build(tmp_path / "in")
+    run_dag(imagemining.SPEC, demo.patterns, str(tmp_path / "im"),
+            resolve_config(imagemining.SPEC, None, demo.sets, "demo"))
+    con = duckdb.connect()
+    two = dict(con.sql(f"SELECT sample_id, image_ids FROM read_parquet('{tmp_path}/im/data/**/*.parquet') "
+                       "WHERE len(image_ids) = 2").fetchall())
+    assert len(two) == 4
+    images = dict(con.sql(f"SELECT image_id, image.bytes FROM read_parquet('{tmp_path}/im/images/*.parquet')")
+                  .fetchall())
+    policy = server(lambda body: [box("Rome")])
+    cfg = resolve_config(SPEC, None, [*policy.sets("generate", "policy"), "generate.k=1"], None)
+    m = run_dag(SPEC, [str(tmp_path / "im")], str(tmp_path / "graded"), cfg)
+    assert not rejects_of(tmp_path / "graded") and m.kept == m.inputs
+    sent: dict[str, set] = {}  # question -> the pictures sent with it (two rows may share a question)
+    for body in policy.bodies:
+        parts = body["messages"][0]["content"]
+        text = " ".join(p["text"] for p in parts if p["type"] == "text")
+        pictures = [base64.b64decode(p["image_url"]["url"].split(",", 1)[1]) for p in parts
+                    if p["type"] == "image_url"]
+        sent.setdefault(text.split("\n")[0], set()).add(tuple(hashlib.sha256(b).hexdigest() for b in pictures))
+    questions = dict(con.sql(f"SELECT sample_id, question FROM read_parquet('{tmp_path}/im/data/**/*.parquet')")
+                     .fetchall())
+    for sid, ids in two.items():
+        assert tuple(hashlib.sha256(images[i]).hexdigest() for i in ids) in sent[questions[sid]]
+    graded = rows_of(tmp_path / "graded", "image_ids")
+    assert {sid: list(ids) for sid, (ids,) in graded.items() if ids} == {s: list(i) for s, i in two.items()}
+    stored = {i for (i,) in con.sql(f"SELECT image_id FROM read_parquet('{tmp_path}/graded/images/*.parquet')")
+              .fetchall()}
+    assert {i for ids in two.values() for i in ids} <= stored
+
+
+def test_a_missing_second_picture_is_a_join_reject(tmp_path):
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8), (1, 2, 3)).save(buf, "PNG")
+    run = tmp_path / "run"
+    (run / "data").mkdir(parents=True)
+    (run / "images").mkdir()
+    (run / "manifest.json").write_text("{}")  # a run directory: its images/ table is joined
+    pq.write_table(pa.table({"image_id": ["a"], "image": [{"bytes": buf.getvalue(), "path": None}],
+                             "width": [8], "height": [8], "format": ["PNG"]}), run / "images" / "images-0.parquet")
+    rows = [{"sample_id": "ok", "task": "visual_jump_qa", "question": "Q?", "answer": "x", "image_id": "a",
+             "image_ids": ["a", "a"]},
+            {"sample_id": "gone", "task": "visual_jump_qa", "question": "Q?", "answer": "x", "image_id": "a",
+             "image_ids": ["a", "b"]},
+            {"sample_id": "bad", "task": "visual_jump_qa", "question": "Q?", "answer": "x", "image_id": "a",
+             "image_ids": ["b", "a"]}]
+    pq.write_table(pa.Table.from_pylist(rows), run / "data" / "rows-0.parquet")
+    write_jsonl(tmp_path / "r.jsonl", [{"sample_id": s, "model": "m", "response": box("x")} for s in ("ok", "gone")])
+    cfg = resolve_config(SPEC, None, [f"rollouts={tmp_path}/r.jsonl", "verifiers.visual_jump_qa=exact"], None)
+    run_dag(SPEC, [str(run)], str(tmp_path / "out"), cfg)
+    assert rejects_of(tmp_path / "out") == {("gone", "join", "missing_image"), ("bad", "read", "missing_field")}
+    assert set(rows_of(tmp_path / "out", "image_ids")) == {"ok"}
