@@ -36,7 +36,6 @@ from __future__ import annotations
 import importlib.resources
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Optional, Union
@@ -45,6 +44,7 @@ import ahocorasick
 
 from quarry.operators.base import Rejection
 from quarry.operators.ids import seeded_uniform
+from quarry.operators.scripts import UNSPACED  # Han and kana entries match as plain substrings
 from quarry.schemas.caption import BalanceConfig
 from quarry.schemas.common import Tier
 
@@ -61,8 +61,6 @@ _TO_SPACE = "\t\n\r"
 _SPACING = str.maketrans({**{m: f" {m} " for m in _PADDED_MARKS}, **{c: " " for c in _TO_SPACE}})
 
 _DEFAULT_VOCABULARY = "data/vocabulary.txt"
-# Han and kana: scripts written without spaces between words (their entries match as plain substrings)
-_UNSPACED = re.compile("[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003134f]")
 
 PathLike = Union[str, os.PathLike]
 
@@ -177,7 +175,7 @@ class ConceptMatcher:
             spellings: dict[str, list[str]] = {}
             for entry in self.entries:
                 key = self._key(entry)
-                spellings.setdefault(key if _UNSPACED.search(entry) else f" {key} ", []).append(entry)
+                spellings.setdefault(key if UNSPACED.search(entry) else f" {key} ", []).append(entry)
             automaton = ahocorasick.Automaton(ahocorasick.STORE_ANY, ahocorasick.KEY_STRING)
             for key, originals in spellings.items():
                 automaton.add_word(key, tuple(originals))

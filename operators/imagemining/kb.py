@@ -43,6 +43,7 @@ from typing import IO, Optional, Union
 
 import ahocorasick
 
+from quarry.operators.scripts import UNSPACED
 from quarry.schemas.imagemining import LinkSection
 
 try:  # several times faster on million-line KBs; the standard library otherwise
@@ -83,9 +84,12 @@ def normalise(text: str) -> str:
 
 
 def contains_phrase(haystack_norm: str, needle_norm: str) -> bool:
-    """Whether a normalised phrase occurs as whole words in normalised text."""
+    """Whether a normalised phrase occurs as whole words in normalised text (as a substring when it is written
+    in Han or kana, which put no spaces between words: 霍珀 in 格蕾丝霍珀出生在哪里)."""
     if not needle_norm:
         return False
+    if UNSPACED.search(needle_norm):
+        return needle_norm in haystack_norm
     return f" {needle_norm} " in f" {haystack_norm} "
 
 
@@ -517,7 +521,14 @@ class _Automaton:
 
 
 def _word_char(c: str) -> bool:
-    return c.isalnum() or c == "_"
+    """A character inside a word: a Han or kana character is not (those scripts put no spaces between words,
+    so a name may start or end at any of them)."""
+    return (c.isalnum() or c == "_") and not UNSPACED.match(c)
+
+
+def long_enough(name: str, min_chars: int) -> bool:
+    """Whether a name is linked at all: `min_chars` characters, or two in Han or kana (北京, 東京)."""
+    return len(name) >= min_chars or (len(name) >= 2 and bool(UNSPACED.search(name)))
 
 
 Match = tuple[int, int, str, tuple[str, ...]]  # (start, end, surface, entity ids)
@@ -584,10 +595,10 @@ class EntityLinker(Linker):
         norm: dict[str, set[str]] = defaultdict(set)
         for eid, e in kb.entities.items():
             for n in e.names:
-                if len(n) >= min_chars:
+                if long_enough(n, min_chars):
                     exact[n].add(eid)
             for n in kb.names_norm(eid):
-                if len(n) >= min_chars:
+                if long_enough(n, min_chars):
                     norm[n].add(eid)
         self.automata = {"exact": self._build(exact), "normalised": self._build(norm)}
 

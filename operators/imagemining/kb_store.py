@@ -43,12 +43,13 @@ from quarry.operators.imagemining.kb import (
     Object,
     _word_char,
     entity_names_norm,
+    long_enough,
     merge_relations,
     parse_record,
     read_kb,
 )
 
-FORMAT = 1  # bump when the tables change: older stores are rebuilt
+FORMAT = 2  # bump when the tables change: older stores are rebuilt (2: Han and kana end words)
 BATCH_ROWS = 50_000  # rows per write transaction
 MAX_NAME_SEGMENTS = 32  # names longer than this many word/punctuation runs are not linked from text
 _FINGERPRINT_BYTES = 1 << 20
@@ -575,7 +576,7 @@ class SqliteLinker(Linker):
                 j = cuts[b]
                 if j - i > self.max_chars:
                     break
-                if j - i < self.min_chars or text[j - 1].isspace():
+                if not long_enough(text[i:j], self.min_chars) or text[j - 1].isspace():
                     continue
                 spans.setdefault(text[i:j], []).append((i, j))
         hits = self._lookup(0 if method == "exact" else 1, list(spans))

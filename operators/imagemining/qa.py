@@ -479,7 +479,8 @@ def build_question(kb: KnowledgeBase, templates: Templates, path: Path, referenc
     _, _, nxt = path.hops[v.at]
     neighbour = fill_template(vt.neighbour, noun=templates.noun(kb.object_type(nxt)), direction=vt.directions[v.direction])
     asked = _wrap(kb, templates, path.hops[v.at + 1:], neighbour, ask=True)
-    return f"{_capital(fill_template(vt.find, subject=found))} {_capital(asked)}"
+    find = _capital(fill_template(vt.find, subject=found))
+    return find + ("" if find[-1:] in "。？！" else " ") + _capital(asked)  # Chinese puts no space after 。
 
 
 @dataclass(frozen=True)

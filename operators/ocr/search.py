@@ -29,6 +29,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.ids import seeded_uniform
 from quarry.operators.imagemining.kb import KnowledgeBase, Literal, contains_phrase, normalise
 from quarry.operators.imagemining.qa import Templates, fill_template
+from quarry.operators.scripts import UNSPACED_CHARS
 
 NO_FACTS = "no_facts"
 AMBIGUOUS_NAME = "ambiguous_name"
@@ -40,7 +41,7 @@ REASONS: tuple[str, ...] = (NO_FACTS, AMBIGUOUS_NAME, SEARCH_LEAK, ANSWER_IN_IMA
 _UNITS = {"%", "kg", "g", "km", "m", "cm", "mm", "ml", "l", "h", "min", "s", "usd", "eur", "$", "€", "£"}
 _WORD = re.compile(r"[^\W\d_]{3,}")  # three letters in a row (any script)
 # Han and kana carry a word in two characters (北京, 東京, 上海); Latin needs three to be more than a unit
-_CJK_WORD = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]{2,}")
+_CJK_WORD = re.compile(f"[{UNSPACED_CHARS}]{{2,}}")
 
 
 def searchable(text: str) -> bool:

@@ -269,3 +269,14 @@ def test_every_reject_reason_is_listed_for_its_stage(demo):
     listed = {(stage, r) for stage, reasons in STAGE_REASONS.items() for r in reasons}
     written = {(stage, r) for stage, reasons in reject_counts(str(demo[1])).items() for r in reasons if stage != "read"}
     assert len(written) >= 6 and written <= listed, written - listed
+
+
+def test_chinese_templates_give_the_same_questions_in_chinese(demo, tmp_path):
+    manifest, out = demo
+    zh, out_zh = run(tmp_path, "zh", ("qa.language=zh",))
+    assert zh.kept == manifest.kept and zh.rejected == manifest.rejected
+    rows = sql(out_zh, "SELECT question, language, answer, image_ids FROM rows")
+    assert all(lang == "zh" and "图" in q and not any("a" <= ch.lower() <= "z" for ch in q)
+               for q, lang, _, _ in rows), rows
+    en = sorted((a, tuple(i)) for a, i in sql(out, "SELECT answer, image_ids FROM rows"))
+    assert sorted((a, tuple(i)) for _, _, a, i in rows) == en  # the same chains, worded in Chinese

@@ -210,3 +210,13 @@ def test_store_is_opened_read_only(tmp_path):
 def test_normalised_names_in_the_store_match_normalise(tmp_path):
     _, store = both(HOSTILE, tmp_path, ALIASES)
     assert store.names_norm("F") == (normalise("C++"), normalise("Café Müller"), normalise("(the) thing"))
+
+
+def test_han_names_link_the_same_from_the_store(tmp_path):
+    lines = [json.dumps(r) for r in ({"id": "C1", "name": "北京", "type": "city"},
+                                     {"id": "C2", "name": "上海浦东", "type": "district"},
+                                     {"id": "P1", "name": "Li Bai", "type": "person"})]
+    mem, store = both(lines, tmp_path, {})
+    for text in ("我在北京的天安门广场", "上海浦东机场到北京", "Li Baiyun", "Li Bai 在北京"):
+        assert store.new_linker(3).link({"caption": text}) == mem.new_linker(3).link({"caption": text}), text
+    assert [lk.entity_id for lk in store.new_linker(3).link({"caption": "上海浦东机场到北京"})[0]] == ["C2", "C1"]

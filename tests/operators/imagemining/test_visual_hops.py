@@ -192,3 +192,28 @@ def test_cycles_in_the_kb_end_the_walk(templates):
     for p in qa.visual_paths(kb1, templates, ctx, "P1", views_of(view), 1, 8, 1000, 64, "s"):
         seen = [p.start] + [o for _, _, o in p.hops]
         assert len(seen) == len(set(seen))
+
+
+def test_chinese_templates_word_the_chain_and_catch_leaks_without_spaces():
+    zh = qa.load_templates(None, "zh")
+    ents = [("P1", "阿达·洛夫莱斯", "person"), ("P2", "格蕾丝·霍珀", "person"), ("K1", "德国", "country"),
+            ("K2", "美国", "country"), ("K3", "意大利", "country"), ("K4", "英国", "country"),
+            ("C1", "柏林", "city"), ("C2", "华盛顿", "city"), ("C3", "罗马", "city"), ("C4", "伦敦", "city")]
+    kb = kb_of(ents, FACTS)
+    found, ctx = jumps(kb, zh)
+    rome = next(c for c in found if kb.object_name(c.path.answer) == "罗马")
+    assert rome.question == "请在第二张图中找到第一张图中的人物的国籍国。紧挨在它右边的国家的首都是哪里？"
+    f = Filters(kb, zh)
+    assert f.check(rome, ctx) is None
+    # a rewrite naming the person or the bridge country is a leak although no space marks the words
+    assert f.check(rome, ctx, question="请在第二张图中找到霍珀的国籍国美国。它右边国家的首都是哪里？图").reason == \
+        qa.NAME_LEAK
+    assert f.check(rome, ctx, question="在第二张照片中找到第一张图中人物的国籍国，它右边的国家首都是哪里？") is None
+
+
+def test_han_names_link_inside_unspaced_text_and_two_characters_suffice():
+    kb = kb_of([("C1", "北京", "city"), ("C2", "上海", "city"), ("P1", "Li Bai", "person")], [])
+    links, _ = kb.new_linker(3).link({"caption": "我在北京的天安门广场"})
+    assert [lk.entity_id for lk in links] == ["C1"]
+    links, _ = kb.new_linker(3).link({"caption": "Li Baiyun went to Shanghai"})
+    assert links == []  # Latin names still need whole words
