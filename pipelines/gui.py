@@ -424,7 +424,7 @@ def code_rows(p: PageInput, res: RenderResult, cfg: UiCodeConfig, kinds: tuple[s
             url=p.url if p.kind == "url" else None, parent_id=p.page_id, image_id=digest(page.png), width=page.width,
             height=page.height, viewport=vp.name, page_url=p.url, final_url=final_url_of(p, page.final_url),
             question=prompt.format(width=vp.width, height=vp.height, dsf=dsf),
-            answer=cap.html if task == ui_code.UI_TO_CODE else "", verifier=ui_code.verifier_spec(task),
+            answer=cap.html if task == ui_code.UI_TO_CODE else "", verifier=ui_code.verifier_spec(task, vp.width, vp.height, vp.device_scale_factor, vp.is_mobile),
             page_elements=len(page.elements.elements), elements_capped=page.elements.capped,
             blocked_requests=len(res.blocked), html=cap.html, code_similarity=verdict.score, code_ssim=verdict.ssim,
             code_pixel_agreement=verdict.pixel_agreement, code_bytes=len(cap.html.encode("utf-8")),

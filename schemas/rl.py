@@ -8,11 +8,11 @@ verifiable answer) carries, besides the `Sample` columns:
 - `answer`: the reference answer (boxes and actions inside
   ``<|begin_of_box|>...<|end_of_box|>``, stripped before judging);
 - `answer_aliases`: other answers that count as right (exact, numeric and
-  OCR rules honour them; grounding, action and svg_render do not);
+  OCR rules honour them; grounding, action, svg_render and html_render do not);
 - the image: `image_id` into the run's `DIR/images/` table (many rows per
   image) or `image` bytes in the row;
 - `verifier`: the rule that judges a response and its parameters
-  (`VerifierSpec`), null on rows that are not RL tasks (svg_to_image pairs).
+  (`VerifierSpec`), null on rows that are not RL tasks (svg_to_image and gui code_to_ui pairs).
 
 `quarry run grade --input OUT/<dag>` reads a run directory with these columns
 directly, and `quarry selfcheck OUT/<dag>` checks that each row's own answer
@@ -27,7 +27,7 @@ from pydantic import Field, field_validator, model_validator
 
 from quarry.schemas.common import Row
 
-VerifierName = Literal["exact", "numeric", "ocr", "grounding", "action", "svg_render"]
+VerifierName = Literal["exact", "numeric", "ocr", "grounding", "action", "svg_render", "html_render"]
 VERIFIER_NAMES: tuple[str, ...] = VerifierName.__args__  # type: ignore[attr-defined]
 
 
@@ -48,6 +48,11 @@ class VerifierSpec(Row):
     box: Optional[list[float]] = Field(
         None, description="action: the target element's box [x1, y1, x2, y2] on the 0-1000 grid; a predicted "
                           "point must fall inside it")
+    viewport: Optional[str] = Field(
+        None, pattern=r"^[0-9]{2,4}x[0-9]{2,4}@[0-9]+(\.[0-9]+)?m?$",
+        description="html_render: the browser window both documents are rendered in, WIDTHxHEIGHT@SCALE in CSS "
+                    "pixels and device pixels per CSS pixel, `m` at the end for a mobile viewport (1280x720@1, "
+                    "390x844@2m)")
     judge: bool = Field(
         False, description="exact/numeric: a mismatch is asked again of the model judge when `grade` has one "
                            "(VQA-type answers: synonyms, units)")
@@ -59,6 +64,7 @@ class VerifierSpec(Row):
         "grounding": ("iou",),
         "action": ("iou", "box"),
         "svg_render": (),
+        "html_render": ("viewport",),
     }
 
     @field_validator("box")
@@ -71,7 +77,7 @@ class VerifierSpec(Row):
     @model_validator(mode="after")
     def _params_fit_kind(self) -> "VerifierSpec":
         allowed = self.PARAMS[self.kind]
-        extra = [name for name in ("rel_tol", "abs_tol", "iou", "box") if getattr(self, name) is not None
+        extra = [name for name in ("rel_tol", "abs_tol", "iou", "box", "viewport") if getattr(self, name) is not None
                  and name not in allowed]
         if self.judge and "judge" not in allowed:
             extra.append("judge")

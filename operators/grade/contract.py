@@ -79,7 +79,7 @@ def resolve(task: str, spec: Optional[VerifierSpec],
 def build(spec: VerifierSpec) -> verify.Verifier:
     """The verifier a spec names, with its parameters."""
     return verify.verifier_from_spec(spec.kind, rel_tol=spec.rel_tol, abs_tol=spec.abs_tol, iou=spec.iou,
-                                     box=spec.box)
+                                     box=spec.box, viewport=spec.viewport)
 
 
 def reference(spec: VerifierSpec, answer: str, aliases: Sequence[str] = ()) -> Any:
@@ -87,7 +87,7 @@ def reference(spec: VerifierSpec, answer: str, aliases: Sequence[str] = ()) -> A
 
     exact, numeric, ocr: the answer and its aliases (any one is right; a JSON
     list as the answer is a list of aliases for exact match); grounding: the
-    boxes of the answer; action and svg_render: the answer without box markers.
+    boxes of the answer; action, svg_render and html_render: the answer without box markers.
     """
     text = unbox(answer)
     kind = VerifierKind(spec.kind)
@@ -119,7 +119,8 @@ def perturbed_answer(spec: VerifierSpec, answer: str, aliases: Sequence[str] = (
     one 1x1 box off every reference box, per reference box (the right count,
     the wrong places); action: the same action at a point outside the target
     (or the other scroll direction, or other typed text); svg_render: an empty
-    drawing on the same canvas.
+    drawing on the same canvas; html_render: the same document with its colours
+    inverted (`filter: invert(1)` on the root).
     """
     text = unbox(answer)
     kind = VerifierKind(spec.kind)
@@ -133,6 +134,10 @@ def perturbed_answer(spec: VerifierSpec, answer: str, aliases: Sequence[str] = (
         return " ".join("[%d,%d,%d,%d]" % _off_box(b) for b in verify.parse_boxes(text)) or "[0,0,1,1]"
     if kind is VerifierKind.ACTION:
         return _perturbed_action(text, spec)
+    if kind is VerifierKind.HTML_RENDER:
+        invert = "<style>html{filter:invert(1)!important}</style>"
+        head = text.find("</head>")
+        return text[:head] + invert + text[head:] if head >= 0 else invert + text
     if kind is VerifierKind.SVG_RENDER:
         m = re.search(r"<svg\b[^>]*>", text)
         root = m.group(0) if m and not m.group(0).endswith("/>") else '<svg xmlns="http://www.w3.org/2000/svg">'

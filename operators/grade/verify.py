@@ -960,6 +960,13 @@ class VerifierKind(enum.Enum):
     GROUNDING = "grounding"
     ACTION = "action"
     SVG_RENDER = "svg_render"
+    HTML_RENDER = "html_render"
+
+
+def _html_render(**params: object) -> Verifier:
+    from quarry.operators.gui.ui_code import HtmlRenderVerifier  # Chromium only where HTML rows are graded
+
+    return HtmlRenderVerifier(**params)  # type: ignore[arg-type]
 
 
 def _svg_render(**params: object) -> Verifier:
@@ -975,6 +982,7 @@ _FACTORIES: Mapping[VerifierKind, Callable[..., Verifier]] = {
     VerifierKind.GROUNDING: GroundingVerifier,
     VerifierKind.ACTION: ActionVerifier,
     VerifierKind.SVG_RENDER: _svg_render,
+    VerifierKind.HTML_RENDER: _html_render,
 }
 
 # Defaults for rows without a `verifier` spec (files made outside quarry). quarry's own DAGs name
@@ -986,6 +994,7 @@ TASK_VERIFIERS: Mapping[str, VerifierKind] = {
     "exact": VerifierKind.EXACT,
     "svg": VerifierKind.EXACT,
     "image_to_svg": VerifierKind.SVG_RENDER,
+    "ui_to_code": VerifierKind.HTML_RENDER,
     "numeric": VerifierKind.NUMERIC,
     "math": VerifierKind.NUMERIC,
     "ocr": VerifierKind.OCR,
@@ -999,7 +1008,7 @@ def verifier_for(task: str, overrides: Mapping[str, str] | None = None) -> Verif
     """The verifier (default configuration) for a quarry task type.
 
     `overrides` maps task types to verifier kinds by name ("exact", "numeric",
-    "ocr", "grounding", "action", "svg_render"), replacing or adding to
+    "ocr", "grounding", "action", "svg_render", "html_render"), replacing or adding to
     `TASK_VERIFIERS`. An unknown task or kind is a configuration error: ValueError.
     """
     return _FACTORIES[kind_for(task, overrides)]()
@@ -1020,7 +1029,8 @@ def kind_for(task: str, overrides: Mapping[str, str] | None = None) -> VerifierK
 
 
 def verifier_from_spec(kind: str, *, rel_tol: float | None = None, abs_tol: float | None = None,
-                       iou: float | None = None, box: Sequence[float] | None = None) -> Verifier:
+                       iou: float | None = None, box: Sequence[float] | None = None,
+                       viewport: str | None = None) -> Verifier:
     """The verifier a row's `verifier` spec names (`schemas/rl.py: VerifierSpec`), with its parameters.
 
     Unset parameters keep the rule's defaults. ValueError for an unknown kind.
@@ -1032,6 +1042,11 @@ def verifier_from_spec(kind: str, *, rel_tol: float | None = None, abs_tol: floa
         params = {"threshold": iou}
     elif k is VerifierKind.ACTION:
         params = {"threshold": iou, "target": tuple(float(v) for v in box) if box is not None else None}
+    elif k is VerifierKind.HTML_RENDER and viewport is not None:  # WIDTHxHEIGHT@SCALE[m] (schemas/rl.py)
+        size, scale = viewport.split("@")
+        width, height = size.split("x")
+        params = {"width": int(width), "height": int(height), "device_scale_factor": float(scale.rstrip("m")),
+                  "is_mobile": scale.endswith("m")}
     else:
         params = {}
     return _FACTORIES[k](**{name: v for name, v in params.items() if v is not None})

@@ -374,6 +374,21 @@ class BrowserRenderer:
     def render(self, job: PageJob) -> RenderResult:
         return self.render_many([job])[0]
 
+    def render_code(self, html: str, width: int, height: int, device_scale_factor: float = 1.0,
+                    is_mobile: bool = False) -> tuple[Optional[bytes], int, Optional[str]]:
+        """Render a document in the ui_code sandbox (a fresh context, JavaScript off, every request aborted):
+        (png, requests asked for, error). At most `pages_in_flight` renders at once with the pages."""
+        if self._loop is None:
+            self.start()
+
+        async def go():
+            async with self._sem:
+                browser = await self._ensure_browser()
+                return await ui_code.rerender(browser, html, width, height, device_scale_factor, is_mobile,
+                                              self.s.extract_timeout_s, self._dead_end_proxy())
+
+        return self._call(go(), self.s.extract_timeout_s + 30)
+
     async def _render_one(self, job: PageJob) -> RenderResult:
         async with self._sem:
             t0 = time.monotonic()

@@ -62,7 +62,7 @@ import asyncio
 import base64
 import io
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
@@ -682,6 +682,137 @@ def decide(original_png: bytes, code: CodeRender, threshold: float) -> Union[Sim
     return sim
 
 
-def verifier_spec(task: str):
-    """The RL contract: ui_to_code and code_to_ui rows carry no verifier yet (`selfcheck` counts them as not RL)."""
-    return None
+def verifier_spec(task: str, width: int, height: int, device_scale_factor: float, is_mobile: bool):
+    """The RL contract: ui_to_code is judged by rendering the response (`html_render`, `HtmlRenderVerifier`) at the
+    row's viewport; code_to_ui is a generation pair without a verifier (`selfcheck` counts it as not RL)."""
+    from quarry.schemas.rl import VerifierSpec
+
+    if task != UI_TO_CODE:
+        return None
+    return VerifierSpec(kind="html_render",
+                        viewport=f"{width}x{height}@{device_scale_factor:g}" + ("m" if is_mobile else ""))
+
+
+# --- the html_render verifier (RL: screenshot -> HTML) ----------------------------------------------------------
+
+MAX_HTML_CHARS = 1_000_000
+BAD_REFERENCE = "bad_reference"
+UNPARSEABLE_HTML = "unparseable_html"
+_HTML_START = re.compile(r"<!doctype html|<html[\s>]", re.I)
+_HTML_END = "</html>"
+
+
+def html_document(text: str) -> Optional[str]:
+    """From `<!DOCTYPE html` or `<html` to the last `</html>` (to the end when there is none); None without
+    either, so prose or a ```html fence around the document does not matter."""
+    m = _HTML_START.search(text)
+    if m is None:
+        return None
+    end = text.lower().rfind(_HTML_END)
+    return text[m.start(): end + len(_HTML_END)] if end > m.start() else text[m.start():]
+
+
+class _Sandbox:
+    """A verifier's per-process state: the browser and a cache of reference renders. Never pickled."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.lock = threading.Lock()
+        self.renderer = None
+        self.references: dict[tuple, bytes] = {}
+
+    def __reduce__(self):
+        return (_Sandbox, ())  # a copy starts empty: no browser handle travels
+
+    def render(self, html: str, v: "HtmlRenderVerifier") -> tuple[Optional[bytes], Optional[str]]:
+        from quarry.operators.gui.browser import BrowserRenderer, RendererSettings
+
+        if self.renderer is None:
+            self.renderer = BrowserRenderer(RendererSettings(extract_timeout_s=v.timeout_s)).start()
+        png, _requests, error = self.renderer.render_code(html, v.width, v.height, v.device_scale_factor,
+                                                          v.is_mobile)
+        return png, error
+
+    def close(self) -> None:
+        with self.lock:
+            if self.renderer is not None:
+                self.renderer.close()
+                self.renderer = None
+
+
+def _make_sandbox() -> _Sandbox:
+    return _Sandbox()
+
+
+@dataclass(frozen=True)
+class HtmlRenderVerifier:
+    """Screenshot -> HTML: render the response and the reference in the ui_code sandbox (fresh context, JavaScript
+    off, every request aborted) at the row's viewport and compare them with `similarity`.
+
+    Reward: 1.0 (right) when the documents are the same text or the similarity reaches `threshold` (the bar a pair
+    needed to be kept); below it, the similarity itself with reason ``mismatch``. ``unparseable_html``: no
+    `<html`/`<!DOCTYPE html` in the answer; ``too_long``: over `max_chars`; ``render_error``: the response did not
+    render; ``bad_reference``: the reference did not. The reference is the row's answer (or a list: the best).
+    """
+
+    width: int = 1280
+    height: int = 720
+    device_scale_factor: float = 1.0
+    is_mobile: bool = False
+    threshold: float = 0.95
+    timeout_s: float = 10.0
+    max_chars: int = MAX_HTML_CHARS
+    require_box: bool = False
+    _sandbox: _Sandbox = field(default_factory=_make_sandbox, init=False, repr=False, compare=False)
+
+    def __call__(self, response: str, reference: object):
+        from quarry.operators.grade.verify import extract_answer
+
+        answer = extract_answer(response, require_box=self.require_box)
+        if not isinstance(answer, str):
+            return answer
+        return self.score(answer, reference)
+
+    def score(self, answer: str, reference: object):
+        from quarry.operators.grade.verify import MISMATCH, RIGHT, TOO_LONG, Verdict, _fail
+
+        if len(answer) > self.max_chars:
+            return _fail(TOO_LONG)
+        got = html_document(answer)
+        if got is None:
+            return _fail(UNPARSEABLE_HTML)
+        refs = list(reference) if isinstance(reference, (list, tuple)) else [reference]
+        best = None
+        for ref in refs:
+            raw = ref.decode("utf-8", "replace") if isinstance(ref, bytes) else str(ref)
+            ref_doc = html_document(raw)
+            if ref_doc is None:
+                v = _fail(BAD_REFERENCE)
+            elif ref_doc.strip() == got.strip():
+                return RIGHT
+            else:
+                v = self._compare(got, ref_doc, Verdict, RIGHT, MISMATCH, _fail)
+            if best is None or v.reward > best.reward:
+                best = v
+        return best if best is not None else _fail(BAD_REFERENCE)
+
+    def _compare(self, got: str, ref: str, Verdict, RIGHT, MISMATCH, _fail):
+        with self._sandbox.lock:
+            key = (ref, self.width, self.height, self.device_scale_factor, self.is_mobile)
+            ref_png = self._sandbox.references.get(key)
+            if ref_png is None:
+                ref_png, _ = self._sandbox.render(ref, self)
+                if ref_png is None:
+                    return _fail(BAD_REFERENCE)
+                if len(self._sandbox.references) >= 64:
+                    self._sandbox.references.pop(next(iter(self._sandbox.references)))
+                self._sandbox.references[key] = ref_png
+            png, _ = self._sandbox.render(got, self)
+        if png is None:
+            return _fail("render_error")
+        sim = similarity(ref_png, png)
+        return RIGHT if sim.score >= self.threshold else Verdict(sim.score, MISMATCH)
+
+    def close(self) -> None:
+        self._sandbox.close()

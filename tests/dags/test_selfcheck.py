@@ -16,7 +16,7 @@ from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.rl import VerifierSpec
 
 RL_DAGS = {  # DAG -> the RL tasks its demo rows hold
-    "gui": {"action", "element_perception", "grounding"},
+    "gui": {"action", "element_perception", "grounding", "ui_to_code"},
     "ocr_search": {"ocr", "ocr_zoom", "ocr_search"},
     "imagemining": {"visual_jump_qa"},
     "svg": {"image_to_svg"},
@@ -32,7 +32,8 @@ def test_demo_rows_pass_their_own_verifiers(demo_dir, tmp_path, dag):
         assert t.rows > 0 and t.gold_right == t.rows, (name, t)  # gold: 100% reward 1
         assert t.perturbed_right == 0, (name, t)  # perturbed: 0% reward 1
     assert report.rejected == {} and report.ok
-    assert report.not_rl == (6 if dag == "svg" else 0)  # svg_to_image pairs carry no verifier
+    # svg_to_image and gui code_to_ui generation pairs carry no verifier
+    assert report.not_rl == {"svg": 6, "gui": 3}.get(dag, 0)
     written = json.loads((tmp_path / "selfcheck.json").read_text())
     assert written["ok"] and all(t["gold_share"] == 1.0 for t in written["tasks"].values())
 
@@ -41,7 +42,8 @@ def test_demo_rows_pass_their_own_verifiers(demo_dir, tmp_path, dag):
 def test_grade_reads_a_run_directory_and_writes_its_images(demo_dir, tmp_path, capsys):
     """`quarry run grade --input OUT/gui`: rows carry image_id, the graded run has the screenshots."""
     rollouts = tmp_path / "r.jsonl"
-    ids = duckdb.sql(f"SELECT sample_id FROM read_parquet('{demo_dir}/gui/data/**/*.parquet')").fetchall()
+    ids = duckdb.sql(f"SELECT sample_id FROM read_parquet('{demo_dir}/gui/data/**/*.parquet') "
+                     "WHERE verifier IS NOT NULL").fetchall()  # code_to_ui generation pairs are not RL rows
     rollouts.write_text("".join(json.dumps({"sample_id": i, "model": "m", "response": "no idea"}) + "\n"
                                 for (i,) in ids))
     assert main(["run", "grade", "--input", str(demo_dir / "gui"), "--output", str(tmp_path / "g"),
@@ -51,7 +53,8 @@ def test_grade_reads_a_run_directory_and_writes_its_images(demo_dir, tmp_path, c
     images = duckdb.sql(f"SELECT image_id FROM read_parquet('{tmp_path}/g/images/*.parquet')").fetchall()
     assert got[0] == len(ids) and got[1] == len(images) > 0 and got[2] == got[3] == "very_hard"
     manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
-    assert manifest["inputs"] == manifest["kept"] == len(ids)
+    assert manifest["kept"] == len(ids)
+    assert manifest["rejected"] == {"grade": {"no_verifier": 3}} and manifest["inputs"] == len(ids) + 3
 
 
 def _fake_run(tmp_path, rows):
