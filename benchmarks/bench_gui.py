@@ -25,6 +25,16 @@ Reports, in one run:
    launch; for the DAG also Beam's pipeline construction, about 5 s) is
    subtracted, rate = (N - 1) / (T_N - T_1). That is the figure a long job
    sees; the whole-run ratio above includes the start-up once.
+
+`--ui-code` measures the UI-to-code level alone (issue 20: pairs/s against a bare
+loop doing the same work): the DAG with `tasks.kinds=[ui_to_code, code_to_ui]`
+against a sync Playwright loop that, per page, opens a fresh context, loads the
+page, extracts elements, takes the screenshot, watches the DOM for
+`ui_code.quiet_ms`, serialises it (the same in-page script and assembly),
+closes it, renders the document in a fresh JavaScript-off context with every
+request aborted, and computes the similarity. Pages over `ui_code.max_nodes`
+are refused by both. Prints pairs/s of each and the ratio, plus the similarity
+distribution of the pairs.
 """
 
 from __future__ import annotations
@@ -41,6 +51,7 @@ from _measure import PeakRss  # benchmarks/ is on sys.path when a script runs
 
 from quarry.dags.gui import SPEC
 from quarry.dags.runner import resolve_config, run_dag
+from quarry.operators.gui import ui_code
 from quarry.operators.gui.browser import CHROMIUM_ARGS, HtmlFolderServer, find_chromium, local_read
 from quarry.operators.gui.dom import EXTRACT_JS, LISTENER_PROBE_JS
 
@@ -89,8 +100,88 @@ def plain_loop(corpus: Path, pages: list[str], browser_path: str) -> tuple[float
     return time.monotonic() - t0, ok
 
 
-def dag_run(corpus: Path, out: Path, in_flight: int, workers: int, browser_path: str) -> tuple[float, dict]:
-    sets = ["source=python_docs", f"render.pages_in_flight={in_flight}", f"render.executable_path={browser_path}"]
+def plain_code_loop(corpus: Path, pages: list[str], browser_path: str) -> tuple[float, list[float]]:
+    """The UI-to-code baseline: one page at a time, the DAG's work per page (see the module docstring)."""
+    from playwright.sync_api import sync_playwright
+
+    s = ui_code.CodeSettings()
+    server = HtmlFolderServer(local_read)
+    sims: list[float] = []
+    t0 = time.monotonic()
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=browser_path, args=list(CHROMIUM_ARGS))
+        for rel in pages:
+            ctx = browser.new_context(viewport={"width": 1280, "height": 720})
+            ctx.add_init_script(LISTENER_PROBE_JS)
+            page = ctx.new_page()
+            try:
+                page.goto(server.url_for(str(corpus), rel), wait_until="load", timeout=30_000)
+                page.wait_for_load_state("networkidle", timeout=30_000)
+                page.evaluate(EXTRACT_JS, {"minSide": 2.0, "maxElements": 400, "maxNodes": 20_000})
+                png = page.screenshot(type="png", animations="disabled", caret="hide")
+                page.evaluate(ui_code.WATCH_JS, ui_code.WATCH_KEY)
+                time.sleep(s.quiet_ms / 1000)
+                raw = page.evaluate(ui_code.SERIALIZE_JS, {
+                    "watchKey": ui_code.WATCH_KEY, "quietMs": s.quiet_ms, "maxNodes": s.max_nodes,
+                    "maxBytes": s.max_bytes, "blank": ui_code.TRANSPARENT_GIF})
+            finally:
+                ctx.close()
+            if raw.get("error"):
+                continue
+            cap = ui_code.assemble(raw, s, server.read_url)
+            if not isinstance(cap, ui_code.CodeCapture):
+                continue
+            sandbox = browser.new_context(viewport={"width": 1280, "height": 720}, java_script_enabled=False)
+            try:
+                html = cap.html.encode()
+
+                def route(r):  # one parameter: Playwright passes the request too to a handler that takes two
+                    if r.request.url == ui_code.SANDBOX_URL:
+                        r.fulfill(status=200, headers={"content-type": "text/html; charset=utf-8"}, body=html)
+                    else:
+                        r.abort()
+
+                sandbox.route("**/*", route)
+                sp = sandbox.new_page()
+                sp.goto(ui_code.SANDBOX_URL, wait_until="load")
+                again = sp.screenshot(type="png", animations="disabled", caret="hide")
+            finally:
+                sandbox.close()
+            sim = ui_code.similarity(png, again)
+            if sim.score >= 0.95:
+                sims.append(sim.score)
+        browser.close()
+    server.close()
+    return time.monotonic() - t0, sims
+
+
+def code_benchmark(corpus: Path, pages: list[str], browser: str, in_flight: int, workers: int) -> None:
+    base_s, sims = plain_code_loop(corpus, pages, browser)
+    base_rate = len(sims) / base_s
+    print(f"UI-to-code, plain sync loop: {len(pages)} pages -> {len(sims)} pairs in {base_s:6.1f} s = "
+          f"{base_rate:5.2f} pairs/s", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        with PeakRss() as mem:
+            wall, facts = dag_run(corpus, Path(tmp) / "out", in_flight, workers, browser,
+                                  ["tasks.kinds=[ui_to_code, code_to_ui]"])
+        import duckdb
+
+        got = duckdb.sql(f"SELECT code_similarity FROM read_parquet('{tmp}/out/data/**/*.parquet') "
+                         "WHERE task = 'ui_to_code'").fetchall()
+    dag_sims = sorted(v for (v,) in got)
+    rate = len(dag_sims) / wall
+    q = (lambda xs, f: xs[min(len(xs) - 1, int(f * len(xs)))] if xs else float("nan"))
+    print(f"UI-to-code, DAG ({in_flight} in flight, {workers} worker(s)): {len(pages)} pages -> {len(dag_sims)} pairs "
+          f"in {wall:6.1f} s = {rate:5.2f} pairs/s = {rate / base_rate:4.2f}x the loop, peak RSS "
+          f"{mem.peak / 2**20:6.0f} MiB; rejected {facts['rejected']}", flush=True)
+    print(f"UI-to-code similarity of kept pairs: min {q(dag_sims, 0):.4f} p10 {q(dag_sims, 0.1):.4f} "
+          f"median {q(dag_sims, 0.5):.4f} max {q(dag_sims, 1.0):.4f}", flush=True)
+
+
+def dag_run(corpus: Path, out: Path, in_flight: int, workers: int, browser_path: str,
+            extra_sets: tuple[str, ...] | list[str] = ()) -> tuple[float, dict]:
+    sets = ["source=python_docs", f"render.pages_in_flight={in_flight}", f"render.executable_path={browser_path}",
+            *extra_sets]
     cfg = resolve_config(SPEC, None, sets, None)
     beam_args = [f"--direct_num_workers={workers}"]
     if workers > 1:
@@ -106,12 +197,17 @@ def main(argv=None) -> None:
     ap.add_argument("--workers", type=int, default=1, help="Beam DirectRunner workers (processes when > 1)")
     ap.add_argument("--in-flight", type=int, nargs="+", default=[4, 8], help="pages in flight per worker (1 is always run)")
     ap.add_argument("--browser", default="auto", help="Chromium binary for both sides (as render.executable_path)")
+    ap.add_argument("--ui-code", action="store_true", help="measure only the UI-to-code level (pairs/s)")
     args = ap.parse_args(argv)
     browser = find_chromium(args.browser)
     corpus = make_corpus(args.n)
     pages = sorted(str(p.relative_to(corpus)) for p in (corpus / "library").glob("*.html"))
     print(f"corpus: {len(pages)} python3-doc pages; browser {browser}; cpus={psutil.cpu_count()} "
           f"load={psutil.getloadavg()[0]:.1f}", flush=True)
+    if args.ui_code:
+        code_benchmark(corpus, pages, browser, max(args.in_flight), args.workers)
+        print(f"load after: {psutil.getloadavg()[0]:.1f}")
+        return
 
     with PeakRss() as mem:
         base_s, ok = plain_loop(corpus, pages, browser)
