@@ -206,7 +206,7 @@ SERIALIZE_JS = r"""(opts) => {
     const REPLACED = new Set(['img', 'input', 'textarea', 'select', 'button', 'canvas', 'svg', 'video', 'iframe',
       'object', 'embed', 'audio', 'progress', 'meter', 'hr']);
     const CURRENT = ['border-top-color', 'border-right-color', 'border-bottom-color', 'border-left-color',
-      'column-rule-color', 'outline-color', 'text-decoration-color', 'text-emphasis-color',
+      'column-rule-color', 'row-rule-color', 'outline-color', 'text-decoration-color', 'text-emphasis-color',
       '-webkit-text-fill-color', '-webkit-text-stroke-color'];
     const decls = (values, def, parentValues, svgRoot, el) => {
       const out = [];
