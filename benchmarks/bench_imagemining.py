@@ -120,7 +120,7 @@ def make_images(folder: Path, n: int, n_entities: int, seed: int = 1) -> Path:
 
 
 def prepare(entities: int, facts_per_entity: int, images: int) -> tuple[Path, Path]:
-    folder = WORK / f"kb{entities}-f{facts_per_entity}-im{images}-v2"  # v2: team photos for visual hops
+    folder = WORK / f"kb{entities}-f{facts_per_entity}-im{images}-v3"  # v3: team photos for visual hops
     kb, rows = folder / "kb.jsonl", folder / "images.jsonl"
     if not (kb.exists() and rows.exists()):
         shutil.rmtree(folder, ignore_errors=True)

@@ -50,7 +50,7 @@ from quarry.pipelines.read import (
 )
 from quarry.pipelines.stage import REJECTED, count_stage, refused, reject_row, run_stage
 from quarry.pipelines.stats import write_stats
-from quarry.pipelines.write import any_copy
+from quarry.pipelines.write import any_copy, pack_row, unpack_row
 from quarry.schemas.caption import DecodeConfig
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
 from quarry.schemas.imagemining import (
@@ -609,13 +609,22 @@ class _Rewrite(beam.DoFn):
             yield replace(m, row=m.row.model_copy(update={"question": text, "rewritten": True}))
 
 
+def _for_dedup(m: Mined, scope: str):
+    """(answer key, (id, question, packed row dict)): only the row crosses the shuffle, compressed (the runner
+    may hold the whole shuffle in memory); the candidate and image context stay behind."""
+    return m.dedup_key(scope), (m.row.sample_id, m.row.question, pack_row(m.row.model_dump()))
+
+
 def _dedup_group(element, threshold: float):
-    _, rows = element
-    by_id = {r.sample_id: r for r in rows}
-    dropped = qa.near_duplicates([(r.sample_id, r.question) for r in by_id.values()], threshold)
-    for sid, r in sorted(by_id.items()):
+    """One answer's questions -> the row dicts kept, near-duplicates as rejects (decided on the questions alone,
+    rows unpacked only when kept or rejected)."""
+    _, items = element
+    by_id = {sid: (question, packed) for sid, question, packed in items}
+    dropped = qa.near_duplicates([(sid, q) for sid, (q, _) in by_id.items()], threshold)
+    for sid, (_, packed) in sorted(by_id.items()):
+        r = unpack_row(packed)
         if sid in dropped:
-            yield refused(reject_row(sid, r.source, r.origin, "dedup", Rejection(
+            yield refused(reject_row(sid, r["source"], Origin(**r["origin"]), "dedup", Rejection(
                 qa.NEAR_DUPLICATE, f"near-duplicate of {dropped[sid]} (same answer)")))
         else:
             yield r
@@ -670,7 +679,7 @@ def kb_rejects(kb_path: str, handle: shared.Shared, cfg: MineSections, source: O
 
 
 class Outputs(NamedTuple):
-    rows: Any  # PCollection[QARow]
+    rows: Any  # PCollection[dict]: QARow dicts
     images: Any  # PCollection[ImageRecord]: images some row refers to
     rejected: Any  # PCollection[Reject]
 
@@ -721,8 +730,7 @@ class ImageMiningPipeline(beam.PTransform):
             scope, threshold = cfg.dedup.scope, cfg.dedup.threshold
             deduped = (
                 questions
-                # only the row crosses the shuffle: the candidate and image context stay behind
-                | "KeyByAnswer" >> beam.Map(lambda m: (m.dedup_key(scope), m.row))
+                | "KeyByAnswer" >> beam.Map(_for_dedup, scope)
                 | "GroupByAnswer" >> beam.GroupByKey()
                 | "NearDuplicates" >> beam.FlatMap(_dedup_group, threshold).with_outputs(REJECTED, main="rows")
             )
@@ -730,7 +738,7 @@ class ImageMiningPipeline(beam.PTransform):
             rows = deduped.rows
             rejected.append(deduped.rejected)
         else:
-            rows = questions | "Rows" >> beam.Map(lambda m: m.row)
+            rows = questions | "Rows" >> beam.Map(lambda m: m.row.model_dump())
         if cfg.decontam.enabled:  # --set decontam.bench=PATH: questions and answers against benchmark sets
             from quarry.pipelines.decontam import FieldProbe, MaybeDecontaminate
 
@@ -742,7 +750,7 @@ class ImageMiningPipeline(beam.PTransform):
         rejected.append(kb_rejected)
         # Copies collapse before the join (combiner lifting: per worker, before the shuffle), so an
         # image that many input rows show, and the many rows that use one image, cross it once.
-        used = (rows | "UsedImageIds" >> beam.FlatMap(lambda r: [(i, None) for i in r.image_ids])
+        used = (rows | "UsedImageIds" >> beam.FlatMap(lambda r: [(i, None) for i in r["image_ids"]])
                 | "OneUsePerImage" >> beam.CombinePerKey(any_copy))
         shown = (decoded[_Decode.IMAGES] | "KeyImages" >> beam.Map(lambda r: (r.image_id, r))
                  | "OneCopyPerImage" >> beam.CombinePerKey(any_copy))

@@ -17,6 +17,8 @@ written under a temporary name and renamed).
 from __future__ import annotations
 
 import math
+import pickle
+import zlib
 from typing import Any, Callable, Iterable, Optional
 
 import apache_beam as beam
@@ -162,6 +164,22 @@ def write_parquet(path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema, 
     shard.close()
 
 
+_PACK_RAW, _PACK_ZLIB = b"r", b"z"
+_ZLIB_BELOW = 64 * 1024  # rows up to this are text (compress ~3-5x); bigger ones carry image bytes (no gain)
+
+
+def pack_row(d: dict[str, Any]) -> bytes:
+    """A row dict as it crosses the writer's shuffle: pickled, and zlib'd (level 1) when small. The runner may
+    hold a shuffle in memory (the DirectRunner holds all of them), so rows travel compressed and unpack only
+    in the shard that writes them."""
+    blob = pickle.dumps(d, protocol=pickle.HIGHEST_PROTOCOL)
+    return _PACK_ZLIB + zlib.compress(blob, 1) if len(blob) < _ZLIB_BELOW else _PACK_RAW + blob
+
+
+def unpack_row(b: bytes) -> dict[str, Any]:
+    return pickle.loads(zlib.decompress(b[1:]) if b[:1] == _PACK_ZLIB else b[1:])
+
+
 class _WriteShard(beam.DoFn):
     def __init__(self, table_dir: str, prefix: str, schema: pa.Schema, cfg: ShardConfig, id_field: str,
                  attach: Optional[Callable[..., Iterable[Any]]] = None):
@@ -174,8 +192,8 @@ class _WriteShard(beam.DoFn):
         self.rows_written = beam.metrics.Metrics.counter("write", f"{prefix}_rows")
 
     def process(self, element, shard_counts, **side):
-        (partition, index), rows = element
-        ordered = sorted(rows, key=lambda r: r[self.id_field])
+        (partition, index), packed = element
+        ordered = (unpack_row(b) for _, b in sorted(packed, key=lambda p: p[0]))  # (id, packed row)s
         shard = StreamingShard(shard_path(self.table_dir, partition, self.prefix, index, shard_counts[partition]),
                                self.schema, self.cfg)
         for row in ordered if self.attach is None else self.attach(ordered, **side):
@@ -236,14 +254,14 @@ class WriteParquetTable(beam.PTransform):
 
     def expand(self, rows):
         partition_fn, cfg, id_field, size_fn = self.partition_fn, self.cfg, self.id_field, self.size_fn
-        keyed = (
+        keyed = (  # (partition, (id, bytes, packed row)): what waits for the shard counts and crosses the shuffle
             rows
             | "ToDict" >> beam.Map(lambda r: r.model_dump() if isinstance(r, BaseModel) else r)
-            | "KeyByPartition" >> beam.Map(lambda d: (partition_fn(d), d))
+            | "KeyByPartition" >> beam.Map(lambda d: (partition_fn(d), (d[id_field], size_fn(d), pack_row(d))))
         )
         counts = (
             keyed
-            | "SizeRows" >> beam.Map(lambda kv: (kv[0], (1, size_fn(kv[1]))))
+            | "SizeRows" >> beam.Map(lambda kv: (kv[0], (1, kv[1][1])))
             | "SizePartitions" >> beam.CombinePerKey(_SumPairs())
             | "ShardCounts" >> beam.Map(lambda kv: (kv[0], _shard_count(kv[1], cfg)))
         )
@@ -252,7 +270,7 @@ class WriteParquetTable(beam.PTransform):
         written = (
             keyed
             | "AssignShard" >> beam.Map(
-                lambda kv, n: ((kv[0], stable_bucket(kv[1][id_field], n[kv[0]])), kv[1]),
+                lambda kv, n: ((kv[0], stable_bucket(kv[1][0], n[kv[0]])), (kv[1][0], kv[1][2])),
                 n=beam.pvalue.AsDict(counts))
             | "GroupShards" >> beam.GroupByKey()
             | "WriteShard" >> (write if self.attach is None else write.with_outputs(REJECTED, main="paths"))

@@ -126,7 +126,7 @@ def test_composite_in_a_test_pipeline(kb_path, tmp_path):
     ]
     with TestPipeline() as p:
         out = p | beam.Create(inputs) | pim.ImageMiningPipeline(cfg, kb_path, str(tmp_path))
-        assert_that(out.rows | "Answers" >> beam.Map(lambda r: (r.parent_id, r.answer)),
+        assert_that(out.rows | "Answers" >> beam.Map(lambda r: (r["parent_id"], r["answer"])),  # QARow dicts
                     equal_to([("a", "Dijon"), ("a", "1832"), ("b", "Kakunodate"), ("b", "1886")]), label="rows")
         assert_that(out.images | "Ids" >> beam.Map(lambda r: (r.width, r.height)), equal_to([(64, 48)]),
                     label="one image, stored once")
