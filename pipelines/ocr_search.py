@@ -47,7 +47,6 @@ from quarry.operators.ocr.engine import OcrLine, fit_for_ocr
 from quarry.operators.ocr.layout import build_layout, valid_lines
 from quarry.operators.ocr.tasks import (
     CROP_UNREADABLE,
-    OCR_QUESTION,
     encode_crop,
     image_tier,
     input_height,
@@ -60,6 +59,7 @@ from quarry.operators.ocr.tasks import (
     to_1000,
     verify_crop,
 )
+from quarry.operators.ocr.wording import WORDINGS
 from quarry.operators.trajectory import openai_messages
 from quarry.pipelines.ocr import RunOcr
 from quarry.pipelines.read import (
@@ -274,7 +274,7 @@ class _Layout(beam.DoFn):
             origin=item.origin, url=item.url, license=item.license, image_id=image_id, width=w, height=h,
             image_format=item.image_format, engine=self.engine_label, text=layout.transcription,
             lines=[_line_cell(ln, w, h) for ln in layout.lines], entities=entities,
-            question=OCR_QUESTION, answer=layout.transcription, verifier=OCR_VERIFIER)
+            question=WORDINGS[tasks.language].ocr_question, answer=layout.transcription, verifier=OCR_VERIFIER)
         yield row
         yield beam.pvalue.TaggedOutput(IMAGES, ImageRecord(image_id=image_id, image=ImageCell(bytes=item.image_bytes),
                                                            width=w, height=h, format=item.image_format))
@@ -294,7 +294,7 @@ class _Layout(beam.DoFn):
                 sample_id=task_id, parent=row, entity_text=e.text, entity_kind=e.kind,
                 entity_box_1000=to_1000(e.box, w, h), entity_box_in_crop=in_crop, crop_box_1000=crop_1000,
                 crop_bytes=encode_crop(crop, tasks.crop_format), crop_scale=round(scale, 4),
-                question=question_for(e.kind, regions[plan.entity_index][1], task_id),
+                question=question_for(e.kind, regions[plan.entity_index][1], task_id, tasks.language),
                 tier=tier_for(plan.area, plan.input_height, tiers), rel_area=plan.area,
                 input_height=plan.input_height, region=regions[plan.entity_index][1],
                 ambiguous=plan.entity_index in ambiguous), crop))
@@ -306,6 +306,7 @@ class _Verify(beam.DoFn):
 
     def __init__(self, tasks: SearchTaskConfig, kb_path: Optional[str] = None):
         self.min_similarity = tasks.min_similarity
+        self.language = tasks.language
         self.kb_path = kb_path
         self.kb = self.index = None
 
@@ -317,7 +318,7 @@ class _Verify(beam.DoFn):
             with open_file(self.kb_path) as fh:
                 self.kb = KnowledgeBase.from_lines(line.decode("utf-8", "replace") for line in fh)
             self.index = search_ops.NameIndex(self.kb)
-            self.templates = load_templates()
+            self.templates = load_templates(None, self.language)
 
     def process(self, element):
         c, result = element

@@ -115,6 +115,9 @@ class SearchTaskConfig(Section):
         0.8, ge=0.0, le=1.0, description="crop re-read vs entity text (1 - edit distance / max length), else crop_unreadable")
     max_tasks_per_image: int = Field(8, ge=0)
     crop_format: Literal["PNG", "JPEG"] = "PNG"
+    language: Literal["en", "zh"] = Field(
+        "en", description="wording of every question (operators/ocr/wording.py; the search question's relation "
+                          "wording is imagemining's templates of that language)")
 
 
 class TierConfig(Section):

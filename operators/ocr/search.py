@@ -29,6 +29,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.ids import seeded_uniform
 from quarry.operators.imagemining.kb import KnowledgeBase, Literal, contains_phrase, normalise
 from quarry.operators.imagemining.qa import Templates, fill_template
+from quarry.operators.ocr.wording import WORDINGS
 from quarry.operators.scripts import UNSPACED_CHARS
 
 NO_FACTS = "no_facts"
@@ -114,15 +115,17 @@ def find_fact(kb: KnowledgeBase, index: NameIndex, name: str, seed: str) -> Unio
 def search_question(kind: str, region: str, fact: SearchFact, templates: Templates) -> str:
     """The question: it points at the entity by where its name is and asks for the fact, in the wording of
     imagemining's relation templates ("In which district is the museum named on the small label near the left
-    of the image located?"), then says which tools lead there."""
-    noun = {"paragraph": "block of text", "field": "field"}.get(kind, "label")
-    subject = f"the {templates.noun(fact.entity_type)} named on the small {noun} near the {region} of the image"
+    of the image located?"), then says which tools lead there; the language is the templates' (`wording.py`)."""
+    w = WORDINGS[templates.language]
+    subject = fill_template(w.search_subject, type_noun=templates.noun(fact.entity_type), region=w.regions[region],
+                            text_noun=w.text_nouns.get(kind, w.text_nouns["label"]))
     t = templates.relation(fact.relation, fact.entity_type)
     if t is not None and t.question:
         asked = fill_template(t.question, subject=subject, object_noun=templates.noun(fact.object_type))
     else:
-        asked = f"What is the {fact.relation_phrase()} of {subject}?"
-    return f"{asked} Crop it to read the name, then search for it."
+        asked = fill_template(templates.question, phrase=f"the {fact.relation_phrase()} of {subject}"
+                              if templates.language == "en" else f"{subject}的{fact.relation_phrase()}")
+    return f"{asked}{w.joiner}{w.search_hint}"
 
 
 def check_search(fact: SearchFact, question: str, transcription: str) -> Optional[Rejection]:

@@ -33,6 +33,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.ids import seeded_uniform
 from quarry.operators.ocr.engine import OcrLine
 from quarry.operators.ocr.layout import Box, Entity, Layout, reading_order
+from quarry.operators.ocr.wording import WORDINGS
 from quarry.schemas.common import TIERS
 from quarry.schemas.ocr_search import SearchTaskConfig, TierConfig
 
@@ -82,28 +83,17 @@ def region_name(box: Box, width: int, height: int) -> str:
     return _REGIONS[min(2, int(cy * 3))][min(2, int(cx * 3))]
 
 
-# Zoom-and-read questions: the answer is the text itself (the search questions are in operators/ocr/search.py).
-_QUESTIONS = {
-    "number": ("What is the small number near the {region} of the image? Zoom in on it to read it.",
-               "Read the small figure printed near the {region} of the image: what is it?"),
-    "field": ("What does the small field near the {region} of the image say? Crop it to read it.",
-              "Zoom in on the small key-value text near the {region} of the image: what does it read?"),
-    "paragraph": ("What does the small block of text near the {region} of the image say? Crop it to read it.",
-                  "Zoom in on the fine print near the {region} of the image: what is written there?"),
-    "label": ("What does the small label near the {region} of the image say? Crop it to read it.",
-              "Zoom in on the small text near the {region} of the image: what does it read?"),
-}
-
-
-def question_for(kind: str, region: str, seed: str) -> str:
-    """A question needing the entity's text; the wording is chosen from `seed` (stable across reruns)."""
-    variants = _QUESTIONS.get(kind, _QUESTIONS["label"])
+def question_for(kind: str, region: str, seed: str, language: str = "en") -> str:
+    """A zoom-and-read question needing the entity's text (its wording per language in
+    `operators/ocr/wording.py`), the variant chosen from `seed` (stable across reruns)."""
+    w = WORDINGS[language]
+    variants = w.zoom.get(kind, w.zoom["label"])
     pick = min(len(variants) - 1, int(seeded_uniform("question", seed) * len(variants)))
-    return variants[pick].format(region=region)
+    return variants[pick].format(region=w.regions[region])
 
 
 # The `ocr` task's prompt: the whole transcription, lines in reading order, one per line (as `text` holds it).
-OCR_QUESTION = "Read all the text in this image in reading order, one line of text per line."
+OCR_QUESTION = WORDINGS["en"].ocr_question
 
 
 @dataclass(frozen=True)

@@ -239,3 +239,17 @@ def test_every_reject_reason_is_listed_for_its_stage(tmp_path):
     written = {(stage, r) for stage, reasons in reject_counts(str(tmp_path / "out")).items() for r in reasons
                if stage != "read"}
     assert len(written) >= 2 and written <= listed, written - listed
+
+
+def test_chinese_questions_on_the_demo(tmp_path):
+    """tasks.language=zh: every question in Chinese, the same tasks and answers as in English."""
+    demo = ocr_search_demo.build(tmp_path / "in")
+    runs = {}
+    for lang in ("en", "zh"):
+        cfg = resolve_config(SPEC, None, demo.sets + [f"tasks.language={lang}"], "demo")
+        run_dag(SPEC, demo.patterns, str(tmp_path / lang), cfg)
+        runs[lang] = {r["sample_id"]: r for r in rows(tmp_path / lang)}
+    assert runs["zh"].keys() == runs["en"].keys() and any(r["task"] == "ocr_search" for r in runs["zh"].values())
+    for sid, r in runs["zh"].items():
+        assert (r["task"], r["answer"]) == (runs["en"][sid]["task"], runs["en"][sid]["answer"])
+        assert "图" in r["question"] and not any("a" <= c.lower() <= "z" for c in r["question"]), r["question"]

@@ -73,6 +73,17 @@ def test_question_uses_the_relation_templates_and_never_shows_the_name(kb):
     assert year.startswith("In which year did the cafe named on the small label near the top of the image open?")
 
 
+def test_chinese_wording_of_search_and_zoom_questions(kb):
+    from quarry.operators.ocr.tasks import question_for
+
+    fact = search.find_fact(*kb, "South Museum", "seed")
+    q = search.search_question("label", "left", fact, load_templates(None, "zh"))
+    assert q == "图片左侧附近小标签上写着名字的博物馆位于哪个区？请先裁剪读出名字，再搜索它。"
+    assert {question_for("number", "top-right", f"s{i}", "zh") for i in range(20)} == {
+        "图片右上方附近的小数字是多少？请放大查看。", "请读出印在图片右上方附近的小数字：是多少？"}
+    assert "near the centre of the image" in question_for("label", "centre", "s", "en")
+
+
 def test_check_search_leak_and_answer_in_image(kb):
     fact = search.find_fact(*kb, "South Museum", "seed")
     assert search.check_search(fact, "Which district?", "SOUTH MUSEUM open daily") is None
