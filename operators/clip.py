@@ -112,6 +112,21 @@ def import_open_clip():
     return open_clip
 
 
+def _architectures_on_disk() -> Optional[set[str]]:
+    """open_clip's architecture names, read from its model_configs/*.json without importing it (or torch);
+    None where the package is not laid out so."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("open_clip")
+    except (ImportError, ValueError):
+        return None
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    names = {f[:-5] for loc in locations if os.path.isdir(os.path.join(loc, "model_configs"))
+             for f in os.listdir(os.path.join(loc, "model_configs")) if f.endswith(".json")}
+    return (names | {TINY_MODEL}) if names else None
+
+
 def _is_checkpoint_path(pretrained: str) -> bool:
     p = pretrained.strip()
     return (
@@ -416,15 +431,24 @@ class ClipScorer:
         """Check, without building the model, that the architecture exists and the
         weights are at hand. Raises UnknownClipModel / ClipWeightsMissing.
 
-        A DAG can call it before starting a pipeline; `load()` calls it too.
+        A DAG calls it before starting a pipeline; `load()` calls it too. For
+        random weights and checkpoint files it reads open_clip's architecture
+        list from its config files and imports neither torch nor open_clip
+        (~360 MiB that a pipeline's driver would then hold for the whole run);
+        a pretrained tag needs open_clip's tag registry and imports it.
         """
-        self._resolve_weights(import_open_clip())
+        pretrained = self.cfg.pretrained.strip()
+        known = _architectures_on_disk() if self.random_weights or _is_checkpoint_path(pretrained) else None
+        if known is None:
+            self._resolve_weights(import_open_clip())
+            return
+        self._check_architecture(self.cfg.model in known, sorted(known))
+        if not self.random_weights:
+            self._checkpoint_path(pretrained)
 
-    def _resolve_weights(self, open_clip) -> tuple[Optional[str], bool]:
-        """(`pretrained` argument for open_clip, force_quick_gelu)."""
-        model, pretrained = self.cfg.model, self.cfg.pretrained.strip()
-        if open_clip.get_model_config(model) is None:
-            known = open_clip.list_models()
+    def _check_architecture(self, exists: bool, known: list[str]) -> None:
+        model = self.cfg.model
+        if not exists:
             close = difflib.get_close_matches(model, known, n=3, cutoff=0.5)
             common = [m for m in ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-SO400M-14-SigLIP", TINY_MODEL) if m in known]
             hint = f"did you mean {', '.join(close)}? " if close else ""
@@ -432,15 +456,24 @@ class ClipScorer:
                 f"clip.model={model!r} is not an open_clip architecture; {hint}"
                 f"known include {', '.join(common)} ({len(known)} in all: open_clip.list_models())"
             )
+
+    def _checkpoint_path(self, pretrained: str) -> str:
+        path = os.path.expanduser(pretrained)
+        if not os.path.isfile(path):
+            raise ClipWeightsMissing(
+                f"CLIP weights for {self.cfg.model}: checkpoint file {pretrained!r} does not exist. "
+                + _how_to_provide(self.cfg.model)
+            )
+        return path
+
+    def _resolve_weights(self, open_clip) -> tuple[Optional[str], bool]:
+        """(`pretrained` argument for open_clip, force_quick_gelu)."""
+        model, pretrained = self.cfg.model, self.cfg.pretrained.strip()
+        self._check_architecture(open_clip.get_model_config(model) is not None, open_clip.list_models())
         if self.random_weights:
             return None, False
         if _is_checkpoint_path(pretrained):
-            path = os.path.expanduser(pretrained)
-            if not os.path.isfile(path):
-                raise ClipWeightsMissing(
-                    f"CLIP weights for {model}: checkpoint file {pretrained!r} does not exist. " + _how_to_provide(model)
-                )
-            return path, False
+            return self._checkpoint_path(pretrained), False
         tag_cfg = open_clip.get_pretrained_cfg(model, pretrained)
         if not tag_cfg:
             tags = open_clip.list_pretrained_tags_by_model(model)

@@ -402,3 +402,24 @@ def test_load_sets_the_threads_of_its_copy(monkeypatch):
         torch.set_num_threads(before)
     with pytest.raises(ValueError, match="at least 1"):
         ClipScorer(tiny(), copies_on_machine=0)
+
+
+def test_preflight_of_random_weights_or_a_file_imports_no_torch(tmp_path):
+    code = (
+        "import sys\n"
+        "from quarry.operators.clip import ClipScorer, UnknownClipModel, ClipWeightsMissing\n"
+        "from quarry.schemas.caption import ClipConfig\n"
+        "ClipScorer(ClipConfig(model='ViT-B-32', pretrained='none')).preflight()\n"
+        "ClipScorer(ClipConfig(model='quarry-tiny', pretrained='none')).preflight()\n"
+        "try:\n"
+        "    ClipScorer(ClipConfig(model='ViT-B-33', pretrained='none')).preflight(); raise SystemExit('no error')\n"
+        "except UnknownClipModel as e:\n"
+        "    assert 'did you mean ViT-B-32' in str(e), e\n"
+        f"try:\n"
+        f"    ClipScorer(ClipConfig(model='ViT-B-32', pretrained={str(tmp_path / 'x.pt')!r})).preflight()\n"
+        "    raise SystemExit('no error')\n"
+        "except ClipWeightsMissing as e:\n"
+        "    assert 'does not exist' in str(e), e\n"
+        "assert 'torch' not in sys.modules and 'open_clip' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

@@ -129,3 +129,27 @@ def test_score_clip_matches_bare_scorer(tiny_checkpoint, share_model):
     with TestPipeline() as p:
         scores = p | beam.Create(list(zip(keys, items))) | "Score" >> ScoreClip(c)
         assert_that(scores, check)
+
+
+def test_building_a_clip_step_imports_no_torch():
+    """The driver and the SDK processes that only proxy to a shared model never import torch (~210 MiB for
+    Beam's optional ModelManager, ~150 more for open_clip); preflight of random weights reads config files;
+    workers import this module first (Beam plugin), before unpickling RunInference."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, apache_beam as beam\n"
+        "from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions\n"
+        "from quarry.operators.clip import ClipScorer\n"
+        "from quarry.pipelines.clip import ScoreClip, _base\n"
+        "from quarry.schemas.caption import ClipConfig\n"
+        "cfg = ClipConfig(model='ViT-B-32', pretrained='none')\n"
+        "ClipScorer(cfg).preflight()\n"
+        "p = beam.Pipeline(options=PipelineOptions(['--direct_num_workers=2', '--direct_running_mode=multi_processing']))\n"
+        "_ = p | beam.Create([(0, (b'', 'x'))]) | ScoreClip(cfg)\n"
+        "assert 'torch' not in sys.modules and 'open_clip' not in sys.modules, 'torch imported'\n"
+        "assert _base.resource is not None and _base.ModelManager is None\n"
+        "assert 'quarry.pipelines.clip' in p.options.view_as(SetupOptions).beam_plugins\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
