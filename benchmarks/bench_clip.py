@@ -150,18 +150,13 @@ def main(argv=None) -> int:
     ap.add_argument("--precision", default="auto")
     ap.add_argument("--repeat", type=int, default=1, help="run both paths this many times; report the best")
     ap.add_argument("--threads", type=int, default=0,
-                    help="torch intra-op threads for both paths (0: torch's default, one per core). On a busy "
+                    help="torch intra-op threads for both paths (clip.threads; 0: the cores of the process). On a busy "
                          "machine 1 avoids threads spinning while waiting for a descheduled sibling")
     args = ap.parse_args(argv)
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-
     from quarry.schemas.caption import ClipConfig
 
     cfg = ClipConfig(model=args.model, pretrained=args.pretrained, device=args.device, precision=args.precision,
-                     min_batch_size=args.batch, max_batch_size=args.batch)
+                     min_batch_size=args.batch, max_batch_size=args.batch, threads=args.threads)
     t0 = time.perf_counter()
     items = make_inputs(args.n)
     mb = sum(len(b) for b, _ in items) / 1e6
