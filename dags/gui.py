@@ -4,7 +4,8 @@ GLM-4.5V §3 (render pages, keep every visible DOM element with its rendered
 box, boxes on a 0-1000 grid) and the GUI task hierarchy of GLM-5V-Turbo §4:
 `element_perception` (box -> what it is and says), `grounding`
 (expression -> box) and single-step `action` (instruction -> click / type /
-scroll) rows, one screenshot per page stored once in `DIR/images`.
+scroll) rows, `critic` rows that judge candidate answers to the grounding and
+action tasks, one screenshot per page stored once in `DIR/images`.
 
 Inputs: a URL list (`.txt`, one `http(s)://` or `file://` URL per line, `#`
 comments), a Parquet/JSONL table with a `url` column (`input.url_column`), or
@@ -18,6 +19,19 @@ the screenshot (>= 2% level 0, >= 0.5% 1, >= 0.1% 2, >= 0.02% 3, else 4;
 elements with the same role (< 5: +0, < 20: +1, else +2; `tiers.crowd_counts`),
 capped at very_hard; tiers in order very_easy, easy, medium, hard, very_hard.
 Scroll actions are very_easy.
+
+Critic (`critic`: task + candidate answer -> correct / incorrect;
+`operators/gui/critic.py`): per grounding or action task, the wrong candidates
+the page supplies honestly (`neighbour`: the nearest other visible element,
+its real box, IoU < `critic.max_iou` with the target, ink inside it;
+`misread_label`: the target's box said of its label with one OCR-style
+confusion, never the truth nor another text of the page; `wrong_text`: a
+type action with text that does not fit the field) plus the task's own answer
+as one correct candidate; answer `correct`/`incorrect`, exact verifier, the
+reason as a column. Tier: the correct candidate keeps its task's; wrong_text
+easy; misread hard for look-alike glyphs (l/1, O/0, rn/m), medium for a
+dropped or swapped letter; neighbour easy +1 near (edge gap <= 10/1000), +1
+same kind of element, +1 same name too, capped at very_hard.
 
 UI-to-code (`ui_to_code`: screenshot -> HTML, `code_to_ui`: HTML -> screenshot;
 `operators/gui/ui_code.py`): each rendered page's DOM, serialised after
@@ -107,13 +121,16 @@ READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_
 SPEC = DagSpec(
     name="gui",
     summary="GUI grounding: Playwright renders pages; visible elements with boxes -> perception, grounding, action "
-            "tasks; UI-to-code pairs",
+            "and critic tasks; UI-to-code pairs",
     stages=with_reasons((
         Stage("read", "URL lists, Parquet/JSONL url tables, or folders of saved .html pages -> one page per viewport", where="operators/inputs/files.py, pipelines/gui.py"),
         Stage("render", "Chromium via Playwright: fresh context per page, pages in flight, address guard on every request, "
                         "screenshot + visible elements (box, role, name, interactive, DOM path)", where="operators/gui/browser.py, pipelines/gui.py"),
         Stage("tasks", "element_perception, grounding (name or positional expressions, ambiguous ones dropped), "
-                       "action (click/type/scroll); tier from area and crowding", where="operators/gui/tasks.py"),
+                       "action (click/type/scroll); tier from area and crowding; critic: candidate answers to the "
+                       "grounding and action tasks (a neighbouring element, a misread label, wrong typed text, and "
+                       "the right one) judged correct / incorrect with the reason",
+              where="operators/gui/tasks.py, operators/gui/critic.py"),
         Stage("ui_code", "ui_to_code / code_to_ui: the rendered DOM as one self-contained HTML document (used styles, "
                          "no scripts, assets inlined or dropped), rendered again with JavaScript off and every request "
                          "aborted; kept at similarity >= ui_code.threshold; tier from DOM size and depth",

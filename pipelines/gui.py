@@ -33,7 +33,7 @@ from apache_beam.transforms.window import GlobalWindows
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.gui import browser as browser_ops
-from quarry.operators.gui import ui_code
+from quarry.operators.gui import critic, ui_code
 from quarry.operators.gui.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, RenderResult
 from quarry.operators.gui.tasks import TaskSettings, page_tasks, task_id, verifier_spec
 from quarry.operators.ids import content_id, digest
@@ -61,6 +61,7 @@ from quarry.pipelines.stats import Progress
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
 from quarry.schemas.gui import (
     UI_CODE_TASKS,
+    CriticConfig,
     GuiConfig,
     GuiRow,
     PageInput,
@@ -353,6 +354,12 @@ def task_settings(tasks: TasksConfig, tiers: TierConfig) -> TaskSettings:
                         area_fractions=tuple(tiers.area_fractions), crowd_counts=tuple(tiers.crowd_counts))
 
 
+def critic_settings(c: CriticConfig, tasks: TasksConfig) -> critic.CriticSettings:
+    return critic.CriticSettings(errors=tuple(c.errors), max_iou=c.max_iou, min_contrast=c.min_contrast, near=c.near,
+                                 max_gap=c.max_gap,
+                                 max_per_page=tasks.max_per_page)
+
+
 def final_url_of(p: PageInput, final_url: str) -> str:
     """Where the page ended, reproducibly: for a served folder the path inside the folder (as `page_url`),
     since the loopback server's port differs from run to run; web pages keep their URL."""
@@ -369,30 +376,46 @@ def page_image(res: RenderResult) -> ImageRecord:
                        height=page.height, format="png")
 
 
-def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings) -> tuple[list[GuiRow], Optional[ImageRecord]]:
+def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings,
+              critic_cfg: Optional[critic.CriticSettings] = None) -> tuple[list[GuiRow], Optional[ImageRecord]]:
+    """The task rows of one page (and its screenshot record); critic rows judge its grounding and action tasks,
+    which are made for them even when those kinds are not emitted themselves."""
     page = res.page
     assert page is not None
     elements = page.elements
-    tasks = page_tasks(p.page_id, elements.elements, elements.scrollable, settings)
-    if not tasks:
+    wanted = settings.kinds
+    tasks = page_tasks(p.page_id, elements.elements, elements.scrollable,
+                       replace(settings, kinds=critic.with_kinds(wanted)))
+    judged: list[critic.Candidate] = []
+    if "critic" in wanted:
+        judged = critic.critic_candidates(p.page_id, tasks, elements.elements, page.png,
+                                          critic_cfg or critic.CriticSettings(max_per_page=settings.max_per_page))
+    tasks = [t for t in tasks if t.task in wanted]
+    if not tasks and not judged:
         return [], None
     image_id = digest(page.png)
-    page_url = p.url
-    rows = []
-    for t in tasks:
+
+    def row(t, **fields) -> GuiRow:
         e = t.element
-        rows.append(GuiRow(
-            sample_id=task_id(p.page_id, t), source=p.source, tier=t.tier, task=t.task, origin=p.origin,
-            url=p.url if p.kind == "url" else None, parent_id=p.page_id, image_id=image_id, width=page.width,
-            height=page.height, viewport=p.viewport.name, page_url=page_url, final_url=final_url_of(p, page.final_url),
-            question=t.prompt, answer=t.answer, verifier=verifier_spec(t), expression=t.expression, expression_kind=t.expression_kind,
+        return GuiRow(
+            source=p.source, origin=p.origin, url=p.url if p.kind == "url" else None, parent_id=p.page_id,
+            image_id=image_id, width=page.width, height=page.height, viewport=p.viewport.name, page_url=p.url,
+            final_url=final_url_of(p, page.final_url), expression=t.expression, expression_kind=t.expression_kind,
             action=t.action, element_tag=e.tag if e else None, element_role=e.role if e else None,
             element_name=e.name if e else None, element_interactive=e.interactive if e else None,
             element_path=e.path if e else None, box=list(e.box) if e else None,
             box_px=list(e.box_px) if e else None, box_kind=e.box_kind if e else None,
-            block_box=list(e.block_box) if e and e.block_box else None, area_fraction=t.area_fraction, similar_elements=t.similar,
-            page_elements=len(elements.elements), elements_capped=elements.capped, blocked_requests=len(res.blocked),
-        ))
+            block_box=list(e.block_box) if e and e.block_box else None, area_fraction=t.area_fraction,
+            similar_elements=t.similar, page_elements=len(elements.elements), elements_capped=elements.capped,
+            blocked_requests=len(res.blocked), **fields)
+
+    rows = [row(t, sample_id=task_id(p.page_id, t), tier=t.tier, task=t.task, question=t.prompt, answer=t.answer,
+                verifier=verifier_spec(t)) for t in tasks]
+    rows += [row(c.task, sample_id=critic.candidate_id(p.page_id, c), tier=c.tier, task="critic",
+                 question=critic.question(c), answer=c.verdict, verifier=critic.verifier_spec(),
+                 judged_task=c.task.task, judged_id=task_id(p.page_id, c.task), candidate=c.candidate,
+                 candidate_box=list(c.box), candidate_iou=c.iou, verdict=c.verdict, error_kind=c.error_kind,
+                 reason=c.reason) for c in judged]
     return rows, page_image(res)
 
 
@@ -441,13 +464,14 @@ class _MakeTasks(beam.DoFn):
     CODE_IN = "code_in"  # one per page whose code was captured or refused
     CODE_OUT = "code_out"  # one per pair kept
 
-    def __init__(self, settings: TaskSettings, code: UiCodeConfig):
+    def __init__(self, settings: TaskSettings, code: UiCodeConfig, critic_cfg: critic.CriticSettings):
         self.settings = settings
         self.code = code
+        self.critic = critic_cfg
 
     def process(self, element):
         p, res = element
-        rows, _ = page_rows(p, res, self.settings)
+        rows, _ = page_rows(p, res, self.settings, self.critic)
         pairs, code_reject = code_rows(p, res, self.code, self.settings.kinds)
         if res.page.code is not None:
             yield beam.pvalue.TaggedOutput(self.CODE_IN, 1)
@@ -479,7 +503,8 @@ class GuiPipeline(beam.PTransform):
         code = code_settings(cfg.ui_code) if set(cfg.tasks.kinds) & set(UI_CODE_TASKS) else None
         rendered = run_stage(pages | "ProgressRender" >> Progress("render"), "RenderPages",
                              _RenderPages(cfg.render, code), out_dir, "render", tags=(_RenderPages.BLOCKED,))
-        tasks = run_stage(rendered.kept, "MakeTasks", _MakeTasks(task_settings(cfg.tasks, cfg.tiers), cfg.ui_code),
+        tasks = run_stage(rendered.kept, "MakeTasks", _MakeTasks(task_settings(cfg.tasks, cfg.tiers), cfg.ui_code,
+                                                       critic_settings(cfg.critic, cfg.tasks)),
                           out_dir, "tasks", tags=(_MakeTasks.IMAGES, _MakeTasks.CODE_IN, _MakeTasks.CODE_OUT))
         count(tasks[_MakeTasks.IMAGES], out_dir, "images.out")
         count(tasks[_MakeTasks.CODE_IN], out_dir, "ui_code.in")

@@ -18,7 +18,7 @@ from quarry.schemas.common import Origin, Row, Sample
 from quarry.schemas.config import DagConfig, Section
 from quarry.schemas.rl import RlTask
 
-TASKS = ("element_perception", "grounding", "action", "ui_to_code", "code_to_ui")
+TASKS = ("element_perception", "grounding", "action", "critic", "ui_to_code", "code_to_ui")
 UI_CODE_TASKS = ("ui_to_code", "code_to_ui")  # the UI-to-code level (operators/gui/ui_code.py)
 
 
@@ -75,8 +75,9 @@ class RenderConfig(Section):
 
 
 class TasksConfig(Section):
-    kinds: list[Literal["element_perception", "grounding", "action", "ui_to_code", "code_to_ui"]] = Field(
-        default_factory=lambda: list(TASKS), description="task kinds to emit; ui_to_code (screenshot -> HTML) and "
+    kinds: list[Literal["element_perception", "grounding", "action", "critic", "ui_to_code", "code_to_ui"]] = Field(
+        default_factory=lambda: list(TASKS), description="task kinds to emit; critic judges candidate answers to the "
+        "page's grounding and action tasks (critic section); ui_to_code (screenshot -> HTML) and "
         "code_to_ui (HTML -> screenshot) serialise each page to one self-contained HTML document (ui_code section)")
     max_per_page: int = Field(200, ge=1, description="rows per page and task kind at most (id-seeded sample)")
     scroll: bool = Field(True, description="emit one scroll action on pages with a visible cue to scroll: taller than "
@@ -106,6 +107,20 @@ class TierConfig(Section):
         if len(v) != 2 or v != sorted(v):
             raise ValueError("give 2 ascending counts")
         return v
+
+
+class CriticConfig(Section):
+    """Critic rows (operators/gui/critic.py): candidate answers to grounding and action tasks, judged."""
+
+    errors: list[Literal["neighbour", "misread_label", "wrong_text"]] = Field(
+        default_factory=lambda: ["neighbour", "misread_label", "wrong_text"],
+        description="kinds of wrong candidate: the nearest other element, a misread label, a type action's wrong text")
+    max_iou: float = Field(0.3, gt=0, le=1, description="a neighbour's box must have IoU below this with the target's")
+    min_contrast: int = Field(24, ge=0, le=255, description="a neighbour's box must show ink: grey levels inside it "
+                              "spread at least this much (a blank box is no element a person sees)")
+    near: int = Field(10, ge=0, le=1000, description="neighbours within this edge gap (0-1000 units) are a tier harder")
+    max_gap: int = Field(150, ge=0, le=1000, description="a neighbour lies within this edge gap (0-1000 units) of "
+                         "the target; farther elements are no neighbour")
 
 
 class UiCodeConfig(Section):
@@ -152,6 +167,7 @@ class GuiConfig(DagConfig):
     render: RenderConfig = RenderConfig()
     tasks: TasksConfig = TasksConfig()
     tiers: TierConfig = TierConfig()
+    critic: CriticConfig = CriticConfig()
     ui_code: UiCodeConfig = UiCodeConfig()
 
 
@@ -200,6 +216,19 @@ class GuiRow(RlTask, Sample):
     page_elements: int = Field(description="visible elements found on the page")
     elements_capped: bool = Field(description="the page hit render.max_elements or render.max_nodes")
     blocked_requests: int = Field(0, description="requests the address guard refused on this page")
+    # critic rows (operators/gui/critic.py); null on the other tasks. The element and box columns are the target's.
+    judged_task: Optional[str] = Field(None, description="critic: the task the candidate answers (grounding | action)")
+    judged_id: Optional[str] = Field(None, description="critic: sample_id of that grounding or action task")
+    candidate: Optional[str] = Field(None, description="critic: the candidate answer judged: the element it names, "
+                                     "then its box or action inside <|begin_of_box|>...<|end_of_box|> (0-1000 grid)")
+    candidate_box: Optional[list[int]] = Field(None, description="critic: [x1, y1, x2, y2] 0-1000 of the element the "
+                                               "candidate's box or action lands on")
+    candidate_iou: Annotated[Optional[float], ArrowType(pa.float32())] = Field(
+        None, description="critic: IoU of candidate_box with the target's box")
+    verdict: Optional[Literal["correct", "incorrect"]] = Field(None, description="critic: the answer, as a column")
+    error_kind: Optional[Literal["none", "neighbour", "misread_label", "wrong_text"]] = Field(
+        None, description="critic: what is wrong with the candidate (none when correct)")
+    reason: Optional[str] = Field(None, description="critic: one sentence naming what is right or wrong")
     # ui_to_code / code_to_ui rows (operators/gui/ui_code.py); null on the other tasks
     html: Optional[str] = Field(None, description="the self-contained HTML document that renders to the screenshot")
     code_similarity: Annotated[Optional[float], ArrowType(pa.float32())] = Field(

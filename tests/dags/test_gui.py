@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -15,12 +16,14 @@ import pytest
 from quarry.dags.demos import gui as gui_demo
 from quarry.dags.gui import SPEC, plan
 from quarry.dags.runner import reject_counts, resolve_config, run_dag
+from quarry.operators.grade import contract
 from quarry.operators.gui.browser import find_chromium
 from quarry.pipelines.gui import STAGE_REASONS
 from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.common import TIERS, ImageRecord
 from quarry.schemas.config import ConfigError
 from quarry.schemas.gui import GuiRow
+from quarry.schemas.rl import VerifierSpec
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +50,7 @@ def test_demo_end_to_end(tmp_path):
     check_rows_schema_images_and_tiers(demo)
     check_hidden_elements_never_appear_and_duplicates_are_disambiguated(demo)
     check_ui_code_pairs(demo)
+    check_critic_rows(demo)
     check_rerun_gives_the_same_ids(demo, tmp_path / "rerun")
 
 
@@ -78,7 +82,7 @@ def check_rows_schema_images_and_tiers(demo):
     tiers = {t for (t,) in sql(out, "SELECT DISTINCT tier FROM rows")}
     assert tiers <= set(TIERS) and len(tiers) >= 3
     assert {t for (t,) in sql(out, "SELECT DISTINCT task FROM rows")} == {
-        "element_perception", "grounding", "action", "ui_to_code", "code_to_ui"}
+        "element_perception", "grounding", "action", "critic", "ui_to_code", "code_to_ui"}
     bad = sql(out, "SELECT count(*) FROM rows WHERE box IS NOT NULL AND (box[1] > box[3] OR box[2] > box[4] "
                    "OR box[1] < 0 OR box[4] > 1000)")
     assert bad == [(0,)]
@@ -116,6 +120,46 @@ def check_ui_code_pairs(demo):
     shop = next(h for p, t, _, _, h, *_ in pairs if p == "shop.html")
     assert shop.count("data:image/svg+xml;base64,") == 4  # logo.svg and 3 x mug.svg, inlined from the served folder
     assert "169.254.169.254" not in shop  # the blocked metadata image was dropped
+
+
+def check_critic_rows(demo):
+    """Critic rows judge the demo's grounding and action rows on the same screenshot: every error kind, verdicts
+    that agree with the judged row's own verifier, boxes inside the screenshot, one correct candidate per target."""
+    out = demo[0] / "out"
+    rows = sql(out, "SELECT c.sample_id, c.image_id, c.width, c.height, c.question, c.answer, c.verifier, c.verdict, "
+                    "c.error_kind, c.reason, c.candidate, c.candidate_box, c.candidate_iou, c.box, c.element_name, "
+                    "c.tier, j.task, j.answer, j.verifier, j.image_id, j.expression, c.expression, c.judged_task "
+                    "FROM rows c JOIN rows j ON c.judged_id = j.sample_id WHERE c.task = 'critic'")
+    assert sql(out, "SELECT count(*) FROM rows WHERE task = 'critic'") == [(len(rows),)]  # each judges a row
+    kinds = Counter(r[8] for r in rows)
+    assert set(kinds) == {"none", "neighbour", "misread_label", "wrong_text"} and kinds["wrong_text"] >= 2
+    assert kinds["none"] * 4 >= len(rows)  # one correct candidate per target that has up to three wrong ones
+    per_target = Counter((r[16], r[20], r[19]) for r in rows if r[8] == "none")
+    assert set(per_target.values()) == {1}
+    for (sid, image_id, w, h, question, answer, verifier, verdict, kind, reason, cand, cbox, ciou, box, name, tier,
+         jtask, janswer, jverifier, jimage, jexpr, expr, judged_task) in rows:
+        assert image_id == jimage and jtask == judged_task and expr == jexpr
+        assert answer == verdict == ("correct" if kind == "none" else "incorrect")
+        assert {k: v for k, v in verifier.items() if v not in (None, False)} == {"kind": "exact"}
+        assert cand in question and reason and tier in TIERS
+        for b in (box, cbox):  # drawn inside the screenshot
+            assert 0 <= b[0] < b[2] <= 1000 and 0 <= b[1] < b[3] <= 1000
+            assert b[2] * w / 1000 <= w and b[3] * h / 1000 <= h
+        spec = VerifierSpec.model_validate({k: v for k, v in jverifier.items() if v is not None})
+        right = contract.build(spec)(cand, contract.reference(spec, janswer)).reward == 1.0
+        assert right == (kind in ("none", "misread_label")), (kind, cand, janswer)
+        if kind == "neighbour":
+            assert cbox != box and ciou < 0.3 and reason.endswith(f"the instruction asks for {expr}")
+        elif kind == "misread_label":
+            said = cand.split(" <|begin_of_box|>")[0]
+            assert cbox == box and said != expr and f'the screenshot shows "{name}"' in reason
+        elif kind == "wrong_text":
+            assert jtask == "action" and janswer.startswith("<|begin_of_box|>type(")
+        else:
+            assert cand == f"{expr} {janswer}"
+    # the label beside its field is a realistic wrong target
+    reasons = {r[9] for r in rows}
+    assert 'the box is on the "Email address" label, the instruction asks for the "Email address" text field' in reasons
 
 
 def check_rerun_gives_the_same_ids(demo, tmp_path):
