@@ -28,7 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.imagemining.kb import KbError
-from quarry.operators.imagemining.kb_store import ensure_kb_store
+from quarry.operators.imagemining.kb_store import ensure_store_anywhere
 from quarry.operators.imagemining.qa import TemplateError, load_rewrite_prompt, load_templates
 from quarry.operators.inputs import reasons as read_reasons
 from quarry.operators.inputs.jsonl import jsonl_objects
@@ -73,8 +73,8 @@ def plan(patterns: list[str], cfg: ImageMiningConfig):
         _check_kb(cfg.kb.path)
         store_path = cfg.kb.resolved_store_path()
         if store_path is not None:  # built once here, not by every worker; reused while the KB file is unchanged
-            ensure_kb_store(cfg.kb.path, store_path, templates.relation_aliases,
-                            log=lambda m: print(m, file=sys.stderr, flush=True))
+            ensure_store_anywhere(cfg.kb.path, store_path, templates.relation_aliases,
+                                  log=lambda m: print(m, file=sys.stderr, flush=True))
     except KbError as e:
         raise ConfigError(str(e)) from None
     return plan_tables(patterns, (), "images")

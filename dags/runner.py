@@ -475,17 +475,46 @@ def exit_on_interrupt(output: str, resumable: bool) -> Iterator[None]:
 REMOTE_RUNNERS = ("dataflowrunner", "dataflow")
 
 
-def check_runner_paths(beam_args: Optional[list[str]], patterns: list[str], output: str) -> None:
-    """A remote runner with a local input or output path fails here, in one line, before anything is submitted.
+# Config keys naming files the workers read (side files): on a remote runner they must be remote too. Every
+# reader opens them through Beam's FileSystems (a remote kb.store_path is fetched to each worker machine once).
+SIDE_FILES = ("kb.path", "kb.store_path", "qa.templates", "rewriter.prompt", "search.kb", "decontam.bench",
+              "balance.vocabulary", "judge.prompt_path", "rollouts")
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path or path.startswith("file://")
+
+
+def _config_value(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        cfg = getattr(cfg, part, None)
+        if cfg is None:
+            return None
+    return cfg
+
+
+def check_runner_paths(beam_args: Optional[list[str]], patterns: list[str], output: str,
+                       cfg: Optional[DagConfig] = None) -> None:
+    """A remote runner with a local input, output or side-file path (`SIDE_FILES`) fails here, in one line,
+    before anything is submitted.
 
     The portable runners (Flink, Spark, PortableRunner) are left alone: their workers may share a filesystem."""
     runner = PipelineOptions(beam_args or []).view_as(StandardOptions).runner or ""
     if runner.lower() not in REMOTE_RUNNERS:
         return
-    local = [p for p in [*patterns, output] if "://" not in p or p.startswith("file://")]
+    local = [p for p in [*patterns, output] if _is_local(p)]
     if local:
         raise UsageError(f"--runner={runner}: its workers cannot read local paths ({', '.join(local)}); "
                          "pass gs:// (or another remote filesystem) for every --input and --output")
+    side = []
+    for key in SIDE_FILES if cfg is not None else ():
+        value = _config_value(cfg, key)
+        for path in ([value] if isinstance(value, str) else value if isinstance(value, list) else []):
+            if isinstance(path, str) and _is_local(path):
+                side.append(f"{key}={path}")
+    if side:
+        raise UsageError(f"--runner={runner}: its workers cannot read local side files ({', '.join(side)}); "
+                         "put them on gs:// (or another remote filesystem)")
 
 
 def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, overwrite: bool = False,
@@ -498,7 +527,7 @@ def run_dag(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, *, 
         raise UsageError("no --input given")
     if resume and overwrite:
         raise UsageError("--resume keeps a run and --overwrite replaces it: pass one of them")
-    check_runner_paths(beam_args, patterns, output)
+    check_runner_paths(beam_args, patterns, output, cfg)
     if resume and not spec.resumable:
         raise UsageError(f"--resume: the {spec.name} DAG cannot resume (its shards are written only once every "
                          "input is done, so a killed run committed nothing); rerun with --overwrite")
@@ -527,7 +556,7 @@ def plan_only(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig, g
     and nothing is written to `output`. Returns (transforms, transforms with resource hints)."""
     if not patterns:
         raise UsageError("no --input given")
-    check_runner_paths(beam_args, patterns, output)
+    check_runner_paths(beam_args, patterns, output, cfg)
     plan = spec.plan(patterns, cfg)
     pipeline = beam.Pipeline(options=PipelineOptions(beam_args or []))
     build_dag(spec, pipeline, cfg, plan, output)

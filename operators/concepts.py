@@ -44,6 +44,7 @@ import ahocorasick
 
 from quarry.operators.base import Rejection
 from quarry.operators.ids import seeded_uniform
+from quarry.operators.inputs.opening import read_text
 from quarry.operators.scripts import UNSPACED  # Han and kana entries match as plain substrings
 from quarry.schemas.caption import BalanceConfig
 from quarry.schemas.common import Tier
@@ -91,15 +92,15 @@ def load_vocabulary(path: Optional[PathLike] = None) -> list[str]:
             raise VocabularyError(f"cannot read the {where}: {e}") from e
         entries = _parse_text(text)
     else:
-        p = Path(path)
-        where = f"vocabulary file {str(p)!r}"
-        if not p.is_file():
+        path = str(path)
+        where = f"vocabulary file {path!r}"
+        if "://" not in path and not Path(path).is_file():
             raise VocabularyError(f"{where} does not exist or is not a file")
         try:
-            text = p.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as e:
+            text = read_text(path, 1 << 30, "utf-8-sig")  # any Beam path (gs:// for remote workers)
+        except (OSError, ValueError) as e:
             raise VocabularyError(f"cannot read {where}: {e}") from e
-        entries = _parse_json(text, where) if p.suffix.lower() == ".json" else _parse_text(text)
+        entries = _parse_json(text, where) if path.lower().endswith(".json") else _parse_text(text)
     if not entries:
         raise VocabularyError(f"{where} has no entries")
     return entries

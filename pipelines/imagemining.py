@@ -34,7 +34,7 @@ from quarry.operators.ids import content_id, digest
 from quarry.operators.imagemining import kb as kb_ops
 from quarry.operators.imagemining import qa
 from quarry.operators.imagemining.kb import KnowledgeBase, load_kb, normalise
-from quarry.operators.imagemining.kb_store import SqliteKnowledgeBase, ensure_kb_store
+from quarry.operators.imagemining.kb_store import SqliteKnowledgeBase, ensure_kb_store, stage_in
 from quarry.operators.inputs import reasons
 from quarry.operators.inputs.records import Unreadable
 from quarry.operators.trajectory import openai_messages
@@ -242,9 +242,11 @@ class Miner:
             self.kb = load_kb(kb_path)
             self.kb.rename_relations(self.templates.relation_aliases)  # one name per relation for shortcut counts
         else:
-            # the driver built it (dags/imagemining.py: plan); this only checks it is up to date (head/tail digest)
-            ensure_kb_store(kb_path, store_path, self.templates.relation_aliases, log=lambda m: None)
-            self.kb = SqliteKnowledgeBase(store_path)  # relations renamed when the store was built
+            # the driver built it (dags/imagemining.py: plan); this fetches a remote one to the machine once and
+            # checks it is up to date (head/tail digest)
+            local = stage_in(store_path)
+            ensure_kb_store(kb_path, local, self.templates.relation_aliases, log=lambda m: None)
+            self.kb = SqliteKnowledgeBase(local)  # relations renamed when the store was built
         self.filters = qa.Filters(self.kb, self.templates, min_hops, check_ocr)
         self.link_min_chars = link_min_chars
         self._linker = None

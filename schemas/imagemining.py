@@ -27,15 +27,15 @@ class KbSection(Section):
         "memory", description="memory: the KB loaded into each worker; sqlite: an indexed SQLite file built once "
                               "on the driver (KBs larger than a worker's memory)")
     store_path: Optional[str] = Field(
-        None, description="local path of the sqlite store (default: <kb.path>.sqlite; required for a remote kb.path)")
+        None, description="the sqlite store (default: <kb.path>.sqlite; required for a remote kb.path): a local path, "
+                          "or a remote one (gs://...) that the driver uploads and each worker machine fetches once "
+                          "into its temp dir")
 
     @model_validator(mode="after")
     def _store(self) -> "KbSection":
-        if self.store == "sqlite":
-            if self.store_path is not None and "://" in self.store_path:
-                raise ValueError(f"kb.store_path {self.store_path}: must be a local path (SQLite opens local files)")
-            if self.store_path is None and self.path is not None and "://" in self.path:
-                raise ValueError(f"kb.store=sqlite with a remote kb.path ({self.path}) needs a local kb.store_path")
+        if self.store == "sqlite" and self.store_path is None and self.path is not None and "://" in self.path:
+            raise ValueError(f"kb.store=sqlite with a remote kb.path ({self.path}) needs a kb.store_path "
+                             "(gs://... for remote workers)")
         return self
 
     def resolved_store_path(self) -> Optional[str]:

@@ -119,3 +119,71 @@ def chat_server():
     yield start
     for server in servers:
         server.close()
+
+
+
+class _FakeRemoteFileSystem:  # built on first use (Beam finds filesystems by subclass: define it once)
+    cls = None
+
+
+def _fake_remote_class():
+    from apache_beam.io.filesystem import MatchResult
+    from apache_beam.io.localfilesystem import LocalFileSystem
+
+    prefix = "fakefs://"
+
+    class FakeRemoteFileSystem(LocalFileSystem):
+        """`fakefs://bucket/key` paths stored under `root`, reached only through Beam's FileSystems."""
+
+        root = None
+
+        @classmethod
+        def scheme(cls):
+            return "fakefs"
+
+        @classmethod
+        def local(cls, path: str) -> str:  # LocalFileSystem's own methods call these with local paths too
+            return os.path.join(cls.root, path[len(prefix):]) if path.startswith(prefix) else path
+
+        def join(self, basepath, *paths):
+            return "/".join([basepath.rstrip("/"), *paths])
+
+        def create(self, path, *args, **kw):
+            os.makedirs(os.path.dirname(self.local(path)), exist_ok=True)
+            return super().create(self.local(path), *args, **kw)
+
+        def open(self, path, *args, **kw):
+            return super().open(self.local(path), *args, **kw)
+
+        def exists(self, path):
+            return super().exists(self.local(path))
+
+        def delete(self, paths):
+            return super().delete([self.local(p) for p in paths])
+
+        def rename(self, sources, destinations):
+            return super().rename([self.local(p) for p in sources], [self.local(p) for p in destinations])
+
+        def match(self, patterns, limits=None):
+            out = []
+            for r in super().match([self.local(p) for p in patterns], limits):
+                for m in r.metadata_list:
+                    m.path = prefix + os.path.relpath(m.path, self.root)
+                out.append(MatchResult(prefix + os.path.relpath(r.pattern, self.root), r.metadata_list))
+            return out
+
+    return FakeRemoteFileSystem
+
+
+@pytest.fixture
+def fake_remote_fs(tmp_path_factory, monkeypatch):
+    """A remote filesystem for tests: `fakefs://bucket/key` paths, stored in a local folder (yielded), reached
+    only through Beam's FileSystems as gs:// is on Dataflow. Per-machine caches go to a fresh temp dir."""
+    import tempfile
+
+    if _FakeRemoteFileSystem.cls is None:
+        _FakeRemoteFileSystem.cls = _fake_remote_class()
+    root = tmp_path_factory.mktemp("fakefs")
+    monkeypatch.setattr(_FakeRemoteFileSystem.cls, "root", str(root))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path_factory.mktemp("machine-tmp")))
+    yield root

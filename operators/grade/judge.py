@@ -28,6 +28,7 @@ from typing import Any, Optional, Union
 
 from quarry.operators.chat_client import ChatClient, ChatClientConfig, Result, user_message
 from quarry.operators.grade.verify import BOX_BEGIN, BOX_END, NO_BOX, RIGHT, WRONG, Verdict, extract_answer
+from quarry.operators.inputs.opening import read_text
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ def load_judge_prompt(path: Optional[Union[str, Path]] = None) -> str:
     if path is None:
         text = importlib.resources.files("quarry.operators").joinpath(_DEFAULT_PROMPT).read_text("utf-8")
     else:
-        text = Path(path).read_text("utf-8")
+        text = read_text(path)  # any Beam path: remote workers read a gs:// file
     missing = [p for p in _PLACEHOLDERS if p not in text]
     if missing:
         raise ValueError(f"judge prompt {path or _DEFAULT_PROMPT} lacks {', '.join(missing)}")

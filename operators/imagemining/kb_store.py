@@ -313,6 +313,91 @@ def ensure_kb_store(kb_path: str, db_path: str, relation_aliases: dict[str, str]
     return stats, False
 
 
+# --------------------------------------------------------------------------- remote stores
+
+_STAGED = "quarry-kb-stores"  # under the temp dir: local copies of remote stores, one per machine
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _remote_size(path: str) -> Optional[int]:
+    from apache_beam.io.filesystems import FileSystems
+
+    try:
+        found = FileSystems.match([path])[0].metadata_list
+    except Exception:  # noqa: BLE001 - a missing object or bucket reads as "not there"
+        return None
+    return found[0].size_in_bytes if found else None
+
+
+def staged_path(store_path: str) -> str:
+    """Where this machine keeps its copy of a remote store (SQLite opens local files only)."""
+    import tempfile
+
+    folder = Path(tempfile.gettempdir()) / _STAGED
+    folder.mkdir(parents=True, exist_ok=True)
+    return str(folder / (hashlib.sha256(store_path.encode()).hexdigest()[:24] + ".sqlite"))
+
+
+def stage_in(store_path: str) -> str:
+    """A local copy of a remote store (`gs://.../kb.sqlite`), fetched once per machine: the SDK processes of a
+    worker share it (a file lock; the copy lands under its final name atomically). A local path is returned as
+    it is. KbError when the remote store cannot be read."""
+    if not is_remote(store_path):
+        return store_path
+    import fcntl
+    import shutil
+
+    from apache_beam.io.filesystems import FileSystems
+
+    local = staged_path(store_path)
+    size = _remote_size(store_path)
+    if size is None:
+        raise KbError(f"kb store {store_path}: not found (the driver uploads it when the run starts)")
+    with open(local + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(local) and os.path.getsize(local) == size:
+            return local
+        tmp = f"{local}.{os.getpid()}.part"
+        try:
+            with FileSystems.open(store_path, compression_type="uncompressed") as src, open(tmp, "wb") as dst:
+                shutil.copyfileobj(src, dst, 8 << 20)
+        except OSError as e:
+            raise KbError(f"kb store {store_path}: cannot read it ({e})") from None
+        os.replace(tmp, local)
+    return local
+
+
+def publish(local: str, store_path: str) -> None:
+    """Upload a store the driver built to its remote `store_path` (written beside, then renamed)."""
+    import shutil
+
+    from apache_beam.io.filesystems import FileSystems
+
+    tmp = store_path + ".uploading"
+    with open(local, "rb") as src, FileSystems.create(tmp) as dst:
+        shutil.copyfileobj(src, dst, 8 << 20)
+    if _remote_size(store_path) is not None:
+        FileSystems.delete([store_path])
+    FileSystems.rename([tmp], [store_path])
+
+
+def ensure_store_anywhere(kb_path: str, store_path: str, relation_aliases: dict[str, str],
+                          log: Callable[[str], None] = print) -> tuple[dict[str, int], bool]:
+    """`ensure_kb_store` for a local or remote `store_path`: a remote store is fetched to this machine, checked
+    against the KB, and uploaded again when it had to be built."""
+    if not is_remote(store_path):
+        return ensure_kb_store(kb_path, store_path, relation_aliases, log)
+    local = stage_in(store_path) if _remote_size(store_path) is not None else staged_path(store_path)
+    stats, reused = ensure_kb_store(kb_path, local, relation_aliases, log)
+    if not reused:
+        log(f"kb store: uploading to {store_path}")
+        publish(local, store_path)
+    return stats, reused
+
+
 # --------------------------------------------------------------------------- queries
 
 

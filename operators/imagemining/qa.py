@@ -50,7 +50,6 @@ import json
 import zlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path as FilePath
 from typing import Any, Optional
 
 import yaml
@@ -59,6 +58,7 @@ from rapidfuzz import fuzz
 from quarry.operators.base import Rejection
 from quarry.operators.ids import content_id
 from quarry.operators.imagemining.kb import KnowledgeBase, Literal, Object, contains_phrase, normalise
+from quarry.operators.inputs.opening import read_text
 from quarry.schemas.imagemining import QaSection
 from quarry.schemas.rl import answer_verifier
 from quarry.schemas.trajectory import CROP_RESULT_IMAGE
@@ -157,12 +157,12 @@ def load_templates(path: Optional[str] = None, language: str = _QA.language) -> 
         if path is None:
             text = importlib.resources.files("quarry.operators").joinpath(_DEFAULT_TEMPLATES).read_text("utf-8")
         else:
-            text = FilePath(path).read_text("utf-8")
+            text = read_text(path)  # any Beam path: remote workers read a gs:// file
         data = json.loads(text) if where.endswith(".json") else yaml.safe_load(text)
-    except OSError as e:
-        raise TemplateError(f"templates {where}: {e.strerror or e}") from None
     except (yaml.YAMLError, json.JSONDecodeError) as e:
         raise TemplateError(f"templates {where}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
+    except (OSError, ValueError) as e:  # unreadable, too large, not UTF-8
+        raise TemplateError(f"templates {where}: {getattr(e, 'strerror', None) or e}") from None
     if not isinstance(data, dict) or not isinstance(data.get("languages"), dict):
         raise TemplateError(f"templates {where}: expected a mapping with a `languages` section")
     lang = data["languages"].get(language)
@@ -981,7 +981,7 @@ REWRITE_PROMPT = (
 def load_rewrite_prompt(path: Optional[str]) -> str:
     if path is None:
         return REWRITE_PROMPT
-    text = FilePath(path).read_text("utf-8")
+    text = read_text(path)
     if "{question}" not in text:
         raise ValueError(f"rewriter prompt {path} lacks {{question}}")
     return text

@@ -7,6 +7,7 @@ same way the readers do.
 from __future__ import annotations
 
 import gzip
+import os
 import zlib
 from typing import IO
 
@@ -56,4 +57,19 @@ def open_file(path: str) -> IO[bytes]:
     return _Inflating(raw) if path.lower().endswith((".gz", ".tgz")) else raw
 
 
-__all__ = ["open_file"]
+def read_text(path: "str | os.PathLike[str]", max_bytes: int = 64 * 1024 * 1024, encoding: str = "utf-8") -> str:
+    """A small side file (templates, a prompt, a vocabulary) read through Beam's FileSystems, so a `gs://` path
+    works on remote workers as a local one does on a laptop. OSError (BeamIOError is one) when it cannot be
+    read, ValueError when it is over `max_bytes` or not text."""
+    path = os.fspath(path)
+    with open_file(path) as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ValueError(f"{path}: larger than {max_bytes} bytes")
+    try:
+        return data.decode(encoding)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not {encoding} text ({e})") from None
+
+
+__all__ = ["open_file", "read_text"]

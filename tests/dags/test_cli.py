@@ -48,6 +48,9 @@ def test_list_names_dags_and_stages(capsys):
      "--runner=DataflowRunner: its workers cannot read local paths"),
     (["run", "caption", "--input", "gs://bucket/shards/*.tar", "--output", "OUT", "--", "--runner=DataflowRunner"],
      "cannot read local paths (OUT)"),
+    (["run", "imagemining", "--input", "gs://b/rows.jsonl", "--output", "gs://b/out", "--set", "kb.path=/data/kb.jsonl",
+      "--set", "qa.templates=gs://b/t.yaml", "--", "--runner=DataflowRunner"],
+     "cannot read local side files (kb.path=/data/kb.jsonl)"),
 ])
 def test_mistakes_fail_before_the_pipeline_with_one_line(capsys, tmp_path, demo_dir, argv, message):
     demo_input = str(demo_dir / "inputs" / "caption")

@@ -198,14 +198,22 @@ def test_sqlite_store_gives_the_same_rows_and_counts(demo, tmp_path):
     assert store.stat().st_mtime_ns == built and again.kept == manifest.kept
 
 
-def test_sqlite_store_of_a_remote_kb_needs_a_local_path(tmp_path):
+def test_sqlite_store_of_a_remote_kb_needs_a_store_path(tmp_path):
     with pytest.raises(ConfigError, match="store_path"):
         resolve_config(SPEC, None, ["kb.path=gs://bucket/kb.jsonl", "kb.store=sqlite"], None)
-    with pytest.raises(ConfigError, match="local"):
-        resolve_config(SPEC, None, ["kb.path=kb.jsonl", "kb.store=sqlite", "kb.store_path=gs://b/kb.sqlite"], None)
     cfg = resolve_config(SPEC, None, ["kb.path=gs://bucket/kb.jsonl", "kb.store=sqlite",
                                       f"kb.store_path={tmp_path / 'kb.sqlite'}"], None)
     assert cfg.kb.resolved_store_path() == str(tmp_path / "kb.sqlite")
+
+
+def test_a_remote_sqlite_store_reaches_the_workers(demo, tmp_path, fake_remote_fs):
+    """kb.store_path on a remote filesystem (gs:// on Dataflow): the driver builds and uploads the store, each
+    worker machine fetches it once; the rows are the in-memory KB's."""
+    manifest, out = demo
+    manifest2, out2 = run(tmp_path, "remote", ("kb.store=sqlite", "kb.store_path=fakefs://bucket/kb.sqlite"))
+    assert (fake_remote_fs / "bucket" / "kb.sqlite").is_file()
+    query = "SELECT sample_id, question, answer, tier FROM rows ORDER BY sample_id"
+    assert sql(out2, query) == sql(out, query) and manifest2.rejected == manifest.rejected
 
 
 def _paraphrase(server, body, n_seen):

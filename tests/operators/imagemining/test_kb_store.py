@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from quarry.operators.imagemining import qa
-from quarry.operators.imagemining.kb import KnowledgeBase, normalise
+from quarry.operators.imagemining.kb import KbError, KnowledgeBase, normalise
 from quarry.operators.imagemining.kb_store import SqliteKnowledgeBase, build_kb_store, ensure_kb_store
 
 
@@ -220,3 +220,23 @@ def test_han_names_link_the_same_from_the_store(tmp_path):
     for text in ("我在北京的天安门广场", "上海浦东机场到北京", "Li Baiyun", "Li Bai 在北京"):
         assert store.new_linker(3).link({"caption": text}) == mem.new_linker(3).link({"caption": text}), text
     assert [lk.entity_id for lk in store.new_linker(3).link({"caption": "上海浦东机场到北京"})[0]] == ["C2", "C1"]
+
+
+def test_a_remote_store_is_built_once_uploaded_and_fetched_once_per_machine(tmp_path, fake_remote_fs):
+    from quarry.operators.imagemining.kb_store import ensure_store_anywhere, stage_in
+
+    kb = tmp_path / "kb.jsonl"
+    kb.write_text("\n".join(HOSTILE) + "\n")
+    remote = "fakefs://bucket/stores/kb.sqlite"
+    logs: list[str] = []
+    stats, reused = ensure_store_anywhere(str(kb), remote, ALIASES, logs.append)
+    assert not reused and (fake_remote_fs / "bucket" / "stores" / "kb.sqlite").is_file()
+    assert any("uploading" in m for m in logs)
+    logs.clear()
+    stats2, reused = ensure_store_anywhere(str(kb), remote, ALIASES, logs.append)
+    assert reused and stats2 == stats and not any("uploading" in m for m in logs)
+    local = stage_in(remote)  # a worker machine: one local copy, reused by every process
+    assert local == stage_in(remote) and "://" not in local
+    assert SqliteKnowledgeBase(local).stats() == stats
+    with pytest.raises(KbError, match="not found"):
+        stage_in("fakefs://bucket/none.sqlite")
