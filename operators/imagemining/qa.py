@@ -362,9 +362,13 @@ def walk_paths(kb: KnowledgeBase, start: str, templates: Templates, min_hops: in
                     and kb.degree.get(obj, 0) <= max_degree):
                 children.append((obj, path_hops, seen | {obj}))
         stack.extend(reversed(children))
+    return _pick(found, max_paths, seed)
+
+
+def _pick(found: list[Path], max_paths: int, seed: str) -> list[Path]:
+    """At most `max_paths` of the paths found, chosen by a hash of (seed, path): the same in every run."""
     if len(found) > max_paths:
-        found.sort(key=lambda p: (_rank(seed, p.key()), p.key()))
-        found = found[:max_paths]
+        found = sorted(found, key=lambda p: (_rank(seed, p.key()), p.key()))[:max_paths]
     return found
 
 
@@ -608,10 +612,7 @@ def visual_paths(kb: KnowledgeBase, templates: Templates, ctx: ImageContext, sta
             if rest >= 2 and kb.degree.get(bridge, 0) <= max_degree:
                 children.append((bridge, prefix, seen | {bridge}))
         stack.extend(reversed(children))
-    if len(found) > max_paths:
-        found.sort(key=lambda p: (_rank(seed, p.key()), p.key()))
-        found = found[:max_paths]
-    return found
+    return _pick(found, max_paths, seed)
 
 
 # --------------------------------------------------------------------------- filters
