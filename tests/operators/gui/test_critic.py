@@ -258,3 +258,31 @@ def test_with_kinds_adds_the_judged_tasks():
     assert critic.with_kinds(("critic",)) == ("grounding", "action")
     assert critic.with_kinds(("element_perception", "grounding")) == ("element_perception", "grounding")
     assert critic.with_kinds(("action", "critic")) == ("action", "grounding")
+
+
+LOGIN_FORM = """<!doctype html><meta name="viewport" content="width=device-width">
+<body style="font: 16px sans-serif; margin: 20px">
+<h1>Sign in</h1>
+<p><label for="e">Email address</label><br><input id="e" type="email" size="24"></p>
+<p><label for="p">Password</label><br><input id="p" type="password" size="24"></p>
+<p><input type="submit" value="Sign in"> <a href="#reset">Forgot your password?</a></p>
+</body>"""
+
+
+@pytest.mark.parametrize("scale", [1, 2, 3])
+def test_candidates_on_a_rendered_page_at_every_scale(render_html, scale):
+    """Neighbours are checked for ink in screenshot pixels (box_px), so every scale factor finds the same ones."""
+    page = render_html(LOGIN_FORM, width=390, height=844, device_scale_factor=scale, is_mobile=scale > 1)
+    assert page.width == 390 * scale
+    tasks = page_tasks("page", page.elements.elements, False, TaskSettings(kinds=("grounding", "action")))
+    cands = critic_candidates("page", tasks, page.elements.elements, page.png, CriticSettings())
+    got = {(c.task.task, c.task.expression, c.error_kind): c for c in cands}
+    assert got[("grounding", 'the "Sign in" button', "neighbour")].reason.startswith(
+        'the box is on the "Forgot your password?" link')
+    assert got[("action", 'the "Email address" text field', "neighbour")].reason.startswith(
+        'the text goes into the "Password" text field')
+    assert ("action", 'the "Password" text field', "wrong_text") in got
+    grey = critic.screenshot_grey(page.png)
+    boxes = {e.box: e.box_px for e in page.elements.elements}
+    for c in cands:
+        assert critic.contrast(grey, boxes[c.box]) >= CriticSettings().min_contrast
