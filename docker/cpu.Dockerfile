@@ -1,6 +1,8 @@
 # Worker image for the CPU DAGs (decontam, grade, svg, imagemining, ocr_search, documents, ocr_synth):
 #   docker build -f docker/cpu.Dockerfile --build-arg EXTRAS=ocr,svg,grade,imagemining -t IMAGE .
 #   quarry run ... -- --runner=DataflowRunner --sdk_container_image=IMAGE --experiments=use_runner_v2
+# It has no browser: grading gui ui_to_code rows (the html_render verifier renders in Chromium) needs the
+# browser image.
 # FROM Beam's own SDK image, so the worker harness (boot, Fn API) matches the Beam that submits the job.
 ARG BEAM_VERSION=2.77.0
 ARG PYTHON=3.11
