@@ -74,6 +74,22 @@ def make_corpus(n: int) -> Path:
     return folder
 
 
+def _loaded_pages(browser, server, corpus: Path, pages: list[str]):
+    """Each page as the DAG loads it (fresh context, listener probe, load + network idle, element extraction,
+    screenshot): yields (page, png) and closes the context after the caller's work on it."""
+    for rel in pages:
+        ctx = browser.new_context(viewport={"width": 1280, "height": 720})
+        ctx.add_init_script(LISTENER_PROBE_JS)
+        page = ctx.new_page()
+        try:
+            page.goto(server.url_for(str(corpus), rel), wait_until="load", timeout=30_000)
+            page.wait_for_load_state("networkidle", timeout=30_000)
+            page.evaluate(EXTRACT_JS, {"minSide": 2.0, "maxElements": 400, "maxNodes": 20_000})
+            yield page, page.screenshot(type="png", animations="disabled", caret="hide")
+        finally:
+            ctx.close()
+
+
 def plain_loop(corpus: Path, pages: list[str], browser_path: str) -> tuple[float, int]:
     """The baseline: sync Playwright, one page at a time, same work per page as the DAG."""
     from playwright.sync_api import sync_playwright
@@ -83,18 +99,8 @@ def plain_loop(corpus: Path, pages: list[str], browser_path: str) -> tuple[float
     t0 = time.monotonic()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=browser_path, args=list(CHROMIUM_ARGS))
-        for rel in pages:
-            ctx = browser.new_context(viewport={"width": 1280, "height": 720})
-            ctx.add_init_script(LISTENER_PROBE_JS)
-            page = ctx.new_page()
-            try:
-                page.goto(server.url_for(str(corpus), rel), wait_until="load", timeout=30_000)
-                page.wait_for_load_state("networkidle", timeout=30_000)
-                page.evaluate(EXTRACT_JS, {"minSide": 2.0, "maxElements": 400, "maxNodes": 20_000})
-                page.screenshot(type="png", animations="disabled", caret="hide")
-                ok += 1
-            finally:
-                ctx.close()
+        for _ in _loaded_pages(browser, server, corpus, pages):
+            ok += 1
         browser.close()
     server.close()
     return time.monotonic() - t0, ok
@@ -110,22 +116,12 @@ def plain_code_loop(corpus: Path, pages: list[str], browser_path: str) -> tuple[
     t0 = time.monotonic()
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=browser_path, args=list(CHROMIUM_ARGS))
-        for rel in pages:
-            ctx = browser.new_context(viewport={"width": 1280, "height": 720})
-            ctx.add_init_script(LISTENER_PROBE_JS)
-            page = ctx.new_page()
-            try:
-                page.goto(server.url_for(str(corpus), rel), wait_until="load", timeout=30_000)
-                page.wait_for_load_state("networkidle", timeout=30_000)
-                page.evaluate(EXTRACT_JS, {"minSide": 2.0, "maxElements": 400, "maxNodes": 20_000})
-                png = page.screenshot(type="png", animations="disabled", caret="hide")
-                page.evaluate(ui_code.WATCH_JS, ui_code.WATCH_KEY)
-                time.sleep(s.quiet_ms / 1000)
-                raw = page.evaluate(ui_code.SERIALIZE_JS, {
-                    "watchKey": ui_code.WATCH_KEY, "quietMs": s.quiet_ms, "maxNodes": s.max_nodes,
-                    "maxBytes": s.max_bytes, "blank": ui_code.TRANSPARENT_GIF})
-            finally:
-                ctx.close()
+        for page, png in _loaded_pages(browser, server, corpus, pages):
+            page.evaluate(ui_code.WATCH_JS, ui_code.WATCH_KEY)
+            time.sleep(s.quiet_ms / 1000)
+            raw = page.evaluate(ui_code.SERIALIZE_JS, {
+                "watchKey": ui_code.WATCH_KEY, "quietMs": s.quiet_ms, "maxNodes": s.max_nodes,
+                "maxBytes": s.max_bytes, "blank": ui_code.TRANSPARENT_GIF})
             if raw.get("error"):
                 continue
             cap = ui_code.assemble(raw, s, server.read_url)
