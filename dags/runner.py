@@ -30,6 +30,7 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from pydantic import BaseModel
 
 from quarry.pipelines.stats import CountTo, read_counts
 from quarry.pipelines.write import (
@@ -475,27 +476,25 @@ def exit_on_interrupt(output: str, resumable: bool) -> Iterator[None]:
 REMOTE_RUNNERS = ("dataflowrunner", "dataflow")
 
 
-# Config keys naming files the workers read (side files): on a remote runner they must be remote too. Every
-# reader opens them through Beam's FileSystems (a remote kb.store_path is fetched to each worker machine once).
-SIDE_FILES = ("kb.path", "kb.store_path", "qa.templates", "rewriter.prompt", "search.kb", "decontam.bench",
-              "balance.vocabulary", "judge.prompt_path", "rollouts")
-
-
 def _is_local(path: str) -> bool:
     return "://" not in path or path.startswith("file://")
 
 
-def _config_value(cfg: Any, dotted: str) -> Any:
-    for part in dotted.split("."):
-        cfg = getattr(cfg, part, None)
-        if cfg is None:
-            return None
-    return cfg
+def side_files(cfg: Any, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """(dotted key, path) of every config field marked as a file the workers read (`schemas.config.SIDE_FILE`):
+    every reader opens them through Beam's FileSystems (a remote kb.store_path is fetched to each machine once)."""
+    for name, info in type(cfg).model_fields.items():
+        value = getattr(cfg, name)
+        if (info.json_schema_extra or {}).get("side_file"):
+            for path in [value] if isinstance(value, str) else value if isinstance(value, list) else []:
+                yield f"{prefix}{name}", path
+        elif isinstance(value, BaseModel):
+            yield from side_files(value, f"{prefix}{name}.")
 
 
 def check_runner_paths(beam_args: Optional[list[str]], patterns: list[str], output: str,
                        cfg: Optional[DagConfig] = None) -> None:
-    """A remote runner with a local input, output or side-file path (`SIDE_FILES`) fails here, in one line,
+    """A remote runner with a local input, output or side-file path (`side_files`) fails here, in one line,
     before anything is submitted.
 
     The portable runners (Flink, Spark, PortableRunner) are left alone: their workers may share a filesystem."""
@@ -506,12 +505,7 @@ def check_runner_paths(beam_args: Optional[list[str]], patterns: list[str], outp
     if local:
         raise UsageError(f"--runner={runner}: its workers cannot read local paths ({', '.join(local)}); "
                          "pass gs:// (or another remote filesystem) for every --input and --output")
-    side = []
-    for key in SIDE_FILES if cfg is not None else ():
-        value = _config_value(cfg, key)
-        for path in ([value] if isinstance(value, str) else value if isinstance(value, list) else []):
-            if isinstance(path, str) and _is_local(path):
-                side.append(f"{key}={path}")
+    side = [f"{key}={path}" for key, path in (side_files(cfg) if cfg is not None else ()) if _is_local(path)]
     if side:
         raise UsageError(f"--runner={runner}: its workers cannot read local side files ({', '.join(side)}); "
                          "put them on gs:// (or another remote filesystem)")

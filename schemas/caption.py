@@ -13,7 +13,7 @@ from pydantic import Field, field_validator
 
 from quarry.schemas.arrow import ArrowType
 from quarry.schemas.common import ImageCell, Sample
-from quarry.schemas.config import DagConfig, Section
+from quarry.schemas.config import SIDE_FILE, DagConfig, Section
 
 
 class DecodeConfig(Section):
@@ -71,7 +71,7 @@ class ClipConfig(Section):
 class BalanceConfig(Section):
     enabled: bool = True
     vocabulary: Optional[str] = Field(
-        None, description="text file, one entry per line, or MetaCLIP's metadata.json; default: the small vocabulary shipped with quarry"
+        None, json_schema_extra=SIDE_FILE, description="text file, one entry per line, or MetaCLIP's metadata.json; default: the small vocabulary shipped with quarry"
     )
     t: int = Field(20_000, ge=1, description="MetaCLIP cap: an entry matched by more than t pairs samples each with t/count")
     fold_case: bool = Field(False, description="match case-insensitively (MetaCLIP matches case-sensitively)")

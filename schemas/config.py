@@ -17,6 +17,9 @@ from typing import Any, Literal, Optional, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# Marks a config field naming a file the workers read (`json_schema_extra=SIDE_FILE`): on a remote runner it must
+# be a remote path too (dags/runner.py: check_runner_paths).
+SIDE_FILE = {"side_file": True}
 
 class ConfigError(ValueError):
     """A config problem, worded as one line a user can act on."""
@@ -72,7 +75,7 @@ class DecontamSection(Section):
     """
 
     bench: Optional[list[str]] = Field(
-        None, description="benchmark files (Parquet/JSONL paths, folders or globs); the benchmark's name is the "
+        None, json_schema_extra=SIDE_FILE, description="benchmark files (Parquet/JSONL paths, folders or globs); the benchmark's name is the "
                           "file stem, or its folder's name for split shards like test-00000-of-00001.parquet")
     columns: dict[str, BenchColumns] = Field(
         default_factory=dict, description="benchmark name -> column mapping (unset: common column names)")

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from quarry.schemas.arrow import ArrowType
 from quarry.schemas.common import ImageCell, Row, Sample, Tier
-from quarry.schemas.config import DagConfig, Section
+from quarry.schemas.config import SIDE_FILE, DagConfig, Section
 from quarry.schemas.rl import VERIFIER_NAMES, RlTask, VerifierSpec
 
 JUDGE_KIND = "judge"
@@ -79,7 +79,7 @@ class ClientSection(Section):
 class JudgeSection(ClientSection):
     """The model judge (`quarry.operators.grade.judge`); off unless this section is set."""
 
-    prompt_path: Optional[str] = Field(None, description="judge prompt template (default: the shipped one)")
+    prompt_path: Optional[str] = Field(None, json_schema_extra=SIDE_FILE, description="judge prompt template (default: the shipped one)")
 
     def verifier_mapping(self) -> dict:
         """The dict `judge_verifier_from` takes."""
@@ -97,7 +97,7 @@ class GenerateSection(ClientSection):
 
 class GradeConfig(DagConfig):
     rollouts: Optional[Union[str, list[str]]] = Field(
-        None, description="rollout files (Parquet or JSONL with sample_id, model, response): a path, glob or list")
+        None, json_schema_extra=SIDE_FILE, description="rollout files (Parquet or JSONL with sample_id, model, response): a path, glob or list")
     verifiers: dict[str, Union[str, VerifierSpec]] = Field(
         default_factory=dict,
         description="task -> a verifier kind (exact, numeric, ocr, grounding, action, svg_render, judge) or a rule "

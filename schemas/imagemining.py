@@ -15,19 +15,19 @@ from pydantic import Field, model_validator
 from quarry.schemas.arrow import ArrowType
 from quarry.schemas.caption import DecodeConfig
 from quarry.schemas.common import Row, Sample
-from quarry.schemas.config import DagConfig, Section
+from quarry.schemas.config import SIDE_FILE, DagConfig, Section
 from quarry.schemas.grade import ClientSection
 from quarry.schemas.rl import RlTask
 from quarry.schemas.trajectory import ToolCall
 
 
 class KbSection(Section):
-    path: Optional[str] = Field(None, description="knowledge-base JSONL (entities and facts; see README); required")
+    path: Optional[str] = Field(None, json_schema_extra=SIDE_FILE, description="knowledge-base JSONL (entities and facts; see README); required")
     store: Literal["memory", "sqlite"] = Field(
         "memory", description="memory: the KB loaded into each worker; sqlite: an indexed SQLite file built once "
                               "on the driver (KBs larger than a worker's memory)")
     store_path: Optional[str] = Field(
-        None, description="the sqlite store (default: <kb.path>.sqlite; required for a remote kb.path): a local path, "
+        None, json_schema_extra=SIDE_FILE, description="the sqlite store (default: <kb.path>.sqlite; required for a remote kb.path): a local path, "
                           "or a remote one (gs://...) that the driver uploads and each worker machine fetches once "
                           "into its temp dir")
 
@@ -57,7 +57,7 @@ class QaSection(Section):
     max_hops: int = Field(4, ge=1, le=8, description="longest path walked from an image entity")
     max_degree: int = Field(1_000, ge=1, description="bridge entities with more facts than this (hubs) are not walked through")
     max_paths_per_entity: int = Field(8, ge=1, description="candidate paths kept per image entity (seeded by the image id)")
-    templates: Optional[str] = Field(None, description="templates YAML/JSON (default: the shipped English file)")
+    templates: Optional[str] = Field(None, json_schema_extra=SIDE_FILE, description="templates YAML/JSON (default: the shipped English file)")
     language: str = Field("en", description="language section of the templates file")
     crop_share: float = Field(0.1, gt=0.0, le=1.0,
                               description="an entity box covering less than this share of the image needs a crop")
@@ -92,7 +92,7 @@ class RewriterSection(ClientSection):
     """Paraphrases template questions through an OpenAI-compatible endpoint; off unless set."""
 
     batch_size: int = Field(16, ge=1, description="questions sent per batch (concurrently, max_concurrency at once)")
-    prompt: Optional[str] = Field(None, description="prompt file with {question} (default: the built-in one)")
+    prompt: Optional[str] = Field(None, json_schema_extra=SIDE_FILE, description="prompt file with {question} (default: the built-in one)")
 
 
 class ImageMiningConfig(DagConfig):

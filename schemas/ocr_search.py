@@ -29,7 +29,7 @@ from pydantic import Field, model_validator
 from quarry.schemas.arrow import ArrowType
 from quarry.schemas.caption import DecodeConfig
 from quarry.schemas.common import ImageCell, Row, Sample
-from quarry.schemas.config import DagConfig, Section
+from quarry.schemas.config import SIDE_FILE, DagConfig, Section
 from quarry.schemas.rl import RlTask
 from quarry.schemas.trajectory import ToolCall
 
@@ -142,7 +142,7 @@ class SearchSourceConfig(Section):
     """Where the search step looks names up (off unless set: small text then makes `ocr_zoom` tasks only)."""
 
     kb: Optional[str] = Field(
-        None, description="knowledge-base JSONL in the imagemining format (entities, aliases, facts): a crop "
+        None, json_schema_extra=SIDE_FILE, description="knowledge-base JSONL in the imagemining format (entities, aliases, facts): a crop "
                           "whose text is an entity's name becomes an `ocr_search` task asking for one of its facts")
 
 
