@@ -228,19 +228,20 @@ def bare_loop(kb_path: Path, rows_path: Path, workers: int, out: Path) -> tuple[
 
 # --- the DAG in a subprocess ----------------------------------------------------------------
 
-def child(kb: str, rows: str, out: str, workers: int, store: str) -> None:
+def child(kb: str, rows: str, out: str, workers: int, store: str, spill: str) -> None:
     from quarry.dags import imagemining
     from quarry.dags.runner import resolve_config, run_dag
 
-    cfg = resolve_config(imagemining.SPEC, None, [f"kb.path={kb}", f"kb.store={store}"], "bench")
+    cfg = resolve_config(imagemining.SPEC, None, [f"kb.path={kb}", f"kb.store={store}", f"shards.spill={spill}"],
+                         "bench")
     beam_args = ([f"--direct_num_workers={workers}", "--direct_running_mode=multi_processing"] if workers > 1 else [])
     m = run_dag(imagemining.SPEC, [rows], out, cfg, overwrite=True, beam_args=beam_args)
     print("MANIFEST " + json.dumps({"kept": m.kept, "rejected": m.rejected, "stages": {
         k: v.model_dump() for k, v in m.stages.items()}, "kb": m.extra.get("kb")}))
 
 
-def run_dag(kb: Path, rows: Path, out: Path, workers: int, store: str) -> tuple[float, int, dict]:
-    cmd = [sys.executable, __file__, "--child", str(kb), str(rows), str(out), str(workers), store]
+def run_dag(kb: Path, rows: Path, out: Path, workers: int, store: str, spill: bool) -> tuple[float, int, dict]:
+    cmd = [sys.executable, __file__, "--child", str(kb), str(rows), str(out), str(workers), store, str(spill).lower()]
     elapsed, peak, returncode, output = run_watched(cmd)
     line = next((ln for ln in output.splitlines() if ln.startswith("MANIFEST ")), None)
     if returncode != 0 or line is None:
@@ -249,8 +250,8 @@ def run_dag(kb: Path, rows: Path, out: Path, workers: int, store: str) -> tuple[
 
 
 def main() -> None:
-    if len(sys.argv) == 7 and sys.argv[1] == "--child":
-        child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])
+    if len(sys.argv) == 8 and sys.argv[1] == "--child":
+        child(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7])
         return
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--entities", type=int, default=100_000)
@@ -259,6 +260,8 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--store", choices=("memory", "sqlite"), default="memory",
                     help="kb.store of the DAG run; sqlite also times building the store (the bare loop stays in memory)")
+    ap.add_argument("--no-spill", action="store_true",
+                    help="shards.spill=false: rows wait for the writer in the DirectRunner's memory, as before spilling")
     args = ap.parse_args()
 
     print(f"input: {args.entities} entities, <= {args.facts_per_entity} relations each, {args.images} image rows "
@@ -292,13 +295,13 @@ def main() -> None:
               f"{store.stat().st_size / 2**20:.0f} MiB on disk", flush=True)
 
     n_bare, bare_s, n_visual = bare_loop(kb, rows, args.workers, WORK / "bare-out")
-    dag_s, peak, manifest = run_dag(kb, rows, WORK / "dag-out", args.workers, args.store)
+    dag_s, peak, manifest = run_dag(kb, rows, WORK / "dag-out", args.workers, args.store, not args.no_spill)
     n_dag = manifest["kept"]
     print(f"\nthroughput ({args.images} image rows, whole runs: start-up and KB loading per worker included), "
           f"{args.workers} processes")
     print(f"  bare Pool({args.workers}) same operators + Parquet: {n_bare} QA rows in {bare_s:.1f}s = "
           f"{n_bare / bare_s:.0f} rows/s ({args.images / bare_s:.0f} images/s)")
-    print(f"  DAG multi_processing x{args.workers}, kb.store={args.store}: {n_dag} QA rows in {dag_s:.1f}s = "
+    print(f"  DAG multi_processing x{args.workers}, kb.store={args.store}, shards.spill={not args.no_spill}: {n_dag} QA rows in {dag_s:.1f}s = "
           f"{n_dag / dag_s:.0f} rows/s ({args.images / dag_s:.0f} images/s)")
     print(f"  ratio DAG / bare: {bare_s / dag_s:.2f}")
     print(f"  rows: DAG {n_dag}, bare {n_bare}: " + ("the same" if n_dag == n_bare else "DIFFERENT")

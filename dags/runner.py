@@ -32,6 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from pydantic import BaseModel
 
+from quarry.pipelines.spill import clear_spill
 from quarry.pipelines.stats import CountTo, read_counts
 from quarry.pipelines.write import (
     STATE_DIR,
@@ -442,6 +443,7 @@ def _start_run(output: str, fingerprint: str) -> None:
     with FileSystems.create(FileSystems.join(output, INCOMPLETE)) as fh:
         fh.write(b"a run is writing here, or was killed; manifest.json is written last\n")
     write_json_atomic(_state_path(output), {"fingerprint": fingerprint})
+    clear_spill(output)  # what a killed run left waiting on disk
 
 
 @contextlib.contextmanager
@@ -570,8 +572,10 @@ def _run_locked(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig,
     started, started_at = time.monotonic(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     pipeline = beam.Pipeline(options=options)
     info = build_dag(spec, pipeline, cfg, plan, output)
-    result = pipeline.run()
-    result.wait_until_finish()
+    try:
+        pipeline.run().wait_until_finish()
+    finally:
+        clear_spill(output)
     run = RunCounts.read(output)
     if spec.finish is not None:
         spec.finish(output, cfg, info, run)

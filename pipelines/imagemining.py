@@ -48,6 +48,7 @@ from quarry.pipelines.read import (
     read_reject,
     read_rows,
 )
+from quarry.pipelines.spill import Stash, spill_dir
 from quarry.pipelines.stage import REJECTED, count_stage, refused, reject_row, run_stage
 from quarry.pipelines.stats import write_stats
 from quarry.pipelines.write import any_copy, pack_row, unpack_row
@@ -611,31 +612,71 @@ class _Rewrite(beam.DoFn):
             yield replace(m, row=m.row.model_copy(update={"question": text, "rewritten": True}))
 
 
-def _for_dedup(m: Mined, scope: str):
-    """(answer key, (id, question, packed row dict)): only the row crosses the shuffle, compressed (the runner
-    may hold the whole shuffle in memory); the candidate and image context stay behind."""
-    return m.dedup_key(scope), (m.row.sample_id, m.row.question, pack_row(m.row.model_dump()))
+class _KeyForDedup(beam.DoFn):
+    """Mined -> (answer key, (id, question, packed row dict or its spill reference)): only the row crosses the
+    shuffle, compressed or on disk (pipelines/spill.py); the candidate and image context stay behind."""
+
+    def __init__(self, scope: str, stash: Stash):
+        self.scope = scope
+        self.stash = stash
+
+    def process(self, m: Mined):
+        yield m.dedup_key(self.scope), (m.row.sample_id, m.row.question, self.stash.put(pack_row(m.row.model_dump())))
+
+    def finish_bundle(self):
+        self.stash.finish()
 
 
-def _dedup_group(element, threshold: float):
+class _NearDuplicates(beam.DoFn):
     """One answer's questions -> the row dicts kept, near-duplicates as rejects (decided on the questions alone,
-    rows unpacked only when kept or rejected)."""
-    _, items = element
-    by_id = {sid: (question, packed) for sid, question, packed in items}
-    dropped = qa.near_duplicates([(sid, q) for sid, (q, _) in by_id.items()], threshold)
-    for sid, (_, packed) in sorted(by_id.items()):
-        r = unpack_row(packed)
-        if sid in dropped:
-            yield refused(reject_row(sid, r["source"], Origin(**r["origin"]), "dedup", Rejection(
-                qa.NEAR_DUPLICATE, f"near-duplicate of {dropped[sid]} (same answer)")))
-        else:
-            yield r
+    rows read back only when kept or rejected)."""
+
+    def __init__(self, threshold: float, stash: Stash):
+        self.threshold = threshold
+        self.stash = stash
+
+    def process(self, element):
+        _, items = element
+        by_id = {sid: (question, packed) for sid, question, packed in items}
+        dropped = qa.near_duplicates([(sid, q) for sid, (q, _) in by_id.items()], self.threshold)
+        for sid, (_, packed) in sorted(by_id.items()):
+            r = unpack_row(self.stash.get(packed))
+            if sid in dropped:
+                yield refused(reject_row(sid, r["source"], Origin(**r["origin"]), "dedup", Rejection(
+                    qa.NEAR_DUPLICATE, f"near-duplicate of {dropped[sid]} (same answer)")))
+            else:
+                yield r
+
+    def finish_bundle(self):
+        self.stash.finish()
 
 
-def _image_in_use(element):
-    _, joined = element
-    if any(True for _ in joined["used"]):
-        yield from joined["image"]  # one copy per image_id already (OneCopyPerImage)
+class _KeyImage(beam.DoFn):
+    """ImageRecord -> (image_id, the record packed or its spill reference): the image bytes wait for the join
+    with the rows that use them on disk where the run spills."""
+
+    def __init__(self, stash: Stash):
+        self.stash = stash
+
+    def process(self, r):
+        yield r.image_id, self.stash.put(pack_row(r))
+
+    def finish_bundle(self):
+        self.stash.finish()
+
+
+class _ImagesInUse(beam.DoFn):
+    def __init__(self, stash: Stash):
+        self.stash = stash
+
+    def process(self, element):
+        _, joined = element
+        if any(True for _ in joined["used"]):
+            for stashed in joined["image"]:  # one copy per image_id already (OneCopyPerImage)
+                yield unpack_row(self.stash.get(stashed))
+
+    def finish_bundle(self):
+        self.stash.finish()
 
 
 class CountEvents(beam.PTransform):
@@ -729,12 +770,13 @@ class ImageMiningPipeline(beam.PTransform):
             questions = rewritten.questions
         rejected = [decoded.rejected, linked.rejected, mined.rejected]
         if cfg.dedup.enabled:
-            scope, threshold = cfg.dedup.scope, cfg.dedup.threshold
+            stash = Stash(spill_dir(inputs.pipeline, out_dir, "imagemining-dedup") if cfg.shards.spill else None)
             deduped = (
                 questions
-                | "KeyByAnswer" >> beam.Map(_for_dedup, scope)
+                | "KeyByAnswer" >> beam.ParDo(_KeyForDedup(cfg.dedup.scope, stash))
                 | "GroupByAnswer" >> beam.GroupByKey()
-                | "NearDuplicates" >> beam.FlatMap(_dedup_group, threshold).with_outputs(REJECTED, main="rows")
+                | "NearDuplicates" >> beam.ParDo(_NearDuplicates(cfg.dedup.threshold, stash)).with_outputs(
+                    REJECTED, main="rows")
             )
             count_stage(out_dir, "dedup", questions, deduped.rows)
             rows = deduped.rows
@@ -754,12 +796,13 @@ class ImageMiningPipeline(beam.PTransform):
         # image that many input rows show, and the many rows that use one image, cross it once.
         used = (rows | "UsedImageIds" >> beam.FlatMap(lambda r: [(i, None) for i in r["image_ids"]])
                 | "OneUsePerImage" >> beam.CombinePerKey(any_copy))
-        shown = (decoded[_Decode.IMAGES] | "KeyImages" >> beam.Map(lambda r: (r.image_id, r))
+        images_stash = Stash(spill_dir(inputs.pipeline, out_dir, "imagemining-images") if cfg.shards.spill else None)
+        shown = (decoded[_Decode.IMAGES] | "KeyImages" >> beam.ParDo(_KeyImage(images_stash))
                  | "OneCopyPerImage" >> beam.CombinePerKey(any_copy))
         images = (
             {"image": shown, "used": used}
             | "JoinImagesToRows" >> beam.CoGroupByKey()
-            | "ImagesInUse" >> beam.FlatMap(_image_in_use)
+            | "ImagesInUse" >> beam.ParDo(_ImagesInUse(images_stash))
         )
         if out_dir is not None:
             names = tuple(n for n in EVENTS if not n.startswith("dedup")

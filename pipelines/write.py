@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import pickle
+import posixpath
 import zlib
 from typing import Any, Callable, Iterable, Optional
 
@@ -30,6 +31,7 @@ from apache_beam.pvalue import TaggedOutput
 from pydantic import BaseModel
 
 from quarry.operators.ids import stable_bucket
+from quarry.pipelines.spill import Stash, spill_dir
 from quarry.pipelines.stage import REJECTED
 from quarry.pipelines.stats import CountTo
 from quarry.schemas.arrow import arrow_schema
@@ -180,20 +182,39 @@ def unpack_row(b: bytes) -> dict[str, Any]:
     return pickle.loads(zlib.decompress(b[1:]) if b[:1] == _PACK_ZLIB else b[1:])
 
 
+class _KeyByPartition(beam.DoFn):
+    """row dict -> (partition, (id, bytes, packed row or its spill reference))."""
+
+    def __init__(self, partition_fn: Callable[[dict[str, Any]], Partition], id_field: str,
+                 size_fn: Callable[[dict[str, Any]], int], stash: Stash):
+        self.partition_fn = partition_fn
+        self.id_field = id_field
+        self.size_fn = size_fn
+        self.stash = stash
+
+    def process(self, d):
+        yield self.partition_fn(d), (d[self.id_field], self.size_fn(d), self.stash.put(pack_row(d)))
+
+    def finish_bundle(self):
+        self.stash.finish()
+
+
 class _WriteShard(beam.DoFn):
     def __init__(self, table_dir: str, prefix: str, schema: pa.Schema, cfg: ShardConfig, id_field: str,
-                 attach: Optional[Callable[..., Iterable[Any]]] = None):
+                 stash: Stash, attach: Optional[Callable[..., Iterable[Any]]] = None):
         self.table_dir = table_dir
         self.prefix = prefix
         self.schema = schema
         self.cfg = cfg
         self.id_field = id_field
+        self.stash = stash
         self.attach = attach
         self.rows_written = beam.metrics.Metrics.counter("write", f"{prefix}_rows")
 
     def process(self, element, shard_counts, **side):
         (partition, index), packed = element
-        ordered = (unpack_row(b) for _, b in sorted(packed, key=lambda p: p[0]))  # (id, packed row)s
+        get = self.stash.get
+        ordered = (unpack_row(get(b)) for _, b in sorted(packed, key=lambda p: p[0]))  # (id, packed row)s
         shard = StreamingShard(shard_path(self.table_dir, partition, self.prefix, index, shard_counts[partition]),
                                self.schema, self.cfg)
         for row in ordered if self.attach is None else self.attach(ordered, **side):
@@ -203,6 +224,9 @@ class _WriteShard(beam.DoFn):
                 shard.add(row)
         self.rows_written.inc(shard.rows)
         yield shard.close()
+
+    def finish_bundle(self):
+        self.stash.finish()
 
 
 def _shard_count(stats: tuple[int, int], cfg: ShardConfig) -> int:
@@ -253,11 +277,13 @@ class WriteParquetTable(beam.PTransform):
         self.size_fn = size_fn
 
     def expand(self, rows):
-        partition_fn, cfg, id_field, size_fn = self.partition_fn, self.cfg, self.id_field, self.size_fn
-        keyed = (  # (partition, (id, bytes, packed row)): what waits for the shard counts and crosses the shuffle
+        cfg = self.cfg
+        parent, name = posixpath.split(self.table_dir.rstrip("/"))
+        stash = Stash(spill_dir(rows.pipeline, parent, f"{name}-{self.prefix}") if cfg.spill else None)
+        keyed = (  # (partition, (id, bytes, packed row or reference)): waits for the shard counts, crosses the shuffle
             rows
             | "ToDict" >> beam.Map(lambda r: r.model_dump() if isinstance(r, BaseModel) else r)
-            | "KeyByPartition" >> beam.Map(lambda d: (partition_fn(d), (d[id_field], size_fn(d), pack_row(d))))
+            | "KeyByPartition" >> beam.ParDo(_KeyByPartition(self.partition_fn, self.id_field, self.size_fn, stash))
         )
         counts = (
             keyed
@@ -265,8 +291,8 @@ class WriteParquetTable(beam.PTransform):
             | "SizePartitions" >> beam.CombinePerKey(_SumPairs())
             | "ShardCounts" >> beam.Map(lambda kv: (kv[0], _shard_count(kv[1], cfg)))
         )
-        write = beam.ParDo(_WriteShard(self.table_dir, self.prefix, arrow_schema(self.model), cfg, id_field,
-                                       self.attach), shard_counts=beam.pvalue.AsDict(counts), **self.attach_inputs)
+        write = beam.ParDo(_WriteShard(self.table_dir, self.prefix, arrow_schema(self.model), cfg, self.id_field,
+                                       stash, self.attach), shard_counts=beam.pvalue.AsDict(counts), **self.attach_inputs)
         written = (
             keyed
             | "AssignShard" >> beam.Map(

@@ -45,6 +45,9 @@ class ShardConfig(Section):
                                  "(rows of ~100 KB images: ~640 rows a group, not 200 MB groups)")
     compression: str = Field("zstd", description="Parquet codec: zstd, snappy, gzip, none (encoded image bytes are "
                              "stored uncompressed whatever this says: a second compression saves ~1%)")
+    spill: bool = Field(True, description="on a DirectRunner run into a local folder, rows wait for their shard "
+                        "on disk (DIR/.quarry/spill, removed at the end) rather than in the runner's memory, so "
+                        "memory stays flat as output grows; distributed runners shuffle rows themselves")
 
 
 class ReaderConfig(Section):
