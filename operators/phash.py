@@ -73,12 +73,49 @@ def phash64(img: Image.Image) -> int:
     hash barely moves: on the 78 demo images at 1x, 3x and 6x scale, 72 hash identically and 6 differ
     in 2 bits (tests/operators/test_phash.py measures it).
     """
+    bits = imagehash.phash(_hash_input(img), hash_size=8).hash
+    return int.from_bytes(np.packbits(bits.reshape(-1)).tobytes(), "big")
+
+
+def _hash_input(img: Image.Image) -> Image.Image:
+    """The grey image both hash functions start from (box-reduced when large, see `phash64`)."""
     grey = img.convert("L")
     factor = min(grey.size) // REDUCE_TO
     if factor >= 2:
         grey = grey.reduce(factor)
-    bits = imagehash.phash(grey, hash_size=8).hash
-    return int.from_bytes(np.packbits(bits.reshape(-1)).tobytes(), "big")
+    return grey
+
+
+# The 8 orientations of a picture (the dihedral group of the square), in the order
+# `phash64_orientations` returns their hashes. PIL names: rot90 is `img.rotate(90, expand=True)`
+# (counter-clockwise), mirror is `ImageOps.mirror(img)` (left-right).
+ORIENTATIONS: tuple[str, ...] = (
+    "identity", "rot90", "rot180", "rot270", "mirror", "mirror_rot90", "mirror_rot180", "mirror_rot270",
+)
+
+
+def phash64_orientations(img: Image.Image) -> tuple[int, ...]:
+    """`phash64` of `img` in each of the 8 `ORIENTATIONS`: element 0 is exactly ``phash64(img)``.
+
+    One resize to the 32x32 grey thumbnail (imagehash's step, the costly one), then the thumbnail is
+    rotated / mirrored as an array and each copy goes through imagehash's DCT and median threshold.
+    Turning the thumbnail instead of the image is the same up to resampling round-off (the resize is
+    separable and symmetric): on the demo photos the hash of ``ImageOps.mirror(img)`` or
+    ``img.rotate(90, expand=True)`` is within 2 bits of the matching element here
+    (tests/operators/test_phash.py). Cost: one resize plus 8 small DCTs instead of one.
+    """
+    import scipy.fftpack
+
+    small = _hash_input(img).resize((32, 32), imagehash.ANTIALIAS)
+    pixels = np.asarray(small)
+    out = []
+    for flipped in (pixels, np.fliplr(pixels)):
+        for turns in range(4):
+            a = np.rot90(flipped, turns)
+            dct = scipy.fftpack.dct(scipy.fftpack.dct(a, axis=0), axis=1)[:8, :8]
+            bits = dct > np.median(dct)
+            out.append(int.from_bytes(np.packbits(bits.reshape(-1)).tobytes(), "big"))
+    return tuple(out)
 
 
 def to_hex(h: int) -> str:
@@ -214,3 +251,269 @@ def _first_shared_band(diff: int, masks: Sequence[tuple[int, int]]) -> int:
         if (diff >> shift) & mask == 0:
             return index
     return -1
+
+
+# --- the scalable search: two-level pigeonhole over sorted keys -------------------------------------
+#
+# Level 1 (`band_layout`): two hashes within `max_hamming` bits agree exactly on one of the
+# ``max_hamming + 1`` bands (13 bits each for the default 4). Level 2 (`sub_band_layout`): two hashes
+# that agree on band b differ in at most `max_hamming` of the other 64 - w_b bits, so, split those
+# into ``max_hamming + 1`` sub-bands, they also agree exactly on one sub-band. The join key
+# (band b value, sub-band j value) has ~23 bits for the default instead of 13, so with N uniform
+# hashes each of the 25 (b, j) key spaces pairs up ~N**2 / 2**24 candidates: ~3 per hash at 1M,
+# ~15 per hash at 10M (13-bit bands alone: ~600 and ~6,100). Each key space is one argsort plus a walk
+# along runs of equal keys, so the work is O(N log N) plus the candidates plus the output.
+# Candidate pairs are reported by their lowest shared band and, inside it, their lowest shared
+# sub-band only, so every pair of distinct hashes is found exactly once over all (b, j).
+
+
+@functools.lru_cache(maxsize=None)
+def sub_band_layout(max_hamming: int, band_index: int) -> tuple[tuple[int, int], ...]:
+    """``(shift, width)`` of the ``max_hamming + 1`` sub-bands of the bits outside band `band_index`.
+
+    Shifts are into the ``64 - w_b``-bit number `_outside_band` makes (the bits above the band moved
+    down over it); widths within one bit, the first ones wider. Widths may be 0 when there are fewer
+    bits than sub-bands (large max_hamming): a 0-bit sub-band always agrees.
+    """
+    layout = band_layout(max_hamming)
+    if not 0 <= band_index < len(layout):
+        raise ValueError(f"band_index {band_index} outside the {len(layout)} bands of max_hamming={max_hamming}")
+    rest = HASH_BITS - layout[band_index][1]
+    parts = max_hamming + 1
+    base, extra = divmod(rest, parts)
+    out = []
+    top = rest
+    for j in range(parts):
+        width = base + (1 if j < extra else 0)
+        top -= width
+        out.append((top, width))
+    return tuple(out)
+
+
+def _u64(x: int) -> np.uint64:
+    return np.uint64(x)
+
+
+def _mask(width: int) -> np.uint64:
+    return np.uint64((1 << width) - 1) if width < 64 else np.uint64(_MASK64)
+
+
+def _band_values(h: np.ndarray, shift: int, width: int) -> np.ndarray:
+    return (h >> _u64(shift)) & _mask(width)
+
+
+def _outside_band(h: np.ndarray, shift: int, width: int) -> np.ndarray:
+    """The 64 - width bits of `h` outside ``[shift, shift + width)``, packed to the low end."""
+    low = h & _mask(shift) if shift else np.zeros_like(h)
+    top = shift + width
+    high = (h >> _u64(top)) << _u64(shift) if top < 64 else np.zeros_like(h)
+    return high | low
+
+
+def _first_zero_band(x: np.ndarray, layout: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Per element, the lowest band index whose bits of `x` are all 0 (len(layout) if none)."""
+    first = np.full(x.shape, len(layout), dtype=np.int64)
+    for index in range(len(layout) - 1, -1, -1):
+        shift, width = layout[index]
+        first[_band_values(x, shift, width) == 0] = index
+    return first
+
+
+class SearchStats:
+    """Work counters a caller may pass down: `candidates` (hash pairs compared), `pairs` (found)."""
+
+    def __init__(self) -> None:
+        self.candidates = 0
+        self.pairs = 0
+
+
+def close_pairs_in_band(
+    hashes: np.ndarray, band_index: int, max_hamming: int, stats: SearchStats | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Index arrays ``(i, j, distance)`` of the pairs of `hashes` within `max_hamming` bits whose
+    lowest shared band is `band_index`, each pair once (i < j not promised).
+
+    `hashes` must be distinct (collapse identical ones first: their pairs are distance 0). Pairs
+    that share band `band_index` are found whatever else is in the array, so a caller may pass only
+    the hashes of one band-value range (a shard) and get exactly the pairs that range holds.
+    """
+    h = np.ascontiguousarray(hashes, dtype=np.uint64)
+    layout = band_layout(max_hamming)
+    b_shift, b_width = layout[band_index]
+    subs = sub_band_layout(max_hamming, band_index)
+    n = h.size
+    found_i, found_j, found_d = [], [], []
+    if n < 2:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    band = _band_values(h, b_shift, b_width)
+    rest = _outside_band(h, b_shift, b_width)
+    index_bits = (n - 1).bit_length()
+    for sub_index, (s_shift, s_width) in enumerate(subs):
+        key = (band << _u64(s_width)) | _band_values(rest, s_shift, s_width) if s_width else band
+        if b_width + s_width + index_bits <= 64:  # sort (key, index) packed in one uint64: a plain sort, ~3x faster
+            packed = np.sort((key << _u64(index_bits)) | np.arange(n, dtype=np.uint64))
+            order = (packed & _mask(index_bits)).astype(np.int64)
+            sorted_key = packed >> _u64(index_bits)
+        else:
+            order = np.argsort(key, kind="stable")
+            sorted_key = key[order]
+        starts = np.flatnonzero(sorted_key[1:] == sorted_key[:-1])  # positions p with key[p] == key[p + 1]
+        offset = 1
+        while starts.size:
+            i = order[starts]
+            j = order[starts + offset]
+            x = h[i] ^ h[j]
+            dist = np.bitwise_count(x)
+            if stats is not None:
+                stats.candidates += int(x.size)
+            close = dist <= max_hamming
+            if close.any():
+                i, j, x, dist = i[close], j[close], x[close], dist[close]
+                mine = _first_zero_band(x, layout) == band_index
+                if mine.any():
+                    i, j, x, dist = i[mine], j[mine], x[mine], dist[mine]
+                    mine = _first_zero_band(_outside_band(x, b_shift, b_width), subs) == sub_index
+                    found_i.append(i[mine])
+                    found_j.append(j[mine])
+                    found_d.append(dist[mine].astype(np.int64))
+            offset += 1
+            starts = starts[starts + offset < n]  # runs are contiguous: extend the ones that go on
+            starts = starts[sorted_key[starts + offset] == sorted_key[starts]]
+    if not found_i:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty, empty
+    if stats is not None:
+        stats.pairs += sum(int(a.size) for a in found_i)
+    return np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_d)
+
+
+class HashClasses(NamedTuple):
+    """Entries, one per (hash, owner), sorted by hash then owner; the classes of equal hashes."""
+
+    hashes: np.ndarray
+    owners: np.ndarray
+    variant: np.ndarray
+    starts: np.ndarray  # first entry of each class
+    sizes: np.ndarray  # entries per class
+    unique: np.ndarray  # the class's hash
+
+
+def hash_classes(hashes: np.ndarray, owners: np.ndarray, variant: np.ndarray) -> HashClasses:
+    """One entry per (hash, owner), an own hash winning over a variant; then classes of equal
+    hashes, each class's members in rank order (owner ordinal)."""
+    hashes = np.asarray(hashes, dtype=np.uint64)
+    owners = np.asarray(owners, dtype=np.int64)
+    variant = np.asarray(variant, dtype=bool)
+    order = np.lexsort((variant, owners, hashes))
+    h, o, v = hashes[order], owners[order], variant[order]
+    keep = np.ones(h.size, dtype=bool)
+    keep[1:] = (h[1:] != h[:-1]) | (o[1:] != o[:-1])
+    if not keep.all():
+        h, o, v = h[keep], o[keep], v[keep]
+    new_class = np.ones(h.size, dtype=bool)
+    new_class[1:] = h[1:] != h[:-1]
+    starts = np.flatnonzero(new_class)
+    sizes = np.diff(np.append(starts, h.size))
+    return HashClasses(h, o, v, starts, sizes, h[starts])
+
+
+class Edges(NamedTuple):
+    """Parallel arrays: `worse` has the better-ranked `better` within `distance` (owner ordinals)."""
+
+    worse: np.ndarray
+    better: np.ndarray
+    distance: np.ndarray
+
+
+def edges_in_band(
+    hashes: np.ndarray,
+    owners: np.ndarray,
+    variant: np.ndarray,
+    band_index: int,
+    max_hamming: int,
+    stats: SearchStats | None = None,
+    classes: HashClasses | None = None,
+) -> Edges:
+    """Near-duplicate edges among entries ``(hash, owner, variant)`` found in band `band_index`.
+
+    An entry is one hash of one sample: its own (``variant`` False) or the hash of one of its other
+    orientations (``variant`` True, see `phash64_orientations`). `owners` are sample ordinals in rank
+    order: a smaller ordinal is a better-ranked sample (`rank_key`). Two samples A, B are near
+    duplicates when an entry of A and an entry of B, not both variants, are within `max_hamming`
+    bits; their distance is the smallest such. Every worse-ranked end of such a pair gets an edge
+    (in some band) to a neighbour at least as good as the better end, as in `near_duplicates_in_group`;
+    the minimum `better` per `worse` over all bands is its best-ranked neighbour. Identical hashes
+    (distance 0) give their edges in band 0 only.
+    """
+    classes = hash_classes(hashes, owners, variant) if classes is None else classes
+    h, o, v, starts, sizes, uniq = classes
+
+    worse_parts, better_parts, dist_parts = [], [], []
+    if band_index == 0:
+        w, b = [], []
+        for c in np.flatnonzero(sizes > 1).tolist():
+            lo, hi = starts[c], starts[c] + sizes[c]
+            first_own = -1
+            for k in range(lo, hi):
+                if k > lo:
+                    if not v[k]:  # an own hash pairs with any entry: the class's best
+                        w.append(o[k]), b.append(o[lo])
+                    elif first_own >= 0:  # a variant pairs with own hashes only: the best of them
+                        w.append(o[k]), b.append(o[first_own])
+                if first_own < 0 and not v[k]:
+                    first_own = k
+        if w:
+            worse_parts.append(np.array(w, dtype=np.int64))
+            better_parts.append(np.array(b, dtype=np.int64))
+            dist_parts.append(np.zeros(len(w), dtype=np.int64))
+
+    ci, cj, cd = close_pairs_in_band(uniq, band_index, max_hamming, stats)
+    if ci.size:
+        single = (sizes[ci] == 1) & (sizes[cj] == 1)
+        # Fast path, one sample per hash on both ends.
+        oi, oj = o[starts[ci[single]]], o[starts[cj[single]]]
+        valid = ~(v[starts[ci[single]]] & v[starts[cj[single]]]) & (oi != oj)
+        worse_parts.append(np.maximum(oi, oj)[valid])
+        better_parts.append(np.minimum(oi, oj)[valid])
+        dist_parts.append(cd[single][valid])
+        w, b, d = [], [], []
+        for c1, c2, dist in zip(ci[~single].tolist(), cj[~single].tolist(), cd[~single].tolist()):
+            for src, dst in ((c1, c2), (c2, c1)):
+                dst_lo, dst_hi = starts[dst], starts[dst] + sizes[dst]
+                for k in range(starts[src], starts[src] + sizes[src]):
+                    for m in range(dst_lo, dst_hi):
+                        if o[m] >= o[k]:
+                            break  # the rest of dst ranks below this member: they find it from their side
+                        if not (v[k] and v[m]):
+                            w.append(o[k]), b.append(o[m]), d.append(dist)
+                            break
+        if w:
+            worse_parts.append(np.array(w, dtype=np.int64))
+            better_parts.append(np.array(b, dtype=np.int64))
+            dist_parts.append(np.array(d, dtype=np.int64))
+    if not worse_parts:
+        empty = np.zeros(0, dtype=np.int64)
+        return Edges(empty, empty, empty)
+    return Edges(np.concatenate(worse_parts), np.concatenate(better_parts), np.concatenate(dist_parts))
+
+
+def best_neighbours(edges: Edges) -> Edges:
+    """One edge per worse owner: its best-ranked neighbour (smallest ordinal), at the smallest distance."""
+    if edges.worse.size == 0:
+        return edges
+    order = np.lexsort((edges.distance, edges.better, edges.worse))
+    w = edges.worse[order]
+    first = np.ones(w.size, dtype=bool)
+    first[1:] = w[1:] != w[:-1]
+    return Edges(w[first], edges.better[order][first], edges.distance[order][first])
+
+
+def near_duplicate_edges(
+    hashes: np.ndarray, owners: np.ndarray, variant: np.ndarray, max_hamming: int, stats: SearchStats | None = None
+) -> Edges:
+    """`best_neighbours` over every band of `edges_in_band`: the whole search in one process."""
+    bands = range(len(band_layout(max_hamming)))
+    classes = hash_classes(hashes, owners, variant)
+    parts = [edges_in_band(hashes, owners, variant, b, max_hamming, stats, classes) for b in bands]
+    return best_neighbours(Edges(*(np.concatenate([getattr(e, f) for e in parts]) for f in Edges._fields)))

@@ -25,41 +25,60 @@ For each dropped id the output names its best-ranked neighbour within the
 distance ("kept_id"). That neighbour is the one the dropped sample
 duplicates; in a chain it may itself be dropped in favour of a third sample.
 
+Orientations: a `DedupKey` may carry `variants`, the hashes of the sample's other
+orientations (`quarry.operators.phash.phash64_orientations`: rotations by 90, 180,
+270 degrees and their mirrors). Two samples are then near duplicates when any
+hash of one and any hash of the other, not both variants, are within
+``max_hamming`` (so a mirrored or turned copy collapses onto the original); the
+distance is the smallest such. Keys without variants compare their own hashes only.
+
 How it scales (no all-pairs comparison, no whole dataset in one process):
-FlatMap each hash to its ``max_hamming + 1`` band keys -> GroupByKey on
-``(band_index, band_value)`` -> compare within each group (pigeonhole: every
-close pair shares a group; each pair is reported by one group only) ->
-CombinePerKey keeps the best neighbour per dropped id. The shuffle carries
-``max_hamming + 1`` small tuples per sample. A group holds the samples whose
-hashes agree on one band (~N / 8192 of them for the default 13-bit bands
-with uniform hashes); a group is materialised in one worker's memory.
+batches of keys -> per batch, each hash (own and variants) goes to the shard
+``(band b, top SHARD_BITS bits of band b)`` of each of its ``max_hamming + 1``
+bands, packed per shard as one element of arrays -> GroupByKey on the shard ->
+per shard, the two-level sorted-key search of `quarry.operators.phash`
+(`edges_in_band`: exact band b, then one of max_hamming + 1 sub-bands of the
+other bits exact; each close pair reported once) -> CombinePerKey keeps the best
+neighbour per dropped id. The shuffle carries ``(max_hamming + 1) * (1 +
+variants)`` hashes per sample, a few hundred per element; a shard holds
+``(1 + variants) * N / 2**SHARD_BITS`` of them (~125,000 at 1M keys with 7
+variants, 8 bytes each plus the id), and the search inside it costs one sort per
+sub-band plus ~(max_hamming + 1) * n**2 / 2**(w_band + w_sub + 1) compared pairs.
+Which copy is kept depends on ranks and hashes only, never on bundle order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 
 from quarry.operators.base import Rejection
-from quarry.operators.phash import Member, band_keys, band_layout, near_duplicates_in_group, rank_key
+from quarry.operators.phash import SearchStats, band_layout, best_neighbours, edges_in_band, rank_key
 
 NEAR_DUPLICATE = "near_duplicate"  # the dedup step's (operators/phash.py finds pairs, decides nothing)
 REASONS: tuple[str, ...] = (NEAR_DUPLICATE,)
 
-_SIGN_BIT = 1 << 63
+# A shard is (band index, the top SHARD_BITS bits of that band's value): 5 * 64 shards for the default
+# max_hamming of 4. Memory per shard: (1 + variants) * N / 2**SHARD_BITS hashes.
+SHARD_BITS = 6
+# Keys per batch when they are packed into shard chunks (BatchElements adapts below this).
+MAX_BATCH = 20_000
 _TWO_64 = 1 << 64
 
 
 class DedupKey(NamedTuple):
-    """What dedup needs of a sample: its id, its 64-bit pHash (unsigned) and its size."""
+    """What dedup needs of a sample: its id, its 64-bit pHash (unsigned), its size, and optionally the
+    unsigned hashes of its other orientations (`phash64_orientations(img)[1:]`)."""
 
     sample_id: str
     phash: int
     width: int
     height: int
+    variants: tuple[int, ...] = ()
 
 
 class DedupOutputs(NamedTuple):
@@ -69,56 +88,101 @@ class DedupOutputs(NamedTuple):
     rejected: beam.PCollection  # PCollection[tuple[R, Rejection]]
 
 
-# On the wire a band entry is ((band_index, band_value), (sample_id, signed_phash, width, height)):
-# Beam's int coder (VarIntCoder, chosen from the type hints) is signed 64-bit,
-# so the unsigned hash travels as its two's-complement value.
-BandEntry = tuple[tuple[int, int], tuple[str, int, int, int]]
+# On the wire a shard chunk is ((band_index, prefix), (hashes, pixels, is_variant, sample_ids)):
+# uint64 / int64 / uint8 arrays as bytes and a tuple of str, so one element carries hundreds of hashes.
+Chunk = tuple[bytes, bytes, bytes, tuple[str, ...]]
 
 
-def _to_signed(h: int) -> int:
-    return h - _TWO_64 if h & _SIGN_BIT else h
+def _shard_prefix(max_hamming: int, shard_bits: int) -> list[tuple[int, int]]:
+    """Per band, ``(shift, keep)``: the shard prefix is ``hash >> shift`` masked to `keep` bits."""
+    out = []
+    for shift, width in band_layout(max_hamming):
+        keep = min(shard_bits, width)
+        out.append((shift + width - keep, keep))
+    return out
 
 
-def _to_unsigned(h: int) -> int:
-    return h + _TWO_64 if h < 0 else h
+class _ShardEntriesFn(beam.DoFn):
+    """A batch of DedupKeys -> one chunk per shard its hashes fall in."""
+
+    def __init__(self, max_hamming: int, shard_bits: int) -> None:
+        self.max_hamming = max_hamming
+        self.shard_bits = shard_bits
+        self.hashes = Metrics.counter("dedup", "hashes")
+
+    def process(self, batch: list[DedupKey]):
+        hs: list[int] = []
+        ids: list[str] = []
+        px: list[int] = []
+        var: list[bool] = []
+        for key in batch:
+            sample_id, phash, width, height = key[:4]
+            variants = key.variants if isinstance(key, DedupKey) else ()
+            if not 0 <= phash < _TWO_64:
+                raise ValueError(f"DedupKey.phash must be an unsigned 64-bit int, got {phash} for {sample_id!r}")
+            pixels = width * height
+            hs.append(phash), ids.append(sample_id), px.append(pixels), var.append(False)
+            seen = {phash}
+            for v in variants:
+                if v not in seen:
+                    if not 0 <= v < _TWO_64:
+                        raise ValueError(f"DedupKey.variants must be unsigned 64-bit ints, got {v} for {sample_id!r}")
+                    seen.add(v)
+                    hs.append(v), ids.append(sample_id), px.append(pixels), var.append(True)
+        self.hashes.inc(len(hs))
+        h = np.array(hs, dtype=np.uint64)
+        p = np.array(px, dtype=np.int64)
+        v = np.array(var, dtype=np.uint8)
+        id_arr = np.array(ids, dtype=object)
+        for band_index, (shift, keep) in enumerate(_shard_prefix(self.max_hamming, self.shard_bits)):
+            prefix = (h >> np.uint64(shift)) & np.uint64((1 << keep) - 1)
+            order = np.argsort(prefix, kind="stable")
+            sp = prefix[order]
+            cuts = np.flatnonzero(sp[1:] != sp[:-1]) + 1
+            for idx in np.split(order, cuts):
+                chunk = (h[idx].tobytes(), p[idx].tobytes(), v[idx].tobytes(), tuple(id_arr[idx].tolist()))
+                yield (band_index, int(prefix[idx[0]])), chunk
 
 
-def _band_entries(key: DedupKey, max_hamming: int) -> Iterator[BandEntry]:
-    sample_id, phash, width, height = key
-    if not 0 <= phash < _TWO_64:
-        raise ValueError(f"DedupKey.phash must be an unsigned 64-bit int, got {phash} for {sample_id!r}")
-    value = (sample_id, _to_signed(phash), width, height)
-    for band_index, band_value in band_keys(phash, max_hamming):
-        # max_hamming=0 has one 64-bit band, whose value may not fit a signed int64 either.
-        yield (band_index, _to_signed(band_value)), value
-
-
-class _CompareInBandFn(beam.DoFn):
-    """All close pairs in one band group, as (worse_id, (better_rank, better_id, distance))."""
+class _SearchShardFn(beam.DoFn):
+    """One shard's chunks -> the near-duplicate edges its band finds, best neighbour per worse id,
+    as (worse_id, (better_rank, better_id, distance))."""
 
     def __init__(self, max_hamming: int) -> None:
         self.max_hamming = max_hamming
-        self.groups = Metrics.counter("dedup", "band_groups")
-        self.compared = Metrics.counter("dedup", "band_groups_compared")
+        self.shards = Metrics.counter("dedup", "shards")
+        self.candidates = Metrics.counter("dedup", "candidate_pairs")
+        self.pairs = Metrics.counter("dedup", "close_pairs")
         self.edges = Metrics.counter("dedup", "edges")
-        self.group_size = Metrics.distribution("dedup", "band_group_size")
+        self.shard_size = Metrics.distribution("dedup", "shard_hashes")
 
-    def process(self, element: tuple[tuple[int, int], Iterable[tuple[str, int, int, int]]]):
-        (band_index, _value), entries = element
-        entries = list(entries)
-        self.groups.inc()
-        self.group_size.update(len(entries))
-        if len(entries) < 2:
+    def process(self, element: tuple[tuple[int, int], Iterable[Chunk]]):
+        (band_index, _prefix), chunks = element
+        chunks = list(chunks)
+        h = np.concatenate([np.frombuffer(c[0], dtype=np.uint64) for c in chunks])
+        p = np.concatenate([np.frombuffer(c[1], dtype=np.int64) for c in chunks])
+        v = np.concatenate([np.frombuffer(c[2], dtype=np.uint8) for c in chunks]).astype(bool)
+        ids = np.array([sid for c in chunks for sid in c[3]])
+        self.shards.inc()
+        self.shard_size.update(int(h.size))
+        if h.size < 2:
             return
-        self.compared.inc()
-        members = [Member(sid, _to_unsigned(h), rank_key(w, hgt, sid)) for sid, h, w, hgt in entries]
-        edges = near_duplicates_in_group(members, self.max_hamming, band_index)
-        if not edges:
-            return
-        self.edges.inc(len(edges))
-        rank_of = {m.sample_id: m.rank for m in members}
-        for worse_id, better_id, distance in edges:
-            yield worse_id, (rank_of[better_id], better_id, distance)
+        # Owner ordinals in rank order (most pixels, then smallest id), whatever order the chunks came in.
+        uniq, inverse = np.unique(ids, return_inverse=True)
+        pixels = np.zeros(uniq.size, dtype=np.int64)
+        np.maximum.at(pixels, inverse, p)
+        by_rank = np.lexsort((np.arange(uniq.size), -pixels))  # uniq is sorted: its index orders ids
+        ordinal = np.empty(uniq.size, dtype=np.int64)
+        ordinal[by_rank] = np.arange(uniq.size)
+        stats = SearchStats()
+        edges = best_neighbours(edges_in_band(h, ordinal[inverse], v, band_index, self.max_hamming, stats))
+        self.candidates.inc(stats.candidates)
+        self.pairs.inc(stats.pairs)
+        self.edges.inc(int(edges.worse.size))
+        for worse, better, distance in zip(edges.worse.tolist(), edges.better.tolist(), edges.distance.tolist()):
+            u = by_rank[better]
+            better_id = str(uniq[u])
+            yield str(uniq[by_rank[worse]]), (rank_key(int(pixels[u]), 1, better_id), better_id, distance)
 
 
 class _BestNeighbourFn(beam.CombineFn):
@@ -149,21 +213,22 @@ class NearDuplicates(beam.PTransform):
     See the module docstring for what is dropped and why it scales.
     """
 
-    def __init__(self, max_hamming: int, label: str | None = None) -> None:
+    def __init__(self, max_hamming: int, label: str | None = None, shard_bits: int = SHARD_BITS) -> None:
         super().__init__(label)
         band_layout(max_hamming)  # validates: 0 <= max_hamming <= 63
+        if not 0 <= shard_bits <= 16:
+            raise ValueError(f"shard_bits must be in [0, 16], got {shard_bits}")
         self.max_hamming = max_hamming
+        self.shard_bits = shard_bits
 
     def expand(self, keys: beam.PCollection) -> beam.PCollection:
         return (
             keys
-            | "BandKeys"
-            >> beam.FlatMap(_band_entries, self.max_hamming).with_output_types(
-                tuple[tuple[int, int], tuple[str, int, int, int]]
-            )
-            | "GroupByBand" >> beam.GroupByKey()
-            | "CompareInBand"
-            >> beam.ParDo(_CompareInBandFn(self.max_hamming)).with_output_types(
+            | "Batch" >> beam.BatchElements(min_batch_size=min(64, MAX_BATCH), max_batch_size=MAX_BATCH)
+            | "ShardHashes" >> beam.ParDo(_ShardEntriesFn(self.max_hamming, self.shard_bits))
+            | "GroupByShard" >> beam.GroupByKey()
+            | "SearchShard"
+            >> beam.ParDo(_SearchShardFn(self.max_hamming)).with_output_types(
                 tuple[str, tuple[tuple[int, str], str, int]]
             )
             | "BestNeighbour" >> beam.CombinePerKey(_BestNeighbourFn())

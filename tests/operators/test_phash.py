@@ -339,3 +339,156 @@ def test_banded_search_equals_brute_force(n_clusters, max_hamming, seed, numpy_m
     got, edges = grouped_best_neighbours(members, max_hamming)
     assert got == brute_best_neighbours(members, max_hamming)
     assert len(edges) == len(set(edges))
+
+
+# --- orientations ------------------------------------------------------------------
+
+
+def demo_photos() -> list[Image.Image]:
+    from pathlib import Path
+
+    demo = Path(phash.__file__).resolve().parents[1] / "dags" / "demo_data"
+    photos = []
+    for path in sorted(demo.glob("*.jpg")):
+        with Image.open(path) as im:
+            photos.append(im.convert("RGB"))
+    assert len(photos) >= 10
+    return photos
+
+
+def oriented(im: Image.Image, index: int) -> Image.Image:
+    """`im` in orientation ORIENTATIONS[index], made the way a copy on the web is (PIL on the image)."""
+    from PIL import ImageOps
+
+    base = ImageOps.mirror(im) if index >= 4 else im
+    return base.rotate(90 * (index % 4), expand=True) if index % 4 else base
+
+
+def test_orientation_hashes_start_with_phash64_and_match_turned_copies():
+    """Element 0 is phash64; element g is within 2 bits of phash64 of the image turned by g (most equal);
+    the 8 hashes of one photo are far apart, so orientations are not near duplicates of each other."""
+    diffs = []
+    for im in demo_photos() + [textured(3), textured(4, (333, 211))]:
+        hashes = phash.phash64_orientations(im)
+        assert len(hashes) == len(phash.ORIENTATIONS) == 8
+        assert hashes[0] == phash64(im)
+        for g in range(1, 8):
+            diffs.append(hamming(phash64(oriented(im, g)), hashes[g]))
+            assert hamming(hashes[0], hashes[g]) > 10
+    counts = np.bincount(diffs)
+    assert max(diffs) <= 2 and counts[0] >= 0.8 * len(diffs), counts
+
+
+# --- the two-level search ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_hamming", [0, 1, 3, 4, 7, 20])
+def test_sub_bands_cover_the_bits_outside_each_band(max_hamming):
+    for b, (_shift, width) in enumerate(band_layout(max_hamming)):
+        subs = phash.sub_band_layout(max_hamming, b)
+        assert len(subs) == max_hamming + 1
+        assert sum(w for _s, w in subs) == 64 - width
+        covered = 0
+        for shift, w in subs:
+            mask = ((1 << w) - 1) << shift
+            assert covered & mask == 0
+            covered |= mask
+        assert covered == (1 << (64 - width)) - 1
+
+
+def test_outside_band_drops_exactly_the_band_bits():
+    h = np.array([0x0123456789ABCDEF], dtype=np.uint64)
+    for shift, width in band_layout(4):
+        got = int(phash._outside_band(h, shift, width)[0])
+        v = 0x0123456789ABCDEF
+        want = ((v >> (shift + width)) << shift) | (v & ((1 << shift) - 1))
+        assert got == want
+
+
+def brute_entry_neighbours(hs, owners, variant, max_hamming):
+    """Per worse owner, (best-ranked neighbour, its distance) by comparing every pair of entries."""
+    entries: dict[int, list[tuple[int, bool]]] = {}
+    for h, o, v in zip(hs, owners, variant):
+        entries.setdefault(o, []).append((h, v))
+    best = {}
+    ordered = sorted(entries)
+    for a in ordered:
+        for b in ordered:
+            if b >= a:
+                break
+            d = min((hamming(x, y) for x, vx in entries[a] for y, vy in entries[b] if not (vx and vy)), default=99)
+            if d <= max_hamming:
+                best[a] = (b, d)
+                break
+    return best
+
+
+def planted_entries(seed: int, max_hamming: int):
+    """Random and planted data: copies of shared origins within 0..max_hamming+1 bits, exact
+    repeats, own hashes and variant hashes (some a copy's variant lands near another's own
+    hash), and a shared prefix so key runs are long."""
+    rng = random.Random(seed)
+    origins = [rng.getrandbits(64) for _ in range(40)]
+    prefix = rng.getrandbits(30) << 34
+    hs, owners, variant = [], [], []
+    for o in range(rng.randint(5, 150)):
+        base = rng.choice(origins) if rng.random() < 0.7 else (prefix | rng.getrandbits(34))
+        for t in range(1 + rng.choice([0, 0, 1, 3, 7])):
+            h = base if t == 0 else rng.choice(origins)
+            for bit in rng.sample(range(64), rng.randint(0, max_hamming + 1)):
+                h ^= 1 << bit
+            repeats = 2 if rng.random() < 0.1 else 1
+            hs += [h] * repeats
+            owners += [o] * repeats
+            variant += [t > 0] * repeats
+    return hs, owners, variant
+
+
+@pytest.mark.parametrize("seed", range(24))
+def test_two_level_search_equals_all_pairs(seed):
+    max_hamming = [0, 1, 2, 3, 4, 4, 5, 7][seed % 8]
+    hs, owners, variant = planted_entries(seed, max_hamming)
+    edges = phash.near_duplicate_edges(np.array(hs, dtype=np.uint64), np.array(owners), np.array(variant), max_hamming)
+    got = {int(w): (int(b), int(d)) for w, b, d in zip(*edges)}
+    assert got == brute_entry_neighbours(hs, owners, variant, max_hamming)
+
+
+def test_a_band_search_over_shards_finds_what_the_whole_array_does():
+    """Split by the top bits of the band (as pipelines/dedup.py shards), the union of the per-shard
+    pairs is the pairs of the whole array, each once."""
+    hs, _owners, _variant = planted_entries(5, 4)
+    u = np.unique(np.array(hs, dtype=np.uint64))
+    for b, (shift, width) in enumerate(band_layout(4)):
+        i, j, d = phash.close_pairs_in_band(u, b, 4)
+        whole = sorted((min(int(u[x]), int(u[y])), max(int(u[x]), int(u[y])), int(z)) for x, y, z in zip(i, j, d))
+        prefix = (u >> np.uint64(shift + width - 3)) & np.uint64(7)
+        parts = []
+        for value in range(8):
+            part = u[prefix == value]
+            i, j, d = phash.close_pairs_in_band(part, b, 4)
+            parts += [(min(int(part[x]), int(part[y])), max(int(part[x]), int(part[y])), int(z)) for x, y, z in zip(i, j, d)]
+        assert sorted(parts) == whole
+        assert len(set(whole)) == len(whole)
+
+
+def test_identical_hashes_cost_no_quadratic_pairs():
+    """3,000 copies of one hash and 3,000 of a hash 1 bit away: a few candidate pairs, not millions."""
+    h = np.array([7] * 3000 + [6] * 3000, dtype=np.uint64)
+    owners = np.arange(6000)
+    stats = phash.SearchStats()
+    edges = phash.near_duplicate_edges(h, owners, np.zeros(6000, dtype=bool), 4, stats)
+    assert stats.candidates <= 25
+    assert edges.worse.size == 5999 and set(edges.better.tolist()) == {0}
+
+
+def test_comparisons_grow_linearly_with_uniform_hashes():
+    """~25 * n / 2**24 compared pairs per hash for the default: far below one per hash at 400k
+    (13-bit bands alone compare ~120 per hash there)."""
+    rng = np.random.default_rng(0)
+    per_hash = []
+    for n in (40_000, 400_000):
+        h = rng.integers(0, 2**64, size=n, dtype=np.uint64)
+        stats = phash.SearchStats()
+        phash.near_duplicate_edges(h, np.arange(n), np.zeros(n, dtype=bool), 4, stats)
+        per_hash.append(stats.candidates / n)
+    assert per_hash[0] < 0.2 and per_hash[1] < 1.0, per_hash

@@ -204,3 +204,117 @@ def test_bad_max_hamming_fails_at_construction(bad):
         NearDuplicates(bad)
     with pytest.raises(ValueError):
         SplitDuplicates(bad, record_key)
+
+
+# --- orientations, exactness at scale, determinism --------------------------------------
+
+
+def oriented_key(sample_id: str, im: Image.Image) -> DedupKey:
+    from quarry.operators.phash import phash64_orientations
+
+    hashes = phash64_orientations(im)
+    return DedupKey(sample_id, hashes[0], im.width, im.height, hashes[1:])
+
+
+def test_mirrored_and_turned_copies_collapse_when_keys_carry_orientations():
+    from PIL import ImageOps
+
+    original = textured(11, (640, 480))
+    copies = {
+        "mirrored": ImageOps.mirror(original),
+        "rot90": original.rotate(90, expand=True),
+        "rot180": original.rotate(180),
+        "flipped": ImageOps.flip(original),
+        "mirrored-small": jpeg_copy(ImageOps.mirror(original), (320, 240), 70),
+        "rot270-small": jpeg_copy(original.rotate(270, expand=True), (240, 320), 70),
+    }
+    other = textured(12, (640, 480))
+    # "a-original" wins the ties on pixels against its same-size copies by id.
+    plain = [key_of("a-original", original), key_of("z-other", other)] + [key_of(k, im) for k, im in copies.items()]
+    turned = [oriented_key("a-original", original), oriented_key("z-other", other)]
+    turned += [oriented_key(k, im) for k, im in copies.items()]
+    with TestPipeline() as p:
+        drops_plain = p | "Plain" >> beam.Create(plain) | "DedupPlain" >> NearDuplicates(4)
+        drops_turned = p | "Turned" >> beam.Create(turned) | "DedupTurned" >> NearDuplicates(4)
+        assert_that(
+            drops_plain | "CloseP" >> beam.MapTuple(lambda dropped, kept, d: (dropped, kept, d <= 4)),
+            equal_to([("mirrored-small", "mirrored", True)]),
+            label="without variants only the mirrored copy's own thumbnail collapses",
+        )
+        assert_that(
+            drops_turned | "CloseT" >> beam.MapTuple(lambda dropped, kept, d: (dropped, kept, d <= 4)),
+            equal_to([(k, "a-original", True) for k in copies]),
+            label="with variants every copy names the original",
+        )
+
+
+def brute_drops(keys: list[DedupKey], max_hamming: int) -> list[tuple[str, str, int]]:
+    """All-pairs reference: for each sample, its best-ranked neighbour under the orientation rule."""
+
+    def hashes(k):
+        return [(k.phash, False)] + [(v, True) for v in k.variants]
+
+    by_id = {}
+    for k in keys:
+        by_id.setdefault(k.sample_id, k)
+    ranked = sorted(by_id.values(), key=lambda k: rank_key(k.width, k.height, k.sample_id))
+    drops = []
+    for pos, a in enumerate(ranked):
+        for b in ranked[:pos]:
+            d = min(
+                (hamming(x, y) for x, vx in hashes(a) for y, vy in hashes(b) if not (vx and vy)), default=99
+            )
+            if d <= max_hamming:
+                drops.append((a.sample_id, b.sample_id, d))
+                break
+    return drops
+
+
+def random_planted_keys(seed: int, n_clusters: int = 150) -> list[DedupKey]:
+    """Random originals with 7 random variant hashes each; copies within 0..5 bits of an original's
+    own hash or of one of its variants (a turned copy); shared band values so shards and runs are
+    crowded; exact repeats and the same key twice."""
+    rng = random.Random(seed)
+    prefix = rng.getrandbits(16) << 48
+    keys = []
+    for c in range(n_clusters):
+        own = (prefix | rng.getrandbits(48)) if rng.random() < 0.5 else rng.getrandbits(64)
+        variants = tuple(rng.getrandbits(64) for _ in range(7)) if rng.random() < 0.7 else ()
+        keys.append(DedupKey(f"c{c:03d}-0", own, rng.choice([100, 200]), 100, variants))
+        for k in range(1, rng.choice([1, 2, 3, 5])):
+            source = rng.choice((own,) + variants)
+            h = source if rng.random() < 0.2 else flip(source, *rng.sample(range(64), rng.randint(1, 5)))
+            copy_variants = tuple(rng.getrandbits(64) for _ in range(7)) if rng.random() < 0.5 else ()
+            keys.append(DedupKey(f"c{c:03d}-{k}", h, rng.choice([100, 200, 300]), 100, copy_variants))
+    keys.append(keys[3])
+    return keys
+
+
+@pytest.mark.parametrize("seed, max_hamming", [(1, 4), (2, 3), (3, 5), (4, 0)])
+def test_beam_equals_all_pairs_on_random_and_planted_keys(seed, max_hamming):
+    keys = random_planted_keys(seed)
+    expected = brute_drops(keys, max_hamming)
+    assert len(expected) > (10 if max_hamming else 3)
+    with TestPipeline() as p:
+        drops = p | beam.Create(keys) | NearDuplicates(max_hamming)
+        assert_that(drops, equal_to(expected))
+
+
+def test_same_drops_whatever_the_order_batching_and_sharding():
+    """Which copy is kept depends on the data only: shuffled inputs, shard bits 0/3/6 and batches of
+    any size give the same drops (Beam's bundles and chunk order differ between these runs)."""
+    from quarry.pipelines import dedup
+
+    keys = random_planted_keys(9)
+    expected = brute_drops(keys, 4)
+    for run, shard_bits in enumerate((0, 3, 6, 6)):
+        shuffled = list(keys)
+        random.Random(run).shuffle(shuffled)
+        old = dedup.MAX_BATCH
+        dedup.MAX_BATCH = [7, 50, 20_000, 1][run]
+        try:
+            with TestPipeline() as p:
+                drops = p | beam.Create(shuffled, reshuffle=True) | NearDuplicates(4, shard_bits=shard_bits)
+                assert_that(drops, equal_to(expected))
+        finally:
+            dedup.MAX_BATCH = old
