@@ -9,14 +9,19 @@ distribution, so they are the hard tiers.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from typing import NamedTuple
 
-from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, Stage, with_reasons
+from quarry.dags.runner import BuildInfo, DagSpec, FamilyOutputs, RunCounts, Stage, with_reasons
 from quarry.operators.clip import ClipLoadError, ClipScorer
 from quarry.operators.concepts import VocabularyError, load_vocabulary
 from quarry.operators.inputs import reasons as read_reasons
+from quarry.operators.recaption import PromptError, chat_url, load_prompt
+from quarry.operators.recaption import preflight as recaption_preflight
 from quarry.pipelines.caption import STAGE_REASONS, CaptionPipeline, WriteFromSource
 from quarry.pipelines.read import ReadImageText, plan_inputs
+from quarry.pipelines.recaption import OUTCOME_PREFIX
 from quarry.pipelines.write import read_markers
 from quarry.schemas.caption import CaptionConfig
 from quarry.schemas.config import ConfigError
@@ -31,6 +36,7 @@ TINY_WARNING = (
 class CaptionPlan(NamedTuple):
     files: list
     vocabulary: list[str]  # read once, here: tiers need it even with balancing off
+    recaption_prompt: str = ""  # the recaption template, read once, here (recaption.enabled)
 
 
 def plan(patterns: list[str], cfg: CaptionConfig) -> CaptionPlan:
@@ -44,7 +50,34 @@ def plan(patterns: list[str], cfg: CaptionConfig) -> CaptionPlan:
             ClipScorer(cfg.clip).preflight()  # missing weights stop the run before any data is read
         except ClipLoadError as e:
             raise ConfigError(f"clip: {e}") from None
-    return CaptionPlan(files, vocabulary)
+    prompt = ""
+    if cfg.recaption.enabled:
+        prompt = _plan_recaption(cfg)
+    return CaptionPlan(files, vocabulary, prompt)
+
+
+def _plan_recaption(cfg: CaptionConfig) -> str:
+    """The prompt template; with `recaption.preflight`, the endpoint must answer and serve the model."""
+    rc = cfg.recaption
+    try:
+        prompt = load_prompt(rc.prompt)
+    except PromptError as e:
+        raise ConfigError(f"recaption.prompt: {e}") from None
+    if rc.preflight:
+        key = os.environ.get(rc.api_key_env) if rc.api_key_env else None
+        problem = recaption_preflight(rc.base_url, rc.model, key, timeout_s=min(rc.timeout_s, 10.0))
+        if problem is not None:
+            raise ConfigError(f"recaption: {problem}; start the server, fix recaption.base_url / recaption.model, "
+                              "or set recaption.preflight=false (then each pair is a recaption reject)")
+    if rc.ocr_check:
+        from quarry.operators.ocr.engine import OcrLoadError, make_engine
+        from quarry.schemas.ocr_search import OcrEngineConfig
+
+        try:
+            make_engine(OcrEngineConfig()).preflight()
+        except OcrLoadError as e:
+            raise ConfigError(f"recaption.ocr_check: {e}") from None
+    return prompt
 
 
 def read(pipeline, cfg: CaptionConfig, plan: CaptionPlan):
@@ -52,7 +85,7 @@ def read(pipeline, cfg: CaptionConfig, plan: CaptionPlan):
 
 
 def transform(samples, cfg: CaptionConfig, plan: CaptionPlan, output: str) -> FamilyOutputs:
-    out = samples | "Caption" >> CaptionPipeline(cfg, plan.vocabulary, output)
+    out = samples | "Caption" >> CaptionPipeline(cfg, plan.vocabulary, output, plan.recaption_prompt)
     return FamilyOutputs(out.kept, out.rejected)
 
 
@@ -75,7 +108,61 @@ def describe(cfg: CaptionConfig, plan: CaptionPlan) -> BuildInfo:
         info.notes.append("clip stage disabled (clip.enabled=false): pairs were not relevance-filtered")
     if not cfg.dedup.enabled:
         info.notes.append("dedup stage disabled (dedup.enabled=false)")
+    rc = cfg.recaption
+    if rc.enabled:
+        info.extra["recaption"] = {
+            "model": rc.model, "endpoint": chat_url(rc.base_url), "prompt": rc.prompt or "shipped",
+            "prompt_sha256": hashlib.sha256(plan.recaption_prompt.encode()).hexdigest()[:16],
+            "merge_ratio": rc.merge_ratio, "on_failure": rc.on_failure,
+            "ocr_check": "rapidocr (PP-OCR, shipped models)" if rc.ocr_check else
+            "skipped: recaption.ocr_check=false (no OCR engine configured for the caption DAG)"}
     return info
+
+
+def finish(output: str, cfg: CaptionConfig, info: BuildInfo, run: RunCounts) -> None:
+    """After the run: which CLIP model scored which languages, and the recaption outcomes."""
+    langs = _column_counts(output, "lang")
+    if cfg.clip.enabled:
+        clip = info.extra.setdefault("clip", {})
+        label = f"{cfg.clip.model}/{cfg.clip.pretrained}"
+        multilingual = _multilingual(cfg.clip.model, cfg.clip.pretrained)
+        clip["multilingual"] = multilingual
+        clip["by_lang"] = {lang: {"model": label, "rows": n} for lang, n in sorted(langs.items())}
+        other = sum(n for lang, n in langs.items() if lang not in ("en", "und"))
+        if other and not multilingual and cfg.clip.model != "quarry-tiny":
+            info.notes.append(f"clip: {other} kept row(s) not in English were scored by {label}, an English-text "
+                              "model; a multilingual one (e.g. clip.model=xlm-roberta-base-ViT-B-32, "
+                              "clip.pretrained=laion5b_s13b_b90k) scores them fairly")
+    if cfg.recaption.enabled:
+        rec = info.extra.setdefault("recaption", {})
+        outcomes = {k[len(OUTCOME_PREFIX):]: n for k, n in run.counts.items() if k.startswith(OUTCOME_PREFIX)}
+        rec["outcomes"] = dict(sorted(outcomes.items()))
+        rec["requested"] = run.counts.get("recaption.in", 0)
+        rec["outcomes_balanced"] = sum(outcomes.values()) == rec["requested"]
+        rec["caption_source"] = _column_counts(output, "caption_source")
+        rec["rejected"] = run.rejected.get("recaption", {})
+
+
+def _multilingual(model: str, pretrained: str) -> bool:
+    """open_clip's multilingual text towers: XLM-R, mT5/NLLB-based (e.g. nllb-clip), and multilingual tags."""
+    name = f"{model} {pretrained}".lower()
+    return any(k in name for k in ("xlm", "mt5", "nllb", "multilingual"))
+
+
+def _column_counts(output: str, column: str) -> dict[str, int]:
+    """value -> rows over the run's shards, reading one column."""
+    import pyarrow.parquet as pq
+    from apache_beam.io.filesystems import FileSystems
+
+    from quarry.pipelines.write import written_files
+
+    out: dict[str, int] = {}
+    for path in written_files(FileSystems.join(output, "data")):
+        with FileSystems.open(path, compression_type="uncompressed") as fh:
+            values = pq.read_table(fh, columns=[column])[column].to_pylist()
+        for v in values:
+            out[v] = out.get(v, 0) + 1
+    return dict(sorted(out.items()))
 
 
 # What this DAG's reader can reject a record for (operators/inputs/reasons.py).
@@ -93,6 +180,8 @@ SPEC = DagSpec(
         Stage("clip", "open_clip image-text cosine via RunInference, keep >= clip.threshold", where="operators/clip.py, pipelines/clip.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): caption and pHash against benchmark sets", where="operators/decontam.py, pipelines/decontam.py"),
         Stage("balance", "MetaCLIP concept matching (Aho-Corasick), head concepts capped at t", where="operators/concepts.py, pipelines/balance.py"),
+        Stage("recaption", "optional (recaption.enabled): factual recaption by a served model (OpenAI chat API), "
+              "checked against the original; recaption.merge_ratio of rows train on it", where="operators/recaption.py, pipelines/recaption.py"),
         Stage("write", "Parquet shards by source and tier, bytes read again from the inputs (no image shuffle)", where="pipelines/caption.py, pipelines/write.py"),
     ), {**STAGE_REASONS, "read": READ_REASONS}),
     config_model=CaptionConfig,
@@ -101,6 +190,7 @@ SPEC = DagSpec(
     transform=transform,
     describe=describe,
     write=write,
+    finish=finish,
     resumable=("the global stages (decode, dedup, CLIP, balance) run again over every input, since dedup and tiers "
                "depend on all of them; each input's shards are written once and committed, so only the inputs "
                "without a marker are read a second time and written"),

@@ -1,11 +1,12 @@
 """The caption recipe (GLM-4.5V §3.1) wired as Beam steps.
 
-    ImageText -> Decode+Heuristics+PHash -> NearDuplicates -> CLIP -> Balance
+    ImageText -> Decode+Heuristics+PHash -> NearDuplicates -> CLIP -> Balance -> [Recaption]
               -> WriteFromSource (CaptionRow shards)
 
 Image bytes never go through a shuffle. Decode, heuristics and pHash run
 fused with reading; what travels on is the sample's metadata and, when CLIP
-is on, a small JPEG of the picture at `clip.thumbnail_side`. The kept
+or recaption is on, a small JPEG of the picture (shorter side: `clip.thumbnail_side`, or
+`recaption.image_side` if larger; the one copy both stages use). The kept
 samples are grouped by input file (metadata only) and `WriteFromSource`
 reads each input file a second time, streaming, to write the rows with their
 original bytes: one shard per input file and partition, rows in input order.
@@ -27,6 +28,7 @@ from quarry.operators import concepts as concept_ops
 from quarry.operators import decode as decode_ops
 from quarry.operators import decontam as decontam_ops
 from quarry.operators import heuristics as heuristic_ops
+from quarry.operators import recaption as recaption_ops
 from quarry.operators.base import Rejection
 from quarry.operators.clip import clip_thumbnail
 from quarry.operators.decode import decode_image
@@ -58,6 +60,9 @@ class Candidate:
     image_format: str
     phash: int
     clip_score: Optional[float] = None
+    recaption: Optional[str] = None  # the recaption stage's (pipelines/recaption.py) text, when it was usable
+    recaption_status: str = "off"  # "ok", "off", or why the recaption is not used (on_failure=keep_original)
+    caption_source: str = "original"  # which caption the row trains on (recaption.merge_ratio)
 
     @property
     def sample_id(self) -> str:
@@ -66,6 +71,12 @@ class Candidate:
     @property
     def caption(self) -> str:
         return self.sample.caption
+
+
+def thumbnail_side(cfg: CaptionConfig) -> int:
+    """The shorter side of the one small JPEG decode makes for the stages that look at pixels again (0: none)."""
+    sides = [cfg.clip.thumbnail_side] * cfg.clip.enabled + [cfg.recaption.image_side] * cfg.recaption.enabled
+    return max(sides, default=0)
 
 
 def dedup_key(c: Candidate) -> DedupKey:
@@ -79,10 +90,12 @@ def _origin_order(c: Candidate) -> tuple[str, str]:
 class _DecodeAndFilter(beam.DoFn):
     """ImageText -> a light `Candidate`, or a `decode` / `heuristics` reject."""
 
-    def __init__(self, decode: DecodeConfig, heuristics: HeuristicsConfig, clip: ClipConfig):
+    def __init__(self, decode: DecodeConfig, heuristics: HeuristicsConfig, clip: ClipConfig, thumbnail_side: int = 0):
         self.decode = decode
         self.heuristics = heuristics
         self.clip = clip
+        # the small JPEG's shorter side (0: none); default: CLIP's when CLIP is on
+        self.thumbnail_side = thumbnail_side or (clip.thumbnail_side if clip.enabled else 0)
 
     def setup(self):
         self.filter = HeuristicFilter(self.heuristics)
@@ -96,7 +109,7 @@ class _DecodeAndFilter(beam.DoFn):
         if verdict is not None:
             yield refused(to_reject(sample, "heuristics", verdict))
             return
-        thumb = clip_thumbnail(decoded.image, self.clip.thumbnail_side) if self.clip.enabled else b""
+        thumb = clip_thumbnail(decoded.image, self.thumbnail_side) if self.thumbnail_side else b""
         light = sample.model_copy(update={"image_bytes": thumb})
         yield Candidate(light, decoded.width, decoded.height, decoded.format, phash64(decoded.image))
 
@@ -134,7 +147,9 @@ def to_row(c: Candidate, concepts: list[str], rarest: Optional[int], tier: str, 
         sample_id=s.sample_id, source=s.source, tier=tier, task="caption", origin=s.origin, url=s.url,
         license=s.license, caption=s.caption, image=ImageCell(bytes=image), width=c.width,
         height=c.height, image_format=c.image_format, phash=to_hex(c.phash), clip_score=c.clip_score,
-        concepts=concepts, rarest_concept_count=rarest, lang=detect_lang(s.caption),
+        concepts=concepts, rarest_concept_count=rarest, lang=detect_lang(s.caption), recaption=c.recaption,
+        recaption_status=c.recaption_status, caption_source=c.caption_source,
+        train_caption=c.recaption if c.caption_source == "recaption" else s.caption,
     )
 
 
@@ -212,7 +227,9 @@ def _kept_digest(pairs) -> str:
     import hashlib
     import json
 
-    facts = sorted((p.element.sample_id, p.tier, list(p.concepts), p.rarest_count, p.element.clip_score) for p in pairs)
+    facts = sorted((p.element.sample_id, p.tier, list(p.concepts), p.rarest_count, p.element.clip_score)
+                   + ((p.element.recaption, p.element.recaption_status, p.element.caption_source)
+                      if p.element.recaption_status != "off" else ()) for p in pairs)
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()
 
 
@@ -245,11 +262,13 @@ class CaptionPipeline(beam.PTransform):
     (`_stats/`) for the manifest.
     """
 
-    def __init__(self, cfg: CaptionConfig, vocabulary: list[str], output_dir: Optional[str] = None):
+    def __init__(self, cfg: CaptionConfig, vocabulary: list[str], output_dir: Optional[str] = None,
+                 recaption_prompt: str = ""):
         super().__init__()
         self.cfg = cfg
         self.vocabulary = vocabulary
         self.output_dir = output_dir
+        self.recaption_prompt = recaption_prompt  # the template text (dags/caption.py: plan reads it once)
 
     def expand(self, samples):
         cfg, out_dir = self.cfg, self.output_dir
@@ -257,7 +276,8 @@ class CaptionPipeline(beam.PTransform):
 
         # `decode.in` / `decode.out`: decode and heuristics run as one step (their rejects keep their stages).
         filtered = run_stage(samples | "ProgressDecode" >> Progress("decode"), "DecodeAndFilter",
-                             _DecodeAndFilter(cfg.decode, cfg.heuristics, cfg.clip), out_dir, stage="decode")
+                             _DecodeAndFilter(cfg.decode, cfg.heuristics, cfg.clip, thumbnail_side(cfg)), out_dir,
+                             stage="decode")
         rejected.append(filtered.rejected)
         candidates = filtered.kept
 
@@ -297,7 +317,15 @@ class CaptionPipeline(beam.PTransform):
         balanced = candidates | "Balance" >> BalanceConcepts(cfg.balance, self.vocabulary)
         rejected.append(balanced.rejected | "BalanceRejects" >> beam.MapTuple(
             lambda c, verdict: to_reject(c.sample, "balance", verdict)))
-        kept = balanced.kept | "ProgressKept" >> Progress("kept")
+        kept = balanced.kept
+        if cfg.recaption.enabled:
+            from quarry.pipelines.recaption import Recaption
+
+            prompt = self.recaption_prompt or recaption_ops.load_prompt(cfg.recaption.prompt)
+            kept, recaption_rejected = kept | "ProgressRecaption" >> Progress("recaption") | "Recaption" >> Recaption(
+                cfg.recaption, prompt, out_dir)
+            rejected.append(recaption_rejected)
+        kept = kept | "ProgressKept" >> Progress("kept")
         all_rejected = rejected | "AllRejects" >> beam.Flatten()
         return StageOutputs(kept, all_rejected)
 
@@ -311,5 +339,6 @@ STAGE_REASONS: dict[str, tuple[str, ...]] = {
     "clip": clip_ops.REASONS,
     "decontam": decontam_ops.MATCH_REASONS,
     "balance": concept_ops.REASONS,
+    "recaption": recaption_ops.REASONS,
     "write": (SOURCE_CHANGED,),
 }

@@ -6,10 +6,10 @@ DataComp (minimum side 200 px), MetaCLIP (t = 20,000 at 400M pairs).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 import pyarrow as pa
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from quarry.schemas.arrow import ArrowType
 from quarry.schemas.common import ImageCell, Sample
@@ -89,12 +89,71 @@ class BalanceConfig(Section):
         return v
 
 
+class RecaptionConfig(Section):
+    """GLM-4.5V §3.1 step 4: kept pairs recaptioned by a model served over the OpenAI-compatible chat API
+    (vLLM, SGLang), the recaption checked against the original, and a seeded share trained on the recaption."""
+
+    enabled: bool = Field(False, description="off by default: it needs a served captioning model")
+    base_url: str = Field("http://localhost:8000/v1", description="server root, its /v1, or the full "
+                          "/v1/chat/completions URL")
+    model: str = Field("", description="the served model's name (required when enabled), e.g. what vLLM's "
+                       "--served-model-name says")
+    api_key_env: Optional[str] = Field(None, description="environment variable holding the API key (the key itself "
+                                       "is never in the config); unset: no Authorization header")
+    prompt: Optional[str] = Field(
+        None, json_schema_extra=SIDE_FILE, description="prompt file with {caption} (and optionally {language}); "
+        "default: operators/data/recaption_prompt.txt")
+    max_concurrency: int = Field(32, ge=1, le=4096, description="requests in flight per worker process")
+    timeout_s: float = Field(60.0, gt=0, description="wall time of one attempt (connect, send, wait, read)")
+    run_timeout_s: Optional[float] = Field(
+        None, gt=0, description="wall time a worker spends on recaption from its first request; what is unanswered "
+        "then is `run_timeout` (per worker process: a runner has no run-wide clock)")
+    max_retries: int = Field(3, ge=0, le=20, description="retries of 408, 429, 5xx, timeouts and connection errors")
+    backoff_s: float = Field(1.0, ge=0, description="first backoff; doubled per retry, full jitter")
+    max_backoff_s: float = Field(30.0, ge=0, description="cap on one backoff sleep, a 429's Retry-After included")
+    max_response_bytes: int = Field(1_000_000, ge=1_000, description="a larger response body is `response_too_large`")
+    temperature: float = Field(0.0, ge=0, description="0: the same recaption on a rerun (with `seed`)")
+    max_tokens: int = Field(512, ge=16, description="a reply cut at this many tokens is `truncated`")
+    seed: int = Field(0, description="sent as the request's `seed` (vLLM and SGLang honour it) and seeds "
+                      "the merge choice")
+    extra_body: dict[str, Any] = Field(default_factory=dict, description="merged into each request body")
+    image_side: int = Field(448, ge=32, description="shorter side of the JPEG sent to the model (the decode step "
+                            "makes one copy for CLIP and recaption: the larger of this and clip.thumbnail_side)")
+    merge_ratio: float = Field(
+        0.5, ge=0.0, le=1.0, description="share of rows whose training caption (`train_caption`) is the recaption, "
+        "chosen by a hash of the sample id and `seed` (GLM-4.5V names no ratio)")
+    on_failure: Literal["reject", "keep_original"] = Field(
+        "reject", description="reject: a pair whose recaption fails a check or a request is a `recaption` reject; "
+        "keep_original: it is kept with its original caption and the reason in `recaption_status`")
+    lang: Optional[str] = Field(None, description="the recaption's required language (ISO 639-1); unset: the "
+                                "original caption's (operators/lang.py)")
+    min_words: int = Field(8, ge=0, description="fewer is `too_short` (each CJK character counts as a word, as in "
+                           "heuristics)")
+    max_words: int = Field(400, ge=1, description="more is `too_long`")
+    check_entities: bool = Field(True, description="named entities and quoted text of the original must be kept")
+    check_numbers: bool = Field(True, description="numbers of the original must be kept")
+    ocr_check: bool = Field(
+        False, description="OCR the image (rapidocr, PP-OCR models shipped in its wheel; quarry[ocr]) and reject a "
+        "recaption whose quoted text the image does not show (`ocr_contradiction`); off: the check is skipped")
+    preflight: bool = Field(True, description="before the run, GET <base>/v1/models: an unreachable endpoint or an "
+                            "unserved model stops the run with one line")
+
+    @model_validator(mode="after")
+    def _model_when_enabled(self) -> "RecaptionConfig":
+        if self.enabled and not self.model.strip():
+            raise ValueError("recaption.enabled needs recaption.model (the served model's name)")
+        if self.min_words > self.max_words:
+            raise ValueError(f"min_words ({self.min_words}) > max_words ({self.max_words})")
+        return self
+
+
 class CaptionConfig(DagConfig):
     decode: DecodeConfig = DecodeConfig()
     heuristics: HeuristicsConfig = HeuristicsConfig()
     dedup: DedupConfig = DedupConfig()
     clip: ClipConfig = ClipConfig()
     balance: BalanceConfig = BalanceConfig()
+    recaption: RecaptionConfig = RecaptionConfig()
 
 
 class CaptionRow(Sample):
@@ -111,3 +170,9 @@ class CaptionRow(Sample):
     rarest_concept_count: Optional[int] = Field(None, description="dataset-wide match count of the rarest matched entry")
     lang: str = Field("und", description="the caption's language, ISO 639-1 (operators/lang.py: py3langid, CJK by script); "
                       "'und' for a caption without letters")
+    recaption: Optional[str] = Field(None, description="the model's recaption (recaption stage; None when off or failed)")
+    recaption_status: str = Field("off", description="`ok`, `off` (stage disabled), or the reason the recaption "
+                                  "was not used (recaption.on_failure=keep_original)")
+    caption_source: Literal["original", "recaption"] = Field(
+        "original", description="which caption `train_caption` is (recaption.merge_ratio, seeded by sample id)")
+    train_caption: Optional[str] = Field(None, description="the caption to train on: `caption` or `recaption`")

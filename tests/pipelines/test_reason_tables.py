@@ -21,10 +21,10 @@ EMITTERS = [  # modules whose `Rejection(...)` / reject rows carry reasons of th
     "quarry.operators.decode", "quarry.operators.heuristics", "quarry.operators.clip", "quarry.operators.concepts",
     "quarry.operators.decontam", "quarry.operators.interleaved.ads", "quarry.operators.interleaved.documents",
     "quarry.operators.interleaved.text_quality", "quarry.pipelines.interleaved", "quarry.pipelines.dedup",
-    "quarry.pipelines.write",
+    "quarry.pipelines.write", "quarry.operators.recaption",
 ]
 FAMILIES = ["svg", "gui", "ocr_search", "imagemining", "grade", "caption", "interleaved", "decontam"]
-QUIET = ["quarry.pipelines.caption", "quarry.pipelines.decontam", "quarry.pipelines.balance", "quarry.dags.decontam"]
+QUIET = ["quarry.pipelines.caption", "quarry.pipelines.recaption", "quarry.pipelines.decontam", "quarry.pipelines.balance", "quarry.dags.decontam"]
 SHARED = {decode.CORRUPT, decode.TOO_LARGE, decontam.CONTAMINATED_TEXT, decontam.CONTAMINATED_IMAGE,
           "near_duplicate"}  # codes of the shared steps (decode, decontam, pHash dedup)
 CODE = re.compile(r"^[a-z][a-z0-9_]*$")
