@@ -169,12 +169,14 @@ def _bare_link(chunk: list[tuple[str, str, dict]]) -> list:
     return out
 
 
-def _bare_mine(job: tuple[str, list]) -> list[tuple[str, str, str, dict]]:
-    """Mine a chunk of linked images: (dedup key, id, question, row dict) of the kept questions. The view index
-    is read from its pickle once per worker (the DAG's side input)."""
+def _bare_mine(job: tuple[str, list]) -> list[tuple[str, str, str, bytes]]:
+    """Mine a chunk of linked images: (dedup key, id, question, packed row dict) of the kept questions, packed
+    as the DAG packs them (100k images give ~1.9M rows to hold until near-duplicates are known). The view
+    index is read from its pickle once per worker (the DAG's side input)."""
     import pickle
 
     from quarry.pipelines.imagemining import Mined, mine_linked
+    from quarry.pipelines.write import pack_row
 
     views_path, chunk = job
     if _STATE.get("views_path") != views_path:
@@ -183,7 +185,7 @@ def _bare_mine(job: tuple[str, list]) -> list[tuple[str, str, str, dict]]:
     views = _STATE["views"]
     cfg, miner = _STATE["cfg"], _STATE["miner"]
     views_of = (lambda eid: views.get(eid, ())) if cfg.qa.visual_hops else None
-    return [(o.dedup_key(cfg.dedup.scope), o.row.sample_id, o.row.question, o.row.model_dump())
+    return [(o.dedup_key(cfg.dedup.scope), o.row.sample_id, o.row.question, pack_row(o.row.model_dump()))
             for linked in chunk for o in mine_linked(miner, linked, cfg, views_of) if isinstance(o, Mined)]
 
 
@@ -197,6 +199,7 @@ def bare_loop(kb_path: Path, rows_path: Path, workers: int, out: Path) -> tuple[
 
     from quarry.operators.imagemining.qa import near_duplicates
     from quarry.pipelines.imagemining import view_index
+    from quarry.pipelines.write import unpack_row
     from quarry.schemas.arrow import arrow_schema
     from quarry.schemas.imagemining import ImageMiningConfig, QARow
 
@@ -217,13 +220,17 @@ def bare_loop(kb_path: Path, rows_path: Path, workers: int, out: Path) -> tuple[
         for result in pool.imap_unordered(_bare_mine, jobs):
             for key, sid, question, row in result:
                 groups.setdefault(key, []).append((sid, question, row))
-    kept = []
-    for items in groups.values():
-        dropped = near_duplicates([(s, q) for s, q, _ in items], 90.0)
-        kept.extend(r for s, _, r in items if s not in dropped)
-    visual = sum(r["visual_hops"] > 1 for r in kept)
-    pq.write_table(pa.Table.from_pylist(kept, schema=arrow_schema(QARow)), out / "bare.parquet")
-    return len(kept), time.perf_counter() - t0, visual
+    kept = visual = 0
+    with pq.ParquetWriter(out / "bare.parquet", arrow_schema(QARow)) as writer:
+        batch: list[dict] = []
+        for i, items in enumerate(groups.values(), 1):
+            dropped = near_duplicates([(s, q) for s, q, _ in items], 90.0)
+            batch.extend(unpack_row(r) for s, _, r in items if s not in dropped)
+            if len(batch) >= 5000 or i == len(groups):  # written in row groups, not one table of every row
+                kept, visual = kept + len(batch), visual + sum(r["visual_hops"] > 1 for r in batch)
+                writer.write_table(pa.Table.from_pylist(batch, schema=arrow_schema(QARow)))
+                batch = []
+    return kept, time.perf_counter() - t0, visual
 
 
 # --- the DAG in a subprocess ----------------------------------------------------------------

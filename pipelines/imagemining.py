@@ -613,34 +613,42 @@ class _Rewrite(beam.DoFn):
 
 
 class _KeyForDedup(beam.DoFn):
-    """Mined -> (answer key, (id, question, packed row dict or its spill reference)): only the row crosses the
-    shuffle, compressed or on disk (pipelines/spill.py); the candidate and image context stay behind."""
+    """Mined -> (answer key, packed row dict or its spill reference): only the row crosses the shuffle,
+    compressed or on disk (pipelines/spill.py); the candidate and image context stay behind, and the id and
+    question are read from the row after the shuffle (on disk they cost nothing; in the runner's memory a
+    copy of each question would)."""
 
     def __init__(self, scope: str, stash: Stash):
         self.scope = scope
         self.stash = stash
 
     def process(self, m: Mined):
-        yield m.dedup_key(self.scope), (m.row.sample_id, m.row.question, self.stash.put(pack_row(m.row.model_dump())))
+        yield m.dedup_key(self.scope), self.stash.put(pack_row(m.row.model_dump()))
 
     def finish_bundle(self):
         self.stash.finish()
 
 
 class _NearDuplicates(beam.DoFn):
-    """One answer's questions -> the row dicts kept, near-duplicates as rejects (decided on the questions alone,
-    rows read back only when kept or rejected)."""
+    """One answer's questions -> the row dicts kept, near-duplicates as rejects (decided on the questions
+    alone). A group of more than HOLD rows is read twice rather than held whole."""
+
+    HOLD = 1_000
 
     def __init__(self, threshold: float, stash: Stash):
         self.threshold = threshold
         self.stash = stash
 
     def process(self, element):
-        _, items = element
-        by_id = {sid: (question, packed) for sid, question, packed in items}
-        dropped = qa.near_duplicates([(sid, q) for sid, (q, _) in by_id.items()], self.threshold)
-        for sid, (_, packed) in sorted(by_id.items()):
-            r = unpack_row(self.stash.get(packed))
+        _, stashed = element
+        stashed = list(stashed)
+        read = lambda s: unpack_row(self.stash.get(s))  # noqa: E731
+        held = [read(s) for s in stashed] if len(stashed) <= self.HOLD else None
+        rows = held if held is not None else (read(s) for s in stashed)
+        questions = {r["sample_id"]: (r["question"], i) for i, r in enumerate(rows)}
+        dropped = qa.near_duplicates([(sid, q) for sid, (q, _) in questions.items()], self.threshold)
+        for sid, (_, i) in sorted(questions.items()):
+            r = held[i] if held is not None else read(stashed[i])
             if sid in dropped:
                 yield refused(reject_row(sid, r["source"], Origin(**r["origin"]), "dedup", Rejection(
                     qa.NEAR_DUPLICATE, f"near-duplicate of {dropped[sid]} (same answer)")))

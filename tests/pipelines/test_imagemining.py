@@ -229,3 +229,32 @@ def test_linked_view_needs_two_boxed_entities():
     assert pim.Linked(meta, (ImageEntity("A", (0, 0, 1, 1)), ImageEntity("B"))).view() is None
     v = pim.Linked(meta, (ImageEntity("B", (5, 0, 6, 1)), ImageEntity("A", (0, 0, 1, 1)))).view()
     assert v.image_id == meta.image_id and [e for e, _ in v.entities] == ["A", "B"]
+
+
+@pytest.mark.parametrize("spill", [True, False])
+def test_near_duplicates_of_a_group_read_twice_or_held_give_the_same_rows(tmp_path, spill, monkeypatch):
+    from quarry.pipelines.spill import Stash
+    from quarry.pipelines.stage import REJECTED
+    from quarry.pipelines.write import pack_row
+
+    origin = {"file": "f.jsonl", "key": "line:1"}
+    questions = ["Who founded the company in this picture?", "Who founded the company shown in this picture?",
+                 "In which city was the founder of this company born?", "Who founded the company in this picture?"]
+    rows = [{"sample_id": f"q{i}", "question": q, "source": "s", "origin": origin} for i, q in enumerate(questions)]
+    stash = Stash(str(tmp_path) if spill else None)
+    group = ("answer", [stash.put(pack_row(r)) for r in reversed(rows)])
+    stash.finish()
+
+    def run(hold: int):
+        monkeypatch.setattr(pim._NearDuplicates, "HOLD", hold)
+        fn = pim._NearDuplicates(90.0, stash)
+        out = list(fn.process(group))
+        fn.finish_bundle()
+        kept = [o["sample_id"] for o in out if isinstance(o, dict)]
+        dropped = [(o.value.sample_id, o.value.detail) for o in out if getattr(o, "tag", None) == REJECTED]
+        return kept, dropped
+
+    held, twice = run(1_000), run(1)
+    assert held == twice
+    assert held[0] == ["q0", "q2"] and [sid for sid, _ in held[1]] == ["q1", "q3"]
+    assert all("near-duplicate of q0" in detail for _, detail in held[1])
