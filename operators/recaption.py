@@ -526,7 +526,8 @@ def _top_languages(text: str) -> list[str]:
     return [lang for lang, _ in langid.rank(text)[:_NEAR]]
 
 
-def _language_check(original: str, recaption: str, lang: Optional[str]) -> Optional[Rejection]:
+def _language_check(original: str, recaption: str, lang: Optional[str],
+                    original_lang: Optional[str] = None) -> Optional[Rejection]:
     """The recaption must be in `lang`, or else in the original's language (operators/lang.py).
 
     Languages written in CJK scripts are decided by script and must match exactly. Between other languages,
@@ -536,7 +537,7 @@ def _language_check(original: str, recaption: str, lang: Optional[str]) -> Optio
     got = detect_lang(recaption)
     if lang is not None:
         return None if got == lang else Rejection(WRONG_LANGUAGE, f"recaption is {got}, recaption.lang {lang}")
-    want = detect_lang(original)
+    want = original_lang or detect_lang(original)
     if want == UNDETERMINED or got == want:
         return None
     if want not in _CJK_LANGS and got not in _CJK_LANGS and (
@@ -546,12 +547,13 @@ def _language_check(original: str, recaption: str, lang: Optional[str]) -> Optio
 
 
 def check_recaption(original: str, recaption: str, template: str, checks: Checks,
-                    ocr_texts: Optional[Sequence[str]] = None) -> Optional[Rejection]:
+                    ocr_texts: Optional[Sequence[str]] = None, original_lang: Optional[str] = None) -> Optional[Rejection]:
     """None when the recaption may be used; otherwise the first failed check's `Rejection`.
 
     In order: empty, the prompt echoed, a refusal, a boilerplate opening, length (words, each CJK character
     one, as in the heuristics stage), language (operators/lang.py), numbers and named entities of the original
-    that it drops, and (with `ocr_texts`) quoted text the image does not show.
+    that it drops, and (with `ocr_texts`) quoted text the image does not show. `original_lang`: the
+    original's `detect_lang`, where the caller has it already.
     """
     text = recaption.strip()
     if not text:
@@ -567,7 +569,7 @@ def check_recaption(original: str, recaption: str, template: str, checks: Checks
         return Rejection(TOO_SHORT, f"{words} words < min_words {checks.min_words}")
     if words > checks.max_words:
         return Rejection(TOO_LONG, f"{words} words > max_words {checks.max_words}")
-    verdict = _language_check(original, text, checks.lang)
+    verdict = _language_check(original, text, checks.lang, original_lang)
     if verdict is not None:
         return verdict
     norm = _norm(text)

@@ -74,10 +74,11 @@ class _Recaption(beam.DoFn):
 
     def process(self, pair, window=beam.DoFn.WindowParam, timestamp=beam.DoFn.TimestampParam):
         c = pair.element
-        lang = self.cfg.lang or ops.detect_lang(c.caption)
-        future = self.client.submit(ops.messages_for(self.template, c.caption, lang, c.sample.image_bytes))
+        original_lang = ops.detect_lang(c.caption)
+        future = self.client.submit(ops.messages_for(self.template, c.caption, self.cfg.lang or original_lang,
+                                                     c.sample.image_bytes))
         ocr_texts = self._read_text(c.sample.image_bytes) if self.ocr is not None else None  # while it is in flight
-        self.pending.append((pair, future, ocr_texts, window, timestamp))
+        self.pending.append((pair, future, (ocr_texts, original_lang), window, timestamp))
         while self.pending and (len(self.pending) >= 2 * self.cfg.max_concurrency or self.pending[0][1].done()):
             yield from self._emit(self.pending.pop(0), windowed=False)
         still = []
@@ -104,8 +105,8 @@ class _Recaption(beam.DoFn):
         return [line.text for line in lines if line.score >= 0.8]
 
     def _emit(self, item, windowed: bool):
-        pair, future, ocr_texts, window, timestamp = item
-        for value in self.decide(pair, future.result(), ocr_texts):
+        pair, future, (ocr_texts, original_lang), window, timestamp = item
+        for value in self.decide(pair, future.result(), ocr_texts, original_lang):
             if windowed:  # finish_bundle outputs carry their element's window
                 if isinstance(value, beam.pvalue.TaggedOutput):
                     yield beam.pvalue.TaggedOutput(value.tag, WindowedValue(value.value, timestamp, [window]))
@@ -114,14 +115,15 @@ class _Recaption(beam.DoFn):
             else:
                 yield value
 
-    def decide(self, pair, outcome: ops.Outcome, ocr_texts: Optional[list[str]]):
+    def decide(self, pair, outcome: ops.Outcome, ocr_texts: Optional[list[str]], original_lang: Optional[str] = None):
         """The pair's outputs for one reply: its status, and the kept pair or its reject."""
         c = pair.element
         verdict: Optional[Rejection] = None
         if not outcome.ok:
             verdict = Rejection(outcome.reason, outcome.detail)
         else:
-            verdict = ops.check_recaption(c.caption, outcome.text or "", self.template, self.checks, ocr_texts)
+            verdict = ops.check_recaption(c.caption, outcome.text or "", self.template, self.checks, ocr_texts,
+                                          original_lang)
         status = ops.OK if verdict is None else verdict.reason
         yield beam.pvalue.TaggedOutput(OUTCOME, status)
         if verdict is not None and self.cfg.on_failure == "reject":
