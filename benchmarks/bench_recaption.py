@@ -1,6 +1,6 @@
 """Recaption stage throughput against a local endpoint at a fixed latency, next to a bare asyncio loop.
 
-    .venv/bin/python benchmarks/bench_recaption.py [--n 3000] [--latency 0.2] [--concurrency 64]
+    .venv/bin/python benchmarks/bench_recaption.py [--n 2000] [--latency 0.5] [--concurrency 64]
 
 A fake OpenAI-compatible server (asyncio, HTTP/1.1 keep-alive, its own process so it does not share this one's
 GIL) answers every chat completion after `--latency` seconds with a caption that passes the checks. Then:
@@ -156,8 +156,8 @@ def stage(base_url: str, n: int, side: int, concurrency: int, template: str, out
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--n", type=int, default=3000)
-    ap.add_argument("--latency", type=float, default=0.2, help="the endpoint's fixed latency, seconds")
+    ap.add_argument("--n", type=int, default=2000)
+    ap.add_argument("--latency", type=float, default=0.5, help="the endpoint's fixed latency, seconds")
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--image-side", type=int, default=448)
     args = ap.parse_args(argv)

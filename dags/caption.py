@@ -5,6 +5,14 @@ match count c against `balance.t`): c >= t very_easy (a head concept),
 c >= t/10 easy, c >= t/100 medium, c >= t/1000 hard, else very_hard; a kept
 pair that matched nothing is medium. Tail concepts are the hard part of the
 distribution, so they are the hard tiers.
+
+Recaption (GLM-4.5V §3.1 step 4; optional, `recaption.enabled`): the balanced pairs go to a captioning model
+served over the OpenAI-compatible chat API (vLLM, SGLang): the small JPEG as an image part plus the prompt of
+`operators/data/recaption_prompt.txt` (or `recaption.prompt`). The recaption is checked against the original
+(operators/recaption.py: check_recaption); rows keep both (`caption`, `recaption`), and a seeded
+`recaption.merge_ratio` of them train on the recaption (`caption_source`, `train_caption`). A failed request or
+check is a `recaption` reject (or, with `recaption.on_failure=keep_original`, a row with the reason in
+`recaption_status`); the manifest's `extra.recaption.outcomes` counts every outcome.
 """
 
 from __future__ import annotations
@@ -191,8 +199,8 @@ SPEC = DagSpec(
     describe=describe,
     write=write,
     finish=finish,
-    resumable=("the global stages (decode, dedup, CLIP, balance) run again over every input, since dedup and tiers "
-               "depend on all of them; each input's shards are written once and committed, so only the inputs "
+    resumable=("the global stages (decode, dedup, CLIP, balance, and recaption when on: its requests are sent "
+               "again) run again over every input, since dedup and tiers depend on all of them; each input's shards are written once and committed, so only the inputs "
                "without a marker are read a second time and written"),
     input_files=lambda plan: [f.path for f in plan.files],
 )

@@ -29,7 +29,7 @@ import re
 import threading
 import time
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -120,7 +120,7 @@ class ClientSettings:
 
     base_url: str
     model: str
-    api_key: Optional[str] = None  # read from the environment by the caller, on the worker; never logged
+    api_key: Optional[str] = field(default=None, repr=False)  # read from the environment on the worker; never logged
     max_concurrency: int = 32
     timeout_s: float = 60.0
     run_timeout_s: Optional[float] = None

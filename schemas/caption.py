@@ -107,7 +107,7 @@ class RecaptionConfig(Section):
     timeout_s: float = Field(60.0, gt=0, description="wall time of one attempt (connect, send, wait, read)")
     run_timeout_s: Optional[float] = Field(
         None, gt=0, description="wall time a worker spends on recaption from its first request; what is unanswered "
-        "then is `run_timeout` (per worker process: a runner has no run-wide clock)")
+        "then is `run_timeout` (per worker, i.e. per DoFn instance: a runner has no run-wide clock)")
     max_retries: int = Field(3, ge=0, le=20, description="retries of 408, 429, 5xx, timeouts and connection errors")
     backoff_s: float = Field(1.0, ge=0, description="first backoff; doubled per retry, full jitter")
     max_backoff_s: float = Field(30.0, ge=0, description="cap on one backoff sleep, a 429's Retry-After included")

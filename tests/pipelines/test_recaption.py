@@ -167,3 +167,40 @@ def test_merge_ratio_bounds(chat_server, tmp_path, ratio):
     s = chat_server(behave)
     kept, _ = run(cfg(s.base_url, merge_ratio=ratio), tmp_path)
     assert {p.element.caption_source for p in kept} == {"recaption" if ratio else "original"}
+
+
+DEJAVU = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(DEJAVU), reason="fonts-dejavu-core is not installed")
+@pytest.mark.parametrize("quoted, status", [("OPEN 24 HOURS", "ok"), ("CLOSED FOREVER", ops.OCR_CONTRADICTION)])
+def test_ocr_check_reads_the_image_and_rejects_a_contradicting_quote(chat_server, quoted, status):
+    """recaption.ocr_check: rapidocr (models in its wheel) reads the JPEG the request carried; a quote the image
+    does not show is `ocr_contradiction`."""
+    pytest.importorskip("rapidocr")
+    import io
+
+    from PIL import Image, ImageDraw, ImageFont
+
+    from quarry.pipelines.recaption import _Recaption
+
+    im = Image.new("RGB", (640, 448), (235, 235, 235))
+    ImageDraw.Draw(im).text((60, 180), "OPEN 24 HOURS", font=ImageFont.truetype(DEJAVU, 56), fill=(10, 10, 10))
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=90)
+    reply = f'A shop window with a sign that reads "{quoted}" in black capital letters{TAIL}'
+    s = chat_server(lambda server, body, n: (200, _completion(reply), None))
+    sample = ImageText(sample_id="sign", source="src", origin=Origin(file="f", key="sign"),
+                       caption="a shop window with a sign", image_bytes=buf.getvalue())
+    fn = _Recaption(cfg(s.base_url, ocr_check=True, on_failure="keep_original"), ops.load_prompt())
+    fn.setup()
+    try:
+        fn.start_bundle()
+        out = list(fn.process(BalancedPair(Candidate(sample, 640, 448, "JPEG", 1), (), None, "medium"))) + [
+            getattr(v, "value", v) for v in fn.finish_bundle()]
+    finally:
+        fn.teardown()
+    values = [getattr(o, "value", o) for o in out]
+    kept = [v for v in values if isinstance(v, BalancedPair)]
+    assert len(kept) == 1 and kept[0].element.recaption_status == status
+    assert status in [v for v in values if isinstance(v, str)]  # the outcome
