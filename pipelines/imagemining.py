@@ -30,7 +30,7 @@ from quarry.operators import decode as decode_ops
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.decode import decode_image
-from quarry.operators.ids import content_id, digest
+from quarry.operators.ids import content_id, digest, stable_bucket
 from quarry.operators.imagemining import kb as kb_ops
 from quarry.operators.imagemining import qa
 from quarry.operators.imagemining.kb import KnowledgeBase, load_kb, normalise
@@ -48,7 +48,7 @@ from quarry.pipelines.read import (
     read_reject,
     read_rows,
 )
-from quarry.pipelines.spill import Stash, spill_dir
+from quarry.pipelines.spill import Gather, Stash, records, spill_dir
 from quarry.pipelines.stage import REJECTED, count_stage, refused, reject_row, run_stage
 from quarry.pipelines.stats import write_stats
 from quarry.pipelines.write import any_copy, pack_row, unpack_row
@@ -612,26 +612,30 @@ class _Rewrite(beam.DoFn):
             yield replace(m, row=m.row.model_copy(update={"question": text, "rewritten": True}))
 
 
+DEDUP_BUCKETS = 4096  # answer keys are hashed into this many groups: few shuffle elements, small groups
+
+
 class _KeyForDedup(beam.DoFn):
-    """Mined -> (answer key, packed row dict or its spill reference): only the row crosses the shuffle,
-    compressed or on disk (pipelines/spill.py); the candidate and image context stay behind, and the id and
-    question are read from the row after the shuffle (on disk they cost nothing; in the runner's memory a
-    copy of each question would)."""
+    """Mined -> (bucket of its answer key, (answer key, packed row dict or its spill reference)): only the row
+    crosses the shuffle, compressed or on disk (pipelines/spill.py), gathered per bucket (`Gather`); the
+    candidate and image context stay behind, and the id and question are read from the row after the
+    shuffle."""
 
     def __init__(self, scope: str, stash: Stash):
         self.scope = scope
         self.stash = stash
 
     def process(self, m: Mined):
-        yield m.dedup_key(self.scope), self.stash.put(pack_row(m.row.model_dump()))
+        key = m.dedup_key(self.scope)
+        yield stable_bucket(key, DEDUP_BUCKETS), (key, self.stash.put(pack_row(m.row.model_dump())))
 
     def finish_bundle(self):
         self.stash.finish()
 
 
 class _NearDuplicates(beam.DoFn):
-    """One answer's questions -> the row dicts kept, near-duplicates as rejects (decided on the questions
-    alone). A group of more than HOLD rows is read twice rather than held whole."""
+    """One bucket of answers -> per answer, the row dicts kept, near-duplicates as rejects (decided on the
+    questions alone). An answer of more than HOLD rows is read twice rather than held whole."""
 
     HOLD = 1_000
 
@@ -640,8 +644,14 @@ class _NearDuplicates(beam.DoFn):
         self.stash = stash
 
     def process(self, element):
-        _, stashed = element
-        stashed = list(stashed)
+        _, gathered = element
+        by_answer: dict[str, list] = {}
+        for key, stashed in records(gathered):
+            by_answer.setdefault(key, []).append(stashed)
+        for key in sorted(by_answer):
+            yield from self._answer(by_answer[key])
+
+    def _answer(self, stashed: list):
         read = lambda s: unpack_row(self.stash.get(s))  # noqa: E731
         held = [read(s) for s in stashed] if len(stashed) <= self.HOLD else None
         rows = held if held is not None else (read(s) for s in stashed)
@@ -782,7 +792,7 @@ class ImageMiningPipeline(beam.PTransform):
             deduped = (
                 questions
                 | "KeyByAnswer" >> beam.ParDo(_KeyForDedup(cfg.dedup.scope, stash))
-                | "GroupByAnswer" >> beam.GroupByKey()
+                | "GroupByAnswer" >> beam.CombinePerKey(Gather())
                 | "NearDuplicates" >> beam.ParDo(_NearDuplicates(cfg.dedup.threshold, stash)).with_outputs(
                     REJECTED, main="rows")
             )

@@ -140,4 +140,49 @@ class Stash:
             self._reader.close()
 
 
-__all__ = ["SPILL_DIR", "SpillReader", "SpillWriter", "Stash", "clear_spill", "spill_dir"]
+_FRAME = struct.Struct("<HI")  # key length, payload length
+
+
+class Gather(beam.CombineFn):
+    """`(key, (name, payload))` -> `(key, framed records)`: what a GroupByKey of many small values would do,
+    as a combine. The DirectRunner keeps ~800 bytes of Python objects per grouped element in its memory
+    (measured: 500k elements of a 40-byte key and a 32-byte value grew the runner by 379 MiB); a combine is
+    lifted into the workers, which append each bundle's values for a key to one bytearray, so the shuffle
+    carries one element per key and bundle whose size is the records'. `records` reads them back."""
+
+    def create_accumulator(self):
+        return bytearray()
+
+    def add_input(self, acc, value):
+        name, payload = value
+        raw = name.encode()
+        acc += _FRAME.pack(len(raw), len(payload))
+        acc += raw
+        acc += payload
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        it = iter(accumulators)
+        out = next(it, None)
+        out = bytearray() if out is None else out
+        for acc in it:
+            out += acc
+        return out
+
+    def extract_output(self, acc):
+        return bytes(acc)
+
+
+def records(blob: bytes) -> list[tuple[str, memoryview]]:
+    """The (name, payload) records `Gather` framed, in the order they were added; payloads are views into
+    `blob` (no copy of a shard's rows)."""
+    out, at, view = [], 0, memoryview(blob)
+    while at < len(blob):
+        n, m = _FRAME.unpack_from(blob, at)
+        at += _FRAME.size
+        out.append((bytes(view[at:at + n]).decode(), view[at + n:at + n + m]))
+        at += n + m
+    return out
+
+
+__all__ = ["SPILL_DIR", "Gather", "records", "SpillReader", "SpillWriter", "Stash", "clear_spill", "spill_dir"]

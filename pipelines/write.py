@@ -31,7 +31,7 @@ from apache_beam.pvalue import TaggedOutput
 from pydantic import BaseModel
 
 from quarry.operators.ids import stable_bucket
-from quarry.pipelines.spill import Stash, spill_dir
+from quarry.pipelines.spill import Gather, Stash, records, spill_dir
 from quarry.pipelines.stage import REJECTED
 from quarry.pipelines.stats import CountTo
 from quarry.schemas.arrow import arrow_schema
@@ -212,9 +212,9 @@ class _WriteShard(beam.DoFn):
         self.rows_written = beam.metrics.Metrics.counter("write", f"{prefix}_rows")
 
     def process(self, element, shard_counts, **side):
-        (partition, index), packed = element
+        (partition, index), gathered = element
         get = self.stash.get
-        ordered = (unpack_row(get(b)) for _, b in sorted(packed, key=lambda p: p[0]))  # (id, packed row)s
+        ordered = (unpack_row(get(b)) for _, b in sorted(records(gathered), key=lambda p: p[0]))  # (id, packed row)s
         shard = StreamingShard(shard_path(self.table_dir, partition, self.prefix, index, shard_counts[partition]),
                                self.schema, self.cfg)
         for row in ordered if self.attach is None else self.attach(ordered, **side):
@@ -298,7 +298,7 @@ class WriteParquetTable(beam.PTransform):
             | "AssignShard" >> beam.Map(
                 lambda kv, n: ((kv[0], stable_bucket(kv[1][0], n[kv[0]])), (kv[1][0], kv[1][2])),
                 n=beam.pvalue.AsDict(counts))
-            | "GroupShards" >> beam.GroupByKey()
+            | "GroupShards" >> beam.CombinePerKey(Gather())  # a GroupByKey of compact records (pipelines/spill.py)
             | "WriteShard" >> (write if self.attach is None else write.with_outputs(REJECTED, main="paths"))
         )
         return written if self.attach is None else (written.paths, written[REJECTED])

@@ -242,7 +242,13 @@ def test_near_duplicates_of_a_group_read_twice_or_held_give_the_same_rows(tmp_pa
                  "In which city was the founder of this company born?", "Who founded the company in this picture?"]
     rows = [{"sample_id": f"q{i}", "question": q, "source": "s", "origin": origin} for i, q in enumerate(questions)]
     stash = Stash(str(tmp_path) if spill else None)
-    group = ("answer", [stash.put(pack_row(r)) for r in reversed(rows)])
+    from quarry.pipelines.spill import Gather
+
+    g = Gather()  # two answers in one bucket, gathered from two bundles
+    other = dict(rows[0], sample_id="z0", question="Who founded this company?")
+    bundles = [g.add_input(g.create_accumulator(), ("answer", stash.put(pack_row(r)))) for r in reversed(rows)]
+    bundles.append(g.add_input(g.create_accumulator(), ("other", stash.put(pack_row(other)))))
+    group = (7, g.extract_output(g.merge_accumulators(bundles)))
     stash.finish()
 
     def run(hold: int):
@@ -256,5 +262,5 @@ def test_near_duplicates_of_a_group_read_twice_or_held_give_the_same_rows(tmp_pa
 
     held, twice = run(1_000), run(1)
     assert held == twice
-    assert held[0] == ["q0", "q2"] and [sid for sid, _ in held[1]] == ["q1", "q3"]
+    assert held[0] == ["q0", "q2", "z0"] and [sid for sid, _ in held[1]] == ["q1", "q3"]
     assert all("near-duplicate of q0" in detail for _, detail in held[1])

@@ -103,3 +103,21 @@ def test_a_run_leaves_no_spill_behind_and_spilling_changes_no_output(tmp_path):
         outs[spill] = {str(f.relative_to(out)): hashlib.sha256(f.read_bytes()).hexdigest()
                        for f in sorted(out.rglob("*.parquet"))}
     assert outs[True] == outs[False] and any(k.startswith("data/") for k in outs[True])
+
+
+def test_gather_frames_values_as_a_group_by_key_would_group_them():
+    from quarry.pipelines.spill import Gather, records
+
+    g = Gather()
+    values = [("id3", b"c" * 70_000), ("é-unicode", b""), ("id1", bytes(range(256)))]
+    parts = [g.add_input(g.create_accumulator(), v) for v in values]  # three bundles' partial groups
+    merged = g.extract_output(g.merge_accumulators([g.create_accumulator(), *parts]))
+    assert [(name, bytes(payload)) for name, payload in records(merged)] == values
+    assert records(g.extract_output(g.create_accumulator())) == []
+    with TestPipeline() as p:  # lifted into the workers by the DirectRunner, merged after the shuffle
+        got = (p | beam.Create([(k % 3, (f"v{k}", bytes([k]))) for k in range(30)])
+               | beam.CombinePerKey(Gather())
+               | beam.MapTuple(lambda k, blob: (k, sorted(name for name, _ in records(blob)))))
+        from apache_beam.testing.util import assert_that, equal_to
+
+        assert_that(got, equal_to([(k, sorted(f"v{i}" for i in range(30) if i % 3 == k)) for k in range(3)]))
