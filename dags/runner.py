@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from pydantic import BaseModel
 
-from quarry.pipelines.spill import clear_spill
+from quarry.pipelines.spill import bound_heap_arenas, clear_spill, is_direct_run
 from quarry.pipelines.stats import CountTo, read_counts
 from quarry.pipelines.write import (
     STATE_DIR,
@@ -572,6 +572,8 @@ def _run_locked(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig,
     started, started_at = time.monotonic(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     pipeline = beam.Pipeline(options=options)
     info = build_dag(spec, pipeline, cfg, plan, output)
+    if is_direct_run(pipeline):  # runner and workers on this machine: keep freed buffers from staying resident
+        bound_heap_arenas()
     try:
         pipeline.run().wait_until_finish()
     finally:

@@ -69,6 +69,7 @@ _base = _import_run_inference()
 KeyedModelHandler, ModelHandler, RunInference = _base.KeyedModelHandler, _base.ModelHandler, _base.RunInference
 
 from quarry.operators.clip import ClipScorer
+from quarry.pipelines.spill import MALLOC_ARENAS
 from quarry.schemas.caption import ClipConfig
 
 # Beam's accelerator resource hint: `clip.accelerator` (off unless set), on the
@@ -183,7 +184,6 @@ class ScoreClip(beam.PTransform):
         return pairs | "ClipRunInference" >> RunInference(KeyedModelHandler(handler))
 
 
-MALLOC_ARENAS = "2"
 _DIRECT_RUNNERS = {"DirectRunner", "SwitchingDirectRunner", "BundleBasedDirectRunner", "FnApiRunner"}
 
 

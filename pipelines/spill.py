@@ -40,10 +40,14 @@ def _runner_name(pipeline: beam.Pipeline) -> str:
     return type(runner).__name__.lower() if runner is not None else ""
 
 
+def is_direct_run(pipeline: beam.Pipeline) -> bool:
+    return _runner_name(pipeline) in _LOCAL_RUNNERS
+
+
 def spill_dir(pipeline: beam.Pipeline, output_dir: Optional[str], name: str) -> Optional[str]:
     """Where a local run spills the values of shuffle `name` under `output_dir`; None where they travel as
     they are (no output directory, a remote one, or a runner whose workers may not share this disk)."""
-    if not output_dir or "://" in output_dir or _runner_name(pipeline) not in _LOCAL_RUNNERS:
+    if not output_dir or "://" in output_dir or not is_direct_run(pipeline):
         return None
     return posixpath.join(os.path.abspath(output_dir), SPILL_DIR, name)
 
@@ -52,6 +56,28 @@ def clear_spill(output_dir: str) -> None:
     """Remove a run's spill files (after the run, and any a killed run left behind)."""
     if "://" not in output_dir:
         shutil.rmtree(os.path.join(output_dir, SPILL_DIR), ignore_errors=True)
+
+
+MALLOC_ARENAS = "2"
+
+
+def bound_heap_arenas() -> None:
+    """At most MALLOC_ARENAS glibc heap arenas in this process and in the SDK processes it starts.
+
+    glibc gives threads their own arenas (up to 8 per core) and freed buffers stay resident in them; the
+    DirectRunner's runner process has dozens of gRPC and bundle threads. Measured: 500k grouped elements
+    grew the runner by 373 MiB with glibc's default, 249 MiB with two arenas. This process is limited with
+    `mallopt` (arenas made from now on), SDK processes through the environment they read at start. A value
+    the user set wins; not glibc: nothing happens."""
+    if "MALLOC_ARENA_MAX" in os.environ:
+        return
+    os.environ["MALLOC_ARENA_MAX"] = MALLOC_ARENAS
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").mallopt(-8, int(MALLOC_ARENAS))  # -8: M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass
 
 
 class SpillWriter:
@@ -185,4 +211,4 @@ def records(blob: bytes) -> list[tuple[str, memoryview]]:
     return out
 
 
-__all__ = ["SPILL_DIR", "Gather", "records", "SpillReader", "SpillWriter", "Stash", "clear_spill", "spill_dir"]
+__all__ = ["MALLOC_ARENAS", "SPILL_DIR", "Gather", "bound_heap_arenas", "is_direct_run", "records", "SpillReader", "SpillWriter", "Stash", "clear_spill", "spill_dir"]

@@ -121,3 +121,18 @@ def test_gather_frames_values_as_a_group_by_key_would_group_them():
         from apache_beam.testing.util import assert_that, equal_to
 
         assert_that(got, equal_to([(k, sorted(f"v{i}" for i in range(30) if i % 3 == k)) for k in range(3)]))
+
+
+def test_heap_arenas_are_bounded_for_direct_runs_unless_the_user_chose(monkeypatch):
+    from quarry.pipelines.spill import MALLOC_ARENAS, bound_heap_arenas, is_direct_run
+
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "7")
+    bound_heap_arenas()
+    import os
+
+    assert os.environ["MALLOC_ARENA_MAX"] == "7"
+    monkeypatch.delenv("MALLOC_ARENA_MAX")
+    bound_heap_arenas()  # SDK processes started from here read it
+    assert os.environ["MALLOC_ARENA_MAX"] == MALLOC_ARENAS
+    assert is_direct_run(beam.Pipeline())
+    assert not is_direct_run(beam.Pipeline(options=PipelineOptions(["--runner=PortableRunner"])))
