@@ -224,7 +224,7 @@ class NearDuplicates(beam.PTransform):
     def expand(self, keys: beam.PCollection) -> beam.PCollection:
         return (
             keys
-            | "Batch" >> beam.BatchElements(min_batch_size=min(64, MAX_BATCH), max_batch_size=MAX_BATCH)
+            | "Batch" >> beam.BatchElements(min_batch_size=MAX_BATCH, max_batch_size=MAX_BATCH)
             | "ShardHashes" >> beam.ParDo(_ShardEntriesFn(self.max_hamming, self.shard_bits))
             | "GroupByShard" >> beam.GroupByKey()
             | "SearchShard"
