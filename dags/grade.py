@@ -76,6 +76,7 @@ from quarry.pipelines.grade import (
     ReadSamples,
     decontam_probe,
     read_summary,
+    run_sizes,
 )
 from quarry.pipelines.read import plan_tables
 from quarry.pipelines.stats import CountTo
@@ -149,9 +150,10 @@ def transform(samples, cfg: GradeConfig, plan: GradePlan, output: str) -> Family
         rollouts = samples | "GenerateRollouts" >> GenerateRollouts(cfg.generate, output)
     else:
         rollouts, invalid = samples.pipeline | "ReadRollouts" >> ReadRollouts(plan.rollouts)
-        ((rollouts, invalid) | "AllRolloutRows" >> beam.Flatten()
-         | "CountRolloutRows" >> CountTo(output, "rollouts_read.in"))
-        rollouts | "CountRolloutsRead" >> CountTo(output, "rollouts_read.out")
+        sizes = run_sizes(rollouts, "RolloutsPerRun")
+        ((sizes, invalid) | "AllRolloutRows" >> beam.Flatten()
+         | "CountRolloutRows" >> CountTo(output, "rollouts_read.in", sum_values=True))
+        sizes | "CountRolloutsRead" >> CountTo(output, "rollouts_read.out", sum_values=True)
     graded = (samples, rollouts) | "Grade" >> GradePipeline(cfg, output)
     rejects.append(graded.rejected)
     return FamilyOutputs(graded.rows, tuple(rejects) | "GradeRejects" >> beam.Flatten(), images)

@@ -6,7 +6,8 @@ Wiring (every step labelled)::
                   -> ParseSamples (required fields, label_tier, the RL contract) -> (sample_id, sample)
                   -> [JoinImages: a run's images/ by image_id (every one of image_ids, in order); missing -> Reject at `join`]
                   -> [ToFillIn: rows with `options` -> fill-in-the-blank; bad -> Reject at `mc`]
-    rollout files -> ReadRollouts -> ParseRollouts                    -> (sample_id, (model, response))
+    rollout files -> ReadRollouts -> ParseRollouts -> runs of consecutive rows of one sample id:
+                                                      (sample_id, ((model, response), ...))
       or, with `generate` and no files: samples -> BatchElements -> Generate (k per sample)
     CoGroupByKey -> Grade: per sample id, score each rollout with the verifier of the
                     sample's task, tally per model (memory: one entry per model),
@@ -56,8 +57,8 @@ from quarry.pipelines.read import (
     read_reject,
     read_rows,
 )
-from quarry.pipelines.stage import REJECTED, count, count_stage, refused, reject_row
-from quarry.pipelines.stats import read_stats, write_stats
+from quarry.pipelines.stage import REJECTED, count_stage, refused, reject_row
+from quarry.pipelines.stats import CountTo, read_stats, write_stats
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
 from quarry.schemas.grade import GenerateSection, GradeConfig, GradeRow, GradeSection, JudgeSection
 from quarry.schemas.rl import VerifierSpec
@@ -283,16 +284,52 @@ def judge_verdicts(judge: Any, responses: list[str], answer: str, question: str)
 # --- Beam ---------------------------------------------------------------------------------
 
 
+# Rollouts cross the join as runs: (sample_id, ((model, response), ...)) for consecutive rows of one file that
+# name the same sample. Rollout files are written k per sample in a row, so the shuffle and every per-element
+# step before it see ~k times fewer elements (the profile of 200k rollouts: Beam's per-element work was the
+# largest cost). A file in any other order still works: its runs are just shorter.
+MAX_RUN = 256  # rollouts per run: bounds one element's size whatever the file's order
+
+
+def rollout_runs(pairs: Iterator[tuple[str, tuple[str, str]]]) -> Iterator[tuple[str, tuple]]:
+    """(sample_id, (model, response)) pairs -> runs of consecutive pairs with one sample_id (<= MAX_RUN)."""
+    sid, run = None, []
+    for key, rollout in pairs:
+        if key != sid or len(run) >= MAX_RUN:
+            if run:
+                yield sid, tuple(run)
+            sid, run = key, []
+        run.append(rollout)
+    if run:
+        yield sid, tuple(run)
+
+
+def run_sizes(runs, label: str):
+    """Rollouts per run (for counts of rollouts, not of runs)."""
+    return runs | label >> beam.Map(lambda kv: len(kv[1]))
+
+
 class _ReadRollouts(beam.DoFn):
     INVALID = "invalid"
 
     def process(self, f: InputFile):
-        for rec in read_rows(f, ROLLOUT_COLUMNS):
-            out = parse_rollout(rec)
-            if out is None:
-                yield beam.pvalue.TaggedOutput(self.INVALID, 1)
-            else:
-                yield out
+        invalid = []
+
+        def parsed():
+            for rec in read_rows(f, ROLLOUT_COLUMNS):
+                out = parse_rollout(rec)
+                if out is None:
+                    invalid.append(1)
+                else:
+                    yield out
+
+        for run in rollout_runs(parsed()):
+            yield run
+            if invalid:
+                yield beam.pvalue.TaggedOutput(self.INVALID, len(invalid))
+                invalid.clear()
+        if invalid:
+            yield beam.pvalue.TaggedOutput(self.INVALID, len(invalid))
 
 
 def read_samples(f: InputFile, default_source: str) -> Iterator[Union[dict, Reject]]:
@@ -323,7 +360,8 @@ class MultipleChoiceToFillIn(beam.PTransform):
 
 
 class _Generate(beam.DoFn):
-    """A batch of samples -> k (sample_id, (model, response)) per sample; a failure is a "" response."""
+    """A batch of samples -> runs of (sample_id, ((model, response), ...)), k per sample; a failure is a ""
+    response. The OK output counts answered requests per run."""
 
     OK = "ok"
 
@@ -343,14 +381,14 @@ class _Generate(beam.DoFn):
             got = list(generate_rollouts(asks, self.client, k, use_n=self.section.use_n, chunk_size=len(asks)))
         except Exception as e:  # noqa: BLE001 - one bad batch must not fail the run
             got = [(a["sample_id"], model, None, f"{type(e).__name__}: {e}") for a in asks for _ in range(k)]
-        for sid, m, response, _error in got:
-            yield sid, (m, response if isinstance(response, str) else "")
-            if isinstance(response, str):
-                yield beam.pvalue.TaggedOutput(self.OK, 1)
+        answered = sum(isinstance(response, str) for _, _, response, _ in got)
+        yield from rollout_runs((sid, (m, r if isinstance(r, str) else "")) for sid, m, r, _ in got)
+        if answered:
+            yield beam.pvalue.TaggedOutput(self.OK, answered)
 
 
 class GenerateRollouts(beam.PTransform):
-    """Samples -> (sample_id, (model, response)), k per sample, from the `generate` endpoint.
+    """Samples -> runs of (sample_id, ((model, response), ...)), k per sample, from the `generate` endpoint.
 
     Failed requests become "" responses (scored 0); `rollouts_generate` counts all
     rollouts in, the answered ones out.
@@ -366,12 +404,14 @@ class GenerateRollouts(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self.section.batch_size)
             | "Generate" >> beam.ParDo(_Generate(self.section)).with_outputs(_Generate.OK, main="rollouts")
         )
-        count_stage(self.output, "rollouts_generate", out.rollouts, out[_Generate.OK])
+        run_sizes(out.rollouts, "GeneratedSizes") | "CountGenerated" >> CountTo(self.output, "rollouts_generate.in",
+                                                                                sum_values=True)
+        out[_Generate.OK] | "CountAnswered" >> CountTo(self.output, "rollouts_generate.out", sum_values=True)
         return out.rollouts
 
 
 class ReadRollouts(beam.PTransform):
-    """Rollout files -> ((sample_id, (model, response)), invalid-row markers)."""
+    """Rollout files -> (runs of (sample_id, ((model, response), ...)), counts of invalid rows)."""
 
     def __init__(self, files: list[InputFile]):
         super().__init__()
@@ -430,11 +470,11 @@ class _Grade(beam.DoFn):
     def process(self, element):
         sid, grouped = element
         samples = sorted(grouped["samples"], key=input_order)
-        rollouts = grouped["rollouts"]
+        runs = grouped["rollouts"]
         if not samples:
-            n = sum(1 for _ in rollouts)
-            yield beam.pvalue.TaggedOutput(self.UNKNOWN, n)
+            yield beam.pvalue.TaggedOutput(self.UNKNOWN, sum(len(run) for run in runs))
             return
+        rollouts = [r for run in runs for r in run]
         sample, dups = samples[0], samples[1:]
         for d in dups:
             yield refused(sample_reject(
@@ -638,12 +678,13 @@ class GradePipeline(beam.PTransform):
             judged = out[_Grade.JUDGED]
             count_stage(output, "judge", judged, judged | "JudgeAnswered" >> beam.Filter(bool))
         unknown = out[_Grade.UNKNOWN] | "SumUnknown" >> beam.CombineGlobally(sum)
-        count(rollouts, output, "rollouts_join.in")
+        sizes = run_sizes(rollouts, "RunSizes")
+        total = sizes | "TotalRollouts" >> beam.CombineGlobally(sum)
+        total | "WriteJoinIn" >> beam.Map(
+            lambda n: write_stats(output, "rollouts_join.in", {"name": "rollouts_join.in", "count": n}))
         (
             unknown
-            | "MatchedRollouts" >> beam.Map(lambda u, total: total - u,
-                                            total=beam.pvalue.AsSingleton(
-                                                rollouts | "TotalRollouts" >> beam.combiners.Count.Globally()))
+            | "MatchedRollouts" >> beam.Map(lambda u, total: total - u, total=beam.pvalue.AsSingleton(total))
             | "WriteMatched" >> beam.Map(
                 lambda n: write_stats(output, "rollouts_join.out", {"name": "rollouts_join.out", "count": n}))
         )

@@ -627,7 +627,8 @@ class _KeyForDedup(beam.DoFn):
 
     def process(self, m: Mined):
         key = m.dedup_key(self.scope)
-        yield stable_bucket(key, DEDUP_BUCKETS), (key, self.stash.put(pack_row(m.row.model_dump())))
+        packed = pack_row(m.row.model_dump(), not self.stash.spills)
+        yield stable_bucket(key, DEDUP_BUCKETS), (key, self.stash.put(packed))
 
     def finish_bundle(self):
         self.stash.finish()
@@ -677,7 +678,7 @@ class _KeyImage(beam.DoFn):
         self.stash = stash
 
     def process(self, r):
-        yield r.image_id, self.stash.put(pack_row(r))
+        yield r.image_id, self.stash.put(pack_row(r, not self.stash.spills))
 
     def finish_bundle(self):
         self.stash.finish()

@@ -145,6 +145,11 @@ class Stash:
     def __setstate__(self, state):
         self.__init__(state["directory"])
 
+    @property
+    def spills(self) -> bool:
+        """Whether `put` writes blobs to disk (else they cross the shuffle themselves)."""
+        return self.directory is not None
+
     def put(self, blob: bytes) -> bytes:
         if self.directory is None:
             return blob

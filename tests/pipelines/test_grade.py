@@ -22,6 +22,7 @@ from quarry.pipelines.grade import (
     parse_rollout,
     parse_sample,
     read_summary,
+    rollout_runs,
     score,
 )
 from quarry.pipelines.read import InputError, RowRecord, plan_tables, read_rows
@@ -81,6 +82,18 @@ def test_parse_sample():
     assert (bad.reason, bad.origin.key) == ("invalid_json", "line:3")
 
 
+def test_rollouts_cross_the_join_as_runs_of_one_sample():
+    from quarry.pipelines.grade import MAX_RUN
+
+    pairs = [("a", ("m", "1")), ("a", ("n", "2")), ("b", ("m", "3")), ("a", ("m", "4"))]
+    assert list(rollout_runs(iter(pairs))) == [("a", (("m", "1"), ("n", "2"))), ("b", (("m", "3"),)),
+                                               ("a", (("m", "4"),))]
+    long = [("c", ("m", str(i))) for i in range(MAX_RUN + 3)]
+    runs = list(rollout_runs(iter(long)))
+    assert [len(r) for _, r in runs] == [MAX_RUN, 3] and [x for _, r in runs for x in r] == [p for _, p in long]
+    assert list(rollout_runs(iter([]))) == []
+
+
 def test_parse_rollout():
     assert parse_rollout(rec({"sample_id": 3, "model": "m", "response": "r"})) == ("3", ("m", "r"))
     assert parse_rollout(rec({"sample_id": "a", "model": "m", "response": None})) == ("a", ("m", ""))
@@ -119,7 +132,8 @@ def test_grade_pipeline_joins_scores_and_counts(tmp_path):
     rollouts = [("a", ("m1", box("yes"))), ("a", ("m2", box("no"))), ("b", ("m1", "none")), ("zz", ("m1", "x"))]
     out = str(tmp_path)
     with TestPipeline() as p:
-        graded = (p | "S" >> beam.Create(samples), p | "R" >> beam.Create(rollouts)) | GradePipeline(cfg, out)
+        runs = p | "R" >> beam.Create(list(rollout_runs(rollouts)))
+        graded = (p | "S" >> beam.Create(samples), runs) | GradePipeline(cfg, out)
         assert_that(graded.rows | beam.Map(lambda r: (r.sample_id, r.tier, r.pass_tier, r.pass_rate)),
                     equal_to([("a", "medium", "medium", 0.5), ("b", "easy", "very_hard", 0.0)]), label="rows")
         assert_that(graded.rejected | beam.Map(lambda r: (r.sample_id, r.stage, r.reason)),
@@ -175,7 +189,8 @@ def grade(tmp_path, samples, rollouts, sets=()):
     cfg = load_config(GradeConfig, sets=["rollouts=x", *sets])
     out = tmp_path / "got"
     with TestPipeline() as p:
-        graded = (p | "S" >> beam.Create(samples), p | "R" >> beam.Create(rollouts)) | GradePipeline(cfg, str(tmp_path))
+        runs = p | "R" >> beam.Create(list(rollout_runs(rollouts)))
+        graded = (p | "S" >> beam.Create(samples), runs) | GradePipeline(cfg, str(tmp_path))
         for name, pcoll, fn in (
                 ("rows", graded.rows, lambda r: [r.sample_id, r.origin.key, r.mean_reward]),
                 ("rejects", graded.rejected, lambda r: [r.sample_id, r.origin.key, r.stage, r.reason, r.detail])):
