@@ -29,9 +29,12 @@ a server that never answers costs at most about
 from __future__ import annotations
 
 import base64
+import datetime
+import email.utils
 import http.client
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -298,9 +301,9 @@ class ChatClient:
                 detail = ""
             finally:
                 e.close()
-            retry_after = _retry_after(e.headers.get("Retry-After") if e.headers else None)
+            wait = retry_after(e.headers.get("Retry-After") if e.headers else None)
             msg = f"http_{e.code}" + (f": {detail}" if detail else "")
-            raise _Attempt(msg, e.code in _RETRY_STATUS, retry_after) from None
+            raise _Attempt(msg, e.code in _RETRY_STATUS, wait) from None
         except urllib.error.URLError as e:
             reason = e.reason
             if isinstance(reason, (socket.timeout, TimeoutError)):
@@ -342,10 +345,23 @@ class ChatClient:
         return content
 
 
-def _retry_after(value: Optional[str]) -> Optional[float]:
-    if not value:
+def retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
+    """A Retry-After header in seconds to wait (RFC 9110 §10.2.3: delay-seconds or an HTTP date, e.g.
+    ``Wed, 21 Oct 2026 07:28:00 GMT``); None when absent or unreadable. Never negative: a date in the past
+    is 0. `now` (Unix time; default: the clock) is what a date is counted from. Callers cap the wait."""
+    if not value or not value.strip():
         return None
+    value = value.strip()
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
-        return None  # an HTTP date: fall back to the computed backoff
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT; parsedate_to_datetime leaves "-0000" naive
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import email.utils
 import json
 import random
 import re
@@ -35,7 +34,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from quarry.operators.base import Rejection
-from quarry.operators.chat_client import image_part
+from quarry.operators.chat_client import image_part, retry_after
 from quarry.operators.heuristics import caption_stats
 from quarry.operators.lang import UNDETERMINED, detect_lang
 
@@ -304,7 +303,7 @@ class RecaptionClient:
             snippet = raw[:120].decode("utf-8", "replace").strip()
             reason = RATE_LIMITED if status == 429 else HTTP_ERROR
             raise _Failed(reason, f"http_{status}" + (f": {snippet}" if snippet else ""), status in _RETRY_STATUS,
-                          _retry_after(headers.get("retry-after")))
+                          retry_after(headers.get("retry-after")))
         return parse_completion(raw)
 
 
@@ -329,21 +328,6 @@ def parse_completion(raw: bytes) -> str:
     if choice.get("finish_reason") == "length":
         raise _Failed(TRUNCATED, f"cut at max_tokens after {len(content)} characters", False)
     return content
-
-
-def _retry_after(value: Optional[str]) -> Optional[float]:
-    """Retry-After in seconds or as an HTTP date; None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def _detail(last: Optional[_Failed], what: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import email.utils
 import json
 import logging
 import pickle
@@ -17,6 +18,7 @@ from quarry.operators.chat_client import (
     ChatError,
     Result,
     image_mime,
+    retry_after,
     user_message,
 )
 from quarry.operators.grade.rollouts import RESPONSE_FORMAT, generate_rollouts
@@ -348,3 +350,33 @@ def test_generate_rollouts_short_choices(serve):
     rows = list(generate_rollouts([{"id": "a", "question": "q"}], cfg(s.base_url), k=2))
     assert rows[0] == ("a", "m", "only one", None)
     assert rows[1][2] is None and rows[1][3].startswith("bad_response")
+
+
+NOW = 1_790_000_000.0  # a fixed clock for the date forms
+
+
+@pytest.mark.parametrize("value, seconds", [
+    (None, None), ("", None), ("  ", None), ("soon", None), ("nan", None), ("inf", None),
+    ("3", 3.0), (" 2.5 ", 2.5), ("0", 0.0), ("-4", 0.0),
+    (email.utils.formatdate(NOW + 10, usegmt=True), 10.0),  # IMF-fixdate: "Sun, 06 Nov 1994 08:49:37 GMT"
+    (email.utils.formatdate(NOW + 90, usegmt=True).replace("GMT", "-0000"), 90.0),  # naive: taken as GMT
+    (email.utils.formatdate(NOW - 60, usegmt=True), 0.0),  # a date in the past: retry now
+    ("Sun, 32 Nov 1994 08:49:37 GMT", None),
+])
+def test_retry_after_reads_seconds_and_http_dates(value, seconds):
+    assert retry_after(value, now=NOW) == seconds
+
+
+def test_429_with_an_http_date_waits_for_it(serve):
+    """A 429 whose Retry-After is an HTTP date (whole seconds) ~2 s ahead: the retry waits for it (the old
+    parser ignored dates and fell back to the computed backoff)."""
+    def behave(srv, body, n):
+        if n == 1:
+            return 429, {"error": "slow down"}, {"Retry-After": email.utils.formatdate(time.time() + 2, usegmt=True)}
+        return echo(srv, body, n)
+
+    s = serve(behave)
+    t0 = time.monotonic()
+    assert ChatClient(cfg(s.base_url, max_backoff_s=5.0)).complete([user_message("q")]) == ["q#0"]
+    assert time.monotonic() - t0 >= 0.9
+    assert len(s.requests) == 2

@@ -218,11 +218,14 @@ def test_urls():
     assert ops.chat_url("http://h:8000/v1/chat/completions") == "http://h:8000/v1/chat/completions"
 
 
-def test_retry_after_as_http_date():
+def test_retry_after_is_the_chat_clients():
+    """One Retry-After parser (operators/chat_client.py; tests/operators/test_chat_client.py holds its table)."""
     import email.utils
 
-    assert 8 <= ops._retry_after(email.utils.formatdate(time.time() + 10, usegmt=True)) <= 10
-    assert ops._retry_after("soon") is None and ops._retry_after("3") == 3.0
+    from quarry.operators import chat_client
+
+    assert ops.retry_after is chat_client.retry_after
+    assert 8 <= ops.retry_after(email.utils.formatdate(time.time() + 10, usegmt=True)) <= 10
 
 
 # --- prompt ------------------------------------------------------------------------------------------------------
