@@ -34,7 +34,7 @@ from quarry.operators.clip import clip_thumbnail
 from quarry.operators.decode import decode_image
 from quarry.operators.heuristics import HeuristicFilter
 from quarry.operators.lang import detect_lang
-from quarry.operators.phash import phash64, to_hex
+from quarry.operators.phash import phash64, phash64_orientations, to_hex
 from quarry.pipelines.balance import BalanceConcepts
 from quarry.pipelines.dedup import NEAR_DUPLICATE, DedupKey, SplitDuplicates
 from quarry.pipelines.read import InputFile, read_file
@@ -60,6 +60,7 @@ class Candidate:
     image_format: str
     phash: int
     clip_score: Optional[float] = None
+    orientations: tuple[int, ...] = ()  # pHashes of the 7 other orientations (dedup.orientations), else empty
     recaption: Optional[str] = None  # the recaption stage's (pipelines/recaption.py) text, when it was usable
     recaption_status: str = "off"  # "ok", "off", or why the recaption is not used (on_failure=keep_original)
     caption_source: str = "original"  # which caption the row trains on (recaption.merge_ratio)
@@ -80,7 +81,7 @@ def thumbnail_side(cfg: CaptionConfig) -> int:
 
 
 def dedup_key(c: Candidate) -> DedupKey:
-    return DedupKey(c.sample_id, c.phash, c.width, c.height)
+    return DedupKey(c.sample_id, c.phash, c.width, c.height, c.orientations)
 
 
 def _origin_order(c: Candidate) -> tuple[str, str]:
@@ -90,8 +91,10 @@ def _origin_order(c: Candidate) -> tuple[str, str]:
 class _DecodeAndFilter(beam.DoFn):
     """ImageText -> a light `Candidate`, or a `decode` / `heuristics` reject."""
 
-    def __init__(self, decode: DecodeConfig, heuristics: HeuristicsConfig, clip: ClipConfig, thumbnail_side: int = 0):
+    def __init__(self, decode: DecodeConfig, heuristics: HeuristicsConfig, clip: ClipConfig, thumbnail_side: int = 0,
+                 orientations: bool = False):
         self.decode = decode
+        self.orientations = orientations  # hash all 8 orientations (flip/rotation-aware dedup)
         self.heuristics = heuristics
         self.clip = clip
         # the small JPEG's shorter side (0: none); default: CLIP's when CLIP is on
@@ -111,7 +114,11 @@ class _DecodeAndFilter(beam.DoFn):
             return
         thumb = clip_thumbnail(decoded.image, self.thumbnail_side) if self.thumbnail_side else b""
         light = sample.model_copy(update={"image_bytes": thumb})
-        yield Candidate(light, decoded.width, decoded.height, decoded.format, phash64(decoded.image))
+        if self.orientations:
+            hashes = phash64_orientations(decoded.image)  # element 0 is phash64's hash
+            yield Candidate(light, decoded.width, decoded.height, decoded.format, hashes[0], orientations=hashes[1:])
+        else:
+            yield Candidate(light, decoded.width, decoded.height, decoded.format, phash64(decoded.image))
 
 
 def _clip_decide(element, threshold: float, label: str):
@@ -276,7 +283,8 @@ class CaptionPipeline(beam.PTransform):
 
         # `decode.in` / `decode.out`: decode and heuristics run as one step (their rejects keep their stages).
         filtered = run_stage(samples | "ProgressDecode" >> Progress("decode"), "DecodeAndFilter",
-                             _DecodeAndFilter(cfg.decode, cfg.heuristics, cfg.clip, thumbnail_side(cfg)), out_dir,
+                             _DecodeAndFilter(cfg.decode, cfg.heuristics, cfg.clip, thumbnail_side(cfg),
+                                              orientations=cfg.dedup.enabled and cfg.dedup.orientations), out_dir,
                              stage="decode")
         rejected.append(filtered.rejected)
         candidates = filtered.kept

@@ -37,6 +37,9 @@ class HeuristicsConfig(Section):
 class DedupConfig(Section):
     enabled: bool = True
     max_hamming: int = Field(4, ge=0, le=15, description="pHash (64-bit) distance at or under which two images are duplicates")
+    orientations: bool = Field(
+        True, description="also hash each image mirrored and turned by 90/180/270 degrees (operators/phash.py: "
+        "phash64_orientations), so mirrored and rotated copies are near duplicates too")
 
 
 class ClipConfig(Section):

@@ -1,8 +1,8 @@
 """The caption demo: two WebDataset shards made from 13 shipped photos.
 
 The caption demo input is built deterministically from 13 public-domain/CC0
-photos (`demo_data/`): good pairs, mirrored and rotated variants, planted
-near-duplicates, and one of each kind of bad input (truncated and corrupt
+photos (`demo_data/`): good pairs, mirrored and rotated copies (near duplicates
+once dedup hashes every orientation), planted near-duplicates, and one of each kind of bad input (truncated and corrupt
 files, a decompression bomb, tiny, banner and solid images, captions that are
 empty, punctuation, URLs, not UTF-8, or missing). `build_caption_input`
 returns what each record should become, and the tests hold the run to it.
@@ -114,17 +114,28 @@ def build_caption_input(folder: Path) -> list[Expected]:
     def meta(source: str, name: str) -> bytes:
         return json.dumps({"source": source, "url": f"https://example.org/{name}", "license": "CC0"}).encode()
 
-    # Originals with specific captions (tail concepts), mirrored copies with
-    # category captions (middle), rotated copies captioned only "photo" (the
-    # head concept that balancing caps): every tier shows up.
+    # Originals with specific captions (tail concepts), mirrored copies with category captions, copies turned
+    # by 90 degrees captioned only "photo", and two crops of each. Dedup hashes every orientation (dedup.orientations), so the
+    # mirrored and turned copies are near duplicates of their original; they are 5% smaller, so the
+    # original (most pixels) is the one kept.
     for i, (name, img) in enumerate(imgs.items()):
+        smaller = img.resize((img.width * 19 // 20, img.height * 19 // 20), Image.LANCZOS)
         shard_a.append((f"{i:04d}", {"jpg": _jpeg(img), "txt": CAPTIONS[name].encode(), "json": meta("stock", name)}))
-        shard_b.append((f"m{i:03d}", {"jpg": _jpeg(ImageOps.mirror(img)),
+        shard_b.append((f"m{i:03d}", {"jpg": _jpeg(ImageOps.mirror(smaller)),
                                       "txt": f"a mirrored photo of {CATEGORY[name]}".encode(),
                                       "json": meta("webcrawl", name)}))
-        shard_a.append((f"r{i:03d}", {"jpg": _jpeg(img.rotate(90, expand=True)),
+        shard_a.append((f"r{i:03d}", {"jpg": _jpeg(smaller.rotate(90, expand=True)),
                                       "txt": b"a photo, turned on its side", "json": meta("stock", name)}))
-        expected.extend(Expected(k, None, None) for k in (f"m{i:03d}", f"r{i:03d}"))
+        expected.extend(Expected(k, "dedup", "near_duplicate") for k in (f"m{i:03d}", f"r{i:03d}"))
+        # Two crops of 60% of the picture (opposite corners, scaled back up) are other pictures (18+ bits from
+        # every orientation of every photo): one with the category caption (the middle tiers), one captioned
+        # only "photo" (the head concept that balancing caps).
+        w, h = img.size
+        for key, box, caption in ((f"c{i:03d}", (w * 2 // 5, h * 2 // 5, w, h), f"a cropped photo of {CATEGORY[name]}"),
+                                  (f"k{i:03d}", (0, 0, w * 3 // 5, h * 3 // 5), "a photo, cropped close")):
+            shard_b.append((key, {"jpg": _jpeg(img.crop(box).resize((w, h), Image.LANCZOS)), "txt": caption.encode(),
+                                  "json": meta("webcrawl", name)}))
+            expected.append(Expected(key, None, None))
         # "cell" is not in the shipped vocabulary: that pair shows `no_concept_match`.
         expected.append(Expected(f"{i:04d}", *(("balance", "no_concept_match") if name == "cell" else (None, None))))
 

@@ -53,8 +53,31 @@ def test_manifest_adds_up_and_describes_the_run(demo_dir):
     assert {"apache-beam", "pyarrow", "torch"} <= set(m["versions"])
     assert sum(m["rows_by_partition"].values()) == kept
     assert m["stages"]["decode"]["inputs"] >= m["stages"]["decode"]["outputs"] > 0
-    assert m["rejected"]["dedup"]["near_duplicate"] == 5
+    # 4 smaller copies + 1 byte copy, and the 13 mirrored and 13 turned copies (dedup.orientations)
+    assert m["rejected"]["dedup"]["near_duplicate"] == 31
     assert m["rejected"]["balance"]["concept_downsampled"] > 0  # the head concept "photo" was capped
+
+
+def test_mirrored_and_turned_copies_are_dropped_for_their_original(demo_dir):
+    """m<i> (mirrored) and r<i> (turned 90 degrees) are 5% smaller copies of photo <i>: each names that original."""
+    con = shards(demo_dir / "caption")
+    ids = dict(con.sql("SELECT sample_id, origin.key FROM shards UNION ALL SELECT sample_id, origin.key FROM rejects")
+               .fetchall())
+    dups = con.sql("SELECT origin.key, detail FROM rejects WHERE reason = 'near_duplicate'").fetchall()
+    kept_for = {key: ids[detail.split()[0].removeprefix("kept=")] for key, detail in dups}
+    turned = {k: v for k, v in kept_for.items() if k[0] in "mr"}
+    assert len(turned) == 26 and all(v == f"{int(k[1:]):04d}" for k, v in turned.items()), turned
+    assert {kept_for[f"d{j:03d}"] for j in range(4)} == {f"{j:04d}" for j in range(4)} and kept_for["x000"] == "0000"
+
+
+def test_orientations_off_keeps_the_mirrored_copies(tmp_path):
+    """dedup.orientations=false: own hashes only, so only the resized and the byte copies are near duplicates."""
+    build_caption_input(tmp_path / "in")
+    spec = DAGS["caption"]
+    cfg = resolve_config(spec, None, [*DEMO_SETS, "dedup.orientations=false", "balance.enabled=false"], "demo")
+    m = run_dag(spec, [str(tmp_path / "in" / "*.tar")], str(tmp_path / "out"), cfg)
+    assert m.rejected["dedup"] == {"near_duplicate": 5}
+    assert m.config["dedup"]["orientations"] is False
 
 
 def test_shards_are_hive_partitioned_with_real_columns(demo_dir):
