@@ -7,6 +7,13 @@ box, boxes on a 0-1000 grid) and the GUI task hierarchy of GLM-5V-Turbo §4:
 scroll) rows, `critic` rows that judge candidate answers to the grounding and
 action tasks, one screenshot per page stored once in `DIR/images`.
 
+Language (`tasks.language`: en | zh; `operators/gui/wording.py`): the wording of
+every instruction and prose answer (descriptions, critic prompts, verdict words
+and reasons, UI-to-code prompts); page text quoted from the screenshot stays as
+the page has it. The tasks are the same in both languages (targets, boxes,
+actions, typed text, tiers); English rows keep their ids, Chinese rows get ids
+of their own (`lang=zh` in the id), so a bilingual set can hold both.
+
 Inputs: a URL list (`.txt`, one `http(s)://` or `file://` URL per line, `#`
 comments), a Parquet/JSONL table with a `url` column (`input.url_column`), or
 a folder of saved `.html` pages (served to the browser from loopback by each

@@ -35,7 +35,8 @@ from quarry.operators.base import Rejection
 from quarry.operators.gui import browser as browser_ops
 from quarry.operators.gui import critic, ui_code
 from quarry.operators.gui.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, RenderResult
-from quarry.operators.gui.tasks import TaskSettings, page_tasks, task_id, verifier_spec
+from quarry.operators.gui.tasks import TaskSettings, language_parts, page_tasks, task_id, verifier_spec
+from quarry.operators.gui.wording import WORDINGS
 from quarry.operators.ids import content_id, digest
 from quarry.operators.inputs import reasons
 from quarry.operators.inputs.files import page_bytes, url_lines
@@ -351,13 +352,14 @@ class _RenderPages(beam.DoFn):
 
 def task_settings(tasks: TasksConfig, tiers: TierConfig) -> TaskSettings:
     return TaskSettings(kinds=tuple(tasks.kinds), max_per_page=tasks.max_per_page, scroll=tasks.scroll,
-                        area_fractions=tuple(tiers.area_fractions), crowd_counts=tuple(tiers.crowd_counts))
+                        area_fractions=tuple(tiers.area_fractions), crowd_counts=tuple(tiers.crowd_counts),
+                        language=tasks.language)
 
 
 def critic_settings(c: CriticConfig, tasks: TasksConfig) -> critic.CriticSettings:
     return critic.CriticSettings(errors=tuple(c.errors), max_iou=c.max_iou, min_contrast=c.min_contrast, near=c.near,
                                  max_gap=c.max_gap,
-                                 max_per_page=tasks.max_per_page)
+                                 max_per_page=tasks.max_per_page, language=tasks.language)
 
 
 def final_url_of(p: PageInput, final_url: str) -> str:
@@ -388,8 +390,8 @@ def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings,
                        replace(settings, kinds=critic.with_kinds(wanted)))
     judged: list[critic.Candidate] = []
     if "critic" in wanted:
-        judged = critic.critic_candidates(p.page_id, tasks, elements.elements, page.png,
-                                          critic_cfg or critic.CriticSettings(max_per_page=settings.max_per_page))
+        judged = critic.critic_candidates(p.page_id, tasks, elements.elements, page.png, critic_cfg or critic.CriticSettings(
+            max_per_page=settings.max_per_page, language=settings.language))
     tasks = [t for t in tasks if t.task in wanted]
     if not tasks and not judged:
         return [], None
@@ -412,18 +414,18 @@ def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings,
     rows = [row(t, sample_id=task_id(p.page_id, t), tier=t.tier, task=t.task, question=t.prompt, answer=t.answer,
                 verifier=verifier_spec(t)) for t in tasks]
     rows += [row(c.task, sample_id=critic.candidate_id(p.page_id, c), tier=c.tier, task="critic",
-                 question=critic.question(c), answer=c.verdict, verifier=critic.verifier_spec(),
+                 question=critic.question(c), answer=critic.answer(c), verifier=critic.verifier_spec(),
                  judged_task=c.task.task, judged_id=task_id(p.page_id, c.task), candidate=c.candidate,
                  candidate_box=list(c.box), candidate_iou=c.iou, verdict=c.verdict, error_kind=c.error_kind,
                  reason=c.reason) for c in judged]
     return rows, page_image(res)
 
 
-def code_id(p: PageInput, task: str) -> str:
-    return content_id("gui-ui-code", p.page_id, task)
+def code_id(p: PageInput, task: str, language: str = "en") -> str:
+    return content_id("gui-ui-code", p.page_id, task, *language_parts(language))
 
 
-def code_rows(p: PageInput, res: RenderResult, cfg: UiCodeConfig, kinds: tuple[str, ...]
+def code_rows(p: PageInput, res: RenderResult, cfg: UiCodeConfig, kinds: tuple[str, ...], language: str = "en"
               ) -> tuple[list[GuiRow], Optional[Reject]]:
     """The ui_to_code / code_to_ui rows of one page, or the ui_code reject that says why there are none."""
     page = res.page
@@ -432,18 +434,19 @@ def code_rows(p: PageInput, res: RenderResult, cfg: UiCodeConfig, kinds: tuple[s
     if code is None:
         return [], None
     if isinstance(code, Rejection):
-        return [], reject_row(code_id(p, ui_code.UI_TO_CODE), p.source, p.origin, "ui_code", code)
+        return [], reject_row(code_id(p, ui_code.UI_TO_CODE, language), p.source, p.origin, "ui_code", code)
     verdict = ui_code.decide(page.png, code, cfg.threshold)
     if isinstance(verdict, Rejection):
-        return [], reject_row(code_id(p, ui_code.UI_TO_CODE), p.source, p.origin, "ui_code", verdict)
+        return [], reject_row(code_id(p, ui_code.UI_TO_CODE, language), p.source, p.origin, "ui_code", verdict)
     cap, vp = code.capture, p.viewport
     tier = ui_code.code_tier(cap.elements, cap.depth, cfg.tier_elements, cfg.tier_depths)
     dsf = f"{vp.device_scale_factor:g}"
     rows = []
     for task in (t for t in ui_code.TASKS if t in kinds):
-        prompt = ui_code.UI_TO_CODE_PROMPT if task == ui_code.UI_TO_CODE else ui_code.CODE_TO_UI_PROMPT
+        w = WORDINGS[language]
+        prompt = w.ui_to_code if task == ui_code.UI_TO_CODE else w.code_to_ui
         rows.append(GuiRow(
-            sample_id=code_id(p, task), source=p.source, tier=tier, task=task, origin=p.origin,
+            sample_id=code_id(p, task, language), source=p.source, tier=tier, task=task, origin=p.origin,
             url=p.url if p.kind == "url" else None, parent_id=p.page_id, image_id=digest(page.png), width=page.width,
             height=page.height, viewport=vp.name, page_url=p.url, final_url=final_url_of(p, page.final_url),
             question=prompt.format(width=vp.width, height=vp.height, dsf=dsf),
@@ -472,7 +475,7 @@ class _MakeTasks(beam.DoFn):
     def process(self, element):
         p, res = element
         rows, _ = page_rows(p, res, self.settings, self.critic)
-        pairs, code_reject = code_rows(p, res, self.code, self.settings.kinds)
+        pairs, code_reject = code_rows(p, res, self.code, self.settings.kinds, self.settings.language)
         if res.page.code is not None:
             yield beam.pvalue.TaggedOutput(self.CODE_IN, 1)
         if code_reject is not None:

@@ -82,6 +82,11 @@ class TasksConfig(Section):
     max_per_page: int = Field(200, ge=1, description="rows per page and task kind at most (id-seeded sample)")
     scroll: bool = Field(True, description="emit one scroll action on pages with a visible cue to scroll: taller than "
                          "the viewport, content below the fold and content cut by it (or ending within 5% of it)")
+    language: Literal["en", "zh"] = Field(
+        "en", description="wording of every gui task's instructions and prose answers (operators/gui/wording.py); "
+        "page text quoted from the screenshot stays as the page has it; the tasks themselves (targets, boxes, "
+        "actions, typed text, tiers) are the same in every language; English rows keep their ids, rows of another "
+        "language get ids of their own (the id adds `lang=zh`)")
 
 
 class TierConfig(Section):

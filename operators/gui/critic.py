@@ -60,6 +60,7 @@ from quarry.operators.gui.tasks import (
     box_text,
     boxed,
     field_kind,
+    language_parts,
     noun,
     page_words,
     phrase,
@@ -67,6 +68,7 @@ from quarry.operators.gui.tasks import (
     task_key,
     type_text,
 )
+from quarry.operators.gui.wording import EN, WORDINGS, Wording
 from quarry.operators.ids import content_id, seeded_uniform
 from quarry.schemas.gui import CriticConfig, TasksConfig
 from quarry.schemas.rl import VerifierSpec
@@ -97,6 +99,7 @@ class CriticSettings:
     near: int = _CRITIC.near
     max_gap: int = _CRITIC.max_gap
     max_per_page: int = TasksConfig().max_per_page
+    language: str = TasksConfig().language
 
 
 @dataclass(frozen=True)
@@ -273,13 +276,13 @@ def wrong_text(page_key: str, target: Element, right: str, elements: Sequence[El
     return pool[int(u * len(pool))] if pool else None
 
 
-def _name(e: Element, exprs: dict[str, Optional[str]], target: Element) -> str:
+def _name(e: Element, exprs: dict[str, Optional[str]], target: Element, w: Wording = EN) -> str:
     """How a reason names an element: its referring expression, else its phrase."""
     expr = exprs.get(e.path)
     if expr:
         return expr
     same = noun(e) == noun(target) and e.name.strip().lower() == target.name.strip().lower()
-    return f"another {phrase(e)}" if same else f"a {phrase(e)}"
+    return (w.another if same else w.other).format(phrase=phrase(e, w))
 
 
 def _level(tier: str) -> int:
@@ -295,15 +298,15 @@ def _claim(t: Task, answer: str, expression: Optional[str] = None) -> str:
     return f"{expression or t.expression} {boxed(answer)}"
 
 
-def _where(t: Task, typing: bool) -> str:
-    if t.task == "grounding":
-        return "the box is on"
-    return "the text goes into" if typing else "the click lands on"
+def _where(t: Task, typing: bool, what: str, w: Wording = EN) -> str:
+    """Where the candidate points: at `what` (an element's expression or phrase)."""
+    return w.where["grounding" if t.task == "grounding" else "type" if typing else "click"].format(x=what)
 
 
 def target_candidates(page_key: str, t: Task, elements: Sequence[Element], exprs: dict[str, Optional[str]],
                       taken: set[str], words: Sequence[str], grey: Optional[Image.Image], s: CriticSettings
                       ) -> list[Candidate]:
+    w = WORDINGS[t.language]
     """The candidates of one grounding or action task: the wrong ones the page supplies, then the right one
     (only when there is a wrong one)."""
     e = t.element
@@ -327,37 +330,39 @@ def target_candidates(page_key: str, t: Task, elements: Sequence[Element], exprs
             level = (1 + (edge_gap(n.box, e.box) <= s.near) + (noun(n) == noun(e))
                      + (noun(n) == noun(e) and n.name.strip().lower() == e.name.strip().lower()))
             wrong.append(Candidate(t, NEIGHBOUR, _claim(t, ans), ans, n.box, round(iou(n.box, e.box), 4),
-                                   f"{_where(t, typing)} {_name(n, exprs, e)}, the instruction asks for {t.expression}",
+                                   w.neighbour_reason.format(located=_where(t, typing, _name(n, exprs, e, w), w),
+                                                             expr=t.expression),
                                    TIER_NAMES[min(4, level)]))
 
     if MISREAD in s.errors:
         m = misread(f"{page_key}|{task_key(t)}", e, taken)
-        quoted = _quote(e.name) if e.name else ""
+        quoted = _quote(e.name, w=w) if e.name else ""
         if m is not None and quoted and quoted in t.expression:
             variant, how = m
-            said = t.expression.replace(quoted, _quote(variant), 1)
+            said = t.expression.replace(quoted, _quote(variant, w=w), 1)
             if said != t.expression:
-                what = "label" if e.interactive else "text"
+                what = w.misread_what["label" if e.interactive else "text"]
                 wrong.append(Candidate(t, MISREAD, _claim(t, right, said), right, e.box, 1.0,
-                                       f"the candidate reads the {what} as {_quote(variant)}, the screenshot shows "
-                                       f"{quoted}", TIER_NAMES[3 if how == "lookalike" else 2]))
+                                       w.misread_reason.format(what=what, variant=_quote(variant, w=w), truth=quoted),
+                                       TIER_NAMES[3 if how == "lookalike" else 2]))
 
     if WRONG_TEXT in s.errors and typing:
-        w = wrong_text(page_key, e, typed, elements, words)
-        if w is not None:
-            text, what = w
+        found = wrong_text(page_key, e, typed, elements, words)
+        if found is not None:
+            text, what = found
             if isinstance(what, Element):
-                what = f"the value for {exprs.get(what.path) or 'the ' + phrase(what)}"
+                what = w.value_for.format(expr=exprs.get(what.path) or w.the.format(phrase=phrase(what, w)))
+            else:
+                what = w.text_kinds[what]
             x, y = e.center
             ans = f'type({x},{y},"{text}")'
             wrong.append(Candidate(t, WRONG_TEXT, _claim(t, ans), ans, e.box, 1.0,
-                                   f'the action types "{text}" ({what}) into {t.expression}, the instruction asks '
-                                   f'to type "{typed}"', TIER_NAMES[1]))
+                                   w.wrong_text_reason.format(text=text, what=what, expr=t.expression, typed=typed),
+                                   TIER_NAMES[1]))
     if not wrong:
         return []
-    where = _where(t, typing)
     positive = Candidate(t, NONE, _claim(t, right), right, e.box, 1.0,
-                         f"{where} {t.expression}, which the instruction asks for", t.tier)
+                         w.positive_reason.format(located=_where(t, typing, t.expression, w)), t.tier)
     return wrong + [positive]
 
 
@@ -365,7 +370,8 @@ def critic_candidates(page_key: str, tasks: Sequence[Task], elements: Sequence[E
                       s: CriticSettings) -> list[Candidate]:
     """Every critic candidate of one page's grounding and action tasks, at most `s.max_per_page` (whole targets,
     an id-seeded choice), in a stable order."""
-    exprs = {e.path: (x[0] if x else None) for e, x in zip(elements, referring_expressions(elements))}
+    w = WORDINGS[s.language]
+    exprs = {e.path: (x[0] if x else None) for e, x in zip(elements, referring_expressions(elements, w=w))}
     taken = {e.name.casefold() for e in elements if e.name}
     words = page_words(elements)
     grey = screenshot_grey(png) if png is not None else None
@@ -383,13 +389,16 @@ def critic_candidates(page_key: str, tasks: Sequence[Task], elements: Sequence[E
     return [c for g in groups for c in g]
 
 
-CRITIC_PROMPT = ("A model was given this task on the screenshot:\n{task}\nIts answer: {candidate}\n"
-                 "Check the answer against the screenshot: is it right about the element it names and where it "
-                 "points? Answer with one word: correct or incorrect.")
+CRITIC_PROMPT = EN.critic_prompt  # each language's in operators/gui/wording.py
 
 
 def question(c: Candidate) -> str:
-    return CRITIC_PROMPT.format(task=c.task.prompt, candidate=c.candidate)
+    return WORDINGS[c.task.language].critic_prompt.format(task=c.task.prompt, candidate=c.candidate)
+
+
+def answer(c: Candidate) -> str:
+    """The row's answer: the verdict, in the task's language (`verdict` keeps the English word)."""
+    return WORDINGS[c.task.language].verdicts[c.verdict]
 
 
 def verifier_spec() -> VerifierSpec:
@@ -398,7 +407,8 @@ def verifier_spec() -> VerifierSpec:
 
 
 def candidate_id(page_key: str, c: Candidate) -> str:
-    return content_id("gui-critic", page_key, task_key(c.task), c.error_kind, c.candidate)
+    return content_id("gui-critic", page_key, task_key(c.task), c.error_kind, c.candidate,
+                      *language_parts(c.task.language))
 
 
 def with_kinds(tasks_kinds: tuple[str, ...]) -> tuple[str, ...]:

@@ -23,6 +23,11 @@ crowding bonus from the number of other visible elements with the same role
 very_hard. Small icons on crowded pages are hard. A scroll task is very_easy.
 
 Answers mark boxes and actions with `<|begin_of_box|>...<|end_of_box|>`.
+
+Language (`tasks.language`, operators/gui/wording.py): tasks are chosen in English (noun groups, anchors,
+seeded samples and typed text start from English keys) and then worded; a Chinese task is its English twin
+with Chinese instructions and descriptions around the page's own text. English ids are what they always
+were; another language's ids add `lang=<code>` (`language_parts`), so both can live in one data set.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 from quarry.operators.gui.dom import Element, Field
+from quarry.operators.gui.wording import EN, WORDINGS, Wording
 from quarry.operators.ids import content_id, seeded_uniform
 from quarry.schemas.gui import TasksConfig, TierConfig
 from quarry.schemas.rl import VerifierSpec
@@ -92,6 +98,8 @@ class Task:
     similar: Optional[int] = None
     area_fraction: Optional[float] = None
     tier: str = "medium"
+    language: str = "en"  # of the wording (operators/gui/wording.py)
+    key_expression: Optional[str] = None  # the English expression, when `expression` is worded in another language
 
 
 def box_text(box: Sequence[int]) -> str:
@@ -114,32 +122,32 @@ def noun(e: Element) -> str:
     return e.role or "element"
 
 
-def _quote(name: str, limit: int = 80) -> str:
+def _quote(name: str, limit: int = 80, w: Wording = EN) -> str:
     name = name if len(name) <= limit else name[: limit - 1].rstrip() + "…"
-    return '"' + name.replace('"', "'") + '"'
+    return w.q(name.replace('"', "'"))
 
 
-def phrase(e: Element) -> str:
+def phrase(e: Element, w: Wording = EN) -> str:
     """`"Search" button`, or the bare noun for a nameless element."""
-    return f"{_quote(e.name)} {noun(e)}" if e.name else noun(e)
+    n = w.noun(noun(e))
+    return w.phrase.format(name=_quote(e.name, w=w), noun=n) if e.name else n
 
 
-def describe(e: Element) -> str:
+def describe(e: Element, w: Wording = EN) -> str:
     """The element_perception answer: what it is and, when the screenshot shows it, what it says.
 
     Only what the pixels show: a name that is not on screen (aria-label, alt text, title) is left out,
     so an image is "an image", never its alt text as if it were the picture's content.
     """
-    n = noun(e)
-    article = "an" if n[:1] in "aeiou" else "a"
-    what = f"{article} {n}"
+    what = w.article(w.noun(noun(e)))
     if e.input_type and e.role in TYPE_ROLES and e.input_type not in ("text", "search"):
-        what += f" ({e.input_type})"
+        what = w.input_type.format(what=what, type=e.input_type)
     if e.name and e.name_shown:
+        name = _quote(e.name, 200, w)
         if e.name_source == "placeholder":
-            what += f" showing the placeholder {_quote(e.name, 200)}"
+            what = w.placeholder.format(what=what, name=name)
         else:
-            what += f" {'labelled' if e.interactive else 'reading'} {_quote(e.name, 200)}"
+            what = (w.labelled if e.interactive else w.reading).format(what=what, name=name)
     return what
 
 
@@ -191,32 +199,59 @@ def _extreme(e: Element, group: list[Element]) -> Optional[str]:
     return None
 
 
-def referring_expressions(elements: Sequence[Element], max_anchors: int = 8) -> list[Optional[tuple[str, str]]]:
-    """Per element: (expression, kind) with kind name | positional | role, or None when ambiguous."""
+@dataclass(frozen=True)
+class Ref:
+    """How an element is singled out, before wording: by its name (or role), by a relation to a uniquely named
+    anchor, or as the extreme of its group."""
+
+    kind: str  # name | role | positional
+    rel: Optional[str] = None  # left of | right of | above | below, or topmost | bottommost | leftmost | rightmost
+    anchor: Optional[Element] = None
+
+
+def element_refs(elements: Sequence[Element], max_anchors: int = 8) -> list[Optional[Ref]]:
+    """Per element: how it is singled out, or None when nothing does (decided on English nouns and names)."""
     groups: dict[tuple[str, str], list[Element]] = {}
     for e in elements:
         groups.setdefault(_group_key(e), []).append(e)
     anchors = [e for e in elements if e.name and len(groups[_group_key(e)]) == 1]
-    out: list[Optional[tuple[str, str]]] = []
+    out: list[Optional[Ref]] = []
     for e in elements:
         group = groups[_group_key(e)]
         if len(group) == 1:
-            out.append((f"the {phrase(e)}", "name" if e.name else "role"))
+            out.append(Ref("name" if e.name else "role"))
             continue
-        found: Optional[tuple[str, str]] = None
+        found: Optional[Ref] = None
         for anchor in sorted((a for a in anchors if a is not e), key=lambda a: _gap(e, a))[:max_anchors]:
             for rel in ("left of", "right of", "above", "below"):
                 if relation(e, anchor, rel) and not any(relation(g, anchor, rel) for g in group if g is not e):
-                    found = (f"the {phrase(e)} {rel} the {phrase(anchor)}", "positional")
+                    found = Ref("positional", rel, anchor)
                     break
             if found:
                 break
         if found is None:
             word = _extreme(e, group)
             if word:
-                found = (f"the {word} {phrase(e)}", "positional")
+                found = Ref("positional", word)
         out.append(found)
     return out
+
+
+def expression(e: Element, ref: Ref, w: Wording = EN) -> str:
+    """The referring expression of `e` singled out by `ref`, worded in `w`."""
+    p = phrase(e, w)
+    if ref.anchor is not None:
+        return w.relations[ref.rel].format(phrase=p, anchor=w.the.format(phrase=phrase(ref.anchor, w)))
+    if ref.rel is not None:
+        return w.extremes[ref.rel].format(phrase=p)
+    return w.the.format(phrase=p)
+
+
+def referring_expressions(elements: Sequence[Element], max_anchors: int = 8, w: Wording = EN
+                          ) -> list[Optional[tuple[str, str]]]:
+    """Per element: (expression, kind) with kind name | positional | role, or None when ambiguous."""
+    return [None if r is None else (expression(e, r, w), r.kind)
+            for e, r in zip(elements, element_refs(elements, max_anchors))]
 
 
 # --- tiers ----------------------------------------------------------------------------------
@@ -243,6 +278,7 @@ class TaskSettings:
     scroll: bool = _TASKS.scroll
     area_fractions: tuple[float, ...] = tuple(_TIERS.area_fractions)
     crowd_counts: tuple[int, ...] = tuple(_TIERS.crowd_counts)
+    language: str = _TASKS.language
 
 
 _KIND_WORDS = (  # (kind, words in the field's name / id / autocomplete / placeholder / label), first match wins
@@ -348,30 +384,34 @@ def _number(v: str) -> Optional[float]:
 
 
 def page_tasks(page_key: str, elements: Sequence[Element], scrollable: bool, s: TaskSettings) -> list[Task]:
-    """Every task of one page, at most `s.max_per_page` per kind (an id-seeded choice), in a stable order."""
+    """Every task of one page, at most `s.max_per_page` per kind (an id-seeded choice), in a stable order.
+
+    The tasks (targets, boxes, actions, typed text, tiers, the sample) do not depend on `s.language`; only their
+    wording does."""
+    w = WORDINGS[s.language]
     kinds_count: dict[str, int] = {}
     for e in elements:
         kinds_count[noun(e)] = kinds_count.get(noun(e), 0) + 1
-    exprs = referring_expressions(elements)
+    refs = element_refs(elements)
     words = page_words(elements)
     by_kind: dict[str, list[Task]] = {k: [] for k in s.kinds}
-    for e, ex in zip(elements, exprs):
+    lang = dict(language=w.language)
+    for e, ref in zip(elements, refs):
         similar = kinds_count[noun(e)] - 1
         area = area_fraction(e)
         tier = tier_for(area, similar, s.area_fractions, s.crowd_counts)
-        common = dict(element=e, similar=similar, area_fraction=round(area, 6), tier=tier)
+        common = dict(element=e, similar=similar, area_fraction=round(area, 6), tier=tier, **lang)
         if "element_perception" in by_kind and ((e.name and e.name_shown) or e.tag in ("img", "svg", "canvas", "video")):
             by_kind["element_perception"].append(Task(
-                "element_perception",
-                f"What is the element at {boxed(box_text(e.box))} in this screenshot (0-1000 coordinates)? "
-                "Say what kind of element it is and what it says.",
-                describe(e), **common))
-        if ex is None:
+                "element_perception", w.perception.format(box=boxed(box_text(e.box))), describe(e, w), **common))
+        if ref is None:
             continue
-        expr, kind = ex
+        expr, kind = expression(e, ref, w), ref.kind
+        if w is not EN:
+            common["key_expression"] = expression(e, ref)
         if "grounding" in by_kind:
             by_kind["grounding"].append(Task(
-                "grounding", f"Where is {expr}? Give its box as [x1,y1,x2,y2] on a 0-1000 grid.",
+                "grounding", w.grounding.format(expr=expr),
                 boxed(box_text(e.box)), expression=expr, expression_kind=kind, **common))
         if "action" in by_kind and e.interactive:
             x, y = e.center
@@ -380,20 +420,18 @@ def page_tasks(page_key: str, elements: Sequence[Element], scrollable: bool, s: 
                 if text is None:
                     continue
                 act = f'type({x},{y},"{text}")'
-                instr = f'Type "{text}" into {expr}.'
+                instr = w.type_instr.format(text=text, expr=expr)
             else:
                 act = f"click({x},{y})"
-                instr = f"Click {expr}."
+                instr = w.click_instr.format(expr=expr)
             by_kind["action"].append(Task(
-                "action", f"{instr} Answer with one action: click(x,y), type(x,y,\"text\") or scroll(x,y,\"down\"), "
-                          "coordinates on a 0-1000 grid.",
+                "action", instr + w.joiner + w.action_suffix,
                 boxed(act), expression=expr, expression_kind=kind, action=act, **common))
     if "action" in by_kind and s.scroll and scrollable:
         act = 'scroll(500,500,"down")'
         by_kind["action"].append(Task(
-            "action", "Scroll down to see more of the page. Answer with one action: click(x,y), "
-                      "type(x,y,\"text\") or scroll(x,y,\"down\"), coordinates on a 0-1000 grid.",
-            boxed(act), None, expression=None, action=act, tier="very_easy"))
+            "action", w.scroll_instr + w.joiner + w.action_suffix,
+            boxed(act), None, expression=None, action=act, tier="very_easy", **lang))
     out: list[Task] = []
     for kind, tasks in by_kind.items():
         if len(tasks) > s.max_per_page:
@@ -421,8 +459,16 @@ def verifier_spec(t: Task) -> VerifierSpec:
 
 
 def task_key(t: Task) -> str:
-    return f"{t.task}|{t.element.path if t.element else '-'}|{t.expression or ''}|{t.action or ''}"
+    """What the task is, in English whatever its wording (seeded choices and ids start from it)."""
+    expr = t.key_expression if t.key_expression is not None else t.expression
+    return f"{t.task}|{t.element.path if t.element else '-'}|{expr or ''}|{t.action or ''}"
+
+
+def language_parts(language: str) -> tuple[str, ...]:
+    """What an id adds for its wording: nothing for English (the ids English rows always had), else the language,
+    so a Chinese row's id differs from its English twin's and the two can share one data set."""
+    return () if language == "en" else (f"lang={language}",)
 
 
 def task_id(page_key: str, t: Task) -> str:
-    return content_id("gui", page_key, task_key(t))
+    return content_id("gui", page_key, task_key(t), *language_parts(t.language))

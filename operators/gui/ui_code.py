@@ -69,6 +69,7 @@ import numpy as np
 from PIL import Image
 
 from quarry.operators.base import Rejection
+from quarry.operators.gui.wording import EN
 
 # Why a page gives no ui_code pair (stage `ui_code`).
 TOO_LARGE = "too_large"
@@ -93,13 +94,8 @@ TRANSPARENT_GIF = "data:image/gif;base64,R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAA
 WATCH_KEY = "__quarryUiCodeWatch"
 _TOKEN = re.compile(r"@@qa:(\d+)@@")
 
-UI_TO_CODE_PROMPT = (
-    "Write one self-contained HTML document that renders exactly like this screenshot in a browser window of "
-    "{width}x{height} CSS pixels (device scale factor {dsf}): all styles inside the document, no scripts, no "
-    "external resources. Reply with the HTML only.")
-CODE_TO_UI_PROMPT = (  # a generation pair: the document is the row's `html`, the target the screenshot
-    "Draw the screenshot that the HTML document in `html` renders to in a browser window of {width}x{height} CSS "
-    "pixels (device scale factor {dsf}).")
+UI_TO_CODE_PROMPT = EN.ui_to_code  # each language's in operators/gui/wording.py
+CODE_TO_UI_PROMPT = EN.code_to_ui  # a generation pair: the document is the row's `html`, the target the screenshot
 
 WATCH_JS = """(key) => {
     const w = {count: 0};

@@ -4,6 +4,7 @@ with broken and hostile pages; the manifest adds up per page, reruns give the sa
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -52,6 +53,7 @@ def test_demo_end_to_end(tmp_path):
     check_ui_code_pairs(demo)
     check_critic_rows(demo)
     check_rerun_gives_the_same_ids(demo, tmp_path / "rerun")
+    check_chinese_wording_gives_the_same_tasks(demo, tmp_path / "zh")
 
 
 def check_manifest_accounts_for_every_page(demo):
@@ -175,6 +177,28 @@ def check_rerun_gives_the_same_ids(demo, tmp_path):
     assert shards == sorted(p.relative_to(tmp_path / "again") for p in (tmp_path / "again" / "data").rglob("*.parquet"))
     for rel in shards:
         assert (folder / "out" / rel).read_bytes() == (tmp_path / "again" / rel).read_bytes(), rel
+
+
+def check_chinese_wording_gives_the_same_tasks(demo, tmp_path):
+    """`tasks.language=zh`: the same tasks (count, targets, boxes, actions, tiers, verdicts) as the English run,
+    Han characters in every instruction and prose answer, page text quoted as it is, ids of their own."""
+    folder, inputs, sets, m = demo
+    zh = run(inputs, tmp_path / "zh", sets + ["tasks.language=zh"])
+    assert zh.kept == m.kept and zh.rejected == m.rejected
+    shape = ("SELECT task, page_url, element_path, box, box_px, action, tier, verdict, error_kind, candidate_box, "
+             "candidate_iou, judged_task, image_id, code_similarity FROM rows ORDER BY ALL")
+    assert sql(tmp_path / "zh", shape) == sql(folder / "out", shape)
+    rows = sql(tmp_path / "zh", "SELECT task, question, answer, reason, element_name, expression FROM rows")
+    han = re.compile(r"[\u4e00-\u9fff]")
+    for task, question, answer, reason, name, expr in rows:
+        assert han.search(question), question
+        if task in ("element_perception", "critic"):
+            assert han.search(answer) and (task != "critic" or han.search(reason)), (answer, reason)
+        if expr and name and '"' not in name:
+            assert name[:70] in expr  # page labels are quoted, not translated
+    en_ids = {i for (i,) in sql(folder / "out", "SELECT sample_id FROM rows")}
+    zh_ids = {i for (i,) in sql(tmp_path / "zh", "SELECT sample_id FROM rows")}
+    assert len(zh_ids) == zh.kept and not en_ids & zh_ids
 
 
 class Site:
