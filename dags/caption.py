@@ -6,6 +6,11 @@ c >= t/10 easy, c >= t/100 medium, c >= t/1000 hard, else very_hard; a kept
 pair that matched nothing is medium. Tail concepts are the hard part of the
 distribution, so they are the hard tiers.
 
+CLIP per language (`clip.by_lang`, e.g. ``{zh: {model: xlm-roberta-base-ViT-B-32, pretrained: laion5b_s13b_b90k,
+threshold: 0.2}}``): pairs are routed by their caption's language (the `lang` column) to that language's model and
+kept at its threshold; other languages use `clip.model`. Each row names its model (`clip_model`), and the
+manifest's `extra.clip.by_lang` counts the kept rows per language and the model that scored them.
+
 Recaption (GLM-4.5V §3.1 step 4; optional, `recaption.enabled`): the balanced pairs go to a captioning model
 served over the OpenAI-compatible chat API (vLLM, SGLang): the small JPEG as an image part plus the prompt of
 `operators/data/recaption_prompt.txt` (or `recaption.prompt`). The recaption is checked against the original
@@ -31,7 +36,7 @@ from quarry.pipelines.caption import STAGE_REASONS, CaptionPipeline, WriteFromSo
 from quarry.pipelines.read import ReadImageText, plan_inputs
 from quarry.pipelines.recaption import OUTCOME_PREFIX
 from quarry.pipelines.write import read_markers
-from quarry.schemas.caption import CaptionConfig
+from quarry.schemas.caption import CaptionConfig, ClipConfig
 from quarry.schemas.config import ConfigError
 
 TINY_WARNING = (
@@ -54,14 +59,24 @@ def plan(patterns: list[str], cfg: CaptionConfig) -> CaptionPlan:
         raise ConfigError(f"balance.vocabulary: {e}") from None
     files = plan_inputs(patterns, cfg.reader)
     if cfg.clip.enabled:
-        try:
-            ClipScorer(cfg.clip).preflight()  # missing weights stop the run before any data is read
-        except ClipLoadError as e:
-            raise ConfigError(f"clip: {e}") from None
+        # missing weights, of the default model or of a language's, stop the run before any data is read
+        for setting, clip in clip_models(cfg):
+            try:
+                ClipScorer(clip, setting=setting).preflight()
+            except ClipLoadError as e:
+                raise ConfigError(f"{setting}: {e}") from None
     prompt = ""
     if cfg.recaption.enabled:
         prompt = _plan_recaption(cfg)
     return CaptionPlan(files, vocabulary, prompt)
+
+
+def clip_models(cfg: CaptionConfig) -> list[tuple[str, ClipConfig]]:
+    """(config section, ClipConfig) of each distinct CLIP model the run loads: `clip` first, then each
+    `clip.by_lang.<lang>` whose model is not one already listed."""
+    models, by_lang = cfg.clip.routes()
+    first = {i: lang for lang, i in sorted(by_lang.items(), reverse=True)}  # the lowest language per model
+    return [("clip", models[0])] + [(f"clip.by_lang.{first[i]}", m) for i, m in enumerate(models) if i]
 
 
 def _plan_recaption(cfg: CaptionConfig) -> str:
@@ -110,7 +125,11 @@ def describe(cfg: CaptionConfig, plan: CaptionPlan) -> BuildInfo:
     if cfg.clip.enabled:
         info.extra["clip"] = {"model": cfg.clip.model, "pretrained": cfg.clip.pretrained,
                               "threshold": cfg.clip.threshold}
-        if cfg.clip.model == "quarry-tiny":
+        if cfg.clip.by_lang:
+            info.extra["clip"]["models_by_lang"] = {
+                lang: {"model": c.model, "pretrained": c.pretrained, "threshold": c.threshold}
+                for lang, c in ((lang, cfg.clip.lang_config(lang)) for lang in sorted(cfg.clip.by_lang))}
+        if any(c.model == "quarry-tiny" for _setting, c in clip_models(cfg)):
             info.notes.append(TINY_WARNING)
     else:
         info.notes.append("clip stage disabled (clip.enabled=false): pairs were not relevance-filtered")
@@ -129,18 +148,31 @@ def describe(cfg: CaptionConfig, plan: CaptionPlan) -> BuildInfo:
 
 def finish(output: str, cfg: CaptionConfig, info: BuildInfo, run: RunCounts) -> None:
     """After the run: which CLIP model scored which languages, and the recaption outcomes."""
-    langs = _column_counts(output, "lang")
     if cfg.clip.enabled:
         clip = info.extra.setdefault("clip", {})
-        label = f"{cfg.clip.model}/{cfg.clip.pretrained}"
-        multilingual = _multilingual(cfg.clip.model, cfg.clip.pretrained)
-        clip["multilingual"] = multilingual
-        clip["by_lang"] = {lang: {"model": label, "rows": n} for lang, n in sorted(langs.items())}
-        other = sum(n for lang, n in langs.items() if lang not in ("en", "und"))
-        if other and not multilingual and cfg.clip.model != "quarry-tiny":
-            info.notes.append(f"clip: {other} kept row(s) not in English were scored by {label}, an English-text "
-                              "model; a multilingual one (e.g. clip.model=xlm-roberta-base-ViT-B-32, "
-                              "clip.pretrained=laion5b_s13b_b90k) scores them fairly")
+        clip["multilingual"] = _multilingual(cfg.clip.model, cfg.clip.pretrained)
+        # The model that really scored each language's kept rows, from the rows' own clip_model column.
+        by_lang: dict[str, dict] = {}
+        for (lang, model), n in _column_counts(output, "lang", "clip_model").items():
+            entry = by_lang.setdefault(lang, {"models": {}, "rows": 0})
+            entry["models"][model] = n
+            entry["rows"] += n
+        for lang, entry in by_lang.items():
+            if len(entry["models"]) == 1:  # the usual case: one model per language
+                (label,) = entry.pop("models")
+                entry["model"] = label
+            lc = cfg.clip.lang_config(lang)
+            entry["threshold"] = lc.threshold
+            entry["multilingual"] = _multilingual(lc.model, lc.pretrained)
+        clip["by_lang"] = {lang: by_lang[lang] for lang in sorted(by_lang)}
+        for lang, entry in clip["by_lang"].items():
+            lc = cfg.clip.lang_config(lang)
+            if lang not in ("en", "und") and not entry["multilingual"] and lc.model != "quarry-tiny":
+                info.notes.append(f"clip: {entry['rows']} kept row(s) in {lang!r} were scored by "
+                                  f"{lc.model}/{lc.pretrained}, an English-text model; a multilingual one scores "
+                                  f"them fairly: e.g. --set clip.by_lang.{lang}.model=xlm-roberta-base-ViT-B-32 "
+                                  f"--set clip.by_lang.{lang}.pretrained=laion5b_s13b_b90k "
+                                  f"--set clip.by_lang.{lang}.threshold=<its threshold>")
     if cfg.recaption.enabled:
         rec = info.extra.setdefault("recaption", {})
         outcomes = {k[len(OUTCOME_PREFIX):]: n for k, n in run.counts.items() if k.startswith(OUTCOME_PREFIX)}
@@ -157,20 +189,21 @@ def _multilingual(model: str, pretrained: str) -> bool:
     return any(k in name for k in ("xlm", "mt5", "nllb", "multilingual"))
 
 
-def _column_counts(output: str, column: str) -> dict[str, int]:
-    """value -> rows over the run's shards, reading one column."""
+def _column_counts(output: str, *columns: str) -> dict:
+    """value -> rows over the run's shards, reading the named columns (several: a tuple of values per key)."""
     import pyarrow.parquet as pq
     from apache_beam.io.filesystems import FileSystems
 
     from quarry.pipelines.write import written_files
 
-    out: dict[str, int] = {}
+    out: dict = {}
     for path in written_files(FileSystems.join(output, "data")):
         with FileSystems.open(path, compression_type="uncompressed") as fh:
-            values = pq.read_table(fh, columns=[column])[column].to_pylist()
-        for v in values:
+            table = pq.read_table(fh, columns=list(columns))
+        keys = zip(*(table[c].to_pylist() for c in columns)) if len(columns) > 1 else table[columns[0]].to_pylist()
+        for v in keys:
             out[v] = out.get(v, 0) + 1
-    return dict(sorted(out.items()))
+    return dict(sorted(out.items(), key=lambda kv: str(kv[0])))
 
 
 # What this DAG's reader can reject a record for (operators/inputs/reasons.py).

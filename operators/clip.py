@@ -169,12 +169,14 @@ def _tag_cached(open_clip, tag_cfg: dict) -> bool:
     return bool(url) and os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(url)))
 
 
-def _how_to_provide(model: str) -> str:
+def _how_to_provide(model: str, setting: str = "clip") -> str:
+    """How to give `model` its weights; `setting` is the config section that names them (`clip`,
+    `clip.by_lang.zh`)."""
     return (
         f"Provide the weights locally: download {model}'s open_clip checkpoint on a machine with network "
-        f"and pass the file, e.g. `--set clip.pretrained=/path/to/open_clip_pytorch_model.bin`; or "
+        f"and pass the file, e.g. `--set {setting}.pretrained=/path/to/open_clip_pytorch_model.bin`; or "
         f"pre-populate the Hugging Face cache ($HF_HOME) with the tag's repository and set HF_HUB_OFFLINE=1; "
-        f"or `--set clip.pretrained=none` for random weights (tests only: scores mean nothing)."
+        f"or `--set {setting}.pretrained=none` for random weights (tests only: scores mean nothing)."
     )
 
 
@@ -321,10 +323,11 @@ class ClipScorer:
     unloaded. `copies_on_machine` is how many processes of this machine hold a
     model (one when they share it): `load()` gives torch the cores this process
     may use divided by it (`clip.threads` overrides), so that two processes of
-    two threads each do not fight over two cores.
+    two threads each do not fight over two cores. `setting` is the config section the model comes from
+    (`clip`, or `clip.by_lang.zh` for a language's model): error messages name its keys.
     """
 
-    def __init__(self, cfg: ClipConfig, copies_on_machine: int = 1):
+    def __init__(self, cfg: ClipConfig, copies_on_machine: int = 1, setting: str = "clip"):
         if not isinstance(cfg, ClipConfig):
             raise TypeError(f"ClipScorer takes a ClipConfig, got {type(cfg).__name__}")
         if not cfg.model.strip():
@@ -343,6 +346,7 @@ class ClipScorer:
             raise ValueError(f"copies_on_machine={copies_on_machine}: at least 1")
         self.cfg = cfg
         self.copies_on_machine = copies_on_machine
+        self.setting = setting
         self._lock = threading.Lock()
         self._reset()
 
@@ -360,11 +364,12 @@ class ClipScorer:
         self._threads = 0
 
     def __getstate__(self) -> dict:
-        return {"cfg": self.cfg, "copies_on_machine": self.copies_on_machine}
+        return {"cfg": self.cfg, "copies_on_machine": self.copies_on_machine, "setting": self.setting}
 
     def __setstate__(self, state: dict) -> None:
         self.cfg = state["cfg"]
         self.copies_on_machine = state.get("copies_on_machine", 1)
+        self.setting = state.get("setting", "clip")
         self._lock = threading.Lock()
         self._reset()
 
@@ -453,7 +458,7 @@ class ClipScorer:
             common = [m for m in ("ViT-B-32", "ViT-B-16", "ViT-L-14", "ViT-SO400M-14-SigLIP", TINY_MODEL) if m in known]
             hint = f"did you mean {', '.join(close)}? " if close else ""
             raise UnknownClipModel(
-                f"clip.model={model!r} is not an open_clip architecture; {hint}"
+                f"{self.setting}.model={model!r} is not an open_clip architecture; {hint}"
                 f"known include {', '.join(common)} ({len(known)} in all: open_clip.list_models())"
             )
 
@@ -462,7 +467,7 @@ class ClipScorer:
         if not os.path.isfile(path):
             raise ClipWeightsMissing(
                 f"CLIP weights for {self.cfg.model}: checkpoint file {pretrained!r} does not exist. "
-                + _how_to_provide(self.cfg.model)
+                + _how_to_provide(self.cfg.model, self.setting)
             )
         return path
 
@@ -480,13 +485,13 @@ class ClipScorer:
             known = f"known tags for {model}: {', '.join(tags)}" if tags else f"open_clip has no tags for {model}"
             raise ClipWeightsMissing(
                 f"CLIP weights for {model}: {pretrained!r} is neither an open_clip tag for {model} nor an "
-                f"existing file ({known}). " + _how_to_provide(model)
+                f"existing file ({known}). " + _how_to_provide(model, self.setting)
             )
         if not _tag_cached(open_clip, tag_cfg):
             if _hf_offline():
                 raise ClipWeightsMissing(
                     f"CLIP weights for {model}/{pretrained} are not in the local cache and HF_HUB_OFFLINE=1 "
-                    f"forbids downloading them. " + _how_to_provide(model)
+                    f"forbids downloading them. " + _how_to_provide(model, self.setting)
                 )
             log.info("downloading CLIP weights %s/%s (set HF_HUB_OFFLINE=1 to fail at once where there is "
                      "no network)", model, pretrained)
@@ -495,7 +500,7 @@ class ClipScorer:
             except (OSError, RuntimeError, ValueError) as e:
                 raise ClipWeightsMissing(
                     f"CLIP weights for {model}/{pretrained} could not be downloaded ({type(e).__name__}: "
-                    f"{str(e)[:300]}). " + _how_to_provide(model)
+                    f"{str(e)[:300]}). " + _how_to_provide(model, self.setting)
                 ) from e
         # OpenAI-trained tags need QuickGELU; the plain architecture names use
         # nn.GELU, and open_clip only warns about the mismatch (scores degrade).

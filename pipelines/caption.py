@@ -60,6 +60,7 @@ class Candidate:
     image_format: str
     phash: int
     clip_score: Optional[float] = None
+    clip_model: Optional[str] = None  # `model/pretrained` that scored it (clip.by_lang routes by language)
     orientations: tuple[int, ...] = ()  # pHashes of the 7 other orientations (dedup.orientations), else empty
     recaption: Optional[str] = None  # the recaption stage's (pipelines/recaption.py) text, when it was usable
     recaption_status: str = "off"  # "ok", "off", or why the recaption is not used (on_failure=keep_original)
@@ -125,12 +126,60 @@ def _clip_decide(element, threshold: float, label: str):
     from quarry.operators.clip import decide
 
     candidate, score = element
-    candidate = replace(candidate, clip_score=float(score))  # Beam elements are not mutated in place
+    candidate = replace(candidate, clip_score=float(score), clip_model=label)  # Beam elements are not mutated in place
     verdict = decide(candidate.clip_score, threshold, label)
     if verdict is None:
         yield candidate
     else:
         yield refused(to_reject(candidate.sample, "clip", verdict))
+
+
+def clip_route(c: Candidate, n: int, by_lang: dict[str, int]) -> int:
+    """Which of the `n` CLIP models scores `c` (`CaptionClipConfig.routes`): its caption language's, else 0,
+    the default. The language is the `lang` column's (operators/lang.py: the same function on the same text)."""
+    return by_lang.get(detect_lang(c.sample.caption), 0)
+
+
+class ScoreAndDecideClip(beam.PTransform):
+    """Candidates -> (kept candidates with `clip_score` and `clip_model`, `clip` rejects).
+
+    One RunInference per distinct model of `clip` (the default and `clip.by_lang`'s): rows are partitioned by
+    caption language, each part is scored by its model and kept at that model's threshold. A worker process
+    loads each model once (or, with `clip.share_model`, each machine does), so memory is bounded by the
+    configured models, not by the languages in the data; every batch holds one model's rows only. Without
+    `by_lang` (or when every entry names the default model) it is one RunInference, as before.
+    """
+
+    def __init__(self, clip):
+        super().__init__()
+        self.models, self.by_lang = clip.routes()
+
+    def expand(self, candidates):
+        # Imported here: Beam's RunInference module imports torch (~4 s per
+        # process), which workers of a run without CLIP should not pay.
+        from quarry.pipelines.clip import ScoreClip
+
+        parts = [candidates]
+        if len(self.models) > 1:
+            parts = candidates | "ClipRouteByLang" >> beam.Partition(clip_route, len(self.models), self.by_lang)
+        kept, rejected = [], []
+        for i, (part, mcfg) in enumerate(zip(parts, self.models)):
+            langs = sorted(lang for lang, j in self.by_lang.items() if j == i)
+            suffix = "" if i == 0 else "_" + "_".join(langs)  # ClipScore (default), ClipScore_zh, ...
+            label = f"{mcfg.model}/{mcfg.pretrained}"
+            setting = f"clip.by_lang.{langs[0]}" if i else "clip"
+            scored = (
+                part
+                | f"ClipInputs{suffix}" >> beam.Map(lambda c: (c, (c.sample.image_bytes, c.sample.caption)))
+                | f"ClipScore{suffix}" >> ScoreClip(mcfg, setting=setting)
+                | f"ClipDecide{suffix}" >> beam.FlatMap(_clip_decide, mcfg.threshold, label).with_outputs(
+                    REJECTED, main="kept")
+            )
+            kept.append(scored.kept)
+            rejected.append(scored[REJECTED])
+        if len(kept) == 1:
+            return kept[0], rejected[0]
+        return kept | "ClipKept" >> beam.Flatten(), rejected | "ClipRejects" >> beam.Flatten()
 
 
 def decontam_probe(c: Candidate):
@@ -154,6 +203,7 @@ def to_row(c: Candidate, concepts: list[str], rarest: Optional[int], tier: str, 
         sample_id=s.sample_id, source=s.source, tier=tier, task="caption", origin=s.origin, url=s.url,
         license=s.license, caption=s.caption, image=ImageCell(bytes=image), width=c.width,
         height=c.height, image_format=c.image_format, phash=to_hex(c.phash), clip_score=c.clip_score,
+        clip_model=c.clip_model,
         concepts=concepts, rarest_concept_count=rarest, lang=detect_lang(s.caption), recaption=c.recaption,
         recaption_status=c.recaption_status, caption_source=c.caption_source,
         train_caption=c.recaption if c.caption_source == "recaption" else s.caption,
@@ -234,7 +284,8 @@ def _kept_digest(pairs) -> str:
     import hashlib
     import json
 
-    facts = sorted((p.element.sample_id, p.tier, list(p.concepts), p.rarest_count, p.element.clip_score)
+    facts = sorted((p.element.sample_id, p.tier, list(p.concepts), p.rarest_count, p.element.clip_score,
+                    p.element.clip_model)
                    + ((p.element.recaption, p.element.recaption_status, p.element.caption_source)
                       if p.element.recaption_status != "off" else ()) for p in pairs)
     return hashlib.sha256(json.dumps(facts).encode()).hexdigest()
@@ -297,21 +348,9 @@ class CaptionPipeline(beam.PTransform):
             count(candidates, out_dir, "dedup.out")
 
         if cfg.clip.enabled:
-            # Imported here: Beam's RunInference module imports torch (~4 s per
-            # process), which workers of a run without CLIP should not pay.
-            from quarry.pipelines.clip import ScoreClip
-
-            label = f"{cfg.clip.model}/{cfg.clip.pretrained}"
-            scored = (
-                candidates
-                | "ProgressClip" >> Progress("clip")
-                | "ClipInputs" >> beam.Map(lambda c: (c, (c.sample.image_bytes, c.sample.caption)))
-                | "ClipScore" >> ScoreClip(cfg.clip)
-                | "ClipDecide" >> beam.FlatMap(_clip_decide, cfg.clip.threshold, label).with_outputs(
-                    REJECTED, main="kept")
-            )
-            rejected.append(scored[REJECTED])
-            candidates = scored.kept
+            candidates, clip_rejected = candidates | "ProgressClip" >> Progress("clip") | "Clip" >> ScoreAndDecideClip(
+                cfg.clip)
+            rejected.append(clip_rejected)
             count(candidates, out_dir, "clip.out")
 
         if cfg.decontam.enabled:  # --set decontam.bench=PATH: caption and image against benchmark sets

@@ -90,10 +90,11 @@ class ClipModelHandler(ModelHandler[Example, float, ClipScorer]):
     """
 
     def __init__(self, cfg: ClipConfig, accelerator: Optional[str] = None,
-                 processes_per_machine: Optional[int] = None):
+                 processes_per_machine: Optional[int] = None, setting: str = "clip"):
         super().__init__()
         ClipScorer(cfg)  # validate the config now, at pipeline construction
         self._cfg = cfg
+        self._setting = setting  # the config section the model comes from, for load errors (clip.by_lang.zh)
         self._accelerator = accelerator or cfg.accelerator  # an argument wins over the config
         self._processes = processes_per_machine
 
@@ -112,7 +113,7 @@ class ClipModelHandler(ModelHandler[Example, float, ClipScorer]):
         return clone
 
     def load_model(self) -> ClipScorer:
-        return ClipScorer(self._cfg, self.copies_on_machine()).load()
+        return ClipScorer(self._cfg, self.copies_on_machine(), self._setting).load()
 
     def run_inference(
         self, batch: Sequence[Example], model: ClipScorer, inference_args: Optional[dict[str, Any]] = None
@@ -162,9 +163,10 @@ class ScoreClip(beam.PTransform):
         cfg: ClipConfig,
         accelerator: Optional[str] = None,
         model_handler: Optional[ClipModelHandler] = None,
+        setting: str = "clip",
     ):
         super().__init__()
-        self._handler = model_handler or ClipModelHandler(cfg, accelerator)
+        self._handler = model_handler or ClipModelHandler(cfg, accelerator, setting=setting)
 
     def expand(self, pairs):
         options = pairs.pipeline.options

@@ -6,6 +6,7 @@ DataComp (minimum side 200 px), MetaCLIP (t = 20,000 at 400M pairs).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, Optional
 
 import pyarrow as pa
@@ -69,6 +70,79 @@ class ClipConfig(Section):
     )
     min_batch_size: int = Field(8, ge=1)
     max_batch_size: int = Field(64, ge=1)
+
+
+class ClipLangModel(Section):
+    """The CLIP model that scores the captions of one language (`clip.by_lang`)."""
+
+    model: str = Field(..., min_length=1, description="open_clip architecture name, e.g. xlm-roberta-base-ViT-B-32")
+    pretrained: str = Field(..., min_length=1, description="open_clip pretrained tag, a local checkpoint path, or "
+                            "`none` for random weights")
+    threshold: Optional[float] = Field(
+        None, ge=-1.0, le=1.0, description="keep pairs with cosine similarity >= this; a threshold means something "
+        "for one model only, so give this model's (unset: clip.threshold)")
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}/{self.pretrained}"
+
+
+_LANG_CODE = re.compile(r"^(?:[a-z]{2,3}|und)$")
+
+
+class CaptionClipConfig(ClipConfig):
+    """The caption DAG's CLIP: the default model (`clip.model`, `clip.pretrained`, `clip.threshold`) and,
+    per caption language (the `lang` column, operators/lang.py), another model with its own threshold."""
+
+    by_lang: dict[str, ClipLangModel] = Field(
+        default_factory=dict, description="caption language (ISO 639-1, as the `lang` column) -> the model that "
+        "scores that language's captions, e.g. {zh: {model: xlm-roberta-base-ViT-B-32, pretrained: "
+        "laion5b_s13b_b90k, threshold: 0.2}}; languages without an entry use the default model. Device, "
+        "precision, batching and sharing are the default's")
+
+    @field_validator("by_lang")
+    @classmethod
+    def _lang_codes(cls, v: dict[str, ClipLangModel]) -> dict[str, ClipLangModel]:
+        bad = [k for k in v if not _LANG_CODE.match(k)]
+        if bad:
+            raise ValueError(f"language keys must be lowercase ISO 639-1 codes as the lang column holds (e.g. zh, "
+                             f"en) or und, got {', '.join(map(repr, bad))}")
+        return v
+
+    def lang_config(self, lang: str) -> ClipConfig:
+        """The plain ClipConfig that scores captions in `lang`: the default's, with the entry's model,
+        pretrained and threshold where `by_lang` has one."""
+        base = ClipConfig.model_validate(self.model_dump(exclude={"by_lang"}))
+        entry = self.by_lang.get(lang)
+        if entry is None:
+            return base
+        threshold = self.threshold if entry.threshold is None else entry.threshold
+        return base.model_copy(update={"model": entry.model, "pretrained": entry.pretrained, "threshold": threshold})
+
+    def routes(self) -> tuple[list[ClipConfig], dict[str, int]]:
+        """The distinct models to load (index 0: the default) and, per language of `by_lang`, the index of its
+        model. A model named twice (two languages, or a language and the default) is loaded once, so it must
+        have one threshold."""
+        models = [self.lang_config("")]
+        index: dict[str, int] = {}
+        for lang in sorted(self.by_lang):
+            c = self.lang_config(lang)
+            for i, m in enumerate(models):
+                if (m.model, m.pretrained.strip()) == (c.model, c.pretrained.strip()):
+                    if m.threshold != c.threshold:
+                        raise ValueError(f"clip.by_lang.{lang}: {c.model}/{c.pretrained} is also used with "
+                                         f"threshold {m.threshold:g}; one model has one threshold")
+                    index[lang] = i
+                    break
+            else:
+                index[lang] = len(models)
+                models.append(c)
+        return models, index
+
+    @model_validator(mode="after")
+    def _one_threshold_per_model(self) -> "CaptionClipConfig":
+        self.routes()
+        return self
 
 
 class BalanceConfig(Section):
@@ -154,7 +228,7 @@ class CaptionConfig(DagConfig):
     decode: DecodeConfig = DecodeConfig()
     heuristics: HeuristicsConfig = HeuristicsConfig()
     dedup: DedupConfig = DedupConfig()
-    clip: ClipConfig = ClipConfig()
+    clip: CaptionClipConfig = CaptionClipConfig()
     balance: BalanceConfig = BalanceConfig()
     recaption: RecaptionConfig = RecaptionConfig()
 
@@ -169,6 +243,8 @@ class CaptionRow(Sample):
     image_format: str
     phash: str = Field(description="64-bit pHash as 16 hex digits")
     clip_score: Annotated[Optional[float], ArrowType(pa.float32())] = None
+    clip_model: Optional[str] = Field(None, description="`model/pretrained` of the CLIP model that scored the row "
+                                      "(clip.by_lang picks it by `lang`); None when the clip stage is off")
     concepts: list[str] = Field(default_factory=list, description="vocabulary entries the caption matched")
     rarest_concept_count: Optional[int] = Field(None, description="dataset-wide match count of the rarest matched entry")
     lang: str = Field("und", description="the caption's language, ISO 639-1 (operators/lang.py: py3langid, CJK by script); "
