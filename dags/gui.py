@@ -3,8 +3,9 @@
 GLM-4.5V §3 (render pages, keep every visible DOM element with its rendered
 box, boxes on a 0-1000 grid) and the GUI task hierarchy of GLM-5V-Turbo §4:
 `element_perception` (box -> what it is and says), `grounding`
-(expression -> box) and single-step `action` (instruction -> click / type /
-scroll) rows, `critic` rows that judge candidate answers to the grounding and
+(expression -> box), single-step `action` (instruction -> click / type /
+scroll) and `goal_action` (a goal the page can do -> the next action, with the
+actions so far) rows, `critic` rows that judge candidate answers to the grounding and
 action tasks, one screenshot per page stored once in `DIR/images`.
 
 Language (`tasks.language`: en | zh; `operators/gui/wording.py`): the wording of
@@ -26,6 +27,18 @@ the screenshot (>= 2% level 0, >= 0.5% 1, >= 0.1% 2, >= 0.02% 3, else 4;
 elements with the same role (< 5: +0, < 20: +1, else +2; `tiers.crowd_counts`),
 capped at very_hard; tiers in order very_easy, easy, medium, hard, very_hard.
 Scroll actions are very_easy.
+
+Goal-level actions (`goal_action`; `operators/gui/goals.py`): goals only from
+what the page can do: a form with one visible submit button whose every
+fillable field is visible, empty and in reading order, with no other control
+invalid (sign in / sign up / subscribe / "submit the "..." form" with the
+value of each field; a lone search field: "search for ..."), one row per step
+(type into each field with the earlier steps as history, then click submit);
+an add-to-cart button in a card with one heading that names a product no other
+heading names; a link whose shown text (1-4 words, not a question or verb
+phrase, unique on the page) names another page or a section of this one (the
+fragment's id exists). Same answer and verifier as `action` (the target's box).
+Tier: the target's action tier +1, +1 more after earlier actions, capped.
 
 Critic (`critic`: task + candidate answer -> correct / incorrect;
 `operators/gui/critic.py`): per grounding or action task, the wrong candidates
@@ -127,17 +140,19 @@ READ_REASONS = (read_reasons.UNREADABLE_FILE, read_reasons.FILE_TOO_LARGE, read_
 
 SPEC = DagSpec(
     name="gui",
-    summary="GUI grounding: Playwright renders pages; visible elements with boxes -> perception, grounding, action "
-            "and critic tasks; UI-to-code pairs",
+    summary="GUI grounding: Playwright renders pages; visible elements with boxes -> perception, grounding, action, "
+            "goal-level action and critic tasks; UI-to-code pairs",
     stages=with_reasons((
         Stage("read", "URL lists, Parquet/JSONL url tables, or folders of saved .html pages -> one page per viewport", where="operators/inputs/files.py, pipelines/gui.py"),
         Stage("render", "Chromium via Playwright: fresh context per page, pages in flight, address guard on every request, "
                         "screenshot + visible elements (box, role, name, interactive, DOM path)", where="operators/gui/browser.py, pipelines/gui.py"),
         Stage("tasks", "element_perception, grounding (name or positional expressions, ambiguous ones dropped), "
-                       "action (click/type/scroll); tier from area and crowding; critic: candidate answers to the "
+                       "action (click/type/scroll); goal_action (a goal from the page's own forms, product cards "
+                       "and links -> the next action, with the history); tier from area and crowding; critic: "
+                       "candidate answers to the "
                        "grounding and action tasks (a neighbouring element, a misread label, wrong typed text, and "
                        "the right one) judged correct / incorrect with the reason",
-              where="operators/gui/tasks.py, operators/gui/critic.py"),
+              where="operators/gui/tasks.py, operators/gui/goals.py, operators/gui/critic.py"),
         Stage("ui_code", "ui_to_code / code_to_ui: the rendered DOM as one self-contained HTML document (used styles, "
                          "no scripts, assets inlined or dropped), rendered again with JavaScript off and every request "
                          "aborted; kept at similarity >= ui_code.threshold; tier from DOM size and depth",

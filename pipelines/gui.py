@@ -35,6 +35,7 @@ from quarry.operators.base import Rejection
 from quarry.operators.gui import browser as browser_ops
 from quarry.operators.gui import critic, ui_code
 from quarry.operators.gui.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, RenderResult
+from quarry.operators.gui.goals import GOAL_ACTION, goal_tasks
 from quarry.operators.gui.tasks import TaskSettings, language_parts, page_tasks, task_id, verifier_spec
 from quarry.operators.gui.wording import WORDINGS
 from quarry.operators.ids import content_id, digest
@@ -393,6 +394,8 @@ def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings,
         judged = critic.critic_candidates(p.page_id, tasks, elements.elements, page.png, critic_cfg or critic.CriticSettings(
             max_per_page=settings.max_per_page, language=settings.language))
     tasks = [t for t in tasks if t.task in wanted]
+    if GOAL_ACTION in wanted:
+        tasks += goal_tasks(p.page_id, elements.elements, settings)
     if not tasks and not judged:
         return [], None
     image_id = digest(page.png)
@@ -403,7 +406,8 @@ def page_rows(p: PageInput, res: RenderResult, settings: TaskSettings,
             source=p.source, origin=p.origin, url=p.url if p.kind == "url" else None, parent_id=p.page_id,
             image_id=image_id, width=page.width, height=page.height, viewport=p.viewport.name, page_url=p.url,
             final_url=final_url_of(p, page.final_url), expression=t.expression, expression_kind=t.expression_kind,
-            action=t.action, element_tag=e.tag if e else None, element_role=e.role if e else None,
+            action=t.action, goal=t.goal, goal_kind=t.goal_kind, history=list(t.history) if t.goal else None,
+            element_tag=e.tag if e else None, element_role=e.role if e else None,
             element_name=e.name if e else None, element_interactive=e.interactive if e else None,
             element_path=e.path if e else None, box=list(e.box) if e else None,
             box_px=list(e.box_px) if e else None, box_kind=e.box_kind if e else None,

@@ -18,7 +18,7 @@ from quarry.schemas.common import Origin, Row, Sample
 from quarry.schemas.config import DagConfig, Section
 from quarry.schemas.rl import RlTask
 
-TASKS = ("element_perception", "grounding", "action", "critic", "ui_to_code", "code_to_ui")
+TASKS = ("element_perception", "grounding", "action", "goal_action", "critic", "ui_to_code", "code_to_ui")
 UI_CODE_TASKS = ("ui_to_code", "code_to_ui")  # the UI-to-code level (operators/gui/ui_code.py)
 
 
@@ -75,8 +75,12 @@ class RenderConfig(Section):
 
 
 class TasksConfig(Section):
-    kinds: list[Literal["element_perception", "grounding", "action", "critic", "ui_to_code", "code_to_ui"]] = Field(
-        default_factory=lambda: list(TASKS), description="task kinds to emit; critic judges candidate answers to the "
+    kinds: list[Literal["element_perception", "grounding", "action", "goal_action", "critic", "ui_to_code",
+                        "code_to_ui"]] = Field(
+        default_factory=lambda: list(TASKS), description="task kinds to emit; goal_action: an instruction naming a goal "
+        "the page can do (fill and submit one of its forms, search, add a product to the cart, go to the page or "
+        "section a link names) -> the next action, with the actions so far (operators/gui/goals.py); critic judges "
+        "candidate answers to the "
         "page's grounding and action tasks (critic section); ui_to_code (screenshot -> HTML) and "
         "code_to_ui (HTML -> screenshot) serialise each page to one self-contained HTML document (ui_code section)")
     max_per_page: int = Field(200, ge=1, description="rows per page and task kind at most (id-seeded sample)")
@@ -205,6 +209,13 @@ class GuiRow(RlTask, Sample):
     expression: Optional[str] = Field(None, description="the referring expression (grounding, action)")
     expression_kind: Optional[str] = Field(None, description="name | positional | role")
     action: Optional[str] = Field(None, description="click(x,y) | type(x,y,\"text\") | scroll(x,y,\"down\")")
+    goal: Optional[str] = Field(None, description="goal_action: the goal the instruction names (the steps of one "
+                                "goal share it)")
+    goal_kind: Optional[Literal["form", "search", "cart", "page", "section"]] = Field(
+        None, description="goal_action: where the goal comes from: a form to fill and submit, a search form, a "
+        "product's add-to-cart button, a link to another page, a link to a section of this page")
+    history: Optional[list[str]] = Field(None, description="goal_action: the actions before this one (action "
+                                         "grammar, oldest first; the screenshot is the page before all of them)")
     element_tag: Optional[str] = None
     element_role: Optional[str] = None
     element_name: Optional[str] = None

@@ -15,7 +15,9 @@ def build(folder: Path) -> DemoInput:
 
     Shows: elements found on real layouts (hidden, transparent, off-screen and
     covered ones left out), positional expressions for the three identical
-    "Add to cart" buttons, a blocked request to the cloud metadata address,
+    "Add to cart" buttons, goal-level actions (sign in with the form's fields
+    step by step, add each mug to the cart, search, go to a linked page or
+    section), a blocked request to the cloud metadata address,
     and `render_timeout` for the page whose script never yields.
     """
     site = Path(folder) / "gui-site"

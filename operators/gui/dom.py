@@ -220,6 +220,44 @@ EXTRACT_JS = r"""
             inputmode: g('inputmode'), min: g('min'), max: g('max'), maxlength: el.maxLength > 0 ? el.maxLength : null,
             label: labelFor(el)};
   }
+  // Goal-level actions (operators/gui/goals.py): which form a control belongs to, whether it submits it, what
+  // the form needs, and where a link leads.
+  const FILLABLE = new Set(['text', 'email', 'password', 'search', 'tel', 'url', 'number', 'date', 'time',
+                            'datetime-local', 'month', 'week']);
+  function fillable(c) {
+    const t = c.tagName.toLowerCase();
+    if (c.disabled || c.readOnly) return false;
+    return t === 'textarea' || (t === 'input' && FILLABLE.has((c.type || 'text').toLowerCase()));
+  }
+  function submits(el, tag) {
+    if (!el.form) return false;
+    const t = (el.type || '').toLowerCase();
+    return (tag === 'button' && t === 'submit') || (tag === 'input' && (t === 'submit' || t === 'image'));
+  }
+  function formNeeds(f) {
+    // fillable fields, fields already holding text, and other controls that would stop the submission now
+    let fields = 0, prefilled = 0, blocked = 0;
+    for (const c of f.elements) {
+      if (fillable(c)) { fields++; if (c.value) prefilled++; }
+      else if (c.willValidate && !c.validity.valid) blocked++;
+    }
+    return {fields, prefilled, blocked};
+  }
+  function linkTo(el, tag) {
+    if (tag !== 'a' || !el.hasAttribute('href')) return null;
+    if (el.hasAttribute('download')) return 'other';
+    const proto = (el.protocol || '').toLowerCase();
+    if (!['http:', 'https:', 'file:'].includes(proto)) return 'other';
+    if (el.origin === location.origin && el.pathname === location.pathname && el.search === location.search) {
+      if (el.hash.length > 1) {
+        let id = null;
+        try { id = decodeURIComponent(el.hash.slice(1)); } catch (err) { return 'other'; }
+        return document.getElementById(id) ? 'section' : 'same';
+      }
+      return 'same';
+    }
+    return 'page';
+  }
   function path(el) {
     const parts = [];
     for (let n = el; n && n.nodeType === 1 && parts.length < 40; n = n.parentElement) {
@@ -292,7 +330,9 @@ EXTRACT_JS = r"""
           const tb = hug ? textBox(el) : null;
           out.push({tag, role: rl, name: nm, name_source: src, interactive: inter, path: path(el),
                     box: tb || [x1, y1, x2, y2], block_box: [x1, y1, x2, y2], box_kind: tb ? 'text' : 'block',
-                    input_type: tag === 'input' ? (el.type || 'text').toLowerCase() : null, field: field(el, tag)});
+                    input_type: tag === 'input' ? (el.type || 'text').toLowerCase() : null, field: field(el, tag),
+                    form: el.form ? path(el.form) : null, submits: submits(el, tag),
+                    form_needs: submits(el, tag) ? formNeeds(el.form) : null, link_to: linkTo(el, tag)});
           if (out.length >= opts.maxElements) { capped = true; break; }
         }
       }
@@ -355,6 +395,17 @@ class Field:
 
 
 @dataclass(frozen=True)
+class FormNeeds:
+    """What a form holds: its fillable text fields (enabled, not read-only; hidden ones too), how many of them
+    already hold text, and how many other controls are invalid now (an unchecked required box, an empty required
+    select) and would stop a submission."""
+
+    fields: int = 0
+    prefilled: int = 0
+    blocked: int = 0
+
+
+@dataclass(frozen=True)
 class Element:
     """One visible element; boxes [x1, y1, x2, y2].
 
@@ -382,6 +433,10 @@ class Element:
     block_box_px: tuple[float, float, float, float] | None = None
     block_box: tuple[int, int, int, int] | None = None  # 0-1000, like `box`
     field: Optional[Field] = None
+    form: Optional[str] = None  # DOM path of the form a control belongs to
+    submits: bool = False  # a submit button (or input type=submit/image) of `form`
+    form_needs: Optional["FormNeeds"] = None  # on submit buttons: what their form asks for
+    link_to: Optional[str] = None  # links: page (another page) | section (an id on this page) | same | other
 
     @property
     def center(self) -> tuple[int, int]:
@@ -438,6 +493,12 @@ def _field(raw: Optional[dict[str, Any]]) -> Optional[Field]:
                  maxlength=int(ml) if isinstance(ml, (int, float)) and ml > 0 else None)
 
 
+def _needs(raw: Optional[dict[str, Any]]) -> Optional[FormNeeds]:
+    if not raw:
+        return None
+    return FormNeeds(**{k: int(raw.get(k) or 0) for k in ("fields", "prefilled", "blocked")})
+
+
 def parse_elements(raw: dict[str, Any], device_scale_factor: float, min_side: float,
                    image_size: Optional[tuple[int, int]] = None) -> PageElements:
     """The JS result -> validated elements (CSS box clipped again, screenshot-pixel and 0-1000 boxes).
@@ -463,6 +524,8 @@ def parse_elements(raw: dict[str, Any], device_scale_factor: float, min_side: fl
             box=normalise_box(css, vw, vh), input_type=e.get("input_type"),
             name_source=str(e.get("name_source") or "text"), box_kind=str(e.get("box_kind") or "block"),
             block_box_css=block, block_box_px=px(block), block_box=normalise_box(block, vw, vh), field=_field(e.get("field")),
+            form=e.get("form") or None, submits=bool(e.get("submits")), form_needs=_needs(e.get("form_needs")),
+            link_to=e.get("link_to") or None,
         ))
     cue = raw.get("scroll_cue")
     taller = float(raw.get("scroll_height", vh)) > vh + 1

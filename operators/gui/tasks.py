@@ -100,6 +100,10 @@ class Task:
     tier: str = "medium"
     language: str = "en"  # of the wording (operators/gui/wording.py)
     key_expression: Optional[str] = None  # the English expression, when `expression` is worded in another language
+    goal: Optional[str] = None  # goal_action (operators/gui/goals.py): the goal, worded
+    goal_key: Optional[str] = None  # ... and in English (ids and seeded choices start from it)
+    goal_kind: Optional[str] = None  # form | search | cart | page | section
+    history: tuple[str, ...] = ()  # goal_action: the actions taken before this one
 
 
 def box_text(box: Sequence[int]) -> str:
@@ -453,7 +457,7 @@ def verifier_spec(t: Task) -> VerifierSpec:
     """
     if t.task == "grounding":
         return VerifierSpec(kind="grounding")
-    if t.task == "action":
+    if t.task in ("action", "goal_action"):
         return VerifierSpec(kind="action", box=[float(v) for v in t.element.box] if t.element else None)
     return VerifierSpec(kind="exact", judge=True)
 
@@ -461,7 +465,8 @@ def verifier_spec(t: Task) -> VerifierSpec:
 def task_key(t: Task) -> str:
     """What the task is, in English whatever its wording (seeded choices and ids start from it)."""
     expr = t.key_expression if t.key_expression is not None else t.expression
-    return f"{t.task}|{t.element.path if t.element else '-'}|{expr or ''}|{t.action or ''}"
+    key = f"{t.task}|{t.element.path if t.element else '-'}|{expr or ''}|{t.action or ''}"
+    return key if t.goal_key is None else f"{key}|{t.goal_key}|{len(t.history)}"
 
 
 def language_parts(language: str) -> tuple[str, ...]:

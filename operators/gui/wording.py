@@ -76,9 +76,26 @@ class Wording:
     # ui_code
     ui_to_code: str  # {width} {height} {dsf}
     code_to_ui: str
+    # goal_action (operators/gui/goals.py)
+    goal_forms: dict[str, str]  # form family (sign_in | sign_up | subscribe | other) -> {label} {values}
+    goal_search: str  # {query}
+    goal_carts: dict[str, str]  # cart | basket | bag | buy -> {product}
+    goal_page: str  # {name}
+    goal_section: str  # {name}
+    field_values: dict[str, str]  # field kind -> {value}; `labelled`: {value} {name}
+    and_: tuple[str, str]  # list joiners: between items, before the last
+    goal_prompt: str  # {goal} {history} {hint} {suffix}
+    no_history: str
+    history: str  # {lines}: numbered actions
+    form_hint: str
 
     def q(self, text: str) -> str:
         return self.quote[0] + text + self.quote[1]
+
+    def listing(self, items: list[str]) -> str:
+        """"a", "a and b", "a, b and c" (or the language's own joiners)."""
+        between, last = self.and_
+        return items[0] if len(items) == 1 else between.join(items[:-1]) + last + items[-1]
 
 
 def _en_article(n: str) -> str:
@@ -117,6 +134,24 @@ EN = Wording(
                 "no scripts, no external resources. Reply with the HTML only."),
     code_to_ui=("Draw the screenshot that the HTML document in `html` renders to in a browser window of "
                 "{width}x{height} CSS pixels (device scale factor {dsf})."),
+    goal_forms={"sign_in": "{label} with {values}.", "sign_up": "{label} with {values}.",
+                "subscribe": "{label} with {values}.", "other": "Submit the {label} form with {values}."},
+    goal_search="Search for {query}.",
+    goal_carts={"cart": "Add the {product} to the cart.", "basket": "Add the {product} to the basket.",
+                "bag": "Add the {product} to the bag.", "buy": "Buy the {product}."},
+    goal_page="Go to the {name} page.", goal_section="Jump to the {name} section of this page.",
+    field_values={"email": "the email address {value}", "password": "the password {value}",
+                  "username": "the username {value}", "name": "the name {value}",
+                  "given-name": "the first name {value}", "family-name": "the last name {value}",
+                  "tel": "the phone number {value}", "postal-code": "the postal code {value}",
+                  "city": "the city {value}", "address": "the address {value}", "url": "the website {value}",
+                  "message": "the message {value}", "date": "the date {value}", "time": "the time {value}",
+                  "labelled": "{value} for {name}"},
+    and_=(", ", " and "),
+    goal_prompt="Goal: {goal}\n{history}\nWhat is the next action toward the goal?{hint} {suffix}",
+    no_history="Actions so far: none.",
+    history="Actions so far (the screenshot was taken before them):\n{lines}",
+    form_hint=" Fill in the form's fields from top to bottom, then submit it.",
 )
 
 ZH = Wording(
@@ -149,6 +184,22 @@ ZH = Wording(
     ui_to_code=("写出一个自包含的 HTML 文档，使它在 {width}x{height} CSS 像素（设备像素比 {dsf}）的浏览器窗口中"
                 "渲染得与这张截图完全一样：样式全部写在文档内，不用脚本，不引用外部资源。只回复 HTML。"),
     code_to_ui="画出 `html` 中的 HTML 文档在 {width}x{height} CSS 像素（设备像素比 {dsf}）的浏览器窗口中渲染出的截图。",
+    goal_forms={"sign_in": "用{values}登录。", "sign_up": "用{values}注册。", "subscribe": "用{values}订阅。",
+                "other": "用{values}提交{label}表单。"},
+    goal_search="搜索{query}。",
+    goal_carts={"cart": "把{product}加入购物车。", "basket": "把{product}加入购物篮。", "bag": "把{product}加入购物袋。",
+                "buy": "购买{product}。"},
+    goal_page="打开{name}页面。", goal_section="跳转到本页的{name}部分。",
+    field_values={"email": "电子邮件地址{value}", "password": "密码{value}", "username": "用户名{value}",
+                  "name": "姓名{value}", "given-name": "名字{value}", "family-name": "姓氏{value}",
+                  "tel": "电话号码{value}", "postal-code": "邮政编码{value}", "city": "城市{value}",
+                  "address": "地址{value}", "url": "网址{value}", "message": "留言{value}", "date": "日期{value}",
+                  "time": "时间{value}", "labelled": "{name}填{value}"},
+    and_=("、", "和"),
+    goal_prompt="目标：{goal}\n{history}\n为完成这个目标，下一步动作是什么？{hint}{suffix}",
+    no_history="已执行的动作：无。",
+    history="已执行的动作（截图拍摄于这些动作之前）：\n{lines}",
+    form_hint="请按从上到下的顺序填写表单字段，然后提交。",
 )
 
 WORDINGS: dict[str, Wording] = {"en": EN, "zh": ZH}

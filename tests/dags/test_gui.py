@@ -52,6 +52,7 @@ def test_demo_end_to_end(tmp_path):
     check_hidden_elements_never_appear_and_duplicates_are_disambiguated(demo)
     check_ui_code_pairs(demo)
     check_critic_rows(demo)
+    check_goal_actions(demo)
     check_rerun_gives_the_same_ids(demo, tmp_path / "rerun")
     check_chinese_wording_gives_the_same_tasks(demo, tmp_path / "zh")
 
@@ -84,7 +85,7 @@ def check_rows_schema_images_and_tiers(demo):
     tiers = {t for (t,) in sql(out, "SELECT DISTINCT tier FROM rows")}
     assert tiers <= set(TIERS) and len(tiers) >= 3
     assert {t for (t,) in sql(out, "SELECT DISTINCT task FROM rows")} == {
-        "element_perception", "grounding", "action", "critic", "ui_to_code", "code_to_ui"}
+        "element_perception", "grounding", "action", "goal_action", "critic", "ui_to_code", "code_to_ui"}
     bad = sql(out, "SELECT count(*) FROM rows WHERE box IS NOT NULL AND (box[1] > box[3] OR box[2] > box[4] "
                    "OR box[1] < 0 OR box[4] > 1000)")
     assert bad == [(0,)]
@@ -164,6 +165,36 @@ def check_critic_rows(demo):
     assert 'the box is on the "Email address" label, the instruction asks for the "Email address" text field' in reasons
 
 
+def check_goal_actions(demo):
+    """Goal-level actions from the demo's own form, product cards and links: the steps of the sign-in form in
+    order with their history, one goal per mug, link goals only for links that name where they lead; each gold
+    answer scores 1 with its verifier and its point lies inside its target's box on the screenshot."""
+    out = demo[0] / "out"
+    rows = sql(out, "SELECT page_url, goal_kind, goal, history, action, answer, verifier, box, box_px, width, height, "
+                    "element_name, tier, question FROM rows WHERE task = 'goal_action' ORDER BY page_url, goal, "
+                    "len(history)")
+    goals = Counter((page, kind) for page, kind, *_ in rows)
+    assert goals == {("docs.html", "page"): 2, ("docs.html", "section"): 2, ("login.html", "form"): 3,
+                     ("shop.html", "cart"): 3, ("shop.html", "page"): 3, ("shop.html", "search"): 2}
+    login = [r for r in rows if r[0] == "login.html"]
+    assert login[0][2].startswith('Sign in with the email address "') and '" and the password "' in login[0][2]
+    assert [r[11] for r in login] == ["Email address", "Password", "Sign in"]
+    assert [r[3] for r in login] == [[], [login[0][4]], [login[0][4], login[1][4]]]
+    assert "the screenshot was taken before them" in login[2][13]
+    assert {r[2] for r in rows if r[1] == "cart"} == {f'Add the "{m}" to the cart.' for m in ("Blue mug", "Tall mug",
+                                                                                               "Travel mug")}
+    linked = {r[11] for r in rows if r[1] in ("page", "section")}
+    # not "Back to the shop" (a verb phrase), "Forgot your password?" (a question), nor docs.html's link to itself
+    assert linked == {"Shop", "Sign in", "Tiers", "Rejects", "Home", "Docs"}
+    for page, kind, goal, history, action, answer, verifier, box, box_px, w, h, name, tier, question in rows:
+        assert goal in question and tier in TIERS and all(a in question for a in history)
+        spec = VerifierSpec.model_validate({k: v for k, v in verifier.items() if v is not None})
+        assert spec.kind == "action" and spec.box == [float(v) for v in box]
+        assert contract.build(spec)(answer, contract.reference(spec, answer)).reward == 1.0
+        x, y = (int(v) for v in re.match(r"\w+\((\d+),(\d+)", action).groups())
+        assert box_px[0] <= x * w / 1000 <= box_px[2] and box_px[1] <= y * h / 1000 <= box_px[3]
+
+
 def check_rerun_gives_the_same_ids(demo, tmp_path):
     folder, inputs, sets, m = demo
     again = run(inputs, tmp_path / "again", sets)
@@ -186,7 +217,7 @@ def check_chinese_wording_gives_the_same_tasks(demo, tmp_path):
     zh = run(inputs, tmp_path / "zh", sets + ["tasks.language=zh"])
     assert zh.kept == m.kept and zh.rejected == m.rejected
     shape = ("SELECT task, page_url, element_path, box, box_px, action, tier, verdict, error_kind, candidate_box, "
-             "candidate_iou, judged_task, image_id, code_similarity FROM rows ORDER BY ALL")
+             "candidate_iou, judged_task, image_id, code_similarity, goal_kind, history FROM rows ORDER BY ALL")
     assert sql(tmp_path / "zh", shape) == sql(folder / "out", shape)
     rows = sql(tmp_path / "zh", "SELECT task, question, answer, reason, element_name, expression FROM rows")
     han = re.compile(r"[\u4e00-\u9fff]")
