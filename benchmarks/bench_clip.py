@@ -135,6 +135,19 @@ def _keyed_input(i: int) -> tuple[int, tuple[bytes, str]]:
     return i, sys.modules[__name__]._INPUTS[i]
 
 
+def _reset_gpu_peak() -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _gpu_peak() -> int:
+    """Peak bytes torch allocated on the GPU since the last reset (0 without CUDA)."""
+    torch = sys.modules.get("torch")
+    return torch.cuda.max_memory_allocated() if torch is not None and torch.cuda.is_available() else 0
+
+
 def _check(n: int, want: int) -> None:
     if n != want:
         raise AssertionError(f"ScoreClip emitted {n} scores for {want} inputs")
@@ -164,11 +177,16 @@ def main(argv=None) -> int:
           f"batch {args.batch}; cpu cores {os.cpu_count()}; torch threads {args.threads or 'default'}")
 
     bare_runs, beam_runs, info = [], [], {}
+    gpu_peak = {"bare": 0, "beam": 0}
     for _ in range(max(1, args.repeat)):
+        _reset_gpu_peak()
         bare_s, _, run_info = bench_bare(cfg, items, args.batch)
+        gpu_peak["bare"] = max(gpu_peak["bare"], _gpu_peak())
         info = info or run_info  # the first load is the cold one
         bare_runs.append(bare_s)
+        _reset_gpu_peak()
         beam_s, wall, binfo = bench_beam(cfg, items, args.batch)
+        gpu_peak["beam"] = max(gpu_peak["beam"], _gpu_peak())
         beam_runs.append((beam_s, wall))
     bare_s = min(bare_runs)
     beam_s, wall = min(beam_runs)
@@ -179,6 +197,9 @@ def main(argv=None) -> int:
     print(f"(b) RunInference ScoreClip, DirectRunner: {args.n / beam_s:9.1f} images/s  ({runs}{beam_s:.2f} s from "
           f"first batch start to last batch end, {binfo['batches']} batches; end-to-end incl. start-up and model "
           f"load {wall:.2f} s = {args.n / wall:.1f} images/s)")
+    if gpu_peak["bare"] or gpu_peak["beam"]:
+        print(f"GPU memory, peak allocated by torch: bare {gpu_peak['bare'] / 2**20:,.0f} MiB, "
+              f"RunInference {gpu_peak['beam'] / 2**20:,.0f} MiB (in-process runner: the same process)")
     ratio = bare_s / beam_s
     print(f"ratio RunInference/bare: {ratio:.2f}  (target >= 0.8: {'met' if ratio >= 0.8 else 'NOT met'})")
     return 0
