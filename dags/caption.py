@@ -92,6 +92,12 @@ def _plan_recaption(cfg: CaptionConfig) -> str:
         if problem is not None:
             raise ConfigError(f"recaption: {problem}; start the server, fix recaption.base_url / recaption.model, "
                               "or set recaption.preflight=false (then each pair is a recaption reject)")
+    if rc.check_entities:
+        import importlib.util
+
+        if importlib.util.find_spec("jieba") is None:  # Chinese names for the entity check (operators/recaption.py)
+            raise ConfigError("recaption.check_entities needs jieba for Chinese captions: pip install 'quarry[caption]' "
+                              "(or set recaption.check_entities=false)")
     if rc.ocr_check:
         from quarry.operators.ocr.engine import OcrLoadError, make_engine
         from quarry.schemas.ocr_search import OcrEngineConfig

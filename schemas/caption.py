@@ -207,7 +207,8 @@ class RecaptionConfig(Section):
     min_words: int = Field(8, ge=0, description="fewer is `too_short` (each CJK character counts as a word, as in "
                            "heuristics)")
     max_words: int = Field(400, ge=1, description="more is `too_long`")
-    check_entities: bool = Field(True, description="named entities and quoted text of the original must be kept")
+    check_entities: bool = Field(True, description="named entities and quoted text of the original must be kept "
+                                "(Chinese names: jieba's POS tags, operators/recaption.py)")
     check_numbers: bool = Field(True, description="numbers of the original must be kept")
     ocr_check: bool = Field(
         False, description="OCR the image (rapidocr, PP-OCR models shipped in its wheel; quarry[ocr]) and reject a "

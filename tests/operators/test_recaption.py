@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import threading
 import time
@@ -281,7 +282,63 @@ CHECKS = [
     ("an iPhone on a desk", "A black smartphone lies on a wooden desk" + LONG_EN, ops.DROPPED_ENTITY),
     ("《红楼梦》的封面", "一本古旧的书放在木桌上，封面上是红色的花纹和金色的装饰图案。", ops.DROPPED_ENTITY),
     ("《红楼梦》的封面", "一本《红楼梦》放在木桌上，封面上是红色的花纹和金色的装饰图案。", None),
+    # Chinese names outside quotes (jieba's POS tags): kept, dropped, and common nouns that are not names
+    ("游客在北京的故宫前拍照", "许多游客站在北京故宫的红色宫墙前拍照留念，阳光照在金色的屋顶上。", None),
+    ("游客在北京的故宫前拍照", "许多游客站在一座古老宫殿的红色宫墙前拍照留念，阳光照在金色的屋顶上。", ops.DROPPED_ENTITY),
+    ("游客在北京的故宫前拍照", "许多游客站在故宫的红色宫墙前拍照留念，阳光照在金色的屋顶上。", ops.DROPPED_ENTITY),
+    ("李白的诗刻在黄山的石头上", "黄山一块巨大的石头上刻着几行古诗，字迹已经有些模糊，旁边长着青苔。", ops.DROPPED_ENTITY),
+    ("周杰伦在台北开演唱会", "周杰伦在台北的体育场举办演唱会，舞台上灯光闪烁，台下坐满了观众。", None),
+    ("一只黑猫坐在红色的沙发上", "一只黑色的小猫安静地蹲在一张红色布艺长椅上，眼睛望向窗外的光。", None),
+    ("两只狗在海滩上玩耍", "两只棕色的狗在海边的沙地上追逐打闹，远处的海浪拍打着岸边的礁石。", None),
+    ("夜晚的城市灯火通明", "夜色中的都市高楼林立，无数窗户亮着灯，街道上的车流留下长长的光带。", None),
 ]
+
+
+# Chinese names: 24 everyday captions without names and 16 with 26 (the figures in operators/recaption.py).
+ZH_PLAIN = ["一只橘猫趴在窗台上晒太阳", "桌上放着一杯热咖啡和一本书", "孩子们在操场上踢足球", "雨后的街道上倒映着路灯",
+            "一盘刚出锅的饺子冒着热气", "山间的小路两旁开满了野花", "厨房里挂着几把锅铲和勺子", "一个女孩在公园的长椅上看书",
+            "冬天的湖面结了一层薄冰", "超市货架上摆满了各种水果", "一辆白色的小汽车停在路边", "老人牵着一条小狗散步",
+            "夜晚的城市灯火通明", "海边的沙滩上有许多贝壳", "一群鸽子在广场上觅食", "农民在田里收割金黄的稻谷",
+            "木桌上放着一碗新鲜的水果", "一只熊猫在竹林里吃竹子", "一把吉他靠在沙发旁边", "办公室里的电脑屏幕亮着",
+            "一碗牛肉面上撒着香菜", "下雪天人们撑着伞走在路上", "一棵大树下停着几辆自行车", "蓝天白云下的草原上有一群羊"]
+ZH_NAMED = [("游客在北京的故宫前拍照", {"北京", "故宫"}), ("上海外滩的夜景", {"上海", "外滩"}),
+            ("李白的诗刻在黄山的石头上", {"李白", "黄山"}), ("清华大学的校门", {"清华大学"}),
+            ("毛泽东的画像挂在天安门上", {"毛泽东", "天安门"}), ("周杰伦在台北开演唱会", {"周杰伦", "台北"}),
+            ("华为公司在深圳发布了新手机", {"华为公司", "深圳"}), ("杭州西湖边的柳树", {"杭州", "西湖"}),
+            ("长江上的一艘货船", {"长江"}), ("西安的兵马俑博物馆", {"西安", "兵马俑"}),
+            ("布达拉宫在蓝天下", {"布达拉宫"}), ("鲁迅的故居门口", {"鲁迅"}),
+            ("香港维多利亚港的烟花", {"香港", "维多利亚港"}), ("巴黎的埃菲尔铁塔", {"巴黎", "埃菲尔铁塔"}),
+            ("姚明在篮球场上投篮", {"姚明"}), ("中央电视台的大楼", {"中央电视台"})]
+
+
+def test_chinese_names_are_found_and_common_nouns_mostly_not():
+    false = {c: ops.chinese_entities(c) for c in ZH_PLAIN if ops.chinese_entities(c)}
+    assert false == {"农民在田里收割金黄的稻谷": ["金黄"], "木桌上放着一碗新鲜的水果": ["新鲜"],
+                     "一只熊猫在竹林里吃竹子": ["竹林"]}  # the known misses: jieba's dictionary tags them names
+    found = {c: set(ops.chinese_entities(c)) for c, _names in ZH_NAMED}
+    assert sum(len(found[c] & names) for c, names in ZH_NAMED) == 25  # all but 兵马俑 (in 兵马俑博物馆)
+    assert all(found[c] <= names for c, names in ZH_NAMED)
+    assert ops.entities_of("游客在北京的故宫前拍照") == ["北京", "故宫"]
+    assert ops.entities_of("在“北京”拍照 near the Great Wall") [:2] == ["北京", "Great Wall"]
+    assert ops.entities_of("東京タワーの夜景", "ja") == []  # Japanese text is not run through jieba
+    assert ops.entities_of("北京的夜景", "en") == []  # nor is a caption the caller says is not Chinese
+
+
+def test_jieba_loads_quietly_and_offline(tmp_path):
+    """A fresh process with an empty temp dir (jieba then builds its dictionary cache): no output at all."""
+    import subprocess
+    import sys
+
+    code = ("import socket\n"
+            "def no_network(*a, **k): raise OSError('network used')\n"
+            "socket.socket.connect = no_network\n"
+            "from quarry.operators.recaption import entities_of\n"
+            "assert entities_of('游客在北京的故宫前拍照') == ['北京', '故宫']\n")
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
+    assert list(tmp_path.glob("jieba*.cache"))  # the cache went where the temp dir is, nowhere else
 
 
 @pytest.mark.parametrize("original, recaption, reason", CHECKS)
