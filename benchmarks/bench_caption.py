@@ -9,7 +9,8 @@ reports in one run:
 
 1. images/s of `quarry run caption` (DirectRunner, multi_processing, N
    workers, CLIP off: CLIP has its own benchmark) next to images/s of a bare
-   `multiprocessing.Pool(N)` doing the same read + decode + heuristics + pHash,
+   `multiprocessing.Pool(N)` doing the same read + decode + heuristics + pHash
+   (8 orientations) + language id,
    and the ratio (target >= 0.7), at 1x and 4x the input (start-up counts
    less at 4x);
 2. peak resident memory of the whole process tree at 1x and 4x the input
@@ -36,7 +37,8 @@ from quarry.operators.base import Rejection
 from quarry.operators.concepts import load_vocabulary
 from quarry.operators.decode import decode_image
 from quarry.operators.heuristics import HeuristicFilter
-from quarry.operators.phash import phash64
+from quarry.operators.lang import detect_lang
+from quarry.operators.phash import phash64_orientations
 from quarry.pipelines.read import plan_inputs, read_file
 from quarry.schemas.caption import CaptionConfig
 from quarry.schemas.common import ImageText
@@ -107,7 +109,8 @@ def _bare_one(item: tuple[bytes, str]) -> str:
     verdict = _FILTER.check(decoded, caption)
     if verdict is not None:
         return verdict.reason
-    phash64(decoded.image)
+    phash64_orientations(decoded.image)  # the DAG's default (dedup.orientations): 8 orientations, one resize
+    detect_lang(caption)  # the `lang` column every kept row carries
     return "ok"
 
 
@@ -162,7 +165,7 @@ def main() -> None:
     for scale, folder in inputs.items():
         n, bare_s = bare_loop(folder, args.workers)
         dag_s, peaks[scale] = run_dag(folder, WORK / f"out-{scale}x", args.workers, sets)
-        print(f"  {n:6d} images: bare Pool({args.workers}) read+decode+heuristics+pHash {n / bare_s:7.1f} img/s, "
+        print(f"  {n:6d} images: bare Pool({args.workers}) read+decode+heuristics+pHash+lang {n / bare_s:7.1f} img/s, "
               f"DAG multi_processing x{args.workers} {n / dag_s:7.1f} img/s, ratio {bare_s / dag_s:.2f}  (target >= 0.7)")
     if not args.skip_inprocess:
         inproc_s, _ = run_dag(inputs[1], WORK / "out-1x-inproc", 1, sets)
