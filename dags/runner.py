@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from pydantic import BaseModel
 
 from quarry.pipelines.spill import bound_heap_arenas, clear_spill, is_direct_run
-from quarry.pipelines.stats import CountTo, read_counts
+from quarry.pipelines.stats import CountTo, declared_totals, end_progress, read_counts, start_progress
 from quarry.pipelines.write import (
     STATE_DIR,
     WRITE_REJECTS,
@@ -378,6 +378,7 @@ def resolve_config(spec: DagSpec, config_path: Optional[str], sets: list[str], s
 
 
 RUN_STATE = "run.json"  # DIR/.quarry/run.json: the fingerprint a resumed run must match
+PROGRESS_DIR = "progress"  # DIR/.quarry/progress/<token>/: each process's counts while a local run goes (stats.py)
 
 
 def run_fingerprint(spec: DagSpec, cfg: DagConfig, patterns: list[str], plan: Any) -> str:
@@ -571,13 +572,17 @@ def _run_locked(spec: DagSpec, patterns: list[str], output: str, cfg: DagConfig,
     runner = options.view_as(StandardOptions).runner or "DirectRunner"
     started, started_at = time.monotonic(), _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     pipeline = beam.Pipeline(options=options)
+    declared_totals(reset=True)  # the readers declare their files (and Parquet rows) as they are wired
     info = build_dag(spec, pipeline, cfg, plan, output)
+    progress = FileSystems.join(output, STATE_DIR, PROGRESS_DIR)
     if is_direct_run(pipeline):  # runner and workers on this machine: keep freed buffers from staying resident
         bound_heap_arenas()
+        start_progress(progress)  # progress lines summed over the processes, with totals and ETA
     try:
         pipeline.run().wait_until_finish()
     finally:
         clear_spill(output)
+        end_progress(progress)
     run = RunCounts.read(output)
     if spec.finish is not None:
         spec.finish(output, cfg, info, run)

@@ -45,6 +45,7 @@ from quarry.operators.inputs.records import Unreadable, clean_source
 from quarry.operators.inputs.tables import first_columns, table_rows
 from quarry.operators.inputs.tar import tar_samples
 from quarry.pipelines.stage import reject_row
+from quarry.pipelines.stats import declare_total, parquet_row_total, tick
 from quarry.schemas.common import ImageText, Origin, Reject
 from quarry.schemas.config import ReaderConfig
 
@@ -400,13 +401,16 @@ class ReadEachFile(beam.DoFn):
         self.rejects = beam.metrics.Metrics.counter("read", "rejected")
 
     def process(self, f):
+        tick("read", n=0)  # the stage starts (its rate counts from here) before its first file ends
         for rec in self.read(f):
+            tick("records")
             if isinstance(rec, Reject):
                 self.rejects.inc()
                 yield beam.pvalue.TaggedOutput(self.REJECTED, rec)
             else:
                 self.records.inc()
                 yield rec
+        tick("read")  # one more file read (the progress line's `read n/N files`)
 
 
 class ReadRecords(beam.PTransform):
@@ -423,6 +427,9 @@ class ReadRecords(beam.PTransform):
         self.read = read
 
     def expand(self, pbegin):
+        declare_total("read", len(self.files), "files")  # progress totals; Parquet footers say their rows cheaply
+        kinds = {getattr(f, "kind", None) for f in self.files}
+        declare_total("records", parquet_row_total([f.path for f in self.files]) if kinds == {"parquet"} else None)
         out = pbegin | ReadFiles(self.files, ReadEachFile(self.read), ReadEachFile.REJECTED)
         return Read(out.main, out[ReadEachFile.REJECTED])
 
