@@ -26,19 +26,35 @@ def tree_rss(proc: psutil.Process) -> int:
     return total
 
 
+def _rss(p: psutil.Process) -> int:
+    try:
+        return p.memory_info().rss
+    except psutil.NoSuchProcess:
+        return 0
+
+
 class PeakRss:
-    """Context manager: the peak `tree_rss` of a process (default: this one) sampled every `interval_s`."""
+    """Context manager: the peak `tree_rss` of a process (default: this one) sampled every `interval_s`, and
+    the peaks of the process itself (`peak_parent`: a DirectRunner's runner) and of its largest descendant
+    (`peak_child`: an SDK worker), to say which one grows."""
 
     def __init__(self, proc: "psutil.Process | None" = None, interval_s: float = 0.05):
         self.proc = proc or psutil.Process()
         self.interval_s = interval_s
-        self.peak = 0
+        self.peak = self.peak_parent = self.peak_child = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak = max(self.peak, tree_rss(self.proc))
+            try:
+                children = self.proc.children(recursive=True)
+            except psutil.NoSuchProcess:
+                children = []
+            parent, sizes = _rss(self.proc), [_rss(c) for c in children]
+            self.peak = max(self.peak, parent + sum(sizes))
+            self.peak_parent = max(self.peak_parent, parent)
+            self.peak_child = max(self.peak_child, max(sizes, default=0))
             time.sleep(self.interval_s)
 
     def __enter__(self) -> "PeakRss":
@@ -55,6 +71,8 @@ class Watched(NamedTuple):
     peak_rss: int
     returncode: int
     output: str  # stdout and stderr together
+    peak_parent: int = 0  # the command's own process (a DirectRunner's runner)
+    peak_child: int = 0  # its largest descendant (an SDK worker)
 
 
 def run_watched(cmd: list[str], interval_s: float = 0.1) -> Watched:
@@ -64,4 +82,4 @@ def run_watched(cmd: list[str], interval_s: float = 0.1) -> Watched:
                             env={**os.environ, "QUARRY_PROGRESS": "0"})
     with PeakRss(psutil.Process(proc.pid), interval_s) as mem:
         output, _ = proc.communicate()
-    return Watched(time.perf_counter() - t0, mem.peak, proc.returncode, output)
+    return Watched(time.perf_counter() - t0, mem.peak, proc.returncode, output, mem.peak_parent, mem.peak_child)

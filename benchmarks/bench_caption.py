@@ -138,7 +138,7 @@ def run_dag(folder: Path, out: Path, workers: int, extra_sets: list[str]) -> tup
     cmd = [sys.executable, "-m", "quarry.dags.cli", "run", "caption", "--input", str(folder / "*.tar"),
            "--output", str(out), "--overwrite", "--source", "bench", "--set", "clip.enabled=false",
            *[a for s in extra_sets for a in ("--set", s)], "--", *beam_args]
-    elapsed, peak, returncode, output = run_watched(cmd)
+    elapsed, peak, returncode, output, *_ = run_watched(cmd)
     if returncode != 0:
         if "does not add up" not in output:
             raise SystemExit(f"DAG failed:\n{output}")
@@ -165,8 +165,8 @@ def main() -> None:
     for scale, folder in inputs.items():
         n, bare_s = bare_loop(folder, args.workers)
         dag_s, peaks[scale] = run_dag(folder, WORK / f"out-{scale}x", args.workers, sets)
-        print(f"  {n:6d} images: bare Pool({args.workers}) read+decode+heuristics+pHash+lang {n / bare_s:7.1f} img/s, "
-              f"DAG multi_processing x{args.workers} {n / dag_s:7.1f} img/s, ratio {bare_s / dag_s:.2f}  (target >= 0.7)")
+        print(f"  {n:6d} images: bare Pool({args.workers}) read+decode+heuristics+pHash+lang {n / bare_s:7.1f} img/s,"
+              f" DAG multi_processing x{args.workers} {n / dag_s:7.1f} img/s, ratio {bare_s / dag_s:.2f}  (target >= 0.7)")
     if not args.skip_inprocess:
         inproc_s, _ = run_dag(inputs[1], WORK / "out-1x-inproc", 1, sets)
         print(f"  {args.n:6d} images: DAG in-process (1 worker) {args.n / inproc_s:7.1f} img/s")

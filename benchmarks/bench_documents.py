@@ -108,12 +108,12 @@ print("MANIFEST " + json.dumps(m.model_dump(mode="json")))
 """
 
 
-def run_dag(folder: Path, out: Path, workers: int, dpi: float) -> tuple[dict, float, int]:
+def run_dag(folder: Path, out: Path, workers: int, dpi: float) -> tuple[dict, float, int, tuple[int, int]]:
     w = run_watched([sys.executable, "-c", _RUN, str(folder), str(out), str(dpi), str(workers)])
     line = next((x for x in w.output.splitlines() if x.startswith("MANIFEST ")), None)
     if w.returncode != 0 or line is None:
         raise SystemExit(f"DAG failed:\n{w.output[-3000:]}")
-    return json.loads(line[len("MANIFEST "):]), w.elapsed_s, w.peak_rss
+    return json.loads(line[len("MANIFEST "):]), w.elapsed_s, w.peak_rss, (w.peak_parent, w.peak_child)
 
 
 def main() -> None:
@@ -127,19 +127,20 @@ def main() -> None:
     os.environ.setdefault("QUARRY_PROGRESS", "0")
     one = make_input(a.docs, a.pages)
     bare_pages, bare_s = run_bare(one, a.workers, a.dpi)
-    manifest, dag_s, rss1 = run_dag(one, WORK / "documents-out-1x", a.workers, a.dpi)
+    manifest, dag_s, rss1, roles1 = run_dag(one, WORK / "documents-out-1x", a.workers, a.dpi)
     assert manifest["kept"] == bare_pages and manifest["balanced"], manifest
     bare_rate, dag_rate = bare_pages / bare_s, manifest["kept"] / dag_s
     print(f"input: {a.docs} PDFs x {a.pages} pages = {bare_pages} pages, {a.dpi:g} dpi, {a.workers} workers")
     print(f"bare pypdfium2 loop : {bare_rate:7.2f} pages/s ({bare_s:.1f} s)")
     print(f"documents DAG       : {dag_rate:7.2f} pages/s ({dag_s:.1f} s, whole run incl. start-up)")
     print(f"ratio DAG / bare    : {dag_rate / bare_rate:.2f}")
-    print(f"peak RSS 1x         : {rss1 / 2**20:7.0f} MiB")
+    print(f"peak RSS 1x         : {rss1 / 2**20:7.0f} MiB (runner {roles1[0] / 2**20:.0f}, largest worker "
+          f"{roles1[1] / 2**20:.0f})")
     if not a.no_4x:
         four = make_input(a.docs * 4, a.pages)
-        m4, dag4_s, rss4 = run_dag(four, WORK / "documents-out-4x", a.workers, a.dpi)
+        m4, dag4_s, rss4, roles4 = run_dag(four, WORK / "documents-out-4x", a.workers, a.dpi)
         print(f"peak RSS 4x         : {rss4 / 2**20:7.0f} MiB ({m4['kept']} pages, {m4['kept'] / dag4_s:.2f} pages/s); "
-              f"4x / 1x = {rss4 / rss1:.2f}")
+              f"4x / 1x = {rss4 / rss1:.2f} (runner {roles4[0] / 2**20:.0f}, largest worker {roles4[1] / 2**20:.0f})")
 
 
 if __name__ == "__main__":

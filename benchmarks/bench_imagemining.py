@@ -249,7 +249,7 @@ def child(kb: str, rows: str, out: str, workers: int, store: str, spill: str) ->
 
 def run_dag(kb: Path, rows: Path, out: Path, workers: int, store: str, spill: bool) -> tuple[float, int, dict]:
     cmd = [sys.executable, __file__, "--child", str(kb), str(rows), str(out), str(workers), store, str(spill).lower()]
-    elapsed, peak, returncode, output = run_watched(cmd)
+    elapsed, peak, returncode, output, *_ = run_watched(cmd)
     line = next((ln for ln in output.splitlines() if ln.startswith("MANIFEST ")), None)
     if returncode != 0 or line is None:
         raise SystemExit(f"DAG failed:\n{output[-4000:]}")

@@ -91,7 +91,7 @@ def dag(text_file: Path, bg_dir: Path, workers: int, side: int, name: str):
     if w.returncode != 0:
         raise SystemExit(w.output[-3000:])
     kept = json.loads((out / "manifest.json").read_text())["kept"]
-    return kept / w.elapsed_s, w.peak_rss, kept, w.elapsed_s
+    return kept / w.elapsed_s, w.peak_rss, kept, w.elapsed_s, (w.peak_parent, w.peak_child)
 
 
 def main(argv=None) -> None:
@@ -103,8 +103,8 @@ def main(argv=None) -> None:
     t1, bg1 = make_inputs(a.n, a.side)
     t4, bg4 = make_inputs(4 * a.n, a.side)
     loop = bare(a.n, a.workers, a.side, bg1)
-    ips1, rss1, kept1, s1 = dag(t1, bg1, a.workers, a.side, "1x")
-    ips4, rss4, kept4, s4 = dag(t4, bg4, a.workers, a.side, "4x")
+    ips1, rss1, kept1, s1, roles1 = dag(t1, bg1, a.workers, a.side, "1x")
+    ips4, rss4, kept4, s4, roles4 = dag(t4, bg4, a.workers, a.side, "4x")
     report = {
         "n": a.n, "workers": a.workers, "canvas_side": a.side,
         "bare_images_per_s": round(loop, 2),
@@ -113,6 +113,9 @@ def main(argv=None) -> None:
         "dag_wall_s_1x": round(s1, 1), "dag_wall_s_4x": round(s4, 1), "kept_1x": kept1, "kept_4x": kept4,
         "peak_rss_mib_1x": round(rss1 / 2**20), "peak_rss_mib_4x": round(rss4 / 2**20),
         "rss_growth_4x_over_1x": round(rss4 / rss1, 3),
+        # which process grows: the runner (the CLI process) and the largest SDK worker
+        "peak_runner_mib_1x": round(roles1[0] / 2**20), "peak_runner_mib_4x": round(roles4[0] / 2**20),
+        "peak_worker_mib_1x": round(roles1[1] / 2**20), "peak_worker_mib_4x": round(roles4[1] / 2**20),
     }
     print(json.dumps(report, indent=1))
 
