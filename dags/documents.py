@@ -28,6 +28,7 @@ from quarry.pipelines.documents import (
     WritePages,
     plan_pdfs,
 )
+from quarry.pipelines.write import read_markers
 from quarry.schemas.config import ConfigError
 from quarry.schemas.documents import DocumentPageRow, DocumentsConfig
 
@@ -53,8 +54,9 @@ def transform(records, cfg: DocumentsConfig, files, output: str) -> FamilyOutput
 
 
 def write(rows, cfg: DocumentsConfig, files, output: str):
-    """Rows travel without page images; each PDF is rendered again as its pages are written."""
-    _, rejected = rows | "Write" >> WritePages(files, cfg, output)
+    """Rows travel without page images; each PDF is rendered again as its pages are written, 16 PDFs a shard, each
+    group committed with a marker; groups a killed run committed are kept as they are (--resume)."""
+    _, rejected = rows | "Write" >> WritePages(files, cfg, output, done=read_markers(output))
     return rejected
 
 
@@ -100,4 +102,8 @@ SPEC = DagSpec(
     decontam_fields=FieldProbe(text=("text",), image=("image",)),
     unsourced="PDF files",
     input_count="units",
+    resumable=("open and page run again over every PDF, so counts and rejects are made again (open renders pixels "
+               "only for ocr_fallback scans and image decontam); each group of 16 PDFs' shards is written once and committed, so only the groups "
+               "without a marker render their pages a second time and write"),
+    input_files=lambda files: [f.path for f in files],
 )

@@ -23,6 +23,7 @@ from typing import Any, NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
+
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.documents import pdf as pdf_ops
@@ -189,6 +190,7 @@ class _Page(beam.DoFn):
 
     def _ocr(self, p: pdf_ops.PageData):
         from PIL import Image
+
         from quarry.operators.ocr.engine import fit_for_ocr
         from quarry.operators.ocr.layout import build_layout, valid_lines
         from quarry.schemas.ocr_search import EntityConfig, TextFilterConfig
@@ -257,21 +259,45 @@ class _WritePages(beam.DoFn):
 
     Files of a group are written in input order and their pages in page order, so reruns give the same
     bytes. A PDF that changed (digest) or no longer renders the page at the same size is a
-    `write/source_changed` reject for its rows.
+    `write/source_changed` reject for its rows. Each group's shards and write rejects are committed
+    (`DIR/.quarry/done/<group>.json`) once final; a group whose marker in `done` holds for the same rows
+    is not rendered again: its files stay, its rejects come from the marker (a resumed run).
     """
 
-    def __init__(self, files: list[InputFile], cfg: DocumentsConfig, output_dir: str):
+    def __init__(self, files: list[InputFile], cfg: DocumentsConfig, output_dir: str, done: dict | None = None,
+                 per_shard: int | None = None):
+        self.per_shard = per_shard or FILES_PER_SHARD
         self.order = {f.path: i for i, f in enumerate(files)}
-        self.groups = max(1, math.ceil(len(files) / FILES_PER_SHARD))
+        self.groups = max(1, math.ceil(len(files) / self.per_shard))
         self.cfg = cfg
+        self.output_dir = output_dir
         self.data_dir = FileSystems.join(output_dir, "data")
+        self.done = done or {}
         self.rows = beam.metrics.Metrics.counter("write", "documents_rows")
+        self.skipped = beam.metrics.Metrics.counter("write", "documents_groups_resumed")
 
     def process(self, element):
+        from quarry.pipelines.write import commit_input, committed_output
+
+        group, rows = element
+        rows = list(rows)
+        key, digest_ = f"{group:05d}", _rows_digest(rows)
+        kept = committed_output(self.output_dir, self.done.get(key), digest_)
+        if kept is not None:
+            self.skipped.inc()
+            for row in kept.rejects:
+                yield refused(Reject.model_validate(row))
+            yield from kept.files
+            return
+        out = list(self._write(group, rows))
+        commit_input(self.output_dir, key, [r for r in out if isinstance(r, str)], {
+            "kept": digest_, "rejects": [r.value.model_dump(mode="json") for r in out if not isinstance(r, str)]})
+        yield from out
+
+    def _write(self, group: int, rows: list[DocumentPageRow]):
         from quarry.pipelines.write import StreamingShard, hive_partition, shard_path
         from quarry.schemas.arrow import arrow_schema
 
-        group, rows = element
         by_file: dict[str, list[DocumentPageRow]] = {}
         for r in rows:
             by_file.setdefault(r.origin.file, []).append(r)
@@ -323,19 +349,29 @@ class _WritePages(beam.DoFn):
             pages.pop(r.page_number, None)  # the bytes go into the shard; nothing holds them after
 
 
+def _rows_digest(rows: list[DocumentPageRow]) -> str:
+    """What a group's shards hold, as a hash: a marker counts only for the same rows (page images aside)."""
+    import hashlib
+    import json
+
+    facts = sorted((r.sample_id, r.tier, r.page_number, r.width, r.height, r.text,
+                    hashlib.sha256(r.image.bytes or b"").hexdigest()) for r in rows)
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()
+
+
 class WritePages(beam.PTransform):
     """`DocumentPageRow`s (page images absent, or present for OCRed scans) -> shards. Returns `(paths, rejected)`."""
 
-    def __init__(self, files: list[InputFile], cfg: DocumentsConfig, output_dir: str):
+    def __init__(self, files: list[InputFile], cfg: DocumentsConfig, output_dir: str, done: dict | None = None):
         super().__init__()
-        self.fn = _WritePages(files, cfg, output_dir)
+        self.fn = _WritePages(files, cfg, output_dir, done)
 
     def expand(self, rows):
-        order, groups = self.fn.order, self.fn.groups
+        order, groups, per_shard = self.fn.order, self.fn.groups, self.fn.per_shard
 
         def group_of(r: DocumentPageRow) -> int:
             i = order.get(r.origin.file)
-            return i // FILES_PER_SHARD if i is not None else stable_bucket(r.origin.file, groups)
+            return i // per_shard if i is not None else stable_bucket(r.origin.file, groups)
 
         out = (
             rows

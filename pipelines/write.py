@@ -20,7 +20,7 @@ import math
 import pickle
 import posixpath
 import zlib
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, NamedTuple, Optional
 
 import apache_beam as beam
 import pyarrow as pa
@@ -454,6 +454,24 @@ def read_markers(output_dir: str) -> dict[str, dict[str, Any]]:
         with FileSystems.open(m.path, compression_type="uncompressed") as fh:
             out[m.path.rsplit("/", 1)[-1][: -len(".json")]] = json.loads(fh.read())
     return out
+
+
+class Committed(NamedTuple):
+    """What a resumed writer hands on for a committed input instead of writing it again."""
+
+    files: list[str]  # the committed files' paths
+    rejects: list[dict[str, Any]]  # its write rejects, as `Reject` dicts
+
+
+def committed_output(output_dir: str, marker: Optional[dict[str, Any]], digest: str) -> Optional[Committed]:
+    """A marker's files and rejects when it was written for the same rows (`digest`, its `kept`) and its files
+    are all there; None: the input is written again."""
+    if marker is None or marker.get("kept") != digest:
+        return None
+    files = [FileSystems.join(output_dir, rel) for rel in marker["files"]]
+    if not all(FileSystems.exists(p) for p in files):
+        return None
+    return Committed(files, list(marker.get("rejects", [])))
 
 
 def committed_files(output_dir: str, markers: dict[str, dict[str, Any]]) -> set[str]:
