@@ -7,6 +7,7 @@
     quarry decontam --bench BENCH --input PATH_OR_GLOB --output DIR [--action drop|flag] [--set ...] [-- BEAM...]
     quarry demo --output DIR
     quarry selfcheck DIR [--work DIR] [--limit N]
+    quarry compact DIR [--target-mb MB] [--row-group-mb MB]
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ examples:
   quarry run grade --input s.jsonl --output out/g --set rollouts=r.jsonl --set decontam.bench=bench/
   quarry run grade --input out/gui --output out/gui-graded --set rollouts=rollouts.jsonl
   quarry selfcheck out/gui
+  quarry compact out/caption --target-mb 500
 
 Everything after `--` goes to Beam unchanged (--runner=DataflowRunner, --project, ...); with
 --runner=DataflowRunner every --input and --output must be remote (gs://...), checked before submission.
@@ -105,10 +107,48 @@ def _parser() -> argparse.ArgumentParser:
                                                   "(default: a new temporary folder)")
     sc.add_argument("--limit", type=int, metavar="N", help="check the first N RL rows only")
 
+    cp = sub.add_parser(
+        "compact", help="rewrite a finished run's many small shards (caption: one per input file) as few large "
+                        "ones, in place and atomically; rows, schema, codecs and row order unchanged",
+        description=COMPACT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cp.add_argument("dir", help="a finished run directory (manifest.json, no _INCOMPLETE, no run holding its lock)")
+    cp.add_argument("--target-mb", type=float, default=500, metavar="MB",
+                    help="shard size to aim for, per source/tier folder (default 500; the last shard of a folder "
+                         "holds what is left)")
+    cp.add_argument("--row-group-mb", type=float, default=100, metavar="MB",
+                    help="row group size to aim for (default 100), at most the run's shards.row_group_size rows")
+
     demo = sub.add_parser("demo", help="run the DAGs on the sample data shipped with quarry (offline)")
     demo.add_argument("--output", "-o", required=True, metavar="DIR")
     demo.add_argument("--overwrite", action="store_true")
     return p
+
+
+COMPACT_HELP = """\
+Rewrite the shards of a finished run so that each source=<s>/tier=<t> folder of data/ (and rejects/,
+images/ where the run has them) holds shards of about --target-mb, with row groups of about
+--row-group-mb (by the writer's byte estimate, at most shards.row_group_size rows).
+
+Kept as they were: every row, the schema (with its `datasets` features), each column's codec (encoded
+images stay uncompressed), and the row order: a folder's old shards are read in shard order, so a
+reader sees the same sequence (caption: input file, then input order). Names follow the writer's
+contract, <dag>-<nnnnn>-of-<NNNNN>.parquet, numbered anew per folder. The same run compacted twice,
+or two equal runs compacted, give the same bytes.
+
+Safe to kill: new shards are written to DIR/.quarry/compact/, their rows counted and their ids read
+back against the old files, then each table's folder is swapped in one atomic step and the manifest
+(same counts, plus a note and extra.compaction) replaced. Killed before the swap, the old layout is
+untouched; killed during it, each table is wholly old or wholly new, and the next `quarry compact DIR`
+finishes the swap first. The per-input resume markers (DIR/.quarry/done/) name the old files and are
+removed: the run is finished, so `quarry run ... --resume` on it says "already complete".
+
+Refused (one line, nothing changed): a directory without manifest.json, one marked _INCOMPLETE
+(finish it with --resume first), one a running run holds (its .quarry.lock), one whose files do not
+hold the rows its manifest counts, and remote (gs://, s3://) directories.
+
+example:
+  quarry compact out/caption                  # 2,000 per-input shards -> a few of ~500 MB per folder
+"""
 
 
 def _workers_option(p: argparse.ArgumentParser) -> None:
@@ -288,6 +328,25 @@ def cmd_selfcheck(args: argparse.Namespace, beam_args: list[str]) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_compact(args: argparse.Namespace) -> int:
+    from quarry.dags.compact import compact
+    from quarry.dags.runner import DataLossError, UsageError
+
+    try:
+        report = compact(args.dir, args.target_mb, args.row_group_mb)
+    except UsageError as e:
+        return _fail(str(e))
+    except DataLossError as e:
+        _fail(str(e))
+        return 1
+    except OSError as e:  # a full disk, a folder without write permission: one line, the journal says the rest
+        return _fail(f"compact: {args.dir}: {e}")
+    if report.recovered:
+        print(f"NOTE: {report.recovered}")
+    print(report.line())
+    return 0
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     own, beam_args = _split_beam_args(argv)
@@ -304,6 +363,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         return cmd_decontam(args, beam_args)
     if args.command == "selfcheck":
         return cmd_selfcheck(args, beam_args)
+    if args.command == "compact":
+        return cmd_compact(args)
     _parser().print_help()
     return 0
 

@@ -123,20 +123,26 @@ class StreamingShard:
     input file's rows, in input order) and so need no shuffle to write.
     """
 
-    def __init__(self, path: str, schema: pa.Schema, cfg: ShardConfig):
+    def __init__(self, path: str, schema: pa.Schema, cfg: ShardConfig, codecs: Any = None):
+        """`codecs`: the Parquet codec per column path, where not `column_codecs(schema, cfg.compression)`
+        (dags/compact.py keeps the codecs of the files it rewrites)."""
         self.path = path
         self.schema = schema
         self.cfg = cfg
         self.rows = 0
+        self.bytes = 0  # the rows' estimated bytes (`_row_bytes`), as the row groups are cut by
         self._pending: list[dict[str, Any]] = []
         self._pending_bytes = 0
         self._tmp = path + ".inprogress"
         self._sink = FileSystems.create(self._tmp)
-        self._writer = pq.ParquetWriter(self._sink, schema, compression=column_codecs(schema, cfg.compression))
+        self._writer = pq.ParquetWriter(self._sink, schema,
+                                        compression=column_codecs(schema, cfg.compression) if codecs is None else codecs)
 
     def add(self, row: dict[str, Any]) -> None:
+        size = _row_bytes(row)
         self._pending.append(row)
-        self._pending_bytes += _row_bytes(row)
+        self._pending_bytes += size
+        self.bytes += size
         self.rows += 1
         if len(self._pending) >= self.cfg.row_group_size or self._pending_bytes >= self.cfg.row_group_bytes:
             self._flush()
