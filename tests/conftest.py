@@ -91,7 +91,12 @@ class FakeChatServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # socketserver listens with a backlog of 5: 32 clients connecting at once on a loaded machine can
+            # lose a connect, and the client's retry then reaches the handler once instead of twice.
+            request_queue_size = 256
+
+        self.httpd = Server(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
         self.thread.start()
