@@ -53,7 +53,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from quarry.dags.runner import INCOMPLETE, LOCK_FILE, DataLossError, UsageError, output_lock, write_manifest
-from quarry.pipelines.write import DONE_DIR, FAULT_ENV, STATE_DIR, StreamingShard, column_codecs, write_json_atomic
+from quarry.pipelines.write import (
+    DONE_DIR,
+    FAULT_ENV,
+    STATE_DIR,
+    StreamingShard,
+    batch_row_bytes,
+    column_codecs,
+    write_json_atomic,
+)
 from quarry.schemas.config import ShardConfig
 from quarry.schemas.manifest import Manifest
 
@@ -67,6 +75,8 @@ JOURNAL = "journal.json"
 NOTE = "compacted by `quarry compact`"
 SHARD_NAME = re.compile(r"^(?P<prefix>.+)-(?P<index>\d+)-of-(?P<count>\d+)\.parquet$")
 BATCH_BYTES = 16 * MB  # rows read at a time, by the old footers' bytes per row
+WRITE_BATCH = 64  # values between Parquet page-size checks: pages of ~1 MB + 64 values, not 1,024 images
+READ_BUFFER = 4 * MB  # read column chunks through a buffer of this size, not a whole row group at once
 
 
 class CompactError(UsageError):
@@ -300,20 +310,30 @@ def _rewrite(table: Table, out: Path, cfg: ShardConfig, target: int) -> Written:
         ids = hashlib.sha256()
         done: list[tuple[Path, int]] = []
         shard: Optional[StreamingShard] = None
+
+        def feed(rows: pa.RecordBatch, sizes: list[int]) -> StreamingShard:
+            nonlocal shard
+            if shard is None:
+                shard = StreamingShard(str(folder / f"part-{len(done):05d}.parquet"), table.schema, cfg, table.codecs,
+                                       WRITE_BATCH)
+            shard.add_batch(rows, sizes)
+            return shard
+
         for f in files:
-            source = pq.ParquetFile(f)
-            for batch in source.iter_batches(batch_size=_batch_rows(f), use_threads=False):
-                if table.id_column is not None:
-                    _hash_ids(ids, batch.column(table.id_column))
-                for row in batch.to_pylist():
-                    if shard is None:
-                        shard = StreamingShard(str(folder / f"part-{len(done):05d}.parquet"), table.schema, cfg,
-                                               table.codecs)
-                    shard.add(row)
-                    if shard.bytes >= target:
-                        done.append((Path(shard.close()), shard.rows))
-                        shard = None
-            source.close()
+            with pq.ParquetFile(f, pre_buffer=False, buffer_size=READ_BUFFER) as source:
+                for batch in source.iter_batches(batch_size=_batch_rows(f), use_threads=False):
+                    if table.id_column is not None:
+                        _hash_ids(ids, batch.column(table.id_column))
+                    sizes = batch_row_bytes(batch)
+                    start, filled = 0, shard.bytes if shard is not None else 0
+                    for i, size in enumerate(sizes):  # a shard closes once its rows' bytes reach the target
+                        filled += size
+                        if filled >= target:
+                            full = feed(batch.slice(start, i + 1 - start), sizes[start:i + 1])
+                            done.append((Path(full.close()), full.rows))
+                            shard, start, filled = None, i + 1, 0
+                    if start < batch.num_rows:
+                        feed(batch.slice(start), sizes[start:])
         if shard is not None:
             done.append((Path(shard.close()), shard.rows))
         names = []

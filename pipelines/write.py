@@ -120,39 +120,73 @@ class StreamingShard:
     """One Parquet shard written row group by row group (memory: one row group).
 
     For writers that already know a stable name and order for their rows (one
-    input file's rows, in input order) and so need no shuffle to write.
+    input file's rows, in input order) and so need no shuffle to write. Rows come
+    as dicts (`add`) or, already in Arrow form, as record batches (`add_batch`,
+    dags/compact.py); one shard takes one kind. Either way a row group closes at
+    `cfg.row_group_size` rows or once its rows' `_row_bytes` reach
+    `cfg.row_group_bytes`, and holds the same bytes.
     """
 
-    def __init__(self, path: str, schema: pa.Schema, cfg: ShardConfig, codecs: Any = None):
+    def __init__(self, path: str, schema: pa.Schema, cfg: ShardConfig, codecs: Any = None,
+                 write_batch_size: Optional[int] = None):
         """`codecs`: the Parquet codec per column path, where not `column_codecs(schema, cfg.compression)`
-        (dags/compact.py keeps the codecs of the files it rewrites)."""
+        (dags/compact.py keeps the codecs of the files it rewrites). `write_batch_size`: values Parquet encodes
+        between two page-size checks (pyarrow's default 1,024 makes pages of ~64 MB of 64 KB images, and holds
+        that much more while a row group is written)."""
         self.path = path
         self.schema = schema
         self.cfg = cfg
         self.rows = 0
         self.bytes = 0  # the rows' estimated bytes (`_row_bytes`), as the row groups are cut by
         self._pending: list[dict[str, Any]] = []
+        self._batches: list[pa.RecordBatch] = []  # from add_batch, dictionary columns decoded
+        self._pending_rows = 0
         self._pending_bytes = 0
         self._tmp = path + ".inprogress"
         self._sink = FileSystems.create(self._tmp)
         self._writer = pq.ParquetWriter(self._sink, schema,
-                                        compression=column_codecs(schema, cfg.compression) if codecs is None else codecs)
+                                        compression=column_codecs(schema, cfg.compression) if codecs is None else codecs,
+                                        **({} if write_batch_size is None else {"write_batch_size": write_batch_size}))
 
-    def add(self, row: dict[str, Any]) -> None:
-        size = _row_bytes(row)
-        self._pending.append(row)
+    def _grow(self, size: int) -> bool:
+        """Count one more pending row of `size` estimated bytes; True when its row group is full."""
+        self._pending_rows += 1
         self._pending_bytes += size
         self.bytes += size
         self.rows += 1
-        if len(self._pending) >= self.cfg.row_group_size or self._pending_bytes >= self.cfg.row_group_bytes:
+        return self._pending_rows >= self.cfg.row_group_size or self._pending_bytes >= self.cfg.row_group_bytes
+
+    def add(self, row: dict[str, Any]) -> None:
+        self._pending.append(row)
+        if self._grow(_row_bytes(row)):
             self._flush()
+
+    def add_batch(self, batch: pa.RecordBatch, sizes: list[int]) -> None:
+        """Rows of this shard's schema as a record batch, with each row's `_row_bytes` (`batch_row_bytes`):
+        cut into row groups by the same rule as `add`, without Python rows. The batch's slices wait for their
+        row group, so memory stays one row group."""
+        batch = _decoded(batch)
+        start = 0
+        for i, size in enumerate(sizes):
+            if self._grow(size):
+                self._batches.append(batch.slice(start, i + 1 - start))
+                start = i + 1
+                self._flush()
+        if start < batch.num_rows:
+            self._batches.append(batch.slice(start))
 
     def _flush(self) -> None:
         if self._pending:
-            self._writer.write_table(pa.Table.from_pylist(self._pending, schema=self.schema),
-                                     row_group_size=self.cfg.row_group_size)
-            self._pending = []
-            self._pending_bytes = 0
+            table = pa.Table.from_pylist(self._pending, schema=self.schema)
+        elif self._batches:  # one chunk, dictionaries encoded anew in order of appearance: as from_pylist makes
+            table = pa.Table.from_batches(self._batches).combine_chunks().cast(self.schema)
+        else:
+            return
+        self._writer.write_table(table, row_group_size=self.cfg.row_group_size)
+        self._pending = []
+        self._batches = []
+        self._pending_rows = 0
+        self._pending_bytes = 0
 
     def close(self) -> str:
         self._flush()
@@ -162,6 +196,23 @@ class StreamingShard:
             FileSystems.delete([self.path])
         FileSystems.rename([self._tmp], [self.path])
         return self.path
+
+
+def _decoded(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Dictionary columns (the partition columns) as plain values, so row groups made of slices of many files'
+    batches get one dictionary each, in order of appearance, whatever dictionaries the files had."""
+    if not any(pa.types.is_dictionary(f.type) for f in batch.schema):
+        return batch
+    cols = [c.dictionary_decode() if pa.types.is_dictionary(c.type) else c for c in batch.columns]
+    return pa.RecordBatch.from_arrays(cols, names=batch.schema.names)
+
+
+def batch_row_bytes(batch: pa.RecordBatch, step: int = 256) -> list[int]:
+    """`_row_bytes` of each row of a record batch (as Python rows `step` at a time, so at most that many exist)."""
+    out: list[int] = []
+    for i in range(0, batch.num_rows, step):
+        out += [_row_bytes(r) for r in batch.slice(i, step).to_pylist()]
+    return out
 
 
 def write_parquet(path: str, rows: Iterable[dict[str, Any]], schema: pa.Schema, cfg: ShardConfig) -> None:

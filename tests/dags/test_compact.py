@@ -290,3 +290,51 @@ def test_a_kill_mid_swap_leaves_whole_tables_and_the_next_compaction_finishes(ru
     assert shards(out) == shards(compacted)
     assert json.loads((out / "manifest.json").read_text())["extra"]["compaction"]["files_after"]["data"] == \
         len(list((compacted / "data").rglob("*.parquet")))
+
+
+MEASURE = """
+import json, sys
+import pyarrow as pa
+from quarry.dags.compact import compact
+
+
+def kb(field):  # this process's own memory (getrusage's maxrss would include the forking parent's RSS)
+    return next(int(ln.split()[1]) for ln in open("/proc/self/status") if ln.startswith(field + ":"))
+
+
+base = kb("VmRSS")
+report = compact(sys.argv[1], 64, 8)
+print(json.dumps({"base_kb": base, "peak_kb": kb("VmHWM"), "arrow_mb": pa.default_memory_pool().max_memory() / 2**20,
+                  "after": report.files_after}))
+"""
+
+
+def test_memory_stays_near_one_row_group_on_a_run_of_many_shards(run_a, tmp_path):
+    """200 shards of 6 rows of 250 KB (300 MB in one partition) compacted with 8 MB row groups: Arrow holds
+    a few row groups at most (it streams: 56 MB measured), and the whole process grows by half the partition at
+    most (108 MB measured: the allocators keep some freed memory)."""
+    import pyarrow as pa
+
+    out = copy(run_a, tmp_path)
+    first = next((out / "data").rglob("*.parquet"))
+    schema, template = pq.read_schema(first), pq.read_table(first).slice(0, 1).to_pylist()[0]
+    shutil.rmtree(out / "data")
+    folder = out / "data" / "source=synthetic" / "tier=easy"
+    folder.mkdir(parents=True)
+    for f in range(200):
+        rows = [{**template, "sample_id": f"syn{f:03d}{i}", "source": "synthetic", "tier": "easy",
+                 "image": {"bytes": os.urandom(250_000), "path": None}} for i in range(6)]
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), folder / f"caption-{f:05d}-of-00200.parquet")
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest.update(kept=1200, rows_by_partition={"source=synthetic/tier=easy": 1200})
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+    proc = subprocess.run([sys.executable, "-c", MEASURE, str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    grown_mb = (got["peak_kb"] - got["base_kb"]) / 1024
+    assert got["after"]["data"] == 5  # 300 MB in shards of ~64 MB
+    assert got["arrow_mb"] < 100, f"Arrow held {got['arrow_mb']:.0f} MB at most for 8 MB row groups"
+    assert grown_mb < 150, f"compaction grew the process by {grown_mb:.0f} MB for a 300 MB partition: {got}"
+    assert len(list(folder.glob("*.parquet"))) == 5
+    assert pq.read_table(folder)["sample_id"].to_pylist() == [f"syn{f:03d}{i}" for f in range(200) for i in range(6)]
