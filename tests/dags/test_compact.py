@@ -338,3 +338,12 @@ def test_memory_stays_near_one_row_group_on_a_run_of_many_shards(run_a, tmp_path
     assert grown_mb < 150, f"compaction grew the process by {grown_mb:.0f} MB for a 300 MB partition: {got}"
     assert len(list(folder.glob("*.parquet"))) == 5
     assert pq.read_table(folder)["sample_id"].to_pylist() == [f"syn{f:03d}{i}" for f in range(200) for i in range(6)]
+
+
+def test_without_an_atomic_exchange_the_two_rename_swap_gives_the_same_layout(run_a, compacted, tmp_path, monkeypatch):
+    from quarry.dags import compact
+
+    monkeypatch.setattr(compact, "_RENAME_EXCHANGE", 1 << 30)  # a flag renameat2 refuses: as on a filesystem without it
+    out = copy(run_a, tmp_path)
+    assert main(["compact", str(out)]) == 0
+    assert shards(out) == shards(compacted) and not (out / ".quarry" / "compact").exists()
