@@ -266,7 +266,10 @@ class _WritePages(beam.DoFn):
 
     def __init__(self, files: list[InputFile], cfg: DocumentsConfig, output_dir: str, done: dict | None = None,
                  per_shard: int | None = None):
+        from quarry.pipelines.spill import Stash
+
         self.per_shard = per_shard or FILES_PER_SHARD
+        self.stash = Stash(None)  # WritePages.expand sets where the group's rows spill on a local direct run
         self.order = {f.path: i for i, f in enumerate(files)}
         self.groups = max(1, math.ceil(len(files) / self.per_shard))
         self.cfg = cfg
@@ -277,10 +280,12 @@ class _WritePages(beam.DoFn):
         self.skipped = beam.metrics.Metrics.counter("write", "documents_groups_resumed")
 
     def process(self, element):
-        from quarry.pipelines.write import commit_input, committed_output
+        from quarry.pipelines.spill import records
+        from quarry.pipelines.write import commit_input, committed_output, unpack_row
 
-        group, rows = element
-        rows = list(rows)
+        group, gathered = element
+        get = self.stash.get
+        rows = [DocumentPageRow.model_validate(unpack_row(get(b))) for _, b in records(gathered)]
         key, digest_ = f"{group:05d}", _rows_digest(rows)
         kept = committed_output(self.output_dir, self.done.get(key), digest_)
         if kept is not None:
@@ -293,6 +298,9 @@ class _WritePages(beam.DoFn):
         commit_input(self.output_dir, key, [r for r in out if isinstance(r, str)], {
             "kept": digest_, "rejects": [r.value.model_dump(mode="json") for r in out if not isinstance(r, str)]})
         yield from out
+
+    def finish_bundle(self):
+        self.stash.finish()
 
     def _write(self, group: int, rows: list[DocumentPageRow]):
         from quarry.pipelines.write import StreamingShard, hive_partition, shard_path
@@ -367,16 +375,34 @@ class WritePages(beam.PTransform):
         self.fn = _WritePages(files, cfg, output_dir, done)
 
     def expand(self, rows):
-        order, groups, per_shard = self.fn.order, self.fn.groups, self.fn.per_shard
+        from quarry.pipelines.spill import Gather, Stash, spill_dir
 
-        def group_of(r: DocumentPageRow) -> int:
-            i = order.get(r.origin.file)
-            return i // per_shard if i is not None else stable_bucket(r.origin.file, groups)
-
+        # A group's rows (text and line boxes; page images only for OCRed scans) cross the shuffle packed, or as
+        # spill references on a local direct run, gathered by a combine: the DirectRunner held a GroupByKey of
+        # pydantic rows in the runner's memory (~120 KB a page measured), which grew with the input.
+        fn = self.fn
+        fn.stash = Stash(spill_dir(rows.pipeline, fn.output_dir, "documents-pages") if fn.cfg.shards.spill else None)
         out = (
             rows
-            | "KeyByFileGroup" >> beam.Map(lambda r: (group_of(r), r))
-            | "GroupByFileGroup" >> beam.GroupByKey()
-            | "WritePages" >> beam.ParDo(self.fn).with_outputs(REJECTED, main="paths")
+            | "KeyByFileGroup" >> beam.ParDo(_KeyPage(fn.order, fn.per_shard, fn.groups, fn.stash))
+            | "GroupByFileGroup" >> beam.CombinePerKey(Gather())
+            | "WritePages" >> beam.ParDo(fn).with_outputs(REJECTED, main="paths")
         )
         return out.paths, out[REJECTED]
+
+
+class _KeyPage(beam.DoFn):
+    """`DocumentPageRow` -> (file group, (sample id, packed row or its spill reference))."""
+
+    def __init__(self, order: dict[str, int], per_shard: int, groups: int, stash):
+        self.order, self.per_shard, self.groups, self.stash = order, per_shard, groups, stash
+
+    def process(self, r: DocumentPageRow):
+        from quarry.pipelines.write import pack_row
+
+        i = self.order.get(r.origin.file)
+        group = i // self.per_shard if i is not None else stable_bucket(r.origin.file, self.groups)
+        yield group, (r.sample_id, self.stash.put(pack_row(r.model_dump(), not self.stash.spills)))
+
+    def finish_bundle(self):
+        self.stash.finish()
