@@ -141,6 +141,7 @@ back against the old files, then each table's folder is swapped in one atomic st
 untouched; killed during it, each table is wholly old or wholly new, and the next `quarry compact DIR`
 finishes the swap first. The per-input resume markers (DIR/.quarry/done/) name the old files and are
 removed: the run is finished, so `quarry run ... --resume` on it says "already complete".
+Needs free disk for one more copy of the tables until the swap; contamination/ is left as it is.
 
 Refused (one line, nothing changed): a directory without manifest.json, one marked _INCOMPLETE
 (finish it with --resume first), one a running run holds (its .quarry.lock), one whose files do not

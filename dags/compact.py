@@ -18,8 +18,11 @@ How it stays safe:
 - It holds the run directory's lock (`DIR/.quarry.lock`, as a run does) and refuses a directory that a
   running run holds, one without a manifest, and one marked `_INCOMPLETE`; and one whose files do not hold
   the rows its manifest counts.
-- It streams: one row group of one old shard is read at a time and one new row group is pending, never a
-  partition in memory.
+- It streams: old shards are read in record batches of ~16 MB through a 4 MB read buffer, and only the
+  new row group being filled waits in memory (as slices of those batches, plus one copy while it is
+  written), never a partition. Measured: 300 MB in 200 shards with 8 MB row groups, Arrow's peak 56 MB.
+  Pages are cut every 64 values (pyarrow's default of 1,024 made ~64 MB pages of 64 KB images), so the
+  new files' pages are smaller than the run writer's; codecs and values are the same.
 - New shards go to `DIR/.quarry/compact/new/<table>/`; their rows are counted from the footers, and their
   ids read back in order, against the old files before anything is swapped. Then a journal is written
   (the commit point), and each table is swapped in one atomic exchange of folders (`renameat2`
@@ -134,8 +137,8 @@ class CompactReport:
 
 def compact(output: str, target_mb: float = TARGET_MB, row_group_mb: float = ROW_GROUP_MB) -> CompactReport:
     """Compact the finished run in `output` in place; see the module docstring. Raises CompactError (nothing
-    changed), DataLossError (the rewritten files do not hold the old rows: nothing swapped, or, checked after
-    the swap, the manifest says how many)."""
+    changed) and DataLossError (the rewritten files do not hold the old rows: nothing swapped; or, checked
+    once more after the swap, the message says which table and how many)."""
     t0 = time.monotonic()
     if "://" in output:
         raise CompactError(f"compact: {output}: only local run directories can be compacted (the swap renames "
