@@ -1,0 +1,338 @@
+"""Rule-based exploration of a site into multi-step trajectories, replayed once to be kept.
+
+From a start page, `explore` picks one action per step, deterministically (a `random.Random` seeded
+by the sample id): click a visible link to the page's own origin, or fill a visible form whose
+action is the page's own origin with values that fit each field's type, then submit it. Each step
+records the screenshot before it (PNG), the action (`click(x,y)` / `type(x,y,"text")`, x and y in
+the screenshot's pixel space: CSS pixels times the device scale factor), its target's box (same
+space), the URL after (relative to the served root for saved folders) and a fingerprint of the page
+state after (sha1 of URL + visible text).
+
+`replay` performs the recorded actions at their coordinates in a fresh browser context and returns
+the end-state fingerprint; a trajectory is kept only if it matches (`trajectory/replay_mismatch`).
+
+Safety: the context is the renderer's own (operators/gui/browser.py: `_PageState`, the route
+handler or the served folder's guard proxy, downloads refused, popups closed, dialogs dismissed);
+no second guard. On top of it, exploration never chooses a link or form outside the page's origin,
+so a form that posts elsewhere is never submitted. Bounds: `max_steps` per trajectory, `max_pages`
+distinct pages per site, `seconds_per_site` wall time. A step that lands on a page state already
+seen (a navigation loop) or a page that will not settle ends the trajectory (it is truncated there:
+`TrajectoryResult.ended` says why).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import random
+from dataclasses import dataclass, field
+from typing import Optional
+from urllib.parse import urlsplit
+
+from quarry.operators.base import Rejection
+from quarry.operators.gui.browser import BrowserRenderer, PageJob, _PageState, _png_size, _proxy_setting
+from quarry.operators.gui.netguard import AddressGuard, input_url_verdict, origin_of
+
+REPLAY_MISMATCH = "trajectory/replay_mismatch"
+NO_ACTIONS = "trajectory/no_actions"
+START_FAILED = "trajectory/start_failed"
+REASONS = (REPLAY_MISMATCH, NO_ACTIONS, START_FAILED)
+
+# why a trajectory ended (not a reject: the steps before it are kept)
+ENDED_STEPS, ENDED_PAGES, ENDED_TIME, ENDED_LOOP, ENDED_NO_ACTION, ENDED_UNSTABLE = (
+    "max_steps", "max_pages", "time", "loop", "no_action", "unstable_page")
+
+CANDIDATES_JS = """() => {
+  const vis = (el) => { const r = el.getBoundingClientRect(); const s = getComputedStyle(el);
+    return r.width >= 2 && r.height >= 2 && r.bottom > 0 && r.right > 0 && r.top < innerHeight
+      && r.left < innerWidth && s.visibility !== 'hidden' && s.display !== 'none'; };
+  const box = (el) => { const r = el.getBoundingClientRect();
+    return [Math.max(0, r.left), Math.max(0, r.top), Math.min(innerWidth, r.right), Math.min(innerHeight, r.bottom)]; };
+  const links = [];
+  for (const a of document.querySelectorAll('a[href]')) {
+    if (!vis(a) || a.hasAttribute('download') || (a.target && a.target !== '_self')) continue;
+    links.push({href: a.href, text: (a.innerText || '').trim().slice(0, 80), box: box(a)});
+  }
+  const forms = [];
+  for (const f of document.forms) {
+    const fields = [];
+    for (const el of f.querySelectorAll('input, textarea')) {
+      const t = (el.type || 'text').toLowerCase();
+      if (['hidden', 'submit', 'button', 'reset', 'image', 'file', 'checkbox', 'radio'].includes(t) || !vis(el)) continue;
+      const label = el.labels && el.labels[0] ? el.labels[0].innerText.trim() : '';
+      fields.push({type: t, name: el.name || '', placeholder: el.placeholder || '', label: label,
+                   autocomplete: el.autocomplete || '', box: box(el)});
+    }
+    const sub = f.querySelector('button:not([type=button]):not([type=reset]), input[type=submit]');
+    if (!sub || !vis(sub) || !fields.length) continue;
+    forms.push({action: f.action, text: (sub.innerText || sub.value || '').trim().slice(0, 80),
+                fields: fields, box: box(sub)});
+  }
+  return {links, forms, text: (document.body ? document.body.innerText : '').slice(0, 20000)};
+}"""
+
+TEXT_JS = "() => (document.body ? document.body.innerText : '').slice(0, 20000)"
+
+
+@dataclass(frozen=True)
+class ExploreSettings:
+    max_steps: int = 6  # actions per trajectory
+    max_pages: int = 8  # distinct pages (URL) visited per site
+    seconds_per_site: float = 60.0  # wall time for exploring one site (replay has the same again)
+    settle_ms: int = 300  # quiet time after each action before the next screenshot
+
+
+@dataclass
+class Step:
+    png: bytes
+    width: int
+    height: int
+    action: str  # click(x,y) | type(x,y,"text"), screenshot pixels
+    box: list[float]  # the target's box [x1, y1, x2, y2] in screenshot pixels
+    target: str  # what the action acted on: a link's text, a field's label, a button's text
+    url_after: str
+    fingerprint: str
+
+
+@dataclass
+class TrajectoryResult:
+    start_url: str
+    steps: list[Step] = field(default_factory=list)
+    ended: str = ENDED_STEPS
+    rejection: Optional[Rejection] = None
+    goal: str = ""
+    blocked: list[tuple[str, str]] = field(default_factory=list)
+
+
+def fingerprint(url: str, text: str) -> str:
+    return hashlib.sha1((url + "\n" + " ".join(text.split())).encode()).hexdigest()
+
+
+def fit_value(f: dict, words: list[str]) -> str:
+    """A value fitting the field: its type first, then its name / label / placeholder / autocomplete."""
+    t = f.get("type", "text")
+    hint = " ".join(str(f.get(k, "")) for k in ("name", "label", "placeholder", "autocomplete")).lower()
+    if t == "email" or "mail" in hint:
+        return "ada@example.com"
+    if t == "password" or "pass" in hint:
+        return "Correct-Horse-42"
+    if t == "tel" or "phone" in hint:
+        return "+1 555 0100"
+    if t == "number":
+        return "2"
+    if t == "url":
+        return "https://example.com"
+    if t == "date":
+        return "2024-05-01"
+    if t == "search" or "search" in hint or hint.strip() in ("q", "query"):
+        return " ".join(words[:2]) or "mugs"
+    if "name" in hint or "user" in hint:
+        return "Ada Lovelace"
+    return "Hello, I have a question about my order."
+
+
+def _center(box, dsf: float) -> tuple[int, int]:
+    return round((box[0] + box[2]) / 2 * dsf), round((box[1] + box[3]) / 2 * dsf)
+
+
+def _px(box, dsf: float) -> list[float]:
+    return [round(v * dsf, 1) for v in box]
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in (t.strip(".,:;!?()\"'").lower() for t in text.split()) if len(w) > 3 and w.isalpha()]
+
+
+class Explorer:
+    """Explore and replay through one BrowserRenderer (its browser, its guards)."""
+
+    def __init__(self, renderer: BrowserRenderer, settings: ExploreSettings = ExploreSettings(),
+                 relative_url=lambda url: url):
+        self.r = renderer
+        self.s = settings
+        self.relative_url = relative_url  # final_url-style: served folders relative to their root
+
+    def explore(self, job: PageJob, seed: str) -> TrajectoryResult:
+        self.r.start()
+        limit = self.s.seconds_per_site + self.r.page_limit_s
+        return self.r._call(self._run(job, seed, None), limit + 30)
+
+    def replay(self, job: PageJob, traj: TrajectoryResult) -> TrajectoryResult:
+        self.r.start()
+        return self.r._call(self._run(job, "", [s.action for s in traj.steps]), self.s.seconds_per_site
+                            + self.r.page_limit_s + 30)
+
+    def explore_and_replay(self, job: PageJob, seed: str) -> TrajectoryResult:
+        traj = self.explore(job, seed)
+        if traj.rejection is not None:
+            return traj
+        if not traj.steps:
+            traj.rejection = Rejection(NO_ACTIONS, f"no in-origin link or form on the start page ({traj.ended})")
+            return traj
+        again = self.replay(job, traj)
+        want, got = traj.steps[-1].fingerprint, again.steps[-1].fingerprint if again.steps else ""
+        if again.rejection is not None or want != got:
+            traj.rejection = Rejection(REPLAY_MISMATCH, f"end state {got[:12] or '(none)'} != {want[:12]}"
+                                       + (f" ({again.rejection.detail})" if again.rejection else ""))
+        return traj
+
+    # --- the browser side (runs on the renderer's loop) -----------------------------------
+
+    async def _run(self, job: PageJob, seed: str, actions: Optional[list[str]]) -> TrajectoryResult:
+        r = self.r
+        out = TrajectoryResult(job.url)
+        async with r._sem:
+            verdict = await asyncio.get_running_loop().run_in_executor(
+                None, input_url_verdict, job.url, job.allow_private, r.resolver)
+            if not verdict.allowed:
+                out.rejection = Rejection(START_FAILED, f"{verdict.reason}: {verdict.detail}")
+                return out
+            origin = origin_of(job.url)
+            state = _PageState(AddressGuard(origin, r.resolver), origin if job.trusted_origin else None)
+            state.guard.seed(job.url, verdict)
+            browser = await r._ensure_browser()
+            if state.trusted_origin is None:
+                proxy = r._dead_end_proxy()
+            else:
+                proxy = _proxy_setting(await state.start_proxy(r.s.timeout_s, r.s.max_response_bytes),
+                                       state.trusted_origin)
+            ctx = await browser.new_context(
+                viewport={"width": job.width, "height": job.height}, device_scale_factor=job.device_scale_factor,
+                is_mobile=job.is_mobile, has_touch=job.is_mobile, accept_downloads=False, service_workers="block",
+                permissions=[], java_script_enabled=True, ignore_https_errors=False, proxy=proxy)
+            try:
+                if state.trusted_origin is None:
+                    await ctx.route("**/*", lambda route: r._route(route, state))
+                page = await ctx.new_page()
+                state.main_frame = page.main_frame
+                ctx.on("page", lambda p: p is not page and asyncio.ensure_future(p.close()))
+                page.on("dialog", lambda d: asyncio.ensure_future(d.dismiss()))
+                page.on("download", lambda d: asyncio.ensure_future(d.cancel()))
+                budget = self.s.seconds_per_site
+                try:
+                    await asyncio.wait_for(self._steps(page, job, seed, actions, out, origin), budget)
+                except asyncio.TimeoutError:
+                    out.ended = ENDED_TIME
+            finally:
+                try:
+                    await asyncio.wait_for(ctx.close(), 10)
+                except Exception:  # noqa: BLE001 - a dead browser: relaunched next time
+                    await r._kill_browser()
+                await state.close()
+        out.blocked = state.blocked
+        return out
+
+    async def _settle(self, page) -> None:
+        from playwright.async_api import Error as PlaywrightError
+
+        try:
+            await page.wait_for_load_state("load", timeout=self.r.s.timeout_s * 1000)
+        except PlaywrightError:
+            pass
+        await asyncio.sleep(self.s.settle_ms / 1000)
+
+    async def _steps(self, page, job: PageJob, seed: str, actions, out: TrajectoryResult, origin: str) -> None:
+        from playwright.async_api import Error as PlaywrightError
+
+        try:
+            await page.goto(job.url, wait_until="load", timeout=self.r.s.timeout_s * 1000)
+        except PlaywrightError as e:
+            out.rejection = Rejection(START_FAILED, str(e).splitlines()[0][:300])
+            return
+        await self._settle(page)
+        rng = random.Random(seed)
+        dsf = job.device_scale_factor
+        seen = {fingerprint(self.relative_url(page.url), await page.evaluate(TEXT_JS))}
+        pages = {urlsplit(page.url)._replace(fragment="").geturl()}
+        plan: list[tuple[str, list[float], str]] = []  # queued (action, css box, target): a form's fields then its submit
+        n = len(actions) if actions is not None else self.s.max_steps
+        for i in range(n):
+            try:
+                png = await page.screenshot(type="png", animations="disabled", caret="hide",
+                                            timeout=self.r.s.extract_timeout_s * 1000)
+                if actions is not None:
+                    action, box, target = actions[i], [0.0, 0.0, 0.0, 0.0], ""
+                else:
+                    if not plan:
+                        plan = await self._choose(page, rng, origin)
+                        if not plan:
+                            out.ended = ENDED_NO_ACTION
+                            return
+                    action, box, target = plan.pop(0)
+                await self._perform(page, action, dsf)
+                await self._settle(page)
+                url = page.url
+                fp = fingerprint(self.relative_url(url), await page.evaluate(TEXT_JS))
+            except PlaywrightError:  # the page keeps navigating (a loop) or died
+                out.ended = ENDED_UNSTABLE
+                return
+            w, h = _png_size(png)
+            out.steps.append(Step(png, w, h, action, _px(box, dsf), target, self.relative_url(url), fp))
+            if actions is not None:
+                continue
+            pages.add(urlsplit(url)._replace(fragment="").geturl())
+            if fp in seen and not plan:
+                out.ended = ENDED_LOOP
+                return
+            seen.add(fp)
+            if len(pages) >= self.s.max_pages:
+                out.ended = ENDED_PAGES
+                return
+        out.ended = ENDED_STEPS
+
+    async def _choose(self, page, rng: random.Random, origin: str) -> list[tuple[str, list[float], str]]:
+        """The next action(s): a link or a whole form (its fields then its submit), in-origin only."""
+        c = await page.evaluate(CANDIDATES_JS)
+        here = urlsplit(page.url)._replace(fragment="").geturl()
+        words = _words(c["text"])
+        options: list[list[tuple[str, list[float], str]]] = []
+        for f in c["forms"]:
+            if origin_of(f["action"]) != origin:
+                continue  # a form that posts elsewhere is never submitted
+            plan = []
+            for fld in f["fields"]:
+                value = fit_value(fld, words)
+                plan.append((("type", value), fld["box"], fld["label"] or fld["placeholder"] or fld["name"]))
+            plan.append((("click", None), f["box"], f["text"]))
+            options.append(plan)
+        for a in c["links"]:
+            href = urlsplit(a["href"])._replace(fragment="").geturl()
+            if origin_of(a["href"]) != origin or href == here:
+                continue
+            options.append([(("click", None), a["box"], a["text"])])
+        if not options:
+            return []
+        dsf = await page.evaluate("() => devicePixelRatio")
+        chosen = options[rng.randrange(len(options))]
+        out = []
+        for (verb, value), box, target in chosen:
+            x, y = _center(box, dsf)
+            action = f"click({x},{y})" if verb == "click" else f'type({x},{y},"{value}")'
+            out.append((action, box, target))
+        return out
+
+    async def _perform(self, page, action: str, dsf: float) -> None:
+        verb, rest = action.split("(", 1)
+        parts = rest.rstrip(")").split(",", 2)
+        x, y = int(parts[0]) / dsf, int(parts[1]) / dsf
+        await page.mouse.click(x, y)
+        if verb == "type":
+            text = parts[2].strip()[1:-1]
+            await page.keyboard.press("Control+A")
+            await page.keyboard.type(text)
+
+
+def goal_text(traj: TrajectoryResult) -> str:
+    """A natural-language goal from what the trajectory did and where it ended."""
+    parts = []
+    typed = []
+    for s in traj.steps:
+        if s.action.startswith("type("):
+            typed.append(f'"{s.action.split(",", 2)[2][1:-2]}" as {s.target or "the field"}')
+        elif typed:
+            parts.append(f"fill in {', '.join(typed)} and press {s.target or 'submit'!r}")
+            typed = []
+        else:
+            parts.append(f"open {s.target!r}" if s.target else "follow the link")
+    return ("Starting here, " + ", then ".join(parts) + f"; you should end at {traj.steps[-1].url_after}.") \
+        if parts else ""
