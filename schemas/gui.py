@@ -165,6 +165,16 @@ class UiCodeConfig(Section):
         return v
 
 
+class TrajectoryConfig(Section):
+    """Trajectory-level tasks (operators/gui/explore.py): explore a site by rules, replay once, keep matches."""
+
+    enabled: bool = Field(False, description="explore served folders and URL lists into multi-step trajectories")
+    max_steps: int = Field(6, ge=1, le=50, description="actions per trajectory at most")
+    max_pages: int = Field(8, ge=1, le=200, description="distinct pages visited per site at most")
+    seconds_per_site: float = Field(60.0, gt=0, le=600, description="wall time to explore one site (replay: the same)")
+    settle_ms: int = Field(300, ge=0, le=10_000, description="quiet time after each action before the next screenshot")
+
+
 class GuiInputConfig(Section):
     url_column: str = Field("url", description="Parquet/JSONL column holding the page URL")
     html_suffixes: list[str] = Field(default_factory=lambda: [".html", ".htm"],
@@ -178,6 +188,7 @@ class GuiConfig(DagConfig):
     tiers: TierConfig = TierConfig()
     critic: CriticConfig = CriticConfig()
     ui_code: UiCodeConfig = UiCodeConfig()
+    trajectory: TrajectoryConfig = TrajectoryConfig()
 
 
 class PageInput(Row):

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 from quarry.operators.base import Rejection
 from quarry.operators.gui.browser import BrowserRenderer, PageJob, _PageState, _png_size, _proxy_setting
 from quarry.operators.gui.netguard import AddressGuard, input_url_verdict, origin_of
+from quarry.schemas.gui import TrajectoryConfig
 
 REPLAY_MISMATCH = "trajectory/replay_mismatch"
 NO_ACTIONS = "trajectory/no_actions"
@@ -80,6 +81,10 @@ class ExploreSettings:
     max_pages: int = 8  # distinct pages (URL) visited per site
     seconds_per_site: float = 60.0  # wall time for exploring one site (replay has the same again)
     settle_ms: int = 300  # quiet time after each action before the next screenshot
+
+    @classmethod
+    def from_config(cls, c: TrajectoryConfig) -> "ExploreSettings":
+        return cls(c.max_steps, c.max_pages, c.seconds_per_site, c.settle_ms)
 
 
 @dataclass
