@@ -72,7 +72,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true",
                      help="finish a killed or interrupted run in --output (same DAG, config and inputs): inputs it "
                           "committed are kept, only the rest is written; a finished run is left as it is. "
-                          "DAGs that resume: caption")
+                          "DAGs that resume: caption, documents")
     _workers_option(run)
     run.add_argument("--plan-only", metavar="GRAPH.pb",
                      help="build the job graph, save it (Beam runner-API proto) and exit: nothing runs, nothing is "

@@ -91,3 +91,12 @@ def test_inspect_summary_and_sql(capsys, demo_dir):
     assert code == 0 and "3" in out
     code, _, err = run_cli(capsys, "inspect", str(demo_dir / "caption"), "--sql", "SELECT nope FROM shards")
     assert code == 2 and "nope" in err
+
+
+def test_resume_help_names_exactly_the_resumable_dags():
+    from quarry.dags.registry import DAGS
+    out = subprocess.run([sys.executable, "-m", "quarry.dags.cli", "run", "--help"], capture_output=True, text=True,
+                         check=True).stdout
+    listed = " ".join(out.split("DAGs that resume:")[1].split()).split("--")[0]
+    named = {w.strip(" ,") for w in listed.split(",")}
+    assert named == {name for name, spec in DAGS.items() if spec.resumable}
