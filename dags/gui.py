@@ -71,6 +71,17 @@ page ends as rows or exactly one reject, and `extra.pages` says so
 (`pages.inputs == pages.with_rows + rejected_total`). Stages count pages
 (`render`, `tasks`) and rows (`tasks.out`); `ui_code` rejects are per pair, not per page, so
 `pages.rejected` leaves them out and `extra.ui_code` counts them (`pages`, `pairs`, `rejected`).
+
+Trajectories (`trajectory.enabled`; `operators/gui/explore.py`): from every page input, a rule-based walk
+(seeded by the page: an in-origin link, or an in-origin form filled with values that fit each field and
+submitted), at most `trajectory.max_steps` actions, `max_pages` pages and `seconds_per_site`; replayed at the
+recorded coordinates in a fresh context and kept only if it ends in the same state (URL and visible text).
+One `trajectory` row per step: the goal (every link opened, value typed and button pressed, and where it
+ends), the actions so far (the screenshot is the page after them) -> the next action, verified like
+`action` by the target's box; all on the 0-1000 grid. Tier: the target's area level with the page's
+choices as crowding, +1 for the goal, +1 after the first step, capped. A trajectory that is not kept is one
+`trajectory` reject (replay_mismatch, no_actions, start_failed) of a page that may have rows of its own, so
+`pages.rejected` leaves them out and `extra.trajectory` counts them (`explored == kept + rejected`).
 """
 
 from __future__ import annotations
@@ -110,7 +121,7 @@ def describe(cfg: GuiConfig, files) -> BuildInfo:
         "viewports": [v.model_dump() for v in r.viewports()],
         "timeout_s": r.timeout_s,
         "pages_in_flight": r.pages_in_flight,
-        "tasks": list(cfg.tasks.kinds),
+        "tasks": list(cfg.tasks.kinds) + (["trajectory"] if cfg.trajectory.enabled else []),
         "input_files": len(files),
     })
     if any(f.kind == "html" for f in files):
@@ -122,7 +133,9 @@ def describe(cfg: GuiConfig, files) -> BuildInfo:
 def finish(output: str, cfg: GuiConfig, info: BuildInfo, run: RunCounts) -> None:
     counts, pages_in = run.counts, run.inputs()
     code_rejected = sum(run.rejected.get("ui_code", {}).values())
-    rejected = run.rejected_total - code_rejected  # a ui_code reject is one pair of a page that may have rows
+    traj_rejected = sum(run.rejected.get("trajectory", {}).values())
+    # a ui_code reject is one pair, a trajectory reject one trajectory, of a page that may have rows
+    rejected = run.rejected_total - code_rejected - traj_rejected
     with_rows = counts.get("images.out", 0)
     info.extra["pages"] = {
         "inputs": pages_in, "rendered": counts.get("render.out", 0), "with_rows": with_rows,
@@ -132,6 +145,10 @@ def finish(output: str, cfg: GuiConfig, info: BuildInfo, run: RunCounts) -> None
     info.extra["ui_code"] = {"pages": counts.get("ui_code.in", 0), "pairs": counts.get("ui_code.out", 0),
                              "rejected": code_rejected,
                              "balanced": counts.get("ui_code.in", 0) == counts.get("ui_code.out", 0) + code_rejected}
+    if cfg.trajectory.enabled:
+        explored, kept = counts.get("trajectory.in", 0), counts.get("trajectory.kept", 0)
+        info.extra["trajectory"] = {"explored": explored, "kept": kept, "steps": counts.get("trajectory.out", 0),
+                                    "rejected": traj_rejected, "balanced": explored == kept + traj_rejected}
 
 
 # What this DAG's reader can reject a record for (operators/inputs/reasons.py).
@@ -157,6 +174,11 @@ SPEC = DagSpec(
                          "no scripts, assets inlined or dropped), rendered again with JavaScript off and every request "
                          "aborted; kept at similarity >= ui_code.threshold; tier from DOM size and depth",
               where="operators/gui/ui_code.py, pipelines/gui.py"),
+        Stage("trajectory", "optional (--set trajectory.enabled=true): from each page, explore by rules (in-origin "
+                            "links, in-origin forms filled with values that fit each field, submitted) into a "
+                            "multi-step trajectory, replay it in a fresh context, keep it when the end states match; "
+                            "one row per step (goal, actions so far, screenshot -> action)",
+              where="operators/gui/explore.py, pipelines/gui.py"),
         Stage("decontam", "optional (--set decontam.bench=PATH): question, expression and element name against benchmark sets", where="pipelines/decontam.py"),
         Stage("write", "task rows by source and tier; screenshots once in DIR/images", where="pipelines/write.py"),
     ), {**STAGE_REASONS, "read": READ_REASONS}),

@@ -33,10 +33,10 @@ from apache_beam.transforms.window import GlobalWindows
 from quarry.operators import decontam as decontam_ops
 from quarry.operators.base import Rejection
 from quarry.operators.gui import browser as browser_ops
-from quarry.operators.gui import critic, ui_code
+from quarry.operators.gui import critic, explore, ui_code
 from quarry.operators.gui.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, RenderResult
 from quarry.operators.gui.goals import GOAL_ACTION, goal_tasks
-from quarry.operators.gui.tasks import TaskSettings, language_parts, page_tasks, task_id, verifier_spec
+from quarry.operators.gui.tasks import TaskSettings, boxed, language_parts, page_tasks, task_id, verifier_spec
 from quarry.operators.gui.wording import WORDINGS
 from quarry.operators.ids import content_id, digest
 from quarry.operators.inputs import reasons
@@ -62,6 +62,7 @@ from quarry.pipelines.stage import count, refused, reject_row, run_stage
 from quarry.pipelines.stats import Progress
 from quarry.schemas.common import ImageCell, ImageRecord, Origin, Reject
 from quarry.schemas.gui import (
+    TRAJECTORY,
     UI_CODE_TASKS,
     CriticConfig,
     GuiConfig,
@@ -73,6 +74,7 @@ from quarry.schemas.gui import (
     UiCodeConfig,
     Viewport,
 )
+from quarry.schemas.rl import VerifierSpec
 
 MAX_URL_CHARS = 4096
 LOCAL_PAGE_SUFFIXES = (".html", ".htm", ".xhtml")  # what a file:// URL of a URL list may name
@@ -463,6 +465,101 @@ def code_rows(p: PageInput, res: RenderResult, cfg: UiCodeConfig, kinds: tuple[s
     return rows, None
 
 
+def trajectory_id(p: PageInput, language: str = "en") -> str:
+    return content_id("gui-trajectory", p.page_id, *language_parts(language))
+
+
+def trajectory_rows(p: PageInput, traj: explore.TrajectoryResult, tiers: TierConfig, language: str = "en"
+                    ) -> tuple[list[GuiRow], list[ImageRecord], Optional[Reject]]:
+    """One trajectory-level row per step of a kept trajectory (the goal, the actions so far, this step's screenshot
+    -> its action, verified like `action` by the target's box), the step screenshots, or its one reject."""
+    tid = trajectory_id(p, language)
+    if traj.rejection is not None:
+        return [], [], reject_row(tid, p.source, p.origin, "trajectory", traj.rejection)
+    w = WORDINGS[language]
+    goal = explore.goal_text(traj, w)
+    start = final_url_of(p, traj.start_url)
+    rows, images, history = [], {}, []
+    for i, st in enumerate(traj.steps):
+        action, box = explore.grid_step(st)
+        tier, area = explore.step_tier(st, i, tiers.area_fractions, tiers.crowd_counts)
+        image_id = digest(st.png)
+        images.setdefault(image_id, ImageRecord(image_id=image_id, image=ImageCell(bytes=st.png), width=st.width,
+                                                height=st.height, format="png"))
+        rows.append(GuiRow(
+            sample_id=content_id("gui-trajectory-step", tid, str(i)), source=p.source, tier=tier, task=TRAJECTORY,
+            origin=p.origin, url=p.url if p.kind == "url" else None, parent_id=p.page_id, image_id=image_id,
+            width=st.width, height=st.height, viewport=p.viewport.name, page_url=p.url,
+            final_url=traj.steps[i - 1].url_after if i else start, question=explore.step_prompt(goal, history, w),
+            answer=boxed(action), verifier=VerifierSpec(kind="action", box=[float(v) for v in box]), action=action,
+            goal=goal, history=list(history), trajectory_id=tid, step=i, steps=len(traj.steps),
+            url_after=st.url_after, trajectory_end=traj.ended, element_name=" ".join(st.target.split()) or None,
+            box=list(box), box_px=list(st.box), box_kind="block", area_fraction=area, similar_elements=st.choices - 1,
+            page_elements=st.choices, elements_capped=False, blocked_requests=len(traj.blocked)))
+        history.append(action)
+    return rows, list(images.values()), None
+
+
+class _ExploreSites(beam.DoFn):
+    """PageInput -> the rows and screenshots of the trajectory explored from it (explored, replayed in a fresh
+    context, kept when the end states match), or one `trajectory` reject; several sites in flight per worker."""
+
+    IMAGES = "trajectory_images"
+    STEPS = "trajectory_steps"
+
+    def __init__(self, cfg: GuiConfig):
+        self.cfg = cfg
+
+    def setup(self):
+        # the renderer settings of the render stage, so both share one browser per worker process
+        code = code_settings(self.cfg.ui_code) if set(self.cfg.tasks.kinds) & set(UI_CODE_TASKS) else None
+        self.worker = _Worker.acquire(renderer_settings(self.cfg.render, code))
+        self.explorer = explore.Explorer(self.worker.renderer, explore.ExploreSettings.from_config(
+            self.cfg.trajectory))
+
+    def teardown(self):
+        worker, self.worker = getattr(self, "worker", None), None
+        if worker is not None:
+            worker.release()
+
+    def start_bundle(self):
+        self.pending: dict[concurrent.futures.Future, PageInput] = {}
+
+    def process(self, p: PageInput):
+        job = page_job(p, self.worker.server, self.cfg.render.allow_private_inputs)
+        # seeded by the English id, so a run in another language explores the same steps
+        self.pending[self.explorer.submit(job, trajectory_id(p), functools.partial(final_url_of, p))] = p
+        yield from self._finished(wait=len(self.pending) >= self.cfg.render.pages_in_flight)
+
+    def finish_bundle(self):
+        while self.pending:
+            for out in self._finished(wait=True):
+                if isinstance(out, beam.pvalue.TaggedOutput):
+                    yield beam.pvalue.TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+                else:
+                    yield GlobalWindows.windowed_value(out)
+
+    def _finished(self, wait: bool):
+        if wait:
+            waves = len(self.pending) / self.cfg.render.pages_in_flight + 1  # explore + replay per wave
+            done, _ = concurrent.futures.wait(list(self.pending), timeout=2 * self.explorer.limit_s * waves,
+                                              return_when=concurrent.futures.FIRST_COMPLETED)
+            if not done:
+                raise RuntimeError(f"the browser returned none of {len(self.pending)} trajectories in time")
+        else:
+            done = [f for f in self.pending if f.done()]
+        for fut in done:
+            p, traj = self.pending.pop(fut), fut.result()
+            rows, images, reject = trajectory_rows(p, traj, self.cfg.tiers, self.cfg.tasks.language)
+            if reject is not None:
+                yield refused(reject)
+                continue
+            for im in images:
+                yield beam.pvalue.TaggedOutput(self.IMAGES, im)
+            yield beam.pvalue.TaggedOutput(self.STEPS, len(rows))
+            yield from rows
+
+
 class _MakeTasks(beam.DoFn):
     """(PageInput, RenderResult) -> task rows, ui_code rows, the screenshot once, and rejects: a page without any
     row is one `tasks` reject; a page whose code gives no pair is also one `ui_code` reject (per pair, not page)."""
@@ -516,8 +613,21 @@ class GuiPipeline(beam.PTransform):
         count(tasks[_MakeTasks.IMAGES], out_dir, "images.out")
         count(tasks[_MakeTasks.CODE_IN], out_dir, "ui_code.in")
         count(tasks[_MakeTasks.CODE_OUT], out_dir, "ui_code.out")
-        rejected = (rendered.rejected, tasks.rejected) | "GuiRejects" >> beam.Flatten()
-        return Outputs(tasks.kept, tasks[_MakeTasks.IMAGES], rejected, rendered[_RenderPages.BLOCKED])
+        rows, images = [tasks.kept], [tasks[_MakeTasks.IMAGES]]
+        rejected = [rendered.rejected, tasks.rejected]
+        if cfg.trajectory.enabled:
+            traj = run_stage(pages, "ExploreSites", _ExploreSites(cfg), out_dir, "trajectory",
+                             tags=(_ExploreSites.IMAGES, _ExploreSites.STEPS))
+            count(traj[_ExploreSites.STEPS], out_dir, "trajectory.kept")  # trajectories; trajectory.out counts steps
+            rows.append(traj.kept)
+            images.append(traj[_ExploreSites.IMAGES])
+            rejected.append(traj.rejected)
+        return Outputs(_flatten(rows, "GuiRows"), _flatten(images, "GuiImages"),
+                       _flatten(rejected, "GuiRejects"), rendered[_RenderPages.BLOCKED])
+
+
+def _flatten(parts: list, label: str):
+    return parts[0] if len(parts) == 1 else tuple(parts) | label >> beam.Flatten()
 
 
 # The reasons each stage of the gui DAG (dags/gui.py: SPEC.stages) can give its reject rows; `read` is the reader's.
@@ -525,6 +635,7 @@ STAGE_REASONS: dict[str, tuple[str, ...]] = {
     "render": browser_ops.REASONS,
     "tasks": REASONS,
     "ui_code": ui_code.REASONS,
+    "trajectory": explore.REASONS,
     "decontam": (decontam_ops.CONTAMINATED_TEXT, decontam_ops.CONTAMINATED_IMAGE),
     "write": (),
 }

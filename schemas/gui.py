@@ -19,6 +19,7 @@ from quarry.schemas.config import DagConfig, Section
 from quarry.schemas.rl import RlTask
 
 TASKS = ("element_perception", "grounding", "action", "goal_action", "critic", "ui_to_code", "code_to_ui")
+TRAJECTORY = "trajectory"  # rows of explored trajectories (trajectory.enabled; operators/gui/explore.py)
 UI_CODE_TASKS = ("ui_to_code", "code_to_ui")  # the UI-to-code level (operators/gui/ui_code.py)
 
 
@@ -220,13 +221,23 @@ class GuiRow(RlTask, Sample):
     expression: Optional[str] = Field(None, description="the referring expression (grounding, action)")
     expression_kind: Optional[str] = Field(None, description="name | positional | role")
     action: Optional[str] = Field(None, description="click(x,y) | type(x,y,\"text\") | scroll(x,y,\"down\")")
-    goal: Optional[str] = Field(None, description="goal_action: the goal the instruction names (the steps of one "
-                                "goal share it)")
+    goal: Optional[str] = Field(None, description="goal_action, trajectory: the goal the instruction names (the "
+                                "steps of one goal share it)")
     goal_kind: Optional[Literal["form", "search", "cart", "page", "section"]] = Field(
         None, description="goal_action: where the goal comes from: a form to fill and submit, a search form, a "
         "product's add-to-cart button, a link to another page, a link to a section of this page")
-    history: Optional[list[str]] = Field(None, description="goal_action: the actions before this one (action "
-                                         "grammar, oldest first; the screenshot is the page before all of them)")
+    history: Optional[list[str]] = Field(None, description="goal_action, trajectory: the actions before this one "
+                                         "(action grammar, oldest first); goal_action: the screenshot is the page "
+                                         "before all of them, trajectory: the page after them")
+    # trajectory rows (operators/gui/explore.py): one row per step; null on the other tasks
+    trajectory_id: Optional[str] = Field(None, description="trajectory: the id the steps of one trajectory share")
+    step: Optional[int] = Field(None, description="trajectory: this step's index (0 first); its screenshot is the "
+                                "page before its action")
+    steps: Optional[int] = Field(None, description="trajectory: how many steps the trajectory has")
+    url_after: Optional[str] = Field(None, description="trajectory: the URL after this step's action (served "
+                                     "folders: the path inside the folder, like final_url)")
+    trajectory_end: Optional[str] = Field(None, description="trajectory: why exploration stopped: max_steps | "
+                                          "max_pages | time | loop | no_action | unstable_page")
     element_tag: Optional[str] = None
     element_role: Optional[str] = None
     element_name: Optional[str] = None

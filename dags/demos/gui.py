@@ -17,13 +17,16 @@ def build(folder: Path) -> DemoInput:
     covered ones left out), positional expressions for the three identical
     "Add to cart" buttons, goal-level actions (sign in with the form's fields
     step by step, add each mug to the cart, search, go to a linked page or
-    section), a blocked request to the cloud metadata address,
-    and `render_timeout` for the page whose script never yields.
+    section), trajectories explored from each page and replayed (open the
+    shop, search it; fill in and submit the sign-in form), a blocked request
+    to the cloud metadata address, and `render_timeout` (and a
+    `trajectory/no_actions`) for the page whose script never yields.
     """
     site = Path(folder) / "gui-site"
     if site.exists():
         shutil.rmtree(site)
     shutil.copytree(DEMO_DATA, site)
     sets = ["source=demo_site", "render.timeout_s=5", "render.extract_timeout_s=3", "render.settle=load",
-            "render.pages_in_flight=4"]
+            "render.pages_in_flight=4", "trajectory.enabled=true", "trajectory.max_steps=4",
+            "trajectory.seconds_per_site=30", "trajectory.settle_ms=200"]
     return DemoInput([str(site)], sets)

@@ -23,6 +23,7 @@ seen (a navigation loop) or a page that will not settle ends the trajectory (it 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import hashlib
 import random
 from dataclasses import dataclass, field
@@ -31,7 +32,10 @@ from urllib.parse import urlsplit
 
 from quarry.operators.base import Rejection
 from quarry.operators.gui.browser import BrowserRenderer, PageJob, _PageState, _png_size, _proxy_setting
+from quarry.operators.gui.dom import Field, normalise_box
 from quarry.operators.gui.netguard import AddressGuard, input_url_verdict, origin_of
+from quarry.operators.gui.tasks import TIER_NAMES, _quote, content_words, kind_of_field, text_for_field, tier_for
+from quarry.operators.gui.wording import EN, Wording
 from quarry.schemas.gui import TrajectoryConfig
 
 REPLAY_MISMATCH = "trajectory/replay_mismatch"
@@ -61,8 +65,12 @@ CANDIDATES_JS = """() => {
       const t = (el.type || 'text').toLowerCase();
       if (['hidden', 'submit', 'button', 'reset', 'image', 'file', 'checkbox', 'radio'].includes(t) || !vis(el)) continue;
       const label = el.labels && el.labels[0] ? el.labels[0].innerText.trim() : '';
-      fields.push({type: t, name: el.name || '', placeholder: el.placeholder || '', label: label,
-                   autocomplete: el.autocomplete || '', box: box(el)});
+      const attr = (k) => el.getAttribute(k) || '';
+      fields.push({type: el.tagName === 'TEXTAREA' ? 'textarea' : t, name: el.name || '', id: el.id || '',
+                   placeholder: el.placeholder || '', label: label, autocomplete: attr('autocomplete'),
+                   pattern: attr('pattern'), inputmode: attr('inputmode'), min: attr('min'), max: attr('max'),
+                   maxlength: el.maxLength > 0 ? el.maxLength : null, role: attr('role'),
+                   aria: attr('aria-label'), box: box(el)});
     }
     const sub = f.querySelector('button:not([type=button]):not([type=reset]), input[type=submit]');
     if (!sub || !vis(sub) || !fields.length) continue;
@@ -97,6 +105,7 @@ class Step:
     target: str  # what the action acted on: a link's text, a field's label, a button's text
     url_after: str
     fingerprint: str
+    choices: int = 0  # actions the page offered at this step (links and forms; a form's later fields: 1)
 
 
 @dataclass
@@ -113,27 +122,15 @@ def fingerprint(url: str, text: str) -> str:
     return hashlib.sha1((url + "\n" + " ".join(text.split())).encode()).hexdigest()
 
 
-def fit_value(f: dict, words: list[str]) -> str:
-    """A value fitting the field: its type first, then its name / label / placeholder / autocomplete."""
-    t = f.get("type", "text")
-    hint = " ".join(str(f.get(k, "")) for k in ("name", "label", "placeholder", "autocomplete")).lower()
-    if t == "email" or "mail" in hint:
-        return "ada@example.com"
-    if t == "password" or "pass" in hint:
-        return "Correct-Horse-42"
-    if t == "tel" or "phone" in hint:
-        return "+1 555 0100"
-    if t == "number":
-        return "2"
-    if t == "url":
-        return "https://example.com"
-    if t == "date":
-        return "2024-05-01"
-    if t == "search" or "search" in hint or hint.strip() in ("q", "query"):
-        return " ".join(words[:2]) or "mugs"
-    if "name" in hint or "user" in hint:
-        return "Ada Lovelace"
-    return "Hello, I have a question about my order."
+def fit_value(f: dict, words: list[str], key: str) -> Optional[str]:
+    """Text that fits the field, chosen as the gui tasks choose it (operators/gui/tasks.py: its type, autocomplete,
+    name, placeholder, label, pattern and maxlength; a search box gets words of the page), or None when none fits."""
+    field = Field(type=f.get("type") or "text", name=f.get("name", ""), id=f.get("id", ""),
+                  autocomplete=f.get("autocomplete", ""), placeholder=f.get("placeholder", ""),
+                  pattern=f.get("pattern", ""), inputmode=f.get("inputmode", ""), min=f.get("min", ""),
+                  max=f.get("max", ""), maxlength=f.get("maxlength"), label=f.get("label", ""))
+    kind = kind_of_field(field, f.get("role") or None, f.get("aria", ""))
+    return text_for_field(key, f"{key}|{f.get('name', '')}|{f.get('id', '')}", kind, field, words)
 
 
 def _center(box, dsf: float) -> tuple[int, int]:
@@ -142,10 +139,6 @@ def _center(box, dsf: float) -> tuple[int, int]:
 
 def _px(box, dsf: float) -> list[float]:
     return [round(v * dsf, 1) for v in box]
-
-
-def _words(text: str) -> list[str]:
-    return [w for w in (t.strip(".,:;!?()\"'").lower() for t in text.split()) if len(w) > 3 and w.isalpha()]
 
 
 class Explorer:
@@ -157,24 +150,41 @@ class Explorer:
         self.s = settings
         self.relative_url = relative_url  # final_url-style: served folders relative to their root
 
+    @property
+    def limit_s(self) -> float:
+        """The longest one exploration or replay can take (its own budget, the start page's load, closing)."""
+        return self.s.seconds_per_site + self.r.page_limit_s + 30
+
     def explore(self, job: PageJob, seed: str) -> TrajectoryResult:
         self.r.start()
-        limit = self.s.seconds_per_site + self.r.page_limit_s
-        return self.r._call(self._run(job, seed, None), limit + 30)
+        return self.r._call(self._run(job, seed, None, self.relative_url), self.limit_s)
 
     def replay(self, job: PageJob, traj: TrajectoryResult) -> TrajectoryResult:
         self.r.start()
-        return self.r._call(self._run(job, "", [s.action for s in traj.steps]), self.s.seconds_per_site
-                            + self.r.page_limit_s + 30)
+        return self.r._call(self._run(job, "", [s.action for s in traj.steps], self.relative_url), self.limit_s)
 
     def explore_and_replay(self, job: PageJob, seed: str) -> TrajectoryResult:
-        traj = self.explore(job, seed)
+        return self.submit(job, seed).result(2 * self.limit_s)
+
+    def submit(self, job: PageJob, seed: str, relative_url=None) -> "concurrent.futures.Future[TrajectoryResult]":
+        """Explore and replay on the renderer's loop, beside its other pages (at most `pages_in_flight` contexts
+        at a time in all); the future holds the trajectory, with a rejection when it is not kept. `relative_url`
+        (this job's) replaces the explorer's own."""
+        self.r.start()
+        return asyncio.run_coroutine_threadsafe(
+            self._explore_and_replay(job, seed, relative_url or self.relative_url), self.r._loop)
+
+    async def _explore_and_replay(self, job: PageJob, seed: str, rel) -> TrajectoryResult:
+        traj = await self._run(job, seed, None, rel)
         if traj.rejection is not None:
             return traj
-        if not traj.steps:
-            traj.rejection = Rejection(NO_ACTIONS, f"no in-origin link or form on the start page ({traj.ended})")
+        if not traj.steps and traj.ended in (ENDED_TIME, ENDED_UNSTABLE):
+            traj.rejection = Rejection(START_FAILED, f"the start page did not settle for a first step ({traj.ended})")
             return traj
-        again = self.replay(job, traj)
+        if not traj.steps:
+            traj.rejection = Rejection(NO_ACTIONS, "no in-origin link or form with fitting values on the start page")
+            return traj
+        again = await self._run(job, "", [s.action for s in traj.steps], rel)
         want, got = traj.steps[-1].fingerprint, again.steps[-1].fingerprint if again.steps else ""
         if again.rejection is not None or want != got:
             traj.rejection = Rejection(REPLAY_MISMATCH, f"end state {got[:12] or '(none)'} != {want[:12]}"
@@ -183,7 +193,7 @@ class Explorer:
 
     # --- the browser side (runs on the renderer's loop) -----------------------------------
 
-    async def _run(self, job: PageJob, seed: str, actions: Optional[list[str]]) -> TrajectoryResult:
+    async def _run(self, job: PageJob, seed: str, actions: Optional[list[str]], rel) -> TrajectoryResult:
         r = self.r
         out = TrajectoryResult(job.url)
         async with r._sem:
@@ -215,7 +225,7 @@ class Explorer:
                 page.on("download", lambda d: asyncio.ensure_future(d.cancel()))
                 budget = self.s.seconds_per_site
                 try:
-                    await asyncio.wait_for(self._steps(page, job, seed, actions, out, origin), budget)
+                    await asyncio.wait_for(self._steps(page, job, seed, actions, out, origin, rel), budget)
                 except asyncio.TimeoutError:
                     out.ended = ENDED_TIME
             finally:
@@ -236,7 +246,7 @@ class Explorer:
             pass
         await asyncio.sleep(self.s.settle_ms / 1000)
 
-    async def _steps(self, page, job: PageJob, seed: str, actions, out: TrajectoryResult, origin: str) -> None:
+    async def _steps(self, page, job: PageJob, seed: str, actions, out: TrajectoryResult, origin: str, rel) -> None:
         from playwright.async_api import Error as PlaywrightError
 
         try:
@@ -247,9 +257,10 @@ class Explorer:
         await self._settle(page)
         rng = random.Random(seed)
         dsf = job.device_scale_factor
-        seen = {fingerprint(self.relative_url(page.url), await page.evaluate(TEXT_JS))}
+        seen = {fingerprint(rel(page.url), await page.evaluate(TEXT_JS))}
         pages = {urlsplit(page.url)._replace(fragment="").geturl()}
         plan: list[tuple[str, list[float], str]] = []  # queued (action, css box, target): a form's fields then its submit
+        choices = 1
         n = len(actions) if actions is not None else self.s.max_steps
         for i in range(n):
             try:
@@ -259,20 +270,22 @@ class Explorer:
                     action, box, target = actions[i], [0.0, 0.0, 0.0, 0.0], ""
                 else:
                     if not plan:
-                        plan = await self._choose(page, rng, origin)
+                        plan, choices = await self._choose(page, rng, origin, f"{seed}|{rel(page.url)}")
                         if not plan:
                             out.ended = ENDED_NO_ACTION
                             return
+                    else:
+                        choices = 1  # the next field of a form being filled
                     action, box, target = plan.pop(0)
                 await self._perform(page, action, dsf)
                 await self._settle(page)
                 url = page.url
-                fp = fingerprint(self.relative_url(url), await page.evaluate(TEXT_JS))
+                fp = fingerprint(rel(url), await page.evaluate(TEXT_JS))
             except PlaywrightError:  # the page keeps navigating (a loop) or died
                 out.ended = ENDED_UNSTABLE
                 return
             w, h = _png_size(png)
-            out.steps.append(Step(png, w, h, action, _px(box, dsf), target, self.relative_url(url), fp))
+            out.steps.append(Step(png, w, h, action, _px(box, dsf), target, rel(url), fp, choices))
             if actions is not None:
                 continue
             pages.add(urlsplit(url)._replace(fragment="").geturl())
@@ -285,28 +298,34 @@ class Explorer:
                 return
         out.ended = ENDED_STEPS
 
-    async def _choose(self, page, rng: random.Random, origin: str) -> list[tuple[str, list[float], str]]:
-        """The next action(s): a link or a whole form (its fields then its submit), in-origin only."""
+    async def _choose(self, page, rng: random.Random, origin: str, key: str
+                      ) -> tuple[list[tuple[str, list[float], str]], int]:
+        """The next action(s): a link or a whole form (its fields then its submit), in-origin only; and how
+        many such options the page offered."""
         c = await page.evaluate(CANDIDATES_JS)
         here = urlsplit(page.url)._replace(fragment="").geturl()
-        words = _words(c["text"])
+        words = content_words([c["text"]])
         options: list[list[tuple[str, list[float], str]]] = []
         for f in c["forms"]:
             if origin_of(f["action"]) != origin:
                 continue  # a form that posts elsewhere is never submitted
             plan = []
-            for fld in f["fields"]:
-                value = fit_value(fld, words)
-                plan.append((("type", value), fld["box"], fld["label"] or fld["placeholder"] or fld["name"]))
-            plan.append((("click", None), f["box"], f["text"]))
-            options.append(plan)
+            for k, fld in enumerate(f["fields"]):
+                value = fit_value(fld, words, f"{key}|{k}")
+                if value is None:
+                    break  # no text fits this field: the form is no option
+                plan.append((("type", value), fld["box"], fld["label"] or fld["aria"] or fld["placeholder"]
+                             or fld["name"]))
+            else:
+                plan.append((("click", None), f["box"], f["text"]))
+                options.append(plan)
         for a in c["links"]:
             href = urlsplit(a["href"])._replace(fragment="").geturl()
             if origin_of(a["href"]) != origin or href == here:
                 continue
             options.append([(("click", None), a["box"], a["text"])])
         if not options:
-            return []
+            return [], 0
         dsf = await page.evaluate("() => devicePixelRatio")
         chosen = options[rng.randrange(len(options))]
         out = []
@@ -314,7 +333,7 @@ class Explorer:
             x, y = _center(box, dsf)
             action = f"click({x},{y})" if verb == "click" else f'type({x},{y},"{value}")'
             out.append((action, box, target))
-        return out
+        return out, len(options)
 
     async def _perform(self, page, action: str, dsf: float) -> None:
         verb, rest = action.split("(", 1)
@@ -327,17 +346,59 @@ class Explorer:
             await page.keyboard.type(text)
 
 
-def goal_text(traj: TrajectoryResult) -> str:
-    """A natural-language goal from what the trajectory did and where it ended."""
-    parts = []
-    typed = []
+def _name(target: str) -> str:
+    return " ".join(target.split())
+
+
+def _typed_value(action: str) -> str:
+    return action.split(",", 2)[2].strip()[1:-2]
+
+
+def goal_text(traj: TrajectoryResult, w: Wording = EN) -> str:
+    """The goal, in words, from what the trajectory did and where it ended: every link it opens, every value it
+    types and the button it presses, so the steps follow from the goal and the screenshots."""
+    parts: list[str] = []
+    typed: list[str] = []
     for s in traj.steps:
         if s.action.startswith("type("):
-            typed.append(f'"{s.action.split(",", 2)[2][1:-2]}" as {s.target or "the field"}')
+            typed.append(w.traj_typed.format(value=w.q(_typed_value(s.action)),
+                                             field=_quote(_name(s.target), w=w) if s.target else w.traj_field))
         elif typed:
-            parts.append(f"fill in {', '.join(typed)} and press {s.target or 'submit'!r}")
+            parts.append(w.traj_fill.format(typed=w.listing(typed),
+                                            button=_quote(_name(s.target), w=w) if s.target else w.traj_submit))
             typed = []
         else:
-            parts.append(f"open {s.target!r}" if s.target else "follow the link")
-    return ("Starting here, " + ", then ".join(parts) + f"; you should end at {traj.steps[-1].url_after}.") \
-        if parts else ""
+            parts.append(w.traj_open.format(target=_quote(_name(s.target), w=w)) if s.target else w.traj_link)
+    if typed:  # the trajectory ended (max_steps) before the form was submitted
+        parts.append(w.traj_fill_only.format(typed=w.listing(typed)))
+    if not parts:
+        return ""
+    return w.traj_goal.format(steps=w.traj_then.join(parts), url=traj.steps[-1].url_after)
+
+
+def step_prompt(goal: str, history: list[str], w: Wording = EN) -> str:
+    """The instruction of one step: the goal, the actions taken so far (the screenshot shows the page after
+    them, unlike goal_action's) and the answer format."""
+    hist = (w.traj_history.format(lines="\n".join(f"{i}. {a}" for i, a in enumerate(history, 1)))
+            if history else w.no_history)
+    return w.goal_prompt.format(goal=goal, history=hist, hint="", suffix=w.action_suffix)
+
+
+def grid_step(step: Step) -> tuple[str, tuple[int, int, int, int]]:
+    """A step's action and target box on the 0-1000 grid of its screenshot (the other gui tasks' space)."""
+    box = normalise_box(tuple(step.box), step.width, step.height)
+    verb, rest = step.action.split("(", 1)
+    parts = rest.split(",", 2)
+    x, y = (min(1000, max(0, round(int(v) / total * 1000))) for v, total in
+            ((parts[0], step.width), (parts[1].rstrip(")"), step.height)))
+    return (f"click({x},{y})" if verb == "click" else f"type({x},{y},{parts[2]}"), box
+
+
+def step_tier(step: Step, index: int, area_fractions, crowd_counts) -> tuple[str, float]:
+    """(tier, area fraction): the target's area level with the page's choices as crowding (tasks.tier_for), +1
+    after the first step (the history must be followed), capped at very_hard. No bonus for the goal, unlike
+    goal_action: a trajectory's goal names each target by its text."""
+    x1, y1, x2, y2 = step.box
+    area = max(0.0, x2 - x1) * max(0.0, y2 - y1) / max(1, step.width * step.height)
+    level = TIER_NAMES.index(tier_for(area, max(0, step.choices - 1), area_fractions, crowd_counts)) + min(1, index)
+    return TIER_NAMES[min(len(TIER_NAMES) - 1, level)], round(area, 6)

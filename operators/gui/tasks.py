@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Iterable, Optional, Sequence
 
 from quarry.operators.gui.dom import Element, Field
 from quarry.operators.gui.wording import EN, WORDINGS, Wording
@@ -306,7 +306,12 @@ _STOP = frozenset("the and for with your you our from this that are was have has
 
 def field_kind(e: Element) -> str:
     """What a text field asks for: its type, then autocomplete, then words of its name, id, placeholder, label."""
-    f = e.field or Field(type=e.input_type or "text")
+    return kind_of_field(e.field or Field(type=e.input_type or "text"), e.role, e.name)
+
+
+def kind_of_field(f: Field, role: Optional[str] = None, name: str = "") -> str:
+    """`field_kind` from the field's attributes, its role and its accessible name (for a caller without an
+    Element: operators/gui/explore.py)."""
     if f.type in _TYPE_KINDS:
         return _TYPE_KINDS[f.type]
     if f.inputmode in ("email", "tel", "url", "search"):
@@ -316,9 +321,9 @@ def field_kind(e: Element) -> str:
     for token in f.autocomplete.lower().split():
         if token in _AUTOCOMPLETE:
             return _AUTOCOMPLETE[token]
-    if e.role == "searchbox":
+    if role == "searchbox":
         return "search"
-    words = " ".join((f.name, f.id, f.placeholder, f.label, e.name)).lower().replace("_", " ").replace("-", " ")
+    words = " ".join((f.name, f.id, f.placeholder, f.label, name)).lower().replace("_", " ").replace("-", " ")
     words = words.replace("e mail", "email")
     for kind, keys in _KIND_WORDS:
         if any(re.search(rf"\b{re.escape(k)}", words) for k in keys):
@@ -328,11 +333,14 @@ def field_kind(e: Element) -> str:
 
 def page_words(elements: Sequence[Element]) -> list[str]:
     """Content words of the page's own visible text (headings, paragraphs, links), in page order, once each."""
+    return content_words(e.name for e in elements if e.field is None and e.name and e.name_shown)
+
+
+def content_words(texts: Iterable[str]) -> list[str]:
+    """Content words of some shown texts, in order, once each (no stop words, 3+ letters)."""
     seen: dict[str, None] = {}
-    for e in elements:
-        if e.field is not None or not e.name or not e.name_shown:
-            continue
-        for w in re.findall(r"[A-Za-z][A-Za-z'-]{2,}", e.name):
+    for text in texts:
+        for w in re.findall(r"[A-Za-z][A-Za-z'-]{2,}", text):
             lw = w.lower()
             if lw not in _STOP:
                 seen.setdefault(lw, None)
@@ -354,8 +362,13 @@ def _fits(text: str, f: Optional[Field]) -> bool:
 
 def type_text(page_key: str, e: Element, words: Sequence[str]) -> Optional[str]:
     """Text that fits the field (kind, pattern, maxlength, min/max), or None when none does."""
-    kind = field_kind(e)
-    u = seeded_uniform(page_key, "type", e.path)
+    return text_for_field(page_key, e.path, field_kind(e), e.field, words)
+
+
+def text_for_field(page_key: str, path: str, kind: str, field: Optional[Field], words: Sequence[str]
+                   ) -> Optional[str]:
+    """`type_text` for a field of this kind at this DOM path (the seeded choice starts from page and path)."""
+    u = seeded_uniform(page_key, "type", path)
     if kind in ("search", "text"):
         if len(words) < 1:
             return None
@@ -363,7 +376,7 @@ def type_text(page_key: str, e: Element, words: Sequence[str]) -> Optional[str]:
         picked = [words[i]] + ([words[(i + 1) % len(words)]] if len(words) > 1 else [])
         candidates = [" ".join(picked), picked[0]]
     elif kind == "number":
-        f = e.field
+        f = field
         lo = _number(f.min) if f else None
         hi = _number(f.max) if f else None
         base = [int(x) for x in FIELD_TEXTS["number"]]
@@ -375,7 +388,7 @@ def type_text(page_key: str, e: Element, words: Sequence[str]) -> Optional[str]:
         i = int(u * len(options))
         candidates = list(options[i:] + options[:i])
     for c in candidates:
-        if _fits(c, e.field):
+        if _fits(c, field):
             return c
     return None
 

@@ -88,6 +88,17 @@ class Wording:
     no_history: str
     history: str  # {lines}: numbered actions
     form_hint: str
+    # trajectory (operators/gui/explore.py: goal_text, step_prompt)
+    traj_goal: str  # {steps} {url}
+    traj_then: str  # between steps
+    traj_open: str  # {target}: a link's text
+    traj_link: str  # a link without text
+    traj_typed: str  # {value} {field}
+    traj_fill: str  # {typed} {button}
+    traj_fill_only: str  # {typed}: a form left unsubmitted
+    traj_field: str
+    traj_submit: str
+    traj_history: str  # {lines}: numbered actions; the screenshot is after them
 
     def q(self, text: str) -> str:
         return self.quote[0] + text + self.quote[1]
@@ -152,6 +163,10 @@ EN = Wording(
     no_history="Actions so far: none.",
     history="Actions so far (the screenshot was taken before them):\n{lines}",
     form_hint=" Fill in the form's fields from top to bottom, then submit it.",
+    traj_goal="Starting here, {steps}; you should end at {url}.", traj_then=", then ", traj_open="open {target}",
+    traj_link="follow the link", traj_typed="{value} as {field}", traj_fill="fill in {typed} and press {button}",
+    traj_fill_only="fill in {typed}", traj_field="the field", traj_submit="submit",
+    traj_history="Actions so far (the screenshot shows the page after them):\n{lines}",
 )
 
 ZH = Wording(
@@ -200,6 +215,10 @@ ZH = Wording(
     no_history="已执行的动作：无。",
     history="已执行的动作（截图拍摄于这些动作之前）：\n{lines}",
     form_hint="请按从上到下的顺序填写表单字段，然后提交。",
+    traj_goal="从这里开始，{steps}；最后应到达 {url}。", traj_then="，然后", traj_open="打开{target}",
+    traj_link="点击链接", traj_typed="{field}填{value}", traj_fill="填写{typed}，再点击{button}",
+    traj_fill_only="填写{typed}", traj_field="该字段", traj_submit="提交",
+    traj_history="已执行的动作（截图显示这些动作之后的页面）：\n{lines}",
 )
 
 WORDINGS: dict[str, Wording] = {"en": EN, "zh": ZH}

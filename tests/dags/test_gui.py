@@ -53,6 +53,7 @@ def test_demo_end_to_end(tmp_path):
     check_ui_code_pairs(demo)
     check_critic_rows(demo)
     check_goal_actions(demo)
+    check_trajectories(demo)
     check_rerun_gives_the_same_ids(demo, tmp_path / "rerun")
     check_chinese_wording_gives_the_same_tasks(demo, tmp_path / "zh")
 
@@ -61,16 +62,18 @@ def check_manifest_accounts_for_every_page(demo):
     folder, _, _, m = demo
     pages = m.extra["pages"]
     assert pages == {"inputs": 4, "rendered": 3, "with_rows": 3, "rejected": 1, "balanced": True}
-    assert m.rejected == {"render": {"render_timeout": 1}}
+    assert m.rejected == {"render": {"render_timeout": 1}, "trajectory": {"trajectory/start_failed": 1}}
+    assert m.extra["trajectory"] == {"explored": 4, "kept": 3, "steps": m.stages["trajectory"].outputs,
+                                     "rejected": 1, "balanced": True}
     assert m.extra["ui_code"] == {"pages": 3, "pairs": 3, "rejected": 0, "balanced": True}
     assert m.stages["ui_code"].inputs == 3 and m.stages["ui_code"].outputs == 3
     assert m.stages["render"].inputs == 4 and m.stages["render"].outputs == 3
-    assert m.stages["tasks"].outputs == m.kept > 30
+    assert m.stages["tasks"].outputs + m.stages["trajectory"].outputs == m.kept > 30
     assert m.extra["requests_blocked"] >= 1  # the metadata-service image on shop.html
     assert m.extra["browser"] == find_chromium("auto")  # the binary `auto` resolved to, not the word
     assert json.loads((folder / "out" / "manifest.json").read_text())["one_to_one"] is False
-    assert sql(folder / "out", "SELECT origin.key, stage, reason FROM rejects") == [
-        ("slow.html", "render", "render_timeout")]
+    assert sql(folder / "out", "SELECT origin.key, stage, reason FROM rejects ORDER BY stage") == [
+        ("slow.html", "render", "render_timeout"), ("slow.html", "trajectory", "trajectory/start_failed")]
 
 
 def check_rows_schema_images_and_tiers(demo):
@@ -80,12 +83,14 @@ def check_rows_schema_images_and_tiers(demo):
     for f in (out / "images").rglob("*.parquet"):
         assert pq.read_schema(f).remove_metadata().equals(arrow_schema(ImageRecord).remove_metadata())
     assert sql(out, "SELECT count(*) FROM rows WHERE image_id NOT IN (SELECT image_id FROM images)") == [(0,)]
-    assert sql(out, "SELECT count(*), count(DISTINCT image_id) FROM images") == [(3, 3)]
+    [(n, distinct)] = sql(out, "SELECT count(*), count(DISTINCT image_id) FROM images")
+    assert n == distinct >= 3  # the pages' screenshots and the trajectories' steps, each once
     assert sql(out, "SELECT min(width), max(height) FROM images") == [(1280, 720)]
     tiers = {t for (t,) in sql(out, "SELECT DISTINCT tier FROM rows")}
     assert tiers <= set(TIERS) and len(tiers) >= 3
     assert {t for (t,) in sql(out, "SELECT DISTINCT task FROM rows")} == {
-        "element_perception", "grounding", "action", "goal_action", "critic", "ui_to_code", "code_to_ui"}
+        "element_perception", "grounding", "action", "goal_action", "critic", "ui_to_code", "code_to_ui",
+        "trajectory"}
     bad = sql(out, "SELECT count(*) FROM rows WHERE box IS NOT NULL AND (box[1] > box[3] OR box[2] > box[4] "
                    "OR box[1] < 0 OR box[4] > 1000)")
     assert bad == [(0,)]
@@ -193,6 +198,43 @@ def check_goal_actions(demo):
         assert contract.build(spec)(answer, contract.reference(spec, answer)).reward == 1.0
         x, y = (int(v) for v in re.match(r"\w+\((\d+),(\d+)", action).groups())
         assert box_px[0] <= x * w / 1000 <= box_px[2] and box_px[1] <= y * h / 1000 <= box_px[3]
+
+
+def check_trajectories(demo):
+    """One kept trajectory from each rendered page: steps in order, the history the earlier steps' actions, the
+    goal naming each step's target, every gold answer scoring 1, each click inside its target on the step's own
+    screenshot, and the form steps typing values that fit their fields; the screenshots follow the page."""
+    out = demo[0] / "out"
+    rows = sql(out, "SELECT trajectory_id, step, steps, page_url, final_url, url_after, goal, history, action, answer, "
+                    "verifier, box, box_px, width, height, element_name, tier, question, image_id, trajectory_end "
+                    "FROM rows WHERE task = 'trajectory' ORDER BY page_url, step")
+    by_traj: dict[str, list] = {}
+    for r in rows:
+        by_traj.setdefault(r[0], []).append(r)
+    assert sorted({r[3] for r in rows}) == ["docs.html", "login.html", "shop.html"] and len(by_traj) == 3
+    for steps in by_traj.values():
+        assert [r[1] for r in steps] == list(range(steps[0][2])) and steps[0][4] == steps[0][3]
+        for prev, r in zip(steps, steps[1:]):
+            assert r[7] == prev[7] + [prev[8]] and r[4] == prev[5]  # history grows; each step starts where the last ended
+        assert steps[-1][6].endswith(f"you should end at {steps[-1][5]}.")
+        assert len({r[18] for r in steps if not r[8].startswith("type(")}) >= 1
+    for (tid, step, n, page, start, after, goal, history, action, answer, verifier, box, box_px, w, h, name, tier,
+         question, image_id, end) in rows:
+        assert goal in question and all(a in question for a in history) and name and name in goal
+        assert tier in TIERS and end in ("max_steps", "max_pages", "loop", "no_action")
+        spec = VerifierSpec.model_validate({k: v for k, v in verifier.items() if v is not None})
+        assert spec.kind == "action" and spec.box == [float(v) for v in box]
+        assert contract.build(spec)(answer, contract.reference(spec, answer)).reward == 1.0
+        x, y = (int(v) for v in re.match(r"\w+\((\d+),(\d+)", action).groups())
+        assert box_px[0] - 1 <= x * w / 1000 <= box_px[2] + 1 and box_px[1] - 1 <= y * h / 1000 <= box_px[3] + 1
+        assert "127.0.0.1" not in after + question
+    typed = {r[15]: r[8] for r in rows if r[8].startswith("type(")}
+    assert re.search(r'"[^"@]+@example\.\w+"', typed["Email address"]) and "@" not in typed["Password"]
+    login = next(s for s in by_traj.values() if s[0][3] == "login.html")
+    assert [r[15] for r in login] == ["Email address", "Password", "Sign in"]
+    assert "the screenshot shows the page after them" in login[2][17]
+    # the step after typing shows the typed text: its screenshot is not the page's first one
+    assert len({r[18] for r in login}) == 3
 
 
 def check_rerun_gives_the_same_ids(demo, tmp_path):

@@ -16,7 +16,7 @@ from quarry.schemas.arrow import arrow_schema
 from quarry.schemas.rl import VerifierSpec
 
 RL_DAGS = {  # DAG -> the RL tasks its demo rows hold
-    "gui": {"action", "critic", "element_perception", "goal_action", "grounding", "ui_to_code"},
+    "gui": {"action", "critic", "element_perception", "goal_action", "grounding", "trajectory", "ui_to_code"},
     "ocr_search": {"ocr", "ocr_zoom", "ocr_search"},
     "imagemining": {"visual_jump_qa"},
     "svg": {"image_to_svg"},

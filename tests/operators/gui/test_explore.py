@@ -1,11 +1,25 @@
 """Exploration and replay on small served sites, and the three hostile cases of issue 20."""
 
+import re
 import time
 
 import pytest
 
 from quarry.operators.gui.browser import BrowserRenderer, HtmlFolderServer, PageJob, RendererSettings, local_read
-from quarry.operators.gui.explore import ENDED_LOOP, ENDED_UNSTABLE, Explorer, ExploreSettings, goal_text
+from quarry.operators.gui.explore import (
+    ENDED_LOOP,
+    ENDED_UNSTABLE,
+    REPLAY_MISMATCH,
+    Explorer,
+    ExploreSettings,
+    Step,
+    TrajectoryResult,
+    fit_value,
+    goal_text,
+    grid_step,
+    step_tier,
+)
+from quarry.operators.gui.wording import ZH
 
 from .test_browser import Site
 
@@ -45,7 +59,7 @@ def test_explore_follows_links_fills_forms_and_replays(tmp_path, renderer):
     assert t.rejection is None, t.rejection
     actions = [s.action for s in t.steps]
     assert actions == [s.action for s in t2.steps]  # deterministic
-    assert actions[0].startswith("click(") and actions[1].startswith('type(') and "ada@example.com" in actions[1]
+    assert actions[0].startswith("click(") and re.match(r"type\(\d+,\d+,\"[^\"]+@example\.\w+\"\)", actions[1])
     assert t.steps[-1].url_after.startswith("thanks.html")
     assert t.ended == ENDED_LOOP or t.ended == "no_action"
     assert "About us" in goal_text(t)
@@ -98,3 +112,61 @@ def test_a_page_that_navigates_in_a_loop_ends_in_bounded_time(tmp_path, renderer
         server.close()
     assert t.ended == ENDED_LOOP and len(t.steps) <= 3
     assert took < 8 + 20 and spin.ended in (ENDED_LOOP, ENDED_UNSTABLE, "time", "max_steps", "no_action")
+
+
+def test_a_trajectory_whose_end_state_differs_on_replay_is_rejected(tmp_path, renderer):
+    server = _site(tmp_path, {
+        "index.html": '<a href="lucky.html">Lucky</a>',
+        "lucky.html": '<p id="n"></p><script>n.textContent = "number " + Math.random()</script>',
+    })
+    try:
+        t = Explorer(renderer, ExploreSettings(seconds_per_site=10, settle_ms=50)).explore_and_replay(
+            _job(server, str(tmp_path), "index.html"), "s")
+    finally:
+        server.close()
+    assert len(t.steps) == 1 and t.rejection is not None and t.rejection.reason == REPLAY_MISMATCH
+
+
+@pytest.mark.parametrize("field, kind_check", [
+    ({"type": "email", "name": "contact"}, lambda v: "@" in v),
+    ({"type": "password", "name": "pw"}, lambda v: len(v) >= 8 and "@" not in v),
+    ({"type": "text", "name": "zip", "pattern": "[0-9]{5}"}, lambda v: v.isdigit() and len(v) == 5),
+    ({"type": "search", "name": "q"}, lambda v: set(v.split()) <= {"blue", "mugs", "holds"}),
+    ({"type": "text", "label": "Email address"}, lambda v: "@" in v),
+])
+def test_typed_values_fit_the_field_as_the_gui_tasks_choose_them(field, kind_check):
+    value = fit_value(field, ["blue", "mugs", "holds"], "k")
+    assert value is not None and kind_check(value), value
+
+
+def test_a_field_no_text_fits_gives_none():
+    assert fit_value({"type": "text", "name": "code", "pattern": "[A-Z]{12}"}, ["mugs"], "k") is None
+
+
+def _step(action, box, w=1280, h=720, choices=3, target="Shop", url="shop.html"):
+    return Step(b"", w, h, action, box, target, url, "fp", choices)
+
+
+def test_grid_step_maps_pixels_to_the_0_1000_grid_inside_its_box():
+    action, box = grid_step(_step('type(640,360,"a, b")', [600.0, 340.0, 680.0, 380.0]))
+    assert action == 'type(500,500,"a, b")' and box == (469, 472, 531, 528)
+    action, box = grid_step(_step("click(1279,719)", [1270.0, 700.0, 1280.0, 720.0]))
+    assert action == "click(999,999)" and box[0] <= 999 <= box[2] and box[1] <= 999 <= box[3]
+
+
+def test_goal_text_names_every_step_in_both_languages_and_a_form_left_unsubmitted():
+    t = TrajectoryResult("x", [_step("click(1,1)", [0, 0, 2, 2], target="Shop"),
+                               _step('type(1,1,"ada@example.com")', [0, 0, 2, 2], target="Email"),
+                               _step("click(1,1)", [0, 0, 2, 2], target="Sign\n in", url="done.html")])
+    assert goal_text(t) == ('Starting here, open "Shop", then fill in "ada@example.com" as "Email" and press '
+                            '"Sign in"; you should end at done.html.')
+    assert goal_text(t, ZH).startswith("从这里开始，打开“Shop”，然后填写“Email”填“ada@example.com”")
+    t.steps = t.steps[:2]
+    assert goal_text(t).endswith('then fill in "ada@example.com" as "Email"; you should end at shop.html.')
+
+
+def test_step_tier_rises_after_the_first_step_and_with_choices():
+    big = [0.0, 0.0, 400.0, 300.0]  # 13% of the screenshot: level 0
+    assert step_tier(_step("click(1,1)", big, choices=1), 0, (0.02, 0.005, 0.001, 0.0002), (5, 20))[0] == "very_easy"
+    assert step_tier(_step("click(1,1)", big, choices=1), 2, (0.02, 0.005, 0.001, 0.0002), (5, 20))[0] == "easy"
+    assert step_tier(_step("click(1,1)", big, choices=30), 0, (0.02, 0.005, 0.001, 0.0002), (5, 20))[0] == "medium"
