@@ -9,7 +9,7 @@ space), the URL after (relative to the served root for saved folders) and a fing
 state after (sha1 of URL + visible text).
 
 `replay` performs the recorded actions at their coordinates in a fresh browser context and returns
-the end-state fingerprint; a trajectory is kept only if it matches (`trajectory/replay_mismatch`).
+the end-state fingerprint; a trajectory is kept only if it matches (`replay_mismatch`).
 
 Safety: the context is the renderer's own (operators/gui/browser.py: `_PageState`, the route
 handler or the served folder's guard proxy, downloads refused, popups closed, dialogs dismissed);
@@ -38,14 +38,14 @@ from quarry.operators.gui.tasks import TIER_NAMES, _quote, content_words, kind_o
 from quarry.operators.gui.wording import EN, Wording
 from quarry.schemas.gui import TrajectoryConfig
 
-REPLAY_MISMATCH = "trajectory/replay_mismatch"
-NO_ACTIONS = "trajectory/no_actions"
-START_FAILED = "trajectory/start_failed"
+REPLAY_MISMATCH = "replay_mismatch"
+NO_ACTIONS = "no_actions"
+START_FAILED = "start_failed"
 REASONS = (REPLAY_MISMATCH, NO_ACTIONS, START_FAILED)
 
 # why a trajectory ended (not a reject: the steps before it are kept)
-ENDED_STEPS, ENDED_PAGES, ENDED_TIME, ENDED_LOOP, ENDED_NO_ACTION, ENDED_UNSTABLE = (
-    "max_steps", "max_pages", "time", "loop", "no_action", "unstable_page")
+ENDED_STEPS, ENDED_PAGES, ENDED_TIME, ENDED_LOOP, ENDED_NO_ACTION, ENDED_UNSTABLE, ENDED_BROKEN = (
+    "max_steps", "max_pages", "time", "loop", "no_action", "unstable_page", "broken_form")
 
 CANDIDATES_JS = """() => {
   const vis = (el) => { const r = el.getBoundingClientRect(); const s = getComputedStyle(el);
@@ -81,6 +81,18 @@ CANDIDATES_JS = """() => {
 }"""
 
 TEXT_JS = "() => (document.body ? document.body.innerText : '').slice(0, 20000)"
+STATE_JS = "() => [location.href, document.readyState, (document.body ? document.body.innerText : '').slice(0, 20000)]"
+# Whether a click at (x, y) follows a link to another document or submits a form: such a click is awaited as a
+# navigation (to its load), so the next screenshot never depends on how fast the machine is.
+NAVIGATES_JS = """([x, y]) => {
+  const el = document.elementFromPoint(x, y);
+  if (!el) return false;
+  const a = el.closest('a[href]');
+  if (a) return !a.hasAttribute('download') && (!a.target || a.target === '_self')
+    && a.href.split('#')[0] !== location.href.split('#')[0];
+  const b = el.closest('button, input[type=submit], input[type=image]');
+  return !!(b && b.form && (b.type === 'submit' || b.type === 'image'));
+}"""
 
 
 @dataclass(frozen=True)
@@ -237,14 +249,30 @@ class Explorer:
         out.blocked = state.blocked
         return out
 
+    async def _eval(self, page, js: str, arg=None):
+        """`page.evaluate`, bounded: a page whose script never yields would hold it forever."""
+        return await asyncio.wait_for(page.evaluate(js, arg), self.r.s.extract_timeout_s)
+
     async def _settle(self, page) -> None:
+        """Wait for the load, then until the URL, readyState and visible text read the same twice `settle_ms`
+        apart (bounded by the render timeout): scripts that change the page after an action finish first."""
         from playwright.async_api import Error as PlaywrightError
 
         try:
             await page.wait_for_load_state("load", timeout=self.r.s.timeout_s * 1000)
         except PlaywrightError:
             pass
-        await asyncio.sleep(self.s.settle_ms / 1000)
+        loop = asyncio.get_running_loop()
+        deadline, last = loop.time() + self.r.s.timeout_s, None
+        while True:
+            await asyncio.sleep(self.s.settle_ms / 1000)
+            try:
+                now = await self._eval(page, STATE_JS)
+            except PlaywrightError:  # mid-navigation: read again
+                now = None
+            if (now is not None and now == last and now[1] == "complete") or loop.time() > deadline:
+                return
+            last = now
 
     async def _steps(self, page, job: PageJob, seed: str, actions, out: TrajectoryResult, origin: str, rel) -> None:
         from playwright.async_api import Error as PlaywrightError
@@ -254,34 +282,49 @@ class Explorer:
         except PlaywrightError as e:
             out.rejection = Rejection(START_FAILED, str(e).splitlines()[0][:300])
             return
-        await self._settle(page)
         rng = random.Random(seed)
         dsf = job.device_scale_factor
-        seen = {fingerprint(rel(page.url), await page.evaluate(TEXT_JS))}
+        try:
+            await self._settle(page)
+            seen = {fingerprint(rel(page.url), await self._eval(page, TEXT_JS))}
+        except (PlaywrightError, asyncio.TimeoutError):
+            out.ended = ENDED_UNSTABLE
+            return
         pages = {urlsplit(page.url)._replace(fragment="").geturl()}
-        plan: list[tuple[str, list[float], str]] = []  # queued (action, css box, target): a form's fields then its submit
+        plan: list[tuple[str, list[float], str, str]] = []  # queued (action, css box, target, link href or '' in a form)
+        dead: set[str] = set()  # links that led to an HTTP error: never chosen again
         choices = 1
         n = len(actions) if actions is not None else self.s.max_steps
-        for i in range(n):
+        while len(out.steps) < n:
             try:
                 png = await page.screenshot(type="png", animations="disabled", caret="hide",
                                             timeout=self.r.s.extract_timeout_s * 1000)
                 if actions is not None:
-                    action, box, target = actions[i], [0.0, 0.0, 0.0, 0.0], ""
+                    action, box, target, href = actions[len(out.steps)], [0.0, 0.0, 0.0, 0.0], "", ""
                 else:
                     if not plan:
-                        plan, choices = await self._choose(page, rng, origin, f"{seed}|{rel(page.url)}")
+                        plan, choices = await self._choose(page, rng, origin, f"{seed}|{rel(page.url)}", dead)
                         if not plan:
                             out.ended = ENDED_NO_ACTION
                             return
                     else:
                         choices = 1  # the next field of a form being filled
-                    action, box, target = plan.pop(0)
-                await self._perform(page, action, dsf)
+                    action, box, target, href = plan.pop(0)
+                status = await self._perform(page, action, dsf)
+                if actions is None and status is not None and status >= 400:
+                    # a broken link is not a step: back to the page, choose again; a form that posts to an
+                    # error ends the trajectory before its submit
+                    await page.go_back(wait_until="load", timeout=self.r.s.timeout_s * 1000)
+                    await self._settle(page)
+                    if not href:
+                        out.ended = ENDED_BROKEN
+                        return
+                    dead.add(href)
+                    continue
                 await self._settle(page)
                 url = page.url
-                fp = fingerprint(rel(url), await page.evaluate(TEXT_JS))
-            except PlaywrightError:  # the page keeps navigating (a loop) or died
+                fp = fingerprint(rel(url), await self._eval(page, TEXT_JS))
+            except (PlaywrightError, asyncio.TimeoutError):  # the page keeps navigating (a loop), hangs or died
                 out.ended = ENDED_UNSTABLE
                 return
             w, h = _png_size(png)
@@ -298,14 +341,14 @@ class Explorer:
                 return
         out.ended = ENDED_STEPS
 
-    async def _choose(self, page, rng: random.Random, origin: str, key: str
-                      ) -> tuple[list[tuple[str, list[float], str]], int]:
+    async def _choose(self, page, rng: random.Random, origin: str, key: str, dead: set[str]
+                      ) -> tuple[list[tuple[str, list[float], str, str]], int]:
         """The next action(s): a link or a whole form (its fields then its submit), in-origin only; and how
         many such options the page offered."""
-        c = await page.evaluate(CANDIDATES_JS)
+        c = await self._eval(page, CANDIDATES_JS)
         here = urlsplit(page.url)._replace(fragment="").geturl()
         words = content_words([c["text"]])
-        options: list[list[tuple[str, list[float], str]]] = []
+        options: list[list[tuple[tuple[str, Optional[str]], list[float], str, str]]] = []
         for f in c["forms"]:
             if origin_of(f["action"]) != origin:
                 continue  # a form that posts elsewhere is never submitted
@@ -315,35 +358,48 @@ class Explorer:
                 if value is None:
                     break  # no text fits this field: the form is no option
                 plan.append((("type", value), fld["box"], fld["label"] or fld["aria"] or fld["placeholder"]
-                             or fld["name"]))
+                             or fld["name"], ""))
             else:
-                plan.append((("click", None), f["box"], f["text"]))
+                plan.append((("click", None), f["box"], f["text"], ""))
                 options.append(plan)
         for a in c["links"]:
             href = urlsplit(a["href"])._replace(fragment="").geturl()
-            if origin_of(a["href"]) != origin or href == here:
+            if origin_of(a["href"]) != origin or href == here or href in dead:
                 continue
-            options.append([(("click", None), a["box"], a["text"])])
+            options.append([(("click", None), a["box"], a["text"], href)])
         if not options:
             return [], 0
-        dsf = await page.evaluate("() => devicePixelRatio")
+        dsf = await self._eval(page, "() => devicePixelRatio")
         chosen = options[rng.randrange(len(options))]
         out = []
-        for (verb, value), box, target in chosen:
+        for (verb, value), box, target, href in chosen:
             x, y = _center(box, dsf)
             action = f"click({x},{y})" if verb == "click" else f'type({x},{y},"{value}")'
-            out.append((action, box, target))
+            out.append((action, box, target, href))
         return out, len(options)
 
-    async def _perform(self, page, action: str, dsf: float) -> None:
+    async def _perform(self, page, action: str, dsf: float) -> Optional[int]:
+        """Do the action; a click that follows a link or submits a form is awaited to the new page's load and
+        gives its HTTP status (None otherwise, or when a script kept the page)."""
+        from playwright.async_api import Error as PlaywrightError
+
         verb, rest = action.split("(", 1)
         parts = rest.rstrip(")").split(",", 2)
         x, y = int(parts[0]) / dsf, int(parts[1]) / dsf
+        if verb == "click" and await self._eval(page, NAVIGATES_JS, [x, y]):
+            try:
+                async with page.expect_navigation(wait_until="load", timeout=self.r.s.timeout_s * 1000) as nav:
+                    await page.mouse.click(x, y)
+                response = await nav.value
+            except PlaywrightError:  # no navigation came (a script prevented it): the page settles as it is
+                return None
+            return response.status if response is not None else None
         await page.mouse.click(x, y)
         if verb == "type":
             text = parts[2].strip()[1:-1]
             await page.keyboard.press("Control+A")
             await page.keyboard.type(text)
+        return None
 
 
 def _name(target: str) -> str:

@@ -62,7 +62,7 @@ def check_manifest_accounts_for_every_page(demo):
     folder, _, _, m = demo
     pages = m.extra["pages"]
     assert pages == {"inputs": 4, "rendered": 3, "with_rows": 3, "rejected": 1, "balanced": True}
-    assert m.rejected == {"render": {"render_timeout": 1}, "trajectory": {"trajectory/start_failed": 1}}
+    assert m.rejected == {"render": {"render_timeout": 1}, "trajectory": {"start_failed": 1}}
     assert m.extra["trajectory"] == {"explored": 4, "kept": 3, "steps": m.stages["trajectory"].outputs,
                                      "rejected": 1, "balanced": True}
     assert m.extra["ui_code"] == {"pages": 3, "pairs": 3, "rejected": 0, "balanced": True}
@@ -73,7 +73,7 @@ def check_manifest_accounts_for_every_page(demo):
     assert m.extra["browser"] == find_chromium("auto")  # the binary `auto` resolved to, not the word
     assert json.loads((folder / "out" / "manifest.json").read_text())["one_to_one"] is False
     assert sql(folder / "out", "SELECT origin.key, stage, reason FROM rejects ORDER BY stage") == [
-        ("slow.html", "render", "render_timeout"), ("slow.html", "trajectory", "trajectory/start_failed")]
+        ("slow.html", "render", "render_timeout"), ("slow.html", "trajectory", "start_failed")]
 
 
 def check_rows_schema_images_and_tiers(demo):
@@ -221,13 +221,14 @@ def check_trajectories(demo):
     for (tid, step, n, page, start, after, goal, history, action, answer, verifier, box, box_px, w, h, name, tier,
          question, image_id, end) in rows:
         assert goal in question and all(a in question for a in history) and name and name in goal
-        assert tier in TIERS and end in ("max_steps", "max_pages", "loop", "no_action")
+        assert tier in TIERS and end in ("max_steps", "max_pages", "loop", "no_action", "broken_form")
         spec = VerifierSpec.model_validate({k: v for k, v in verifier.items() if v is not None})
         assert spec.kind == "action" and spec.box == [float(v) for v in box]
         assert contract.build(spec)(answer, contract.reference(spec, answer)).reward == 1.0
         x, y = (int(v) for v in re.match(r"\w+\((\d+),(\d+)", action).groups())
         assert box_px[0] - 1 <= x * w / 1000 <= box_px[2] + 1 and box_px[1] - 1 <= y * h / 1000 <= box_px[3] + 1
         assert "127.0.0.1" not in after + question
+        assert after.split("?")[0] not in ("index.html", "reset.html")  # links to missing pages are never a step
     typed = {r[15]: r[8] for r in rows if r[8].startswith("type(")}
     assert re.search(r'"[^"@]+@example\.\w+"', typed["Email address"]) and "@" not in typed["Password"]
     login = next(s for s in by_traj.values() if s[0][3] == "login.html")

@@ -14,7 +14,7 @@ from quarry.operators import decode, decontam
 
 EMITTERS = [  # modules whose `Rejection(...)` / reject rows carry reasons of their own
     "quarry.operators.svg.prepare", "quarry.operators.svg.render", "quarry.operators.gui.browser",
-    "quarry.operators.gui.ui_code",
+    "quarry.operators.gui.ui_code", "quarry.operators.gui.explore",
     "quarry.operators.ocr.tasks", "quarry.operators.ocr.search", "quarry.operators.grade.contract", "quarry.operators.imagemining.qa", "quarry.operators.imagemining.kb",
     "quarry.operators.grade.mc", "quarry.pipelines.svg", "quarry.pipelines.gui", "quarry.pipelines.ocr_search",
     "quarry.pipelines.imagemining", "quarry.pipelines.grade",

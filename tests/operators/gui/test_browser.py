@@ -27,6 +27,7 @@ class Site:
 
     def __init__(self, routes=None, host="127.0.0.1"):
         self.routes = routes or {}
+        self.delays: dict[str, float] = {}  # path -> seconds before answering (a slow server)
         self.hits: list[str] = []
         site = self
 
@@ -36,6 +37,7 @@ class Site:
 
             def do_GET(self):
                 site.hits.append(self.path)
+                time.sleep(site.delays.get(self.path.split("?")[0], 0))
                 status, ctype, body, headers = site.routes.get(self.path.split("?")[0],
                                                                (404, "text/plain", b"missing", {}))
                 self.send_response(status)

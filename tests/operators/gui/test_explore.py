@@ -170,3 +170,24 @@ def test_step_tier_rises_after_the_first_step_and_with_choices():
     assert step_tier(_step("click(1,1)", big, choices=1), 0, (0.02, 0.005, 0.001, 0.0002), (5, 20))[0] == "very_easy"
     assert step_tier(_step("click(1,1)", big, choices=1), 2, (0.02, 0.005, 0.001, 0.0002), (5, 20))[0] == "easy"
     assert step_tier(_step("click(1,1)", big, choices=30), 0, (0.02, 0.005, 0.001, 0.0002), (5, 20))[0] == "medium"
+
+
+def test_a_slow_next_page_is_awaited_and_broken_links_are_no_step(renderer):
+    """A link whose page takes a second to answer is followed to that page (the step never records the page it
+    left, however short settle_ms is), and links that answer 404 are not steps: exploration goes back and picks
+    another one, so the trajectory has no error page in it."""
+    site = Site()
+    site.html("/index.html", '<h1>Home</h1><a href="/gone1.html">One</a> <a href="/gone2.html">Two</a> '
+                             '<a href="/gone3.html">Three</a> <a href="/slow.html">Slow</a>')
+    site.html("/slow.html", '<h1>Slow page</h1><a href="/index.html">Back home</a>')
+    site.delays["/slow.html"] = 1.0
+    job = PageJob(site.base + "/index.html", 640, 480, allow_private=True, trusted_origin=True)
+    try:
+        t = Explorer(renderer, ExploreSettings(max_steps=2, seconds_per_site=20, settle_ms=30)).explore_and_replay(
+            job, "seed")
+    finally:
+        site.close()
+    assert t.rejection is None, t.rejection
+    assert [s.target for s in t.steps] == ["Slow", "Back home"] and t.steps[0].url_after.endswith("/slow.html")
+    assert any(h.startswith("/gone") for h in site.hits)  # a broken link was tried first, and left out
+    assert not any("gone" in s.url_after for s in t.steps)
