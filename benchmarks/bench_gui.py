@@ -35,6 +35,11 @@ closes it, renders the document in a fresh JavaScript-off context with every
 request aborted, and computes the similarity. Pages over `ui_code.max_nodes`
 are refused by both. Prints pairs/s of each and the ratio, plus the similarity
 distribution of the pairs.
+
+`--trajectory` measures the trajectory level alone (steps/s): the DAG with
+`trajectory.enabled=true, max_steps=4` and only the cheap grounding tasks,
+against quarry's own operators without Beam, one page at a time (render the
+page, then explore and replay from it: the same work per page).
 """
 
 from __future__ import annotations
@@ -174,6 +179,49 @@ def code_benchmark(corpus: Path, pages: list[str], browser: str, in_flight: int,
           f"median {q(dag_sims, 0.5):.4f} max {q(dag_sims, 1.0):.4f}", flush=True)
 
 
+TRAJECTORY_SETS = ["tasks.kinds=[grounding]", "trajectory.enabled=true", "trajectory.max_steps=4",
+                   "trajectory.settle_ms=300"]
+
+
+def plain_trajectory_loop(corpus: Path, pages: list[str], browser_path: str) -> tuple[float, int, int]:
+    """The trajectory baseline: quarry's own operators without Beam, one page at a time (pages_in_flight=1):
+    render the page (the DAG's render stage), then explore and replay from it. -> (seconds, kept, steps)."""
+    from quarry.operators.gui.browser import BrowserRenderer, PageJob, RendererSettings
+    from quarry.operators.gui.explore import Explorer, ExploreSettings
+
+    server = HtmlFolderServer(local_read)
+    renderer = BrowserRenderer(RendererSettings(executable_path=browser_path, pages_in_flight=1),
+                               read_asset=server.read_url).start()
+    explorer = Explorer(renderer, ExploreSettings(max_steps=4, settle_ms=300))
+    kept = steps = 0
+    t0 = time.monotonic()
+    try:
+        for rel in pages:
+            job = PageJob(server.url_for(str(corpus), rel), 1280, 720, allow_private=True, trusted_origin=True)
+            renderer.render(job)
+            traj = explorer.explore_and_replay(job, rel)
+            if traj.rejection is None:
+                kept, steps = kept + 1, steps + len(traj.steps)
+    finally:
+        renderer.close()
+        server.close()
+    return time.monotonic() - t0, kept, steps
+
+
+def trajectory_benchmark(corpus: Path, pages: list[str], browser: str, in_flight: int, workers: int) -> None:
+    base_s, kept, steps = plain_trajectory_loop(corpus, pages, browser)
+    print(f"trajectories, bare operator loop (1 in flight): {len(pages)} pages -> {kept} trajectories, {steps} steps "
+          f"in {base_s:6.1f} s = {steps / base_s:5.2f} steps/s", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        with PeakRss() as mem:
+            wall, facts = dag_run(corpus, Path(tmp) / "out", in_flight, workers, browser, TRAJECTORY_SETS)
+    t = facts["trajectory"]
+    rate = t["steps"] / wall
+    print(f"trajectories, DAG ({in_flight} in flight, {workers} worker(s)): {t['kept']} trajectories, {t['steps']} "
+          f"steps in {wall:6.1f} s = {rate:5.2f} steps/s = {rate / (steps / base_s):4.2f}x the loop, peak RSS "
+          f"{mem.peak / 2**20:6.0f} MiB; rejected {facts['rejected']}", flush=True)
+
+
 def dag_run(corpus: Path, out: Path, in_flight: int, workers: int, browser_path: str,
             extra_sets: tuple[str, ...] | list[str] = ()) -> tuple[float, dict]:
     sets = ["source=python_docs", f"render.pages_in_flight={in_flight}", f"render.executable_path={browser_path}",
@@ -184,7 +232,8 @@ def dag_run(corpus: Path, out: Path, in_flight: int, workers: int, browser_path:
         beam_args.append("--direct_running_mode=multi_processing")
     t0 = time.monotonic()
     m = run_dag(SPEC, [str(corpus)], str(out), cfg, overwrite=True, beam_args=beam_args)
-    return time.monotonic() - t0, {"kept_rows": m.kept, "pages": m.extra["pages"], "rejected": m.rejected}
+    return time.monotonic() - t0, {"kept_rows": m.kept, "pages": m.extra["pages"], "rejected": m.rejected,
+                                   "trajectory": m.extra.get("trajectory")}
 
 
 def main(argv=None) -> None:
@@ -194,12 +243,17 @@ def main(argv=None) -> None:
     ap.add_argument("--in-flight", type=int, nargs="+", default=[4, 8], help="pages in flight per worker (1 is always run)")
     ap.add_argument("--browser", default="auto", help="Chromium binary for both sides (as render.executable_path)")
     ap.add_argument("--ui-code", action="store_true", help="measure only the UI-to-code level (pairs/s)")
+    ap.add_argument("--trajectory", action="store_true", help="measure only the trajectory level (steps/s)")
     args = ap.parse_args(argv)
     browser = find_chromium(args.browser)
     corpus = make_corpus(args.n)
     pages = sorted(str(p.relative_to(corpus)) for p in (corpus / "library").glob("*.html"))
     print(f"corpus: {len(pages)} python3-doc pages; browser {browser}; cpus={psutil.cpu_count()} "
           f"load={psutil.getloadavg()[0]:.1f}", flush=True)
+    if args.trajectory:
+        trajectory_benchmark(corpus, pages, browser, max(args.in_flight), args.workers)
+        print(f"load after: {psutil.getloadavg()[0]:.1f}")
+        return
     if args.ui_code:
         code_benchmark(corpus, pages, browser, max(args.in_flight), args.workers)
         print(f"load after: {psutil.getloadavg()[0]:.1f}")
