@@ -31,7 +31,7 @@ from typing import Optional
 from urllib.parse import urlsplit
 
 from quarry.operators.base import Rejection
-from quarry.operators.gui.browser import BrowserRenderer, PageJob, _PageState, _png_size, _proxy_setting
+from quarry.operators.gui.browser import PAINTED_JS, BrowserRenderer, PageJob, _PageState, _png_size, _proxy_setting
 from quarry.operators.gui.dom import Field, normalise_box
 from quarry.operators.gui.netguard import AddressGuard, input_url_verdict, origin_of
 from quarry.operators.gui.tasks import TIER_NAMES, _quote, content_words, kind_of_field, text_for_field, tier_for
@@ -80,8 +80,9 @@ CANDIDATES_JS = """() => {
   return {links, forms, text: (document.body ? document.body.innerText : '').slice(0, 20000)};
 }"""
 
-TEXT_JS = "() => (document.body ? document.body.innerText : '').slice(0, 20000)"
-STATE_JS = "() => [location.href, document.readyState, (document.body ? document.body.innerText : '').slice(0, 20000)]"
+_BODY_TEXT = "(document.body ? document.body.innerText : '').slice(0, 20000)"
+TEXT_JS = f"() => {_BODY_TEXT}"
+STATE_JS = f"() => [location.href, document.readyState, {_BODY_TEXT}]"
 # Whether a click at (x, y) follows a link to another document or submits a form: such a click is awaited as a
 # navigation (to its load), so the next screenshot never depends on how fast the machine is.
 NAVIGATES_JS = """([x, y]) => {
@@ -253,9 +254,11 @@ class Explorer:
         """`page.evaluate`, bounded: a page whose script never yields would hold it forever."""
         return await asyncio.wait_for(page.evaluate(js, arg), self.r.s.extract_timeout_s)
 
-    async def _settle(self, page) -> None:
+    async def _settle(self, page) -> str:
         """Wait for the load, then until the URL, readyState and visible text read the same twice `settle_ms`
-        apart (bounded by the render timeout): scripts that change the page after an action finish first."""
+        apart (bounded by the render timeout): scripts that change the page after an action finish first.
+        Then fonts, decoded images and two painted frames, as the renderer waits before its screenshot (the
+        same page gives the same PNG under load). -> the page's visible text (TEXT_JS)."""
         from playwright.async_api import Error as PlaywrightError
 
         try:
@@ -271,8 +274,10 @@ class Explorer:
             except PlaywrightError:  # mid-navigation: read again
                 now = None
             if (now is not None and now == last and now[1] == "complete") or loop.time() > deadline:
-                return
+                break
             last = now
+        await self._eval(page, PAINTED_JS)
+        return now[2] if now is not None else await self._eval(page, TEXT_JS)
 
     async def _steps(self, page, job: PageJob, seed: str, actions, out: TrajectoryResult, origin: str, rel) -> None:
         from playwright.async_api import Error as PlaywrightError
@@ -285,8 +290,7 @@ class Explorer:
         rng = random.Random(seed)
         dsf = job.device_scale_factor
         try:
-            await self._settle(page)
-            seen = {fingerprint(rel(page.url), await self._eval(page, TEXT_JS))}
+            seen = {fingerprint(rel(page.url), await self._settle(page))}
         except (PlaywrightError, asyncio.TimeoutError):
             out.ended = ENDED_UNSTABLE
             return
@@ -303,7 +307,7 @@ class Explorer:
                     action, box, target, href = actions[len(out.steps)], [0.0, 0.0, 0.0, 0.0], "", ""
                 else:
                     if not plan:
-                        plan, choices = await self._choose(page, rng, origin, f"{seed}|{rel(page.url)}", dead)
+                        plan, choices = await self._choose(page, rng, origin, f"{seed}|{rel(page.url)}", dead, dsf)
                         if not plan:
                             out.ended = ENDED_NO_ACTION
                             return
@@ -321,9 +325,9 @@ class Explorer:
                         return
                     dead.add(href)
                     continue
-                await self._settle(page)
+                text = await self._settle(page)
                 url = page.url
-                fp = fingerprint(rel(url), await self._eval(page, TEXT_JS))
+                fp = fingerprint(rel(url), text)
             except (PlaywrightError, asyncio.TimeoutError):  # the page keeps navigating (a loop), hangs or died
                 out.ended = ENDED_UNSTABLE
                 return
@@ -341,7 +345,7 @@ class Explorer:
                 return
         out.ended = ENDED_STEPS
 
-    async def _choose(self, page, rng: random.Random, origin: str, key: str, dead: set[str]
+    async def _choose(self, page, rng: random.Random, origin: str, key: str, dead: set[str], dsf: float
                       ) -> tuple[list[tuple[str, list[float], str, str]], int]:
         """The next action(s): a link or a whole form (its fields then its submit), in-origin only; and how
         many such options the page offered."""
@@ -369,7 +373,6 @@ class Explorer:
             options.append([(("click", None), a["box"], a["text"], href)])
         if not options:
             return [], 0
-        dsf = await self._eval(page, "() => devicePixelRatio")
         chosen = options[rng.randrange(len(options))]
         out = []
         for (verb, value), box, target, href in chosen:
