@@ -20,7 +20,7 @@ def build(folder: Path) -> DemoInput:
     section), trajectories explored from each page and replayed (open the
     shop, search it; fill in and submit the sign-in form), a blocked request
     to the cloud metadata address, and `render_timeout` (and a
-    `no_actions`) for the page whose script never yields.
+    `start_failed` trajectory) for the page whose script never yields.
     """
     site = Path(folder) / "gui-site"
     if site.exists():
